@@ -1,0 +1,147 @@
+"""Turning result records into a rich table, plain lines, or JSON. Nothing here decides anything."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tbctl.models import FreePortResult, PortHolder, PortReport, StopOutcome, TensorBoardInstance, UpResult, as_json
+
+if TYPE_CHECKING:
+    from tbctl.cli.environment import Environment
+
+
+def print_json(env: Environment, payload: Any) -> None:
+    env.stdout.write(json.dumps(as_json(payload), indent=2, sort_keys=True) + "\n")
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def since(create_time: float | None) -> str:
+    if create_time is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(create_time))
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], *, show_host: bool = False) -> None:
+    if not instances:
+        env.info("no TensorBoard running")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    columns = (["host"] if show_host else []) + ["pid", "port", "logdir", "url", "user", "uptime", "started-by", "status"]
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for inst in instances:
+        status = inst.status if not inst.note else f"{inst.status} ({inst.note})"
+        style = {"serving": "green", "starting": "yellow", "stale": "red", "dead": "red"}[inst.status]
+        row = ([inst.host] if show_host else []) + [
+            str(inst.pid) if inst.pid is not None else "-",
+            str(inst.port) if inst.port is not None else "-",
+            inst.logdir or inst.logdir_arg or "-",
+            inst.url or "-",
+            inst.user or "-",
+            human_duration(inst.uptime) if inst.status != "stale" else "-",
+            inst.started_by,
+            f"[{style}]{status}[/{style}]",
+        ]
+        table.add_row(*row)
+    env.console.print(table)
+
+
+def up_result(env: Environment, result: UpResult) -> None:
+    inst = result.instance
+    for warning in result.warnings:
+        env.warn(warning)
+    if result.port_note:
+        env.notice(result.port_note)
+    if result.reused:
+        env.info(f"reusing TensorBoard pid {inst.pid} serving {inst.logdir} (tbctl up --new starts another)")
+    else:
+        ready = f", ready in {result.ready_seconds:.1f} s" if result.ready_seconds is not None else ""
+        env.info(f"TensorBoard pid {inst.pid} serving {inst.logdir}{ready}")
+        if inst.log_path:
+            env.info(f"log: {inst.log_path}")
+    # The URL alone on stdout, so `$(tbctl up -q runs)` is the URL.
+    env.stdout.write(result.url + "\n")
+
+
+_STOP_WORDS = {
+    "stopped": "stopped",
+    "killed": "killed (SIGKILL)",
+    "cleaned": "removed stale record of",
+    "gone": "already gone:",
+    "denied": "not allowed to stop",
+    "protected": "refused to signal",
+    "survived": "could not stop",
+}
+
+
+def stop_outcomes(env: Environment, outcomes: Sequence[StopOutcome]) -> None:
+    if not outcomes:
+        env.info("no TensorBoard to stop")
+        return
+    for o in outcomes:
+        inst = o.instance
+        what = f"pid {inst.pid}" if inst.pid is not None else "TensorBoard"
+        where = ", ".join(x for x in (f"port {inst.port}" if inst.port else "", inst.logdir or "") if x)
+        line = f"{_STOP_WORDS[o.outcome]} {what}" + (f" ({where})" if where else "")
+        if o.info_file_removed and o.outcome != "cleaned":
+            line += "; removed its stale info file"
+        if o.outcome == "denied":
+            line += f": it belongs to {inst.user or 'another user'} (try sudo)"
+        env.result_line(line)
+
+
+def holder_line(holder: PortHolder) -> str:
+    who = f"pid {holder.pid}" if holder.pid is not None else "pid ?"
+    kind = "TensorBoard, " if holder.is_tensorboard else ""
+    user = holder.user or "another user"
+    return (
+        f"{who}  {kind}user {user}  {holder.family} {holder.addr}  since {since(holder.create_time)}\n"
+        f"    {_short(holder.command, 200)}"
+    )
+
+
+def port_report(env: Environment, report: PortReport) -> None:
+    if not report.holders:
+        return
+    env.result_line(f"port {report.port} on {report.host} is held by:")
+    seen: set[tuple[int | None, str, str]] = set()
+    for holder in report.holders:
+        key = (holder.pid, holder.family, holder.addr)
+        if key not in seen:
+            seen.add(key)
+            env.result_line("  " + holder_line(holder))
+
+
+def free_port_result(env: Environment, result: FreePortResult) -> None:
+    for o in result.outcomes:
+        h = o.holder
+        if o.outcome == "denied":
+            env.warn(
+                f"pid {h.pid if h.pid is not None else '?'} belongs to {h.user or 'another user'}; "
+                f"not signalled (run tbctl with sudo to stop it)"
+            )
+        else:
+            env.result_line(f"{_STOP_WORDS.get(o.outcome, o.outcome)} pid {h.pid} ({_short(h.command, 60)})")
+    if result.freed:
+        env.result_line(f"port {result.port} is free")

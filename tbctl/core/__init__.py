@@ -1,0 +1,1 @@
+"""Use cases, written once for any Host: they return records and raise TbctlError, never print."""

@@ -1,0 +1,63 @@
+"""`free-port`: who LISTENs on a port, and stopping them — never a mere client of the port."""
+
+from __future__ import annotations
+
+import time
+
+from tbctl.core.stopping import terminate
+from tbctl.hosts.base import Host
+from tbctl.models import FreePortResult, HolderOutcome, PortHolder, PortReport
+
+VERIFY_SECONDS = 2.0  # a killed server's socket disappears within milliseconds; allow for slow hosts
+
+
+def inspect(host: Host, port: int) -> PortReport:
+    return PortReport(host=host.name, port=port, holders=tuple(host.port_holders(port)), user=host.user)
+
+
+def needs_confirmation(report: PortReport, holder: PortHolder) -> bool:
+    """Only this user's own TensorBoards are stopped without asking."""
+    return not (holder.is_tensorboard and holder.user == report.user)
+
+
+def is_foreign(report: PortReport, holder: PortHolder) -> bool:
+    """Another user's process, which we do not try to signal (root may)."""
+    return holder.pid is None or (holder.user != report.user and report.user != "root")
+
+
+def free(host: Host, report: PortReport, *, force: bool, timeout: float) -> FreePortResult:
+    by_pid: dict[int, PortHolder] = {}
+    outcomes: list[HolderOutcome] = []
+    for holder in report.holders:
+        if is_foreign(report, holder):
+            outcomes.append(HolderOutcome(holder, "denied"))
+        elif holder.pid is not None and holder.pid not in by_pid:
+            by_pid[holder.pid] = holder
+    results = terminate(host, [(h.pid, h.create_time) for h in by_pid.values() if h.pid is not None], force=force, timeout=timeout)
+    killed_tensorboards: set[int] = set()
+    for pid, holder in by_pid.items():
+        outcome = results.get(pid, "gone")
+        outcomes.append(HolderOutcome(holder, outcome))
+        if holder.is_tensorboard and outcome == "killed":
+            killed_tensorboards.add(pid)
+    if killed_tensorboards:
+        _remove_stale_info_files(host, killed_tensorboards)
+    remaining = _wait_port_free(host, report.port)
+    return FreePortResult(host=host.name, port=report.port, outcomes=tuple(outcomes), freed=not remaining,
+                          remaining=tuple(remaining))
+
+
+def _wait_port_free(host: Host, port: int) -> list[PortHolder]:
+    deadline = time.monotonic() + VERIFY_SECONDS
+    while True:
+        remaining = host.port_holders(port)
+        if not remaining or time.monotonic() >= deadline:
+            return remaining
+        time.sleep(0.05)
+
+
+def _remove_stale_info_files(host: Host, pids: set[int]) -> None:
+    for info in host.scan().get("info_files", []):
+        content = info.get("content")
+        if isinstance(content, dict) and content.get("pid") in pids and not info.get("pid_alive"):
+            host.remove_info_file(info["path"])

@@ -1,0 +1,136 @@
+"""`up`: serve a logdir with TensorBoard on a host — reuse a live instance, or start one and prove it ready."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from tbctl.config import PORT_SEARCH_SPAN
+from tbctl.core.instances import list_instances, live_for_logdir
+from tbctl.core.stopping import terminate
+from tbctl.errors import PortBusy, TensorBoardFailed
+from tbctl.hosts.base import Host, Launched
+from tbctl.models import PortHolder, TensorBoardInstance, UpResult
+from tbctl.state import StateStore
+from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path
+
+BIND_RACE_RETRIES = 3  # another server may take the chosen port between our check and TensorBoard's bind
+_BIND_FAILURE_MARKERS = ("could not bind to port", "is in use by another program", "Address already in use")
+
+
+@dataclass(frozen=True)
+class UpRequest:
+    logdir: str
+    port: int
+    timeout: float
+    new: bool = False
+    tensorboard: str | None = None
+    env_prefix: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+def describe_holders(holders: Sequence[PortHolder]) -> str:
+    parts = []
+    for h in holders:
+        who = f"pid {h.pid}" if h.pid is not None else "a process of another user"
+        cmd = f" ({_short(h.command)})" if h.cmdline else ""
+        parts.append(f"{who}{cmd} on {h.addr}")
+    return ", ".join(parts)
+
+
+def _short(command: str, width: int = 60) -> str:
+    return command if len(command) <= width else command[: width - 1] + "…"
+
+
+def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[[str], None] = lambda _: None) -> UpResult:
+    executable = host.find_tensorboard(request.tensorboard, request.env_prefix)
+    logdir, exists = host.resolve_path(request.logdir)
+    warnings: list[str] = []
+    if not exists:
+        warnings.append(f"logdir {logdir} does not exist yet; TensorBoard will show runs once they appear")
+    path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
+    # One lock per host across check-then-launch: two `up`s of one logdir at once end with one instance.
+    with store.lock(f"up-{host.name}"):
+        if not request.new:
+            reusable = live_for_logdir(list_instances(host, store), logdir, host.user)
+            if reusable is not None:
+                assert reusable.url is not None
+                return UpResult(instance=reusable, url=reusable.url, reused=True, warnings=tuple(warnings))
+        port_note = ""
+        wanted = request.port
+        for attempt in range(BIND_RACE_RETRIES):
+            port, note = _choose_port(host, wanted)
+            port_note = port_note or note
+            progress(f"starting TensorBoard on {host.name}:{port}")
+            argv = build_argv(executable, logdir, port, request.extra_args)
+            log_path = f"{host.log_dir}/tensorboard-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+            launched = host.launch(argv, log_path)
+            try:
+                ready = host.wait_ready(launched, port, readiness_path(path_prefix), request.timeout)
+            except BaseException:  # Ctrl-C while waiting: leave nothing running
+                terminate(host, [(launched.pid, launched.create_time)], force=False, timeout=3.0)
+                raise
+            if ready.ready and _serves(ready.body, logdir):
+                break
+            tail = host.tail(launched.log_path, 15)
+            _stop_quietly(host, launched)
+            if ready.reason == "exited" and any(m in tail for m in _BIND_FAILURE_MARKERS) and attempt + 1 < BIND_RACE_RETRIES:
+                wanted = port + 1
+                continue
+            raise _failure(ready.reason, request.timeout, tail, launched)
+        store.add({
+            "host": host.name, "pid": launched.pid, "create_time": launched.create_time, "port": port,
+            "logdir": logdir, "log_path": launched.log_path, "started_at": time.time(), "argv": argv,
+        })
+    instance = TensorBoardInstance(
+        host=host.name, pid=launched.pid, port=port, logdir=logdir, logdir_arg=logdir, user=host.user,
+        status="serving", started_by="tbctl", create_time=launched.create_time, path_prefix=path_prefix,
+        bind=flag_value(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
+    )
+    assert instance.url is not None
+    return UpResult(instance=instance, url=instance.url, reused=False, port_note=port_note,
+                    warnings=tuple(warnings), ready_seconds=ready.elapsed)
+
+
+def _choose_port(host: Host, wanted: int) -> tuple[int, str]:
+    """The wanted port if free, else the next free one, and a note naming who held the wanted one."""
+    candidates = list(range(wanted, min(wanted + PORT_SEARCH_SPAN, 65536)))
+    port = host.first_free_port(candidates)
+    holders = host.port_holders(wanted) if port != wanted else []
+    if port is None:
+        raise PortBusy(
+            wanted, holders,
+            f"no free port in {candidates[0]}-{candidates[-1]} on {host.name}",
+            hint=f"`tbctl free-port {wanted}` shows who holds it",
+        )
+    if port == wanted:
+        return port, ""
+    who = describe_holders(holders) if holders else "something that is not listening yet"
+    return port, f"port {wanted} is held by {who}; using {port}"
+
+
+def _serves(body: str, logdir: str) -> bool:
+    """The answer came from our TensorBoard (same logdir), not from a server that took the port first."""
+    try:
+        return json.loads(body).get("logdir") == logdir
+    except (ValueError, AttributeError):
+        return False
+
+
+def _stop_quietly(host: Host, launched: Launched) -> None:
+    terminate(host, [(launched.pid, launched.create_time)], force=False, timeout=3.0)
+
+
+def _failure(reason: str, timeout: float, tail: str, launched: Launched) -> TensorBoardFailed:
+    if reason == "timeout":
+        message = f"TensorBoard did not answer within {timeout:g} s; stopped it"
+        hint = "a large logdir can take longer: raise --timeout"
+    elif reason == "exited":
+        message = "TensorBoard exited before it was ready"
+        hint = None
+    else:
+        message = "TensorBoard answered, but not for this logdir (another server holds the port?)"
+        hint = None
+    return TensorBoardFailed(message, log_tail=tail, log_path=launched.log_path, hint=hint)

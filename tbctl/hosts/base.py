@@ -1,0 +1,135 @@
+"""The Host seam: what core may ask of a machine.
+
+Every question is one probe operation (tbctl/probe.py). A host only has to carry operations to where the
+probe runs: in this process for LocalHost, over an SSH exec channel for SSHHost. The typed methods below
+are written once, so local and remote behave the same by construction.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tbctl.errors import TensorBoardNotFound, UsageError
+from tbctl.models import PortHolder
+
+
+@dataclass(frozen=True)
+class Launched:
+    pid: int
+    create_time: float
+    log_path: str
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str  # "" when ready, else "exited" | "timeout"
+    elapsed: float
+    body: str = ""
+
+
+class Host(abc.ABC):
+    """A machine: this one, or one reached over SSH."""
+
+    name: str  # what the user calls it: "localhost" or the SSH alias
+
+    @property
+    def is_remote(self) -> bool:
+        """For display only (URLs, messages); core logic must not branch on it."""
+        return False
+
+    @abc.abstractmethod
+    def call(self, op: str, **args: Any) -> Any:
+        """Run one probe operation on the machine and return its JSON answer."""
+
+    @property
+    @abc.abstractmethod
+    def log_dir(self) -> str:
+        """Where TensorBoard logs of instances tbctl starts on this machine go."""
+
+    @property
+    @abc.abstractmethod
+    def user(self) -> str: ...
+
+    def close(self) -> None:
+        """Release connections; a no-op for the local machine."""
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- questions ---
+
+    def scan(self) -> Mapping[str, Any]:
+        return self.call("scan")
+
+    def port_holders(self, port: int) -> list[PortHolder]:
+        return [
+            PortHolder(
+                host=self.name,
+                port=row["port"],
+                pid=row["pid"],
+                family=row["family"],
+                addr=row["addr"],
+                user=row["username"],
+                cmdline=tuple(row["cmdline"] or ()),
+                create_time=row["create_time"],
+                is_tensorboard=row["is_tensorboard"],
+            )
+            for row in self.call("holders", port=port)
+        ]
+
+    def first_free_port(self, candidates: Sequence[int]) -> int | None:
+        return self.call("free_port", candidates=list(candidates))["port"]
+
+    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None) -> str:
+        found = self.call("find_tensorboard", explicit=explicit, env_prefix=env_prefix, login_shell=self.is_remote)
+        if found["path"]:
+            return str(found["path"])
+        if found.get("explicit_bad"):
+            raise UsageError(
+                f"--tensorboard {explicit} is not an executable file on {self.name}",
+                hint="give the path of the tensorboard script, e.g. ~/venv/bin/tensorboard",
+            )
+        raise TensorBoardNotFound(self.name, found["searched"])
+
+    def resolve_path(self, path: str) -> tuple[str, bool]:
+        """(absolute path on the host, whether it is an existing directory)."""
+        answer = self.call("resolve_path", path=path)
+        return answer["path"], answer["exists"]
+
+    def alive(self, pid: int, create_time: float | None) -> bool:
+        return bool(self.call("alive", pid=pid, create_time=create_time)["alive"])
+
+    def tail(self, path: str, lines: int = 20) -> str:
+        return str(self.call("tail", path=path, lines=lines)["text"])
+
+    # --- actions ---
+
+    def launch(self, argv: Sequence[str], log_path: str) -> Launched:
+        answer = self.call("launch", argv=list(argv), log_path=log_path)
+        return Launched(pid=answer["pid"], create_time=answer["create_time"], log_path=answer["log_path"])
+
+    def wait_ready(self, launched: Launched, port: int, path: str, timeout: float) -> Readiness:
+        answer = self.call(
+            "wait_ready", pid=launched.pid, create_time=launched.create_time, port=port, path=path, timeout=timeout
+        )
+        return Readiness(ready=answer["ready"], reason=answer.get("reason", ""), elapsed=answer["elapsed"],
+                         body=answer.get("body", ""))
+
+    def send_signal(self, pid: int, create_time: float | None, sig: str) -> str:
+        """sent | gone | denied | protected"""
+        return str(self.call("send_signal", pid=pid, create_time=create_time, sig=sig)["outcome"])
+
+    def wait_gone(self, procs: Sequence[tuple[int, float | None]], timeout: float) -> set[int]:
+        """Pids still alive after `timeout`."""
+        answer = self.call("wait_gone", procs=[list(p) for p in procs], timeout=timeout)
+        return {p[0] for p in answer["alive"]}
+
+    def remove_info_file(self, path: str) -> bool:
+        return bool(self.call("remove_info_file", path=path).get("removed"))

@@ -1,0 +1,30 @@
+"""This machine: the probe runs in this process, with psutil (a dependency of tbctl)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tbctl import probe
+from tbctl.hosts.base import Host
+
+LOCAL_HOST_NAME = "localhost"
+
+
+class LocalHost(Host):
+    name = LOCAL_HOST_NAME
+
+    def __init__(self, state_dir: Path) -> None:
+        self._log_dir = str(state_dir / "logs")
+
+    def call(self, op: str, **args: Any) -> Any:
+        return probe.handle(op, args)
+
+    @property
+    def log_dir(self) -> str:
+        return self._log_dir
+
+    @property
+    def user(self) -> str:
+        return probe.username_of(os.getuid())

@@ -1,0 +1,117 @@
+"""Result records: what core returns and cli/render.py shows. Frozen, JSON-able through `as_json`."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["serving", "starting", "stale", "dead"]
+StartedBy = Literal["tbctl", "other"]
+
+
+@dataclass(frozen=True)
+class TensorBoardInstance:
+    host: str
+    pid: int | None
+    port: int | None
+    logdir: str | None  # absolute as the host resolves it; None when TensorBoard was given a logdir_spec
+    logdir_arg: str | None  # as TensorBoard was given it
+    user: str | None
+    status: Status
+    started_by: StartedBy
+    create_time: float | None = None
+    path_prefix: str = ""
+    bind: str = "127.0.0.1"
+    info_file: str | None = None
+    log_path: str | None = None
+    cmdline: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def url(self) -> str | None:
+        if self.port is None or self.status in ("stale", "dead"):
+            return None
+        host = "127.0.0.1" if self.bind in ("", "0.0.0.0", "::", "localhost") else self.bind
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}{self.path_prefix}/"
+
+    @property
+    def uptime(self) -> float | None:
+        return None if self.create_time is None else max(0.0, time.time() - self.create_time)
+
+    @property
+    def identity(self) -> tuple[int, float | None] | None:
+        return None if self.pid is None else (self.pid, self.create_time)
+
+
+@dataclass(frozen=True)
+class PortHolder:
+    host: str
+    port: int
+    pid: int | None  # None: the socket belongs to another user and we are not root
+    family: str
+    addr: str
+    user: str | None
+    cmdline: tuple[str, ...]
+    create_time: float | None
+    is_tensorboard: bool
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.cmdline) if self.cmdline else "?"
+
+
+@dataclass(frozen=True)
+class UpResult:
+    instance: TensorBoardInstance
+    url: str
+    reused: bool
+    port_note: str = ""  # why the port differs from the one asked for
+    warnings: tuple[str, ...] = ()
+    ready_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class StopOutcome:
+    instance: TensorBoardInstance
+    outcome: Literal["stopped", "killed", "cleaned", "gone", "denied", "protected", "survived"]
+    info_file_removed: bool = False
+
+
+@dataclass(frozen=True)
+class PortReport:
+    host: str
+    port: int
+    holders: tuple[PortHolder, ...]
+    user: str
+
+
+@dataclass(frozen=True)
+class HolderOutcome:
+    holder: PortHolder
+    outcome: Literal["stopped", "killed", "gone", "denied", "protected", "survived", "skipped"]
+
+
+@dataclass(frozen=True)
+class FreePortResult:
+    host: str
+    port: int
+    outcomes: tuple[HolderOutcome, ...]
+    freed: bool
+    remaining: tuple[PortHolder, ...] = field(default=())
+
+
+def as_json(record: Any) -> Any:
+    """A JSON-able view of a record, with derived properties (url, uptime) included."""
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        out = {f.name: as_json(getattr(record, f.name)) for f in dataclasses.fields(record)}
+        for extra in ("url", "uptime", "command"):
+            if hasattr(type(record), extra):
+                out[extra] = getattr(record, extra)
+        return out
+    if isinstance(record, (list, tuple)):
+        return [as_json(r) for r in record]
+    return record

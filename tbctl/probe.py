@@ -1,0 +1,595 @@
+"""What tbctl asks of a machine, answered from that machine.
+
+Stdlib-only and Python 3.8-compatible on purpose: LocalHost calls `handle()` in-process, SSHHost sends this
+file to the remote `python3` and talks to `serve()` in JSON lines over the exec channel's stdin/stdout. It
+uses psutil when the machine has it and reads /proc (Linux) when not, so a server needs nothing installed
+beyond python3 and tensorboard.
+
+Answers are plain JSON-able facts (no judgement): `tbctl/core` decides what they mean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+try:  # psutil is optional on a remote host.
+    import psutil
+except ImportError:  # pragma: no cover - exercised on hosts without psutil
+    psutil = None
+
+PROTECTED_PIDS_NOTE = "pid 1, the probe itself and its parent are never signalled"
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_CREATE_TIME_SLACK = 0.05  # seconds; /proc and psutil round start times differently
+
+
+# --- recognising TensorBoard -------------------------------------------------------------------------------
+
+
+def _basename(arg: str) -> str:
+    return arg.rstrip("/").rsplit("/", 1)[-1]
+
+
+def tensorboard_args(cmdline: list) -> list | None:
+    """The arguments after the program if `cmdline` runs TensorBoard, else None.
+
+    Shapes seen in the wild: `[python, …/bin/tensorboard, ARGS]`, `[…/bin/tensorboard, ARGS]` (exec'd
+    script), `[python, -m, tensorboard.main, ARGS]`, with an optional `serve` subcommand. The data-server
+    child (`…/tensorboard_data_server/bin/server`) and `python -c '…tensorboard…'` are not instances.
+    """
+    if not cmdline:
+        return None
+    argv = list(cmdline)
+    start = None
+    if _basename(argv[0]) == "tensorboard":
+        start = 1
+    elif _basename(argv[0]).startswith("python") and len(argv) > 1:
+        rest = argv[1:]
+        i = 0
+        while i < len(rest) and rest[i].startswith("-") and rest[i] not in ("-m", "-c"):
+            i += 1  # interpreter flags like -u, -X importtime are rare but harmless to skip
+        if i < len(rest) and rest[i] == "-m" and i + 1 < len(rest) and rest[i + 1] in ("tensorboard", "tensorboard.main"):
+            start = 1 + i + 2
+        elif i < len(rest) and _basename(rest[i]) == "tensorboard":
+            start = 1 + i + 1
+    if start is None:
+        return None
+    args = argv[start:]
+    if args and args[0] == "serve":
+        args = args[1:]
+    return args
+
+
+def flag_value(args: list, name: str) -> str | None:
+    """The value of `--name v` or `--name=v` (last one wins, as with absl flags)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == "--" + name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--" + name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+# --- processes ---------------------------------------------------------------------------------------------
+
+
+def username_of(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime"):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _proc_stat(pid: int) -> tuple:
+    """(state, ppid, create_time) from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        data = f.read()
+    fields = data[data.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1]), _boot_time() + int(fields[19]) / _CLK_TCK
+
+
+def _proc_info(pid: int) -> dict | None:
+    """A process's facts, or None if it is gone. Fields we may not read come back as None."""
+    if psutil is not None:
+        try:
+            p = psutil.Process(pid)
+            with p.oneshot():
+                info = {
+                    "pid": pid,
+                    "ppid": p.ppid(),
+                    "create_time": p.create_time(),
+                    "zombie": p.status() == psutil.STATUS_ZOMBIE,
+                    "username": _safe(p.username),
+                    "cmdline": _safe(p.cmdline) or [],
+                    "cwd": _safe(p.cwd),
+                }
+            return info
+        except psutil.NoSuchProcess:
+            return None
+    try:
+        state, ppid, create_time = _proc_stat(pid)
+        uid = os.stat("/proc/%d" % pid).st_uid
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmdline = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except PermissionError:
+        return {"pid": pid, "ppid": None, "create_time": None, "zombie": False, "username": None, "cmdline": [], "cwd": None}
+    try:
+        cwd = os.readlink("/proc/%d/cwd" % pid)
+    except OSError:
+        cwd = None
+    return {"pid": pid, "ppid": ppid, "create_time": create_time, "zombie": state == "Z",
+            "username": username_of(uid), "cmdline": cmdline, "cwd": cwd}
+
+
+def _safe(getter):  # type: ignore[no-untyped-def]
+    try:
+        return getter()
+    except (psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def _all_pids() -> list:
+    if psutil is not None:
+        return psutil.pids()
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def _cmdline_fast(pid: int) -> list | None:
+    """Just the command line: the cheap first pass of a scan (most processes are not TensorBoard)."""
+    if psutil is not None:
+        try:
+            return psutil.Process(pid).cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
+    except OSError:
+        return None
+
+
+def alive(pid: int, create_time: float | None) -> bool:
+    """True if `pid` is still the process that started at `create_time` and is not a zombie."""
+    try:  # reap our own children (TensorBoards we launched) so they do not linger as zombies
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    except OSError:
+        pass
+    info = _proc_info(pid)
+    if info is None or info["zombie"]:
+        return False
+    if create_time is not None and info["create_time"] is not None:
+        return abs(info["create_time"] - create_time) < _CREATE_TIME_SLACK
+    return True
+
+
+# --- sockets -----------------------------------------------------------------------------------------------
+
+
+def _listen_sockets_proc() -> list:
+    """(family, addr, port, inode) of every LISTEN TCP socket in this network namespace, from /proc/net."""
+    out = []
+    for family, path in (("ipv4", "/proc/net/tcp"), ("ipv6", "/proc/net/tcp6")):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[3] != "0A":
+                        continue
+                    addr_hex, port_hex = parts[1].split(":")
+                    out.append((family, _decode_addr(addr_hex), int(port_hex, 16), int(parts[9])))
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def _decode_addr(addr_hex: str) -> str:
+    raw = bytes.fromhex(addr_hex)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+def _socket_owners(inodes: set) -> dict:
+    """inode -> pid for the sockets we may see (our own processes, or all as root)."""
+    owners = {}
+    if not inodes:
+        return owners
+    for pid in _all_pids():
+        fd_dir = "/proc/%d/fd" % pid
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd_dir + "/" + fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inode = int(target[8:-1])
+                if inode in inodes:
+                    owners[inode] = pid
+    return owners
+
+
+def listening(ports: list | None = None, pids: list | None = None) -> list:
+    """Every LISTEN TCP socket (IPv4 and IPv6) on `ports`, or of `pids`: never a mere client of a port.
+
+    Each row: family, addr, port, pid (None when the owner is another user's and we are not root).
+    """
+    port_set = set(ports) if ports is not None else None
+    rows = []
+    if psutil is not None and pids is not None:
+        for pid in pids:
+            try:
+                conns = psutil.Process(pid).net_connections(kind="tcp")
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            for c in conns:
+                if c.status == psutil.CONN_LISTEN and (port_set is None or c.laddr.port in port_set):
+                    fam = "ipv6" if c.family == socket.AF_INET6 else "ipv4"
+                    rows.append({"family": fam, "addr": c.laddr.ip, "port": c.laddr.port, "pid": pid})
+        return rows
+    # /proc/net is cheaper than psutil.net_connections (which walks every process's fds first): find the
+    # sockets, then walk fds only when there is something to attribute.
+    if os.path.exists("/proc/net/tcp"):
+        socks = [s for s in _listen_sockets_proc() if port_set is None or s[2] in port_set]
+        if pids is not None:
+            wanted = set(pids)
+            owners = {}
+            for pid in wanted:
+                owners.update({i: pid for i in _fd_inodes(pid)})
+            return [{"family": f, "addr": a, "port": p, "pid": owners[i]} for f, a, p, i in socks if i in owners]
+        owners = _socket_owners({s[3] for s in socks})
+        return [{"family": f, "addr": a, "port": p, "pid": owners.get(i)} for f, a, p, i in socks]
+    for c in psutil.net_connections(kind="tcp"):  # macOS and other non-/proc systems
+        if c.status == psutil.CONN_LISTEN and (port_set is None or c.laddr.port in port_set):
+            fam = "ipv6" if c.family == socket.AF_INET6 else "ipv4"
+            rows.append({"family": fam, "addr": c.laddr.ip, "port": c.laddr.port, "pid": c.pid})
+    return rows
+
+
+def _fd_inodes(pid: int) -> set:
+    out = set()
+    fd_dir = "/proc/%d/fd" % pid
+    try:
+        for fd in os.listdir(fd_dir):
+            try:
+                target = os.readlink(fd_dir + "/" + fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                out.add(int(target[8:-1]))
+    except OSError:
+        pass
+    return out
+
+
+def holders(port: int) -> list:
+    """Who LISTENs on `port`, with what we can tell about each process."""
+    rows = []
+    for sock in listening([port]):
+        info = _proc_info(sock["pid"]) if sock["pid"] is not None else None
+        row = dict(sock)
+        row.update({
+            "username": info["username"] if info else None,
+            "cmdline": info["cmdline"] if info else [],
+            "create_time": info["create_time"] if info else None,
+            "is_tensorboard": bool(info and tensorboard_args(info["cmdline"]) is not None),
+        })
+        rows.append(row)
+    return rows
+
+
+def bindable(port: int) -> bool:
+    """Whether a server could bind `port` on 127.0.0.1 now (SO_REUSEADDR, as werkzeug binds)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def free_port(candidates: list) -> dict:
+    """The first candidate port nobody listens on (either family) and that binds; and who holds the others."""
+    taken = {}
+    for row in listening(candidates):
+        taken.setdefault(row["port"], True)
+    for port in candidates:
+        if port not in taken and bindable(port):
+            return {"port": port}
+    return {"port": None}
+
+
+# --- TensorBoard discovery ---------------------------------------------------------------------------------
+
+
+def info_dirs(extra: list | None = None) -> list:
+    dirs = [os.path.join(tempfile.gettempdir(), ".tensorboard-info"), "/tmp/.tensorboard-info"]
+    for d in extra or []:
+        dirs.append(d)
+    seen = []
+    for d in dirs:
+        if d not in seen:
+            seen.append(d)
+    return seen
+
+
+def scan(extra_info_dirs: list | None = None) -> dict:
+    """Every TensorBoard process (any user) and every info file, with the facts needed to judge liveness."""
+    me = os.getpid()
+    processes = []
+    for pid in _all_pids():
+        if pid == me:
+            continue
+        cmdline = _cmdline_fast(pid)
+        if not cmdline or tensorboard_args(cmdline) is None:
+            continue
+        info = _proc_info(pid)
+        if info is None:
+            continue
+        processes.append(info)
+    socks = listening(pids=[p["pid"] for p in processes if not p["zombie"]]) if processes else []
+    for p in processes:
+        p["listen"] = [s for s in socks if s["pid"] == p["pid"]]
+        # Resolve a relative --logdir against the process's own cwd here, where that cwd means something.
+        logdir = flag_value(tensorboard_args(p["cmdline"]) or [], "logdir")
+        p["logdir_abs"] = None
+        if logdir and "://" not in logdir and p["cwd"] is not None:
+            p["logdir_abs"] = os.path.realpath(os.path.join(p["cwd"], os.path.expanduser(logdir)))
+    infos = []
+    for d in info_dirs(extra_info_dirs):
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for name in names:
+            if not (name.startswith("pid-") and name.endswith(".info")):
+                continue
+            path = os.path.join(d, name)
+            try:
+                owner = username_of(os.stat(path).st_uid)
+                with open(path) as f:
+                    content = json.load(f)
+                error = None
+            except (OSError, ValueError) as exc:
+                content, error, owner = None, str(exc), None
+            pid = content.get("pid") if isinstance(content, dict) else None
+            infos.append({
+                "path": path,
+                "owner": owner,
+                "content": content,
+                "error": error,
+                "pid_alive": alive(pid, None) if isinstance(pid, int) else False,
+                "pid_create_time": (_proc_info(pid) or {}).get("create_time") if isinstance(pid, int) else None,
+            })
+    return {"processes": processes, "info_files": infos, "user": username_of(os.getuid()), "now": time.time()}
+
+
+def find_tensorboard(explicit: str | None = None, env_prefix: str | None = None, login_shell: bool = False) -> dict:
+    """Locate a tensorboard executable; say everything that was searched."""
+    searched = []
+    if explicit:
+        path = os.path.expanduser(explicit)
+        searched.append(path)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return {"path": os.path.abspath(path), "searched": searched}
+        return {"path": None, "searched": searched, "explicit_bad": True}
+    prefixes = []
+    if env_prefix:
+        prefixes.append(os.path.expanduser(env_prefix))
+    else:
+        prefixes.append(os.path.dirname(os.path.dirname(os.path.abspath(sys.executable))))
+    for prefix in prefixes:
+        candidate = os.path.join(prefix, "bin", "tensorboard")
+        searched.append(candidate)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return {"path": candidate, "searched": searched}
+    if env_prefix:
+        return {"path": None, "searched": searched}
+    searched.append("PATH")
+    found = shutil.which("tensorboard")
+    if found:
+        return {"path": found, "searched": searched}
+    if login_shell:
+        shell = os.environ.get("SHELL") or "/bin/sh"
+        searched.append("%s -lc 'command -v tensorboard'" % shell)
+        try:
+            out = subprocess.run([shell, "-lc", "command -v tensorboard"], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=15)
+            line = out.stdout.decode("utf-8", "replace").strip().splitlines()
+            if out.returncode == 0 and line and os.path.isabs(line[-1]):
+                return {"path": line[-1], "searched": searched}
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return {"path": None, "searched": searched}
+
+
+# --- acting ------------------------------------------------------------------------------------------------
+
+
+def launch(argv: list, log_path: str, cwd: str | None = None) -> dict:
+    """Start `argv` detached: its own session (no SIGHUP when the terminal or SSH session closes),
+    stdin from /dev/null, stdout and stderr appended to `log_path`."""
+    log_path = os.path.expanduser(log_path)
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=os.path.expanduser(cwd) if cwd else None, start_new_session=True, close_fds=True)
+    info = _proc_info(proc.pid)
+    return {"pid": proc.pid, "create_time": info["create_time"] if info else time.time(), "log_path": log_path}
+
+
+def send_signal(pid: int, create_time: float | None, sig: str) -> dict:
+    """Signal `pid` only if it is still the process first seen (pid-reuse safe). Outcome:
+    sent | gone | denied | protected."""
+    if pid <= 1 or pid in (os.getpid(), os.getppid()):
+        return {"outcome": "protected"}
+    if not alive(pid, create_time):
+        return {"outcome": "gone"}
+    try:
+        os.kill(pid, getattr(signal, sig))
+    except ProcessLookupError:
+        return {"outcome": "gone"}
+    except PermissionError:
+        return {"outcome": "denied"}
+    return {"outcome": "sent"}
+
+
+def wait_gone(procs: list, timeout: float) -> dict:
+    """Wait until every (pid, create_time) has exited (zombies count as exited). Returns those still alive."""
+    deadline = time.monotonic() + timeout
+    remaining = [tuple(p) for p in procs]
+    while True:
+        remaining = [p for p in remaining if alive(p[0], p[1])]
+        if not remaining or time.monotonic() >= deadline:
+            return {"alive": [list(p) for p in remaining]}
+        time.sleep(0.02)
+
+
+def _http_get(port: int, path: str, timeout: float) -> tuple:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def wait_ready(pid: int, create_time: float | None, port: int, path: str, timeout: float) -> dict:
+    """Poll `GET path` on 127.0.0.1:port until it answers 200, the process dies, or time runs out.
+
+    Done here, on the host, so a remote start costs one round trip, not one per poll.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        if not alive(pid, create_time):
+            return {"ready": False, "reason": "exited", "elapsed": time.monotonic() - started}
+        try:
+            status, body = _http_get(port, path, 2.0)
+            if status == 200:
+                return {"ready": True, "body": body, "elapsed": time.monotonic() - started}
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            return {"ready": False, "reason": "timeout", "elapsed": time.monotonic() - started}
+        time.sleep(0.02)
+
+
+def http_get(port: int, path: str, timeout: float = 2.0) -> dict:
+    try:
+        status, body = _http_get(port, path, timeout)
+        return {"status": status, "body": body}
+    except (OSError, ValueError) as exc:
+        return {"status": None, "error": str(exc)}
+
+
+def tail(path: str, lines: int = 20) -> dict:
+    try:
+        with open(os.path.expanduser(path), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return {"text": "", "error": str(exc)}
+    return {"text": "\n".join(text.splitlines()[-lines:])}
+
+
+def remove_info_file(path: str) -> dict:
+    """Remove a TensorBoard info file (and nothing else: the name is checked)."""
+    if os.path.basename(os.path.dirname(path)) != ".tensorboard-info" or not os.path.basename(path).startswith("pid-"):
+        return {"removed": False, "error": "not a TensorBoard info file"}
+    try:
+        os.remove(path)
+        return {"removed": True}
+    except FileNotFoundError:
+        return {"removed": False}
+    except OSError as exc:
+        return {"removed": False, "error": exc.strerror or str(exc)}
+
+
+def resolve_path(path: str, cwd: str | None = None) -> dict:
+    """An absolute, symlink-free path as this host sees it (`~` expanded, relative to `cwd` or home)."""
+    path = os.path.expanduser(path)
+    if not os.path.isabs(path):
+        path = os.path.join(os.path.expanduser(cwd) if cwd else os.getcwd(), path)
+    return {"path": os.path.realpath(path), "exists": os.path.isdir(path)}
+
+
+def whoami() -> dict:
+    return {"user": username_of(os.getuid()), "home": os.path.expanduser("~"), "pid": os.getpid(),
+            "psutil": psutil is not None, "python": sys.version.split()[0],
+            "cache_dir": os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tbctl")}
+
+
+OPS = {
+    "scan": scan, "holders": holders, "free_port": free_port, "find_tensorboard": find_tensorboard,
+    "launch": launch, "send_signal": send_signal, "wait_gone": wait_gone, "wait_ready": wait_ready,
+    "http_get": http_get, "tail": tail, "remove_info_file": remove_info_file, "resolve_path": resolve_path,
+    "whoami": whoami, "alive": lambda pid, create_time: {"alive": alive(pid, create_time)},
+}
+
+
+def handle(op: str, args: dict) -> dict:
+    return OPS[op](**args)
+
+
+def serve(stdin=None, stdout=None) -> None:  # type: ignore[no-untyped-def]
+    """JSON lines: {"op", "args"} in, {"ok": result} or {"error": {"type", "message"}} out, until EOF."""
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    stdout.write(json.dumps({"ok": whoami()}) + "\n")
+    stdout.flush()
+    for line in stdin:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            reply = {"ok": handle(request["op"], request.get("args") or {})}
+        except Exception as exc:  # the client turns this into a ProbeError with the type and message
+            reply = {"error": {"type": type(exc).__name__, "message": str(exc)}}
+        stdout.write(json.dumps(reply) + "\n")
+        stdout.flush()
+
+
+def quote_argv(argv: list) -> str:
+    """A POSIX shell command line that runs exactly `argv` (for exec channels, which take a string)."""
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+if __name__ == "__main__":
+    if os.environ.get("TBCTL_PROBE_NO_PSUTIL"):
+        psutil = None
+    serve()

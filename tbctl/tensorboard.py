@@ -1,0 +1,162 @@
+"""What tbctl knows about TensorBoard: its command line, its info files, its readiness endpoint, and how
+to tell a live instance from a stale record (FACTS.md)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from tbctl.errors import UsageError
+from tbctl.models import StartedBy, TensorBoardInstance
+from tbctl.probe import flag_value, tensorboard_args
+
+__all__ = ["build_argv", "readiness_path", "classify", "flag_value", "tensorboard_args", "MANAGED_FLAGS"]
+
+# Flags tbctl sets itself; letting them through after `--` would make the record lie about the instance.
+MANAGED_FLAGS = ("logdir", "logdir_spec", "port")
+_START_TIME_SLACK = 2.0  # info start_time is written ~1 s after the process starts
+
+
+def normalize_path_prefix(prefix: str | None) -> str:
+    if not prefix:
+        return ""
+    return "/" + prefix.strip("/") if prefix.strip("/") else ""
+
+
+def readiness_path(path_prefix: str = "") -> str:
+    """`GET /data/logdir` answers once TensorBoard serves (a missing logdir still serves; `/data/runs` is no signal)."""
+    return normalize_path_prefix(path_prefix) + "/data/logdir"
+
+
+def build_argv(executable: str, logdir: str, port: int, extra_args: Sequence[str] = ()) -> list[str]:
+    """The command line to launch: loopback only unless the user asked for another bind in `extra_args`."""
+    for flag in MANAGED_FLAGS:
+        if flag_value(list(extra_args), flag) is not None or f"--{flag}" in extra_args:
+            raise UsageError(
+                f"--{flag} is set by tbctl itself; do not pass it after --",
+                hint="use tbctl's own LOGDIR argument and --port option",
+            )
+    argv = [executable, "--logdir", logdir, "--port", str(port)]
+    if "--bind_all" not in extra_args and flag_value(list(extra_args), "host") is None:
+        argv += ["--host", "127.0.0.1"]
+    return argv + list(extra_args)
+
+
+def _info_matches(info: Mapping[str, Any], proc: Mapping[str, Any]) -> bool:
+    ct = proc.get("create_time")
+    start = info.get("start_time")
+    return info.get("pid") == proc["pid"] and (ct is None or not isinstance(start, (int, float)) or ct <= start + _START_TIME_SLACK)
+
+
+def _working_directory(info: Mapping[str, Any]) -> str | None:
+    try:
+        return json.loads(base64.b64decode(info["cache_key"]))["working_directory"]
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _bind_of(proc: Mapping[str, Any], args: list[str]) -> str:
+    if proc.get("listen"):
+        return str(proc["listen"][0]["addr"])
+    if "--bind_all" in args:
+        return "::"
+    return flag_value(args, "host") or "127.0.0.1"
+
+
+def classify(
+    scan: Mapping[str, Any],
+    *,
+    host: str,
+    records: Iterable[Mapping[str, Any]] = (),
+) -> list[TensorBoardInstance]:
+    """Merge a probe scan (processes + info files) with tbctl's records into instances with a status.
+
+    A zombie is dead. An info file is stale when its pid is gone, is a zombie, or was reused by a process
+    that started after the info file's start_time. The data-server child never reaches here (the probe
+    does not recognise it as TensorBoard).
+    """
+    by_identity = {(r["pid"], round(float(r["create_time"]), 1)): r for r in records if r.get("pid") is not None}
+
+    def record_for(pid: int | None, ct: float | None) -> Mapping[str, Any] | None:
+        if pid is None or ct is None:
+            return None
+        for delta in (0.0, -0.1, 0.1):
+            rec = by_identity.get((pid, round(ct + delta, 1)))
+            if rec is not None:
+                return rec
+        return None
+
+    infos = [i for i in scan.get("info_files", []) if isinstance(i.get("content"), dict)]
+    used_infos: set[str] = set()
+    out: list[TensorBoardInstance] = []
+    for proc in scan.get("processes", []):
+        if proc.get("zombie"):
+            continue
+        args = tensorboard_args(proc.get("cmdline") or []) or []
+        info = next((i for i in infos if _info_matches(i["content"], proc)), None)
+        if info is not None:
+            used_infos.add(info["path"])
+        content: Mapping[str, Any] = info["content"] if info else {}
+        flag_port = flag_value(args, "port")
+        port: int | None = content.get("port") if isinstance(content.get("port"), int) else None
+        if port is None and flag_port and flag_port.isdigit() and flag_port != "0":
+            port = int(flag_port)
+        listen_ports = sorted({s["port"] for s in proc.get("listen", [])})
+        if port is None and listen_ports:
+            port = listen_ports[0]
+        rec = record_for(proc["pid"], proc.get("create_time"))
+        started_by: StartedBy = "tbctl" if rec else "other"
+        out.append(
+            TensorBoardInstance(
+                host=host,
+                pid=proc["pid"],
+                port=port,
+                logdir=proc.get("logdir_abs") or _resolve_info_logdir(content),
+                logdir_arg=flag_value(args, "logdir"),
+                user=proc.get("username"),
+                status="serving" if port is not None and port in listen_ports else "starting",
+                started_by=started_by,
+                create_time=proc.get("create_time"),
+                path_prefix=normalize_path_prefix(content.get("path_prefix") or flag_value(args, "path_prefix")),
+                bind=_bind_of(proc, args),
+                info_file=info["path"] if info else None,
+                log_path=rec.get("log_path") if rec else None,
+                cmdline=tuple(proc.get("cmdline") or ()),
+            )
+        )
+    for info in infos:
+        if info["path"] in used_infos:
+            continue
+        content = info["content"]
+        pid = content.get("pid") if isinstance(content.get("pid"), int) else None
+        reused = info.get("pid_alive") and pid is not None
+        out.append(
+            TensorBoardInstance(
+                host=host,
+                pid=pid,
+                port=content.get("port") if isinstance(content.get("port"), int) else None,
+                logdir=_resolve_info_logdir(content),
+                logdir_arg=content.get("logdir"),
+                user=info.get("owner"),
+                status="stale",
+                started_by="other",
+                create_time=content.get("start_time"),
+                path_prefix=normalize_path_prefix(content.get("path_prefix")),
+                info_file=info["path"],
+                note="pid now belongs to another process" if reused else "process is gone",
+            )
+        )
+    return out
+
+
+def _resolve_info_logdir(content: Mapping[str, Any]) -> str | None:
+    logdir = content.get("logdir")
+    if not logdir or "://" in logdir:
+        return logdir or None
+    if os.path.isabs(logdir):
+        return os.path.normpath(logdir)
+    cwd = _working_directory(content)
+    return os.path.normpath(os.path.join(cwd, logdir)) if cwd else logdir
