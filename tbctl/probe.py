@@ -13,13 +13,10 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shlex
-import shutil
 import signal
 import socket
-import subprocess
+import struct
 import sys
-import tempfile
 import time
 
 try:  # psutil is optional on a remote host.
@@ -90,12 +87,19 @@ def username_of(uid: int) -> str:
         return str(uid)
 
 
+_BOOT_TIME = []  # cached: read once per process
+
+
 def _boot_time() -> float:
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("btime"):
-                return float(line.split()[1])
-    return 0.0
+    if not _BOOT_TIME:
+        value = 0.0
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("btime"):
+                    value = float(line.split()[1])
+                    break
+        _BOOT_TIME.append(value)
+    return _BOOT_TIME[0]
 
 
 def _proc_stat(pid: int) -> tuple:
@@ -148,23 +152,32 @@ def _safe(getter):  # type: ignore[no-untyped-def]
         return None
 
 
+_HAS_PROC = os.path.isdir("/proc/self")
+
+
 def _all_pids() -> list:
-    if psutil is not None:
-        return psutil.pids()
-    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    if _HAS_PROC:
+        return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    return psutil.pids()
 
 
 def _cmdline_fast(pid: int) -> list | None:
-    """Just the command line: the cheap first pass of a scan (most processes are not TensorBoard)."""
-    if psutil is not None:
+    """Just the command line: the cheap first pass of a scan (most processes are not TensorBoard).
+
+    On Linux one read of /proc/PID/cmdline; psutil.Process() would also read /proc/PID/stat per process.
+    """
+    if _HAS_PROC:
         try:
-            return psutil.Process(pid).cmdline()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                raw = f.read()
+        except OSError:
             return None
+        if b"tensorboard" not in raw:  # nearly every process: skip the decoding
+            return None
+        return [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0")[:-1]]
     try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
-    except OSError:
+        return psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
 
 
@@ -187,8 +200,47 @@ def alive(pid: int, create_time: float | None) -> bool:
 # --- sockets -----------------------------------------------------------------------------------------------
 
 
+def _listen_sockets() -> list:
+    """(family, addr, port, inode, uid) of every LISTEN TCP socket in this network namespace."""
+    try:
+        return _listen_sockets_netlink()
+    except OSError:
+        return _listen_sockets_proc()
+
+
+def _listen_sockets_netlink() -> list:
+    """Ask the kernel (sock_diag, as `ss` does) for LISTEN sockets only: ~0.2 ms, where reading
+    /proc/net/tcp{,6} costs ~5 ms per file even when they are nearly empty."""
+    out = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4) as nl:  # NETLINK_SOCK_DIAG
+        nl.settimeout(2.0)
+        for family in (socket.AF_INET, socket.AF_INET6):
+            # inet_diag_req_v2: family, protocol, ext, pad, states (1 << TCP_LISTEN), an empty sockid
+            req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10) + b"\0" * 48
+            # nlmsghdr: len, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, pid
+            nl.send(struct.pack("=IHHII", 16 + len(req), 20, 0x301, 1, 0) + req)
+            done = False
+            while not done:
+                data = nl.recv(65536)
+                off = 0
+                while off + 16 <= len(data):
+                    length, kind = struct.unpack_from("=IH", data, off)
+                    if kind == 3:  # NLMSG_DONE
+                        done = True
+                        break
+                    if kind == 2 or length < 16:  # NLMSG_ERROR
+                        raise OSError("sock_diag refused the request")
+                    body = data[off + 16 : off + length]
+                    fam = body[0]
+                    port = struct.unpack_from(">H", body, 4)[0]
+                    raw = body[8:24] if fam == socket.AF_INET6 else body[8:12]
+                    uid, inode = struct.unpack_from("=II", body, 64)
+                    out.append(("ipv6" if fam == socket.AF_INET6 else "ipv4", socket.inet_ntop(fam, raw), port, inode, uid))
+                    off += (length + 3) & ~3
+    return out
+
+
 def _listen_sockets_proc() -> list:
-    """(family, addr, port, inode) of every LISTEN TCP socket in this network namespace, from /proc/net."""
     out = []
     for family, path in (("ipv4", "/proc/net/tcp"), ("ipv6", "/proc/net/tcp6")):
         try:
@@ -199,7 +251,7 @@ def _listen_sockets_proc() -> list:
                     if parts[3] != "0A":
                         continue
                     addr_hex, port_hex = parts[1].split(":")
-                    out.append((family, _decode_addr(addr_hex), int(port_hex, 16), int(parts[9])))
+                    out.append((family, _decode_addr(addr_hex), int(port_hex, 16), int(parts[9]), int(parts[7])))
         except FileNotFoundError:
             continue
     return out
@@ -240,36 +292,36 @@ def listening(ports: list | None = None, pids: list | None = None) -> list:
     """Every LISTEN TCP socket (IPv4 and IPv6) on `ports`, or of `pids`: never a mere client of a port.
 
     Each row: family, addr, port, pid (None when the owner is another user's and we are not root).
+    On Linux, /proc/net/tcp{,6} first and file descriptors only when there is something to attribute:
+    psutil's net_connections walks every process's descriptors up front (9-60 ms here).
     """
     port_set = set(ports) if ports is not None else None
+    if _HAS_PROC and os.path.exists("/proc/net/tcp"):
+        socks = [s for s in _listen_sockets() if port_set is None or s[2] in port_set]
+        if not socks:
+            return []
+        if pids is not None:
+            owners = {}
+            for pid in pids:
+                owners.update({i: pid for i in _fd_inodes(pid)})
+        else:
+            owners = _socket_owners({s[3] for s in socks})
+        return [{"family": f, "addr": a, "port": p, "pid": owners.get(i), "uid": uid}
+                for f, a, p, i, uid in socks if pids is None or i in owners]
     rows = []
-    if psutil is not None and pids is not None:
+    if pids is not None:  # macOS: only our own processes' sockets are readable without root
+        conns = []
         for pid in pids:
             try:
-                conns = psutil.Process(pid).net_connections(kind="tcp")
+                conns.extend((pid, c) for c in psutil.Process(pid).net_connections(kind="tcp"))
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-            for c in conns:
-                if c.status == psutil.CONN_LISTEN and (port_set is None or c.laddr.port in port_set):
-                    fam = "ipv6" if c.family == socket.AF_INET6 else "ipv4"
-                    rows.append({"family": fam, "addr": c.laddr.ip, "port": c.laddr.port, "pid": pid})
-        return rows
-    # /proc/net is cheaper than psutil.net_connections (which walks every process's fds first): find the
-    # sockets, then walk fds only when there is something to attribute.
-    if os.path.exists("/proc/net/tcp"):
-        socks = [s for s in _listen_sockets_proc() if port_set is None or s[2] in port_set]
-        if pids is not None:
-            wanted = set(pids)
-            owners = {}
-            for pid in wanted:
-                owners.update({i: pid for i in _fd_inodes(pid)})
-            return [{"family": f, "addr": a, "port": p, "pid": owners[i]} for f, a, p, i in socks if i in owners]
-        owners = _socket_owners({s[3] for s in socks})
-        return [{"family": f, "addr": a, "port": p, "pid": owners.get(i)} for f, a, p, i in socks]
-    for c in psutil.net_connections(kind="tcp"):  # macOS and other non-/proc systems
+    else:
+        conns = [(c.pid, c) for c in psutil.net_connections(kind="tcp")]
+    for pid, c in conns:
         if c.status == psutil.CONN_LISTEN and (port_set is None or c.laddr.port in port_set):
             fam = "ipv6" if c.family == socket.AF_INET6 else "ipv4"
-            rows.append({"family": fam, "addr": c.laddr.ip, "port": c.laddr.port, "pid": c.pid})
+            rows.append({"family": fam, "addr": c.laddr.ip, "port": c.laddr.port, "pid": pid, "uid": None})
     return rows
 
 
@@ -296,7 +348,7 @@ def holders(port: int) -> list:
         info = _proc_info(sock["pid"]) if sock["pid"] is not None else None
         row = dict(sock)
         row.update({
-            "username": info["username"] if info else None,
+            "username": info["username"] if info else (username_of(sock["uid"]) if sock.get("uid") is not None else None),
             "cmdline": info["cmdline"] if info else [],
             "create_time": info["create_time"] if info else None,
             "is_tensorboard": bool(info and tensorboard_args(info["cmdline"]) is not None),
@@ -333,7 +385,13 @@ def free_port(candidates: list) -> dict:
 
 
 def info_dirs(extra: list | None = None) -> list:
-    dirs = [os.path.join(tempfile.gettempdir(), ".tensorboard-info"), "/tmp/.tensorboard-info"]
+    """Where TensorBoard writes info files: `tempfile.gettempdir()` of its process, usually /tmp."""
+    dirs = []
+    for var in ("TMPDIR", "TEMP", "TMP"):
+        if os.environ.get(var):
+            dirs.append(os.path.join(os.environ[var], ".tensorboard-info"))
+            break
+    dirs.append("/tmp/.tensorboard-info")
     for d in extra or []:
         dirs.append(d)
     seen = []
@@ -396,6 +454,9 @@ def scan(extra_info_dirs: list | None = None) -> dict:
 
 def find_tensorboard(explicit: str | None = None, env_prefix: str | None = None, login_shell: bool = False) -> dict:
     """Locate a tensorboard executable; say everything that was searched."""
+    import shutil
+    import subprocess
+
     searched = []
     if explicit:
         path = os.path.expanduser(explicit)
@@ -439,6 +500,8 @@ def find_tensorboard(explicit: str | None = None, env_prefix: str | None = None,
 def launch(argv: list, log_path: str, cwd: str | None = None) -> dict:
     """Start `argv` detached: its own session (no SIGHUP when the terminal or SSH session closes),
     stdin from /dev/null, stdout and stderr appended to `log_path`."""
+    import subprocess
+
     log_path = os.path.expanduser(log_path)
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "ab") as log:
@@ -586,6 +649,8 @@ def serve(stdin=None, stdout=None) -> None:  # type: ignore[no-untyped-def]
 
 def quote_argv(argv: list) -> str:
     """A POSIX shell command line that runs exactly `argv` (for exec channels, which take a string)."""
+    import shlex
+
     return " ".join(shlex.quote(a) for a in argv)
 
 

@@ -31,13 +31,15 @@ class Environment:
     def stdin_isatty(self) -> bool:
         return _isatty(self.stdin)
 
+    @property
+    def stdout_isatty(self) -> bool:
+        return _isatty(self.stdout)
+
     @cached_property
     def console(self) -> Console:
         from rich.console import Console
 
-        # Piped output is for grep and awk: one row per line, however wide.
-        width = None if _isatty(self.stdout) else 400
-        return Console(file=self.stdout, no_color="NO_COLOR" in os.environ, highlight=False, width=width)
+        return Console(file=self.stdout, no_color="NO_COLOR" in os.environ, highlight=False)
 
     def result_line(self, text: str) -> None:
         """What the command did, on stdout (not in --json mode, where stdout is JSON only)."""

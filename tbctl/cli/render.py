@@ -44,16 +44,10 @@ def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], 
     if not instances:
         env.info("no TensorBoard running")
         return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
     columns = (["host"] if show_host else []) + ["pid", "port", "logdir", "url", "user", "uptime", "started-by", "status"]
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    rows = []
     for inst in instances:
-        status = inst.status if not inst.note else f"{inst.status} ({inst.note})"
-        style = {"serving": "green", "starting": "yellow", "stale": "red", "dead": "red"}[inst.status]
-        row = ([inst.host] if show_host else []) + [
+        rows.append(([inst.host] if show_host else []) + [
             str(inst.pid) if inst.pid is not None else "-",
             str(inst.port) if inst.port is not None else "-",
             inst.logdir or inst.logdir_arg or "-",
@@ -61,10 +55,36 @@ def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], 
             inst.user or "-",
             human_duration(inst.uptime) if inst.status != "stale" else "-",
             inst.started_by,
-            f"[{style}]{status}[/{style}]",
-        ]
-        table.add_row(*row)
-    env.console.print(table)
+            inst.status if not inst.note else f"{inst.status} ({inst.note})",
+        ])
+    table(env, columns, rows, status_column=len(columns) - 1)
+
+
+_STATUS_STYLE = {"serving": "green", "starting": "yellow", "stale": "red", "dead": "red", "down": "red"}
+
+
+def table(env: Environment, columns: Sequence[str], rows: Sequence[Sequence[str]], *, status_column: int | None = None) -> None:
+    """A rich table on a terminal; plain space-aligned columns, one row per line, when piped (for grep
+    and awk, and because a pipe should not pay for importing rich.table)."""
+    if not env.stdout_isatty:
+        widths = [max(len(str(r[i])) for r in [list(columns), *rows]) for i in range(len(columns))]
+        for r in [list(columns), *rows]:
+            env.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    rich_table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        rich_table.add_column(column, overflow="fold", no_wrap=column == "url")
+    for r in rows:
+        cells = [escape(str(c)) for c in r]
+        if status_column is not None:
+            style = _STATUS_STYLE.get(str(r[status_column]).split(" ")[0], "")
+            if style:
+                cells[status_column] = f"[{style}]{cells[status_column]}[/{style}]"
+        rich_table.add_row(*cells)
+    env.console.print(rich_table)
 
 
 def up_result(env: Environment, result: UpResult) -> None:
