@@ -114,4 +114,6 @@ def as_json(record: Any) -> Any:
         return out
     if isinstance(record, (list, tuple)):
         return [as_json(r) for r in record]
+    if isinstance(record, dict):
+        return {k: as_json(v) for k, v in record.items()}
     return record

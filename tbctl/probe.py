@@ -153,6 +153,7 @@ def _safe(getter):  # type: ignore[no-untyped-def]
 
 
 _HAS_PROC = os.path.isdir("/proc/self")
+_LAUNCHED = set()  # pids this process started (launch), which only it can reap
 
 
 def _all_pids() -> list:
@@ -183,12 +184,12 @@ def _cmdline_fast(pid: int) -> list | None:
 
 def alive(pid: int, create_time: float | None) -> bool:
     """True if `pid` is still the process that started at `create_time` and is not a zombie."""
-    try:  # reap our own children (TensorBoards we launched) so they do not linger as zombies
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    except OSError:
-        pass
+    if pid in _LAUNCHED:  # reap what we launched so it does not linger as a zombie; never others' children
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                _LAUNCHED.discard(pid)
+        except OSError:
+            _LAUNCHED.discard(pid)
     info = _proc_info(pid)
     if info is None or info["zombie"]:
         return False
@@ -507,6 +508,7 @@ def launch(argv: list, log_path: str, cwd: str | None = None) -> dict:
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=os.path.expanduser(cwd) if cwd else None, start_new_session=True, close_fds=True)
+    _LAUNCHED.add(proc.pid)
     info = _proc_info(proc.pid)
     return {"pid": proc.pid, "create_time": info["create_time"] if info else time.time(), "log_path": log_path}
 

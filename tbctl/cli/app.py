@@ -14,6 +14,7 @@ from tbctl.cli.environment import Environment
 from tbctl.errors import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    EXIT_USAGE,
     PortBusy,
     TbctlError,
     TensorBoardFailed,
@@ -23,6 +24,10 @@ from tbctl.errors import (
 if TYPE_CHECKING:
     from tbctl.hosts.base import Host
     from tbctl.state import StateStore
+
+
+# typer vendors click; its UsageError is the base of typer.BadParameter (found without a private import).
+ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 class TbctlGroup(TyperGroup):
@@ -40,6 +45,10 @@ class TbctlGroup(TyperGroup):
                 env.stderr.write(f"last lines of {exc.log_path}:\n")
                 env.stderr.write("".join(f"  | {line}\n" for line in exc.log_tail.splitlines()))
             raise typer.Exit(exc.exit_code) from None
+        except ClickUsageError as exc:  # a subcommand's arguments: one line and a hint, like ours
+            sub = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "tbctl"
+            _env_of(ctx).error(exc.format_message(), f"see '{sub} -h'")
+            raise typer.Exit(EXIT_USAGE) from None
         except KeyboardInterrupt:
             _env_of(ctx).stderr.write("\ninterrupted\n")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -127,7 +136,7 @@ def _split_logdir_and_extra(positional: list[str], logdir_option: str | None) ->
     return logdir, words
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command()
 def up(
     ctx: typer.Context,
     args: Annotated[Optional[list[str]], typer.Argument(metavar="[LOGDIR] [-- TENSORBOARD_FLAGS...]", show_default=False)] = None,
@@ -158,6 +167,10 @@ def up(
     with host:
         result = run_up(host, store, request, progress=env.info)
     _flush_warnings(env, store)
+    for warning in result.warnings:
+        env.warn(warning)
+    if result.port_note:
+        env.notice(result.port_note)
     if env.json:
         render.print_json(env, result)
     else:

@@ -89,10 +89,6 @@ def table(env: Environment, columns: Sequence[str], rows: Sequence[Sequence[str]
 
 def up_result(env: Environment, result: UpResult) -> None:
     inst = result.instance
-    for warning in result.warnings:
-        env.warn(warning)
-    if result.port_note:
-        env.notice(result.port_note)
     if result.reused:
         env.info(f"reusing TensorBoard pid {inst.pid} serving {inst.logdir} (tbctl up --new starts another)")
     else:

@@ -1,0 +1,105 @@
+"""Fixtures shared by the suite: an isolated tbctl state dir, real logdirs, a process reaper, and one
+helper that drives the CLI in-process and shows stderr when the exit code is not the expected one."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from examples.make_example_logdir import write_example_logdir
+from tests.support.procs import ProcessReaper, free_port
+from tbctl.cli.app import app
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class Cli:
+    """Runs `tbctl ARGS` in-process (Typer's CliRunner) and adopts every TensorBoard it reports, so the
+    reaper stops it by pid even when the test fails half way."""
+
+    def __init__(self, reaper: ProcessReaper) -> None:
+        self.reaper = reaper
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, exit_code: int = 0, input: str | None = None) -> CliResult:
+        result = self.runner.invoke(app, list(args), input=input, catch_exceptions=False)
+        out = CliResult(result.exit_code, result.stdout, result.stderr)
+        assert out.exit_code == exit_code, (
+            f"tbctl {' '.join(args)} exited {out.exit_code}, expected {exit_code}\n"
+            f"--- stdout ---\n{out.stdout}\n--- stderr ---\n{out.stderr}"
+        )
+        if "--json" in args and args and args[0] == "up" and out.exit_code == 0:
+            inst = out.json()["instance"]
+            self.reaper.adopt(inst["pid"], inst["create_time"])
+        return out
+
+    def up(self, *args: str, exit_code: int = 0) -> dict[str, Any]:
+        """`tbctl up --json ARGS`, returning the parsed record."""
+        result = self("up", "--json", *args, exit_code=exit_code)
+        return result.json() if exit_code == 0 else {"stderr": result.stderr}
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own tbctl state (records, logs, locks)."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("TBCTL_STATE_DIR", str(path))
+    monkeypatch.delenv("TBCTL_PORT", raising=False)
+    monkeypatch.delenv("TBCTL_TIMEOUT", raising=False)
+    return path
+
+
+@pytest.fixture
+def reaper() -> Iterator[ProcessReaper]:
+    with ProcessReaper() as r:
+        yield r
+
+
+@pytest.fixture
+def cli(reaper: ProcessReaper) -> Cli:
+    return Cli(reaper)
+
+
+@pytest.fixture
+def logdir(tmp_path: Path) -> Path:
+    path = tmp_path / "runs"
+    write_example_logdir(path)
+    return path
+
+
+@pytest.fixture
+def port() -> int:
+    """A port free right now, away from 6006 so a developer's own TensorBoard is never in the way."""
+    return free_port()
+
+
+def tensorboard_pids_for(logdir: Path) -> list[int]:
+    """Live TensorBoard processes serving `logdir` (however they were started)."""
+    import psutil
+
+    from tbctl.probe import tensorboard_args
+
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if p.info["status"] != psutil.STATUS_ZOMBIE and tensorboard_args(cmd) is not None and str(logdir) in cmd:
+            out.append(p.info["pid"])
+    return out
+
+
+os.environ.setdefault("NO_COLOR", "1")

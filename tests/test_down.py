@@ -1,0 +1,77 @@
+"""`tbctl down`: by port, pid, logdir and --all; graceful first, forced when needed, pid-reuse safe."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import Cli, tensorboard_pids_for
+from tests.support.procs import ProcessReaper, free_port, start_listener, start_plain_tensorboard, wait_until
+
+
+@pytest.mark.parametrize("by", ["port", "pid", "logdir"])
+def test_down_by_port_pid_or_logdir(cli: Cli, logdir: Path, port: int, by: str) -> None:
+    inst = cli.up(str(logdir), "--port", str(port))["instance"]
+    target = {"port": str(port), "pid": str(inst["pid"]), "logdir": str(logdir)}[by]
+    out = cli("down", target, "--json").json()
+    assert [(o["outcome"], o["instance"]["pid"]) for o in out] == [("stopped", inst["pid"])]
+    assert not psutil.pid_exists(inst["pid"]) or psutil.Process(inst["pid"]).status() == psutil.STATUS_ZOMBIE
+    # SIGTERM lets TensorBoard remove its own info file
+    assert not Path(f"/tmp/.tensorboard-info/pid-{inst['pid']}.info").exists()
+    assert not [r for r in cli("ls", "--json").json() if r["pid"] == inst["pid"]]
+
+
+def test_down_stops_a_tensorboard_not_started_by_tbctl(cli: Cli, reaper: ProcessReaper, logdir: Path, port: int) -> None:
+    tb = start_plain_tensorboard(reaper, logdir, port)
+    result = cli("down", str(port))
+    assert f"stopped pid {tb.pid}" in result.stdout
+    assert tb.wait(timeout=10) == 0
+
+
+def test_down_all_stops_every_instance_of_this_user(cli: Cli, logdir: Path, tmp_path: Path) -> None:
+    """Note: --all means every TensorBoard of this user on the machine, as documented."""
+    other = tmp_path / "other"
+    other.mkdir()
+    a = cli.up(str(logdir), "--port", str(free_port()))["instance"]["pid"]
+    b = cli.up(str(other), "--port", str(free_port()))["instance"]["pid"]
+    out = cli("down", "--all", "--json").json()
+    stopped = {o["instance"]["pid"] for o in out if o["outcome"] == "stopped"}
+    assert {a, b} <= stopped
+    assert not tensorboard_pids_for(logdir) and not tensorboard_pids_for(other)
+
+
+def test_down_force_kills_and_removes_the_stale_info_file(cli: Cli, logdir: Path, port: int) -> None:
+    inst = cli.up(str(logdir), "--port", str(port))["instance"]
+    info = Path(f"/tmp/.tensorboard-info/pid-{inst['pid']}.info")
+    assert wait_until(info.exists, 5)
+    out = cli("down", str(port), "--force", "--json").json()
+    assert out[0]["outcome"] == "killed" and out[0]["info_file_removed"] is True
+    assert not info.exists()
+
+
+def test_down_escalates_to_kill_after_the_timeout(cli: Cli, logdir: Path, port: int) -> None:
+    inst = cli.up(str(logdir), "--port", str(port))["instance"]
+    # Make this TensorBoard ignore SIGTERM the way a wedged process would: stop it (SIGSTOP) so the
+    # TERM stays pending; only SIGKILL ends it.
+    psutil.Process(inst["pid"]).send_signal(signal.SIGSTOP)
+    out = cli("down", str(inst["pid"]), "--timeout", "0.5", "--json").json()
+    assert out[0]["outcome"] == "killed" and out[0]["info_file_removed"] is True
+
+
+def test_down_unknown_target_exits_4(cli: Cli, tmp_path: Path) -> None:
+    assert "no TensorBoard matching" in cli("down", "65000", exit_code=4).stderr
+    cli("down", str(tmp_path / "nowhere"), exit_code=4)
+
+
+def test_down_only_touches_tensorboards(cli: Cli, reaper: ProcessReaper, port: int) -> None:
+    listener = start_listener(reaper, port)
+    cli("down", str(port), exit_code=4)
+    cli("down", str(listener.pid), exit_code=4)
+    assert listener.poll() is None
+
+
+def test_down_needs_a_target(cli: Cli) -> None:
+    assert "--all" in cli("down", exit_code=2).stderr
