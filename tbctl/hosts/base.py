@@ -10,10 +10,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tbctl.errors import TensorBoardNotFound, UsageError
 from tbctl.models import PortHolder
+
+if TYPE_CHECKING:
+    from tbctl.tunnel import Forwarder
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,16 @@ class Host(abc.ABC):
 
     def close(self) -> None:
         """Release connections; a no-op for the local machine."""
+
+    def forward(self, remote_port: int, *, local_port: int) -> Forwarder | None:
+        """A forward that makes `remote_port` on this host reachable on this machine's `local_port`, or
+        None when this host *is* this machine and the port is reachable as it is."""
+        return None
+
+    @property
+    def interactive_auth(self) -> bool:
+        """Whether reaching this host needed a person's answer (so it cannot be reached unattended)."""
+        return False
 
     def __enter__(self) -> Host:
         return self

@@ -1,0 +1,310 @@
+"""The commands: parse options, call core, render the records. No decisions of their own."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from tbctl.cli import render
+from tbctl.cli.app import JsonOption, _env_of, app
+from tbctl.cli.environment import Environment
+from tbctl.cli.session import interrupt_on_hangup, local_host, open_host, store_of
+from tbctl.errors import PortBusy, TbctlError, UsageError
+
+if TYPE_CHECKING:
+    from tbctl.core.expose import Exposure
+    from tbctl.hosts.base import Host
+    from tbctl.models import TensorBoardInstance
+    from tbctl.state import StateStore
+
+TimeoutOption = Annotated[Optional[float], typer.Option("--timeout", min=0.1, help="Seconds to wait before escalating or giving up.")]
+HostOption = Annotated[Optional[str], typer.Option("--host", "-H", help="Run on this SSH host (ssh_config alias or [user@]host[:port]).")]
+EnvOption = Annotated[Optional[str], typer.Option("--env", help="Remote: a venv or conda prefix to take python and tensorboard from.")]
+ConnectTimeoutOption = Annotated[Optional[float], typer.Option("--connect-timeout", min=0.1, help="Seconds to wait for SSH to connect (default 10).")]
+
+
+def _command_env(ctx: typer.Context, json_output: bool) -> Environment:
+    env = _env_of(ctx)
+    if json_output:
+        env.json = True
+    return env
+
+
+def _flush_warnings(env: Environment, store: StateStore) -> None:
+    for warning in store.warnings:
+        env.warn(warning)
+    store.warnings.clear()
+
+
+def _split_logdir_and_extra(positional: list[str], logdir_option: str | None) -> tuple[str | None, list[str]]:
+    """`up [LOGDIR] [-- TENSORBOARD FLAGS]`: click hands us everything positional after `--` too, so the
+    LOGDIR is the first word before any flag-looking word."""
+    words = list(positional)
+    logdir = logdir_option
+    if words and not words[0].startswith("-"):
+        if logdir is not None:
+            raise UsageError(f"two logdirs given: {logdir!r} and {words[0]!r}")
+        logdir = words.pop(0)
+    return logdir, words
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    args: Annotated[Optional[list[str]], typer.Argument(metavar="[LOGDIR] [-- TENSORBOARD_FLAGS...]", show_default=False)] = None,
+    logdir_option: Annotated[Optional[str], typer.Option("--logdir", help="The logdir (default: runs).")] = None,
+    port: Annotated[Optional[str], typer.Option("--port", "-p", help="Preferred port (default 6006; the next free one if taken).")] = None,
+    host_spec: HostOption = None,
+    local_port: Annotated[Optional[str], typer.Option("--local-port", help="Remote: the local end of the forward (default port+10000).")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Remote: leave TensorBoard running when the forward closes.")] = False,
+    timeout: TimeoutOption = None,
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the URL in a browser.")] = False,
+    new: Annotated[bool, typer.Option("--new", help="Start another instance even if one serves this logdir.")] = False,
+    tensorboard: Annotated[Optional[str], typer.Option("--tensorboard", help="Path of the tensorboard executable.")] = None,
+    env_prefix: EnvOption = None,
+    connect_timeout: ConnectTimeoutOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Serve LOGDIR with TensorBoard on a free port, verified ready; reuse one already serving it.
+
+    With --host, TensorBoard runs on that machine and is forwarded to localhost:PORT+10000 until Ctrl-C."""
+    from tbctl.config import parse_port
+    from tbctl.core.up import UpRequest, up as run_up
+    from tbctl.tensorboard import readiness_path
+
+    env = _command_env(ctx, json_output)
+    logdir, extra = _split_logdir_and_extra(args or [], logdir_option)
+    settings = env.settings
+    request = UpRequest(
+        logdir=logdir or settings.default_logdir,
+        port=parse_port(port, source="--port") if port is not None else settings.default_port,
+        timeout=timeout or settings.start_timeout,
+        new=new,
+        tensorboard=tensorboard,
+        env_prefix=env_prefix,
+        extra_args=tuple(extra),
+    )
+    wanted_local = parse_port(local_port, source="--local-port") if local_port is not None else None
+    store = store_of(env)
+    with open_host(env, host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout) as host:
+        result = run_up(host, store, request, progress=env.info)
+        inst = result.instance
+        assert inst.port is not None
+        try:
+            from tbctl.core.expose import expose
+
+            exposure = expose(host, local_host(env), inst.port, local_port=wanted_local,
+                              check_path=readiness_path(inst.path_prefix))
+        except BaseException:
+            if not result.reused and not keep:  # leave nothing behind
+                _stop_started(host, store, inst)
+            raise
+        if exposure.forwarder is not None:
+            result = dataclasses.replace(result, url=exposure.url(inst.path_prefix))
+        _flush_warnings(env, store)
+        for warning in result.warnings:
+            env.warn(warning)
+        if result.port_note:
+            env.notice(result.port_note)
+        if env.json:
+            render.print_json(env, result)
+        else:
+            render.up_result(env, result)
+        env.stdout.flush()
+        if open_browser:
+            _open_browser(env, result.url)
+        if exposure.forwarder is not None:
+            _hold_then_clean(env, host, store, exposure, inst, stop_after=not (result.reused or keep))
+
+
+def _open_browser(env: Environment, url: str) -> None:
+    import webbrowser
+
+    if not webbrowser.open(url):
+        env.info(f"no browser available; open {url}")
+
+
+def _stop_started(host: Host, store: StateStore, inst: TensorBoardInstance) -> None:
+    from tbctl.core.down import stop_instances
+
+    stop_instances(host, store, [inst], force=False, timeout=5.0)
+
+
+def _hold_then_clean(env: Environment, host: Host, store: StateStore, exposure: Exposure,
+                     inst: TensorBoardInstance | None, *, stop_after: bool) -> None:
+    """Foreground: forward until Ctrl-C (or SIGTERM/SIGHUP), then close the forward and, when this command
+    started it, stop TensorBoard. Exits 0: the user ended it on purpose."""
+    from tbctl.core.expose import hold
+
+    env.info("forwarding; press Ctrl-C to stop" + (" (TensorBoard stops too)" if stop_after else ""))
+    transport = getattr(host, "transport", None)
+    try:
+        with interrupt_on_hangup():
+            hold(exposure, is_alive=lambda: transport is None or transport.is_active())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        exposure.close()
+    if stop_after and inst is not None:
+        _stop_started(host, store, inst)
+        env.info(f"stopped TensorBoard pid {inst.pid} on {host.name}")
+    env.info("forward closed")
+
+
+@app.command()
+def tunnel(
+    ctx: typer.Context,
+    host_spec: Annotated[str, typer.Argument(metavar="HOST", help="ssh_config alias or [user@]host[:port].")],
+    remote_port: Annotated[str, typer.Argument(metavar="REMOTE_PORT")],
+    local_port: Annotated[Optional[str], typer.Option("--local-port", help="Local end (default REMOTE_PORT+10000).")] = None,
+    connect_timeout: ConnectTimeoutOption = None,
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the URL in a browser.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Forward localhost to a port already listening on HOST (`ssh -L 16008:127.0.0.1:6008 HOST`), until Ctrl-C."""
+    from tbctl.config import parse_port
+    from tbctl.core.expose import expose
+    from tbctl.errors import NotFound
+
+    env = _command_env(ctx, json_output)
+    port = parse_port(remote_port, source="REMOTE_PORT")
+    wanted_local = parse_port(local_port, source="--local-port") if local_port is not None else None
+    store = store_of(env)
+    with open_host(env, host_spec, connect_timeout=connect_timeout) as host:
+        if not host.port_holders(port):
+            raise NotFound(f"nothing listens on {host.name}:{port}",
+                           hint=f"`tbctl ls --host {host.name}` shows its TensorBoards; `tbctl up --host {host.name}` starts one")
+        exposure = expose(host, local_host(env), port, local_port=wanted_local)
+        url = exposure.url()
+        if env.json:
+            render.print_json(env, {"host": host.name, "remote_port": port, "local_port": exposure.local_port, "url": url})
+        else:
+            env.info(f"{host.name}:{port} → 127.0.0.1:{exposure.local_port}")
+            env.stdout.write(url + "\n")
+        env.stdout.flush()
+        if open_browser:
+            _open_browser(env, url)
+        _hold_then_clean(env, host, store, exposure, None, stop_after=False)
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    hosts: Annotated[Optional[list[str]], typer.Option("--host", "-H", help="List on these SSH hosts (repeatable) instead of here.")] = None,
+    connect_timeout: ConnectTimeoutOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List every TensorBoard on the machine, ours or not, with its URL and status."""
+    from tbctl.core.instances import list_instances
+
+    env = _command_env(ctx, json_output)
+    store = store_of(env)
+    instances: list[TensorBoardInstance] = []
+    failures: list[TbctlError] = []
+    for spec in hosts or [None]:
+        try:
+            with open_host(env, spec, connect_timeout=connect_timeout) as host:
+                instances.extend(list_instances(host, store))
+        except TbctlError as exc:
+            if not hosts or len(hosts) == 1:
+                raise
+            failures.append(exc)
+            env.warn(f"{spec}: {exc.message}")
+    _flush_warnings(env, store)
+    if env.json:
+        render.print_json(env, instances)
+    else:
+        render.instances_table(env, instances, show_host=bool(hosts))
+    if failures:
+        raise TbctlError(f"{len(failures)} of {len(hosts or [])} hosts could not be listed",
+                         exit_code=failures[0].exit_code)
+
+
+@app.command()
+def down(
+    ctx: typer.Context,
+    target: Annotated[Optional[str], typer.Argument(metavar="[PORT|PID|LOGDIR]", show_default=False)] = None,
+    all_instances: Annotated[bool, typer.Option("--all", help="Stop every TensorBoard of yours.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="SIGKILL at once instead of SIGTERM first.")] = False,
+    host_spec: HostOption = None,
+    timeout: TimeoutOption = None,
+    connect_timeout: ConnectTimeoutOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Stop TensorBoard gracefully (SIGTERM, then SIGKILL after --timeout); pid-reuse safe."""
+    from tbctl.core.down import down as run_down
+
+    env = _command_env(ctx, json_output)
+    store = store_of(env)
+    with open_host(env, host_spec, connect_timeout=connect_timeout) as host:
+        outcomes = run_down(host, store, target, all_instances=all_instances, force=force,
+                            timeout=timeout or env.settings.stop_timeout)
+    _flush_warnings(env, store)
+    if env.json:
+        render.print_json(env, outcomes)
+    else:
+        render.stop_outcomes(env, outcomes)
+    failed = [o for o in outcomes if o.outcome in ("denied", "survived", "protected")]
+    if failed:
+        raise TbctlError(f"{len(failed)} TensorBoard(s) could not be stopped")
+
+
+@app.command("free-port")
+def free_port(
+    ctx: typer.Context,
+    port: Annotated[str, typer.Argument(metavar="PORT", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before stopping a process.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="SIGKILL at once instead of SIGTERM first.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show who holds the port.")] = False,
+    host_spec: HostOption = None,
+    timeout: TimeoutOption = None,
+    connect_timeout: ConnectTimeoutOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Free PORT: show who LISTENs on it, confirm, SIGTERM then SIGKILL, and verify it is free."""
+    from tbctl.config import parse_port
+    from tbctl.core import free_port as core
+
+    env = _command_env(ctx, json_output)
+    number = parse_port(port)
+    with open_host(env, host_spec, connect_timeout=connect_timeout) as host:
+        report = core.inspect(host, number)
+        summary: dict[str, Any] = {"port": number, "host": host.name, "holders": report.holders, "outcomes": [],
+                                   "freed": not report.holders, "dry_run": dry_run}
+        if not env.json:
+            render.port_report(env, report)
+        if not report.holders or dry_run:
+            if env.json:
+                render.print_json(env, summary)
+            elif not report.holders:
+                env.result_line(f"port {number} is free")
+            else:
+                how = "SIGKILL" if force else "SIGTERM, then SIGKILL if still running"
+                env.result_line(f"dry run: would stop the holders with {how}")
+            return
+        asking = [h for h in report.holders if core.needs_confirmation(report, h) and not core.is_foreign(report, h)]
+        if asking and not yes:
+            _confirm(env, report, asking)
+        result = core.free(host, report, force=force, timeout=timeout or env.settings.stop_timeout)
+    if env.json:
+        render.print_json(env, summary | {"outcomes": result.outcomes, "freed": result.freed})
+    else:
+        render.free_port_result(env, result)
+    if not result.freed:
+        denied = any(o.outcome == "denied" for o in result.outcomes)
+        raise PortBusy(number, result.remaining, f"port {number} is still held",
+                       hint="a process of another user needs sudo" if denied else None)
+
+
+def _confirm(env: Environment, report: Any, asking: list[Any]) -> None:
+    pids = ", ".join(sorted({str(h.pid) for h in asking}))
+    if not env.stdin_isatty:
+        raise PortBusy(report.port, report.holders, f"not stopping pid {pids} without confirmation",
+                       hint="pass --yes to stop it without asking")
+    env.stderr.write(f"stop pid {pids}? [y/N] ")
+    env.stderr.flush()
+    answer = env.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise PortBusy(report.port, report.holders, f"left pid {pids} running; port {report.port} is still held")

@@ -1,0 +1,95 @@
+"""Making a port on a host reachable from this machine, and holding it open in the foreground."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tbctl.config import PORT_SEARCH_SPAN, REMOTE_FORWARD_OFFSET
+from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError
+from tbctl.hosts.base import Host
+from tbctl.tunnel import Forwarder
+
+VERIFY_TIMEOUT = 10.0
+
+
+@dataclass
+class Exposure:
+    """Where this machine reaches a host's port: directly, or through a forward this command holds."""
+
+    host: str
+    remote_port: int
+    local_port: int
+    forwarder: Forwarder | None
+
+    def url(self, path_prefix: str = "") -> str:
+        return f"http://127.0.0.1:{self.local_port}{path_prefix}/"
+
+    def close(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.close()
+
+
+def choose_local_port(local: Host, remote_port: int, requested: int | None) -> int:
+    """`requested` if free (else exit 3 naming the holder); otherwise remote+10000 (6006 → 16006, as users
+    already type it) or the next free port after it."""
+    if requested is not None:
+        if local.first_free_port([requested]) == requested:
+            return requested
+        holders = local.port_holders(requested)
+        raise PortBusy(requested, holders, f"local port {requested} is in use",
+                       hint="choose another --local-port, or leave it out to pick a free one")
+    start = remote_port + REMOTE_FORWARD_OFFSET
+    if start > 65535:
+        start = 1024 + remote_port % 1000
+    candidates = list(range(start, min(start + PORT_SEARCH_SPAN, 65536)))
+    port = local.first_free_port(candidates)
+    if port is None:
+        raise PortBusy(start, [], f"no free local port in {candidates[0]}-{candidates[-1]}")
+    return port
+
+
+def expose(
+    host: Host, local: Host, remote_port: int, *, local_port: int | None = None, check_path: str | None = None
+) -> Exposure:
+    """Forward `remote_port` of `host` to this machine when it is elsewhere; verify it answers through
+    the forward (`GET check_path` gives 200, or the port accepts a connection) before returning."""
+    forwarder = host.forward(remote_port, local_port=0)
+    if forwarder is None:
+        return Exposure(host=host.name, remote_port=remote_port, local_port=remote_port, forwarder=None)
+    forwarder.local_port = choose_local_port(local, remote_port, local_port)
+    exposure = Exposure(host=host.name, remote_port=remote_port, local_port=forwarder.local_port, forwarder=forwarder)
+    forwarder.start()
+    try:
+        _verify(local, exposure, check_path)
+    except BaseException:
+        forwarder.close()
+        raise
+    return exposure
+
+
+def _verify(local: Host, exposure: Exposure, check_path: str | None) -> None:
+    answer = local.call("http_get", port=exposure.local_port, path=check_path or "/", timeout=VERIFY_TIMEOUT)
+    if check_path is None:
+        # any HTTP answer, or a server that is not HTTP: what matters is that the far end accepted
+        assert exposure.forwarder is not None
+        if exposure.forwarder.refused:
+            raise NotFound(f"nothing listens on {exposure.host}:{exposure.remote_port}",
+                           hint=f"`tbctl ls --host {exposure.host}` shows its TensorBoards")
+        return
+    if answer.get("status") != 200:
+        raise TbctlError(
+            f"the forward to {exposure.host}:{exposure.remote_port} does not answer "
+            f"({answer.get('error') or 'HTTP ' + str(answer.get('status'))})"
+        )
+
+
+def hold(exposure: Exposure, *, is_alive: Callable[[], bool], poll: float = 1.0) -> None:
+    """Keep the forward open until interrupted (KeyboardInterrupt reaches the caller) or the connection dies."""
+    pause = threading.Event()
+    while not pause.wait(poll):
+        if exposure.forwarder is not None and exposure.forwarder.errors:
+            raise exposure.forwarder.errors[0]
+        if not is_alive():
+            raise SSHError(f"the connection to {exposure.host} was lost", hint="run the command again")

@@ -1,0 +1,154 @@
+"""A machine over SSH: one paramiko connection per command, shared by the probe, execs and forwards.
+
+The probe (tbctl/probe.py, stdlib-only) is sent to the remote python over the exec channel's stdin and
+then answers JSON lines on the same channel for the life of the command, so each question costs one
+round trip and no new process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from tbctl import probe
+from tbctl.errors import NotFound, ProbeError, SSHError
+from tbctl.hosts.base import Host
+from tbctl.hosts.ssh_config import SSHTarget, resolve
+from tbctl.hosts.ssh_connect import Connection, NoPrompter, Prompter, connect
+from tbctl.tunnel import Forwarder
+
+# Read a length line, then exactly that many bytes of source, then serve on the rest of stdin.
+PROBE_BOOTSTRAP = (
+    "import sys;b=sys.stdin.buffer;n=int(b.readline());g={'__name__':'tbctl_probe'};"
+    "exec(compile(b.read(n),'tbctl-probe','exec'),g);g['serve']()"
+)
+_PROBE_SOURCE = Path(probe.__file__).read_bytes()
+
+
+class SSHHost(Host):
+    def __init__(
+        self,
+        spec: str,
+        *,
+        prompter: Prompter | None = None,
+        connect_timeout: float | None = None,
+        env_prefix: str | None = None,
+        target: SSHTarget | None = None,
+    ) -> None:
+        self.target = target or resolve(spec, connect_timeout=connect_timeout)
+        self.name = spec
+        self.env_prefix = env_prefix
+        self._prompter = prompter or NoPrompter()
+        self._conn: Connection | None = None
+        self._chan: paramiko.Channel | None = None
+        self._reader: Any = None
+        self._hello: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def is_remote(self) -> bool:
+        return True
+
+    @property
+    def python(self) -> str:
+        """The interpreter that runs the probe: the env's when --env names one, else python3 on PATH."""
+        return f"{self.env_prefix.rstrip('/')}/bin/python" if self.env_prefix else "python3"
+
+    # --- connection ---
+
+    def connect(self) -> SSHHost:
+        if self._conn is None:
+            self._conn = connect(self.target, self._prompter)
+            try:
+                self._start_probe()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    @property
+    def connection(self) -> Connection:
+        self.connect()
+        assert self._conn is not None
+        return self._conn
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        return self.connection.transport
+
+    def _start_probe(self) -> None:
+        assert self._conn is not None
+        chan = self._conn.transport.open_session(timeout=self.target.connect_timeout)
+        # A remote `~` must stay for the remote shell to expand, so only the python path is quoted.
+        python = self.python if self.python == "python3" else probe.quote_argv([self.python]).replace("'~/", "~/'")
+        chan.exec_command(f"{python} -c {probe.quote_argv([PROBE_BOOTSTRAP])}")
+        chan.sendall(b"%d\n" % len(_PROBE_SOURCE) + _PROBE_SOURCE)
+        reader = chan.makefile("rb")
+        first = reader.readline()
+        if not first:
+            status = chan.recv_exit_status()
+            err = chan.makefile_stderr("rb").read().decode("utf-8", "replace").strip()
+            if status == 127:
+                raise NotFound(f"no {self.python} on {self.name}: {err}",
+                               hint="tbctl needs python3 on the server; --env DIR uses DIR/bin/python")
+            raise ProbeError(f"the probe did not start on {self.name} (exit {status}): {err[-500:]}")
+        self._chan, self._reader = chan, reader
+        self._hello = json.loads(first)["ok"]
+
+    def call(self, op: str, **args: Any) -> Any:
+        self.connect()
+        assert self._chan is not None
+        with self._lock:
+            try:
+                self._chan.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+                line = self._reader.readline()
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise SSHError(f"lost the connection to {self.name}: {exc}") from exc
+        if not line:
+            raise SSHError(f"lost the connection to {self.name}", hint="the server closed it; try again")
+        reply = json.loads(line)
+        if "error" in reply:
+            err = reply["error"]
+            raise ProbeError(f"{op} failed on {self.name}: {err['type']}: {err['message']}")
+        return reply["ok"]
+
+    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None) -> str:
+        return super().find_tensorboard(explicit, env_prefix or self.env_prefix)
+
+    @property
+    def log_dir(self) -> str:
+        self.connect()
+        return f"{self._hello['cache_dir']}/logs"
+
+    @property
+    def user(self) -> str:
+        self.connect()
+        return str(self._hello["user"])
+
+    @property
+    def interactive_auth(self) -> bool:
+        return self.connection.interactive_auth
+
+    def forward(self, remote_port: int, *, local_port: int) -> Forwarder:
+        transport = self.transport
+
+        def open_channel(dest: tuple[str, int], origin: tuple[str, int]) -> paramiko.Channel:
+            return transport.open_channel("direct-tcpip", dest, origin, timeout=self.target.connect_timeout)
+
+        return Forwarder(open_channel, remote_port, local_port=local_port)
+
+    def close(self) -> None:
+        if self._chan is not None:
+            try:
+                self._chan.shutdown_write()  # EOF on the probe's stdin: it exits by itself
+                self._chan.close()
+            except Exception:
+                pass
+            self._chan = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

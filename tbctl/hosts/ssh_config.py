@@ -1,0 +1,140 @@
+"""What `ssh HOST` would use: `[user@]host[:port]` on the command line merged with ~/.ssh/config
+(paramiko's SSHConfig parser, so Host patterns, Match and %-tokens behave as OpenSSH documents them)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tbctl.errors import SSHError, UsageError
+
+DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa", "id_dsa")
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE = 15  # seconds; OpenSSH's default is none, which lets a dead link go unnoticed for minutes
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    name: str  # what the user typed: the alias tbctl shows and records
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...]
+    identities_only: bool
+    proxy_jump: tuple[str, ...]
+    proxy_command: str | None
+    server_alive_interval: int
+    strict_host_key_checking: str  # yes | no | accept-new | ask
+    known_hosts_files: tuple[str, ...]
+    host_key_alias: str | None
+    connect_timeout: float
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name a known_hosts line carries for this server (OpenSSH's `[host]:port` form off port 22)."""
+        host = self.host_key_alias or self.hostname
+        return host if self.port == 22 else f"[{host}]:{self.port}"
+
+    @property
+    def display(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+
+_SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$")
+
+
+def parse_spec(spec: str) -> tuple[str | None, str, int | None]:
+    """`[user@]host[:port]` (IPv6 literals in brackets) → (user, host, port)."""
+    match = _SPEC.match(spec.strip())
+    if not match:
+        raise UsageError(f"{spec!r} is not a host", hint="use an ssh_config alias or [user@]host[:port]")
+    port = int(match["port"]) if match["port"] else None
+    if port is not None and not 1 <= port <= 65535:
+        raise UsageError(f"port {port} in {spec!r} is out of range")
+    return match["user"], match["host"].strip("[]"), port
+
+
+def ssh_config_path() -> Path:
+    """`TBCTL_SSH_CONFIG` (like `ssh -F`), else ~/.ssh/config."""
+    override = os.environ.get("TBCTL_SSH_CONFIG")
+    return Path(override).expanduser() if override else Path("~/.ssh/config").expanduser()
+
+
+def _yes(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("yes", "true", "on")
+
+
+def resolve(spec: str, *, connect_timeout: float | None = None, config_path: Path | None = None) -> SSHTarget:
+    import paramiko
+
+    user, host, port = parse_spec(spec)
+    path = config_path or ssh_config_path()
+    config = paramiko.SSHConfig()
+    if path.is_file():
+        try:
+            config = paramiko.SSHConfig.from_path(str(path))
+        except Exception as exc:  # paramiko raises several types for a malformed file
+            raise SSHError(f"cannot read {path}: {exc}") from exc
+    options = config.lookup(host)
+    hostname = options.get("hostname", host)
+    try:
+        final_port = port or int(options.get("port", 22))
+    except ValueError:
+        raise SSHError(f"bad Port in {path} for {host}: {options.get('port')!r}") from None
+    final_user = user or options.get("user") or _local_user()
+    identity_files = tuple(os.path.expanduser(f) for f in options.get("identityfile", []))
+    jump = options.get("proxyjump")
+    hops = tuple(h.strip() for h in jump.split(",")) if jump and jump.lower() != "none" else ()
+    proxy_command = options.get("proxycommand")
+    if proxy_command and proxy_command.lower() == "none":
+        proxy_command = None
+    known = options.get("userknownhostsfile")
+    known_files = tuple(os.path.expanduser(f) for f in known.split()) if known else (
+        os.path.expanduser("~/.ssh/known_hosts"),
+    )
+    timeout = connect_timeout
+    if timeout is None:
+        timeout = float(options["connecttimeout"]) if options.get("connecttimeout", "").isdigit() else DEFAULT_CONNECT_TIMEOUT
+    alive = options.get("serveraliveinterval", "")
+    return SSHTarget(
+        name=spec,
+        hostname=hostname,
+        port=final_port,
+        user=final_user,
+        identity_files=identity_files,
+        identities_only=_yes(options.get("identitiesonly")),
+        proxy_jump=hops,
+        proxy_command=proxy_command,
+        server_alive_interval=int(alive) if alive.isdigit() else DEFAULT_KEEPALIVE,
+        strict_host_key_checking=(options.get("stricthostkeychecking") or "ask").lower(),
+        known_hosts_files=known_files,
+        host_key_alias=options.get("hostkeyalias"),
+        connect_timeout=timeout,
+    )
+
+
+def default_identity_files() -> list[str]:
+    return [str(p) for name in DEFAULT_IDENTITIES if (p := Path("~/.ssh").expanduser() / name).is_file()]
+
+
+def config_aliases(path: Path | None = None) -> list[str]:
+    """Concrete Host names in ssh_config (no patterns): for completion and `ls --all-hosts`."""
+    path = path or ssh_config_path()
+    names: list[str] = []
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return names
+    for line in text.splitlines():
+        words = line.strip().split()
+        if len(words) >= 2 and words[0].lower() == "host":
+            names.extend(w for w in words[1:] if not any(c in w for c in "*?!"))
+    return names
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()

@@ -1,0 +1,277 @@
+"""Opening an authenticated paramiko Transport the way OpenSSH would: ProxyJump/ProxyCommand, known_hosts
+and StrictHostKeyChecking, then agent, identity files, password and keyboard-interactive (2FA).
+
+Only imported on paths that open SSH (paramiko costs ~125 ms of start-up)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import paramiko
+
+from tbctl.errors import HostKeyRejected, SSHError
+from tbctl.hosts.ssh_config import SSHTarget, default_identity_files, resolve
+
+
+class Prompter(Protocol):
+    """How SSH asks the person at the keyboard (a passphrase, a password, a host key). The CLI provides it."""
+
+    @property
+    def interactive(self) -> bool: ...
+
+    def secret(self, prompt: str) -> str: ...
+
+    def ask(self, prompt: str) -> str: ...
+
+
+class NoPrompter:
+    interactive = False
+
+    def secret(self, prompt: str) -> str:  # pragma: no cover - never called when not interactive
+        raise SSHError("cannot prompt without a terminal")
+
+    ask = secret
+
+
+@dataclass
+class Connection:
+    target: SSHTarget
+    transport: paramiko.Transport
+    interactive_auth: bool = False  # a password or 2FA answer was needed: no unattended reconnect
+    hops: list[paramiko.Transport] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.transport.close()
+        for hop in reversed(self.hops):
+            hop.close()
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's `SHA256:…` form, as `ssh` shows it when asking."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+def connect(target: SSHTarget, prompter: Prompter) -> Connection:
+    hops: list[paramiko.Transport] = []
+    try:
+        sock = _open_socket(target, prompter, hops)
+        transport = paramiko.Transport(sock)
+        transport.set_keepalive(target.server_alive_interval)
+        try:
+            transport.start_client(timeout=target.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise SSHError(f"SSH handshake with {target.display} failed: {exc or type(exc).__name__}",
+                           hint="is it an SSH server? try `ssh -v " + target.name + "`") from exc
+        _check_host_key(target, transport.get_remote_server_key(), prompter)
+        interactive = _authenticate(target, transport, prompter)
+    except BaseException:
+        for hop in reversed(hops):
+            hop.close()
+        raise
+    return Connection(target=target, transport=transport, interactive_auth=interactive, hops=hops)
+
+
+def _open_socket(target: SSHTarget, prompter: Prompter, hops: list[paramiko.Transport]) -> Any:
+    if target.proxy_jump:
+        # Each hop is a full SSH connection; the next one rides a direct-tcpip channel of the previous.
+        previous: paramiko.Transport | None = None
+        chain = list(target.proxy_jump)
+        for hop_spec in chain:
+            # a hop's own ProxyJump/ProxyCommand would loop back into this chain: the chain is the route
+            hop_target = _without_jump(resolve(hop_spec, connect_timeout=target.connect_timeout))
+            sock = _channel_to(previous, hop_target) if previous is not None else _tcp(hop_target)
+            transport = paramiko.Transport(sock)
+            try:
+                transport.start_client(timeout=target.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise SSHError(f"SSH handshake with jump host {hop_target.display} failed: {exc}") from exc
+            _check_host_key(hop_target, transport.get_remote_server_key(), prompter)
+            _authenticate(hop_target, transport, prompter)
+            hops.append(transport)
+            previous = transport
+        assert previous is not None
+        return _channel_to(previous, target)
+    if target.proxy_command:
+        try:
+            return paramiko.ProxyCommand(target.proxy_command)
+        except Exception as exc:
+            raise SSHError(f"ProxyCommand for {target.name} failed: {exc}") from exc
+    return _tcp(target)
+
+
+def _without_jump(target: SSHTarget) -> SSHTarget:
+    from dataclasses import replace
+
+    return replace(target, proxy_jump=(), proxy_command=None)
+
+
+def _channel_to(transport: paramiko.Transport, target: SSHTarget) -> paramiko.Channel:
+    try:
+        return transport.open_channel("direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0),
+                                      timeout=target.connect_timeout)
+    except (paramiko.SSHException, OSError) as exc:
+        raise SSHError(f"the jump host could not reach {target.hostname}:{target.port}: {exc}") from exc
+
+
+def _tcp(target: SSHTarget) -> socket.socket:
+    try:
+        sock = socket.create_connection((target.hostname, target.port), timeout=target.connect_timeout)
+    except socket.gaierror as exc:
+        raise SSHError(
+            f"cannot resolve host {target.hostname!r}",
+            hint=f"is {target.name!r} a Host in your ssh config or a DNS name? (`ssh -G {target.name}` shows what ssh uses)",
+        ) from exc
+    except socket.timeout as exc:
+        raise SSHError(f"connecting to {target.display} timed out after {target.connect_timeout:g} s",
+                       hint="is the host up and reachable? --connect-timeout sets the limit") from exc
+    except ConnectionRefusedError as exc:
+        raise SSHError(f"{target.display} refused the connection", hint="is sshd running on that port?") from exc
+    except OSError as exc:
+        raise SSHError(f"cannot connect to {target.display}: {exc.strerror or exc}") from exc
+    # Nagle on the transport's socket delays small forwarded writes (FACTS.md: the 40 ms stall).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(None)
+    return sock
+
+
+# --- host keys -----------------------------------------------------------------------------------------------
+
+
+def _check_host_key(target: SSHTarget, key: paramiko.PKey, prompter: Prompter) -> None:
+    name = target.known_hosts_name
+    known = paramiko.HostKeys()
+    for path in target.known_hosts_files:
+        if os.path.isfile(path):
+            try:
+                known.load(path)
+            except (OSError, paramiko.SSHException):
+                continue
+    entry = known.lookup(name)
+    fp = fingerprint(key)
+    if entry is not None and key.get_name() in entry:
+        if entry[key.get_name()] == key:
+            return
+        raise HostKeyRejected(
+            target.name, fp,
+            f"the host key of {name} has CHANGED (now {key.get_name()} {fp}); refusing to connect",
+            hint=f"if the server was really reinstalled, remove the old key: ssh-keygen -R '{name}'",
+        )
+    if entry is not None:  # known under another key type: OpenSSH treats this as a mismatch too
+        raise HostKeyRejected(
+            target.name, fp,
+            f"{name} offered a {key.get_name()} key ({fp}) but known_hosts has another type for it; refusing",
+            hint=f"check the server, then ssh-keygen -R '{name}'",
+        )
+    policy = target.strict_host_key_checking
+    if policy in ("accept-new", "no", "off"):
+        _remember(target, key)
+        return
+    if policy == "ask" and prompter.interactive:
+        answer = prompter.ask(
+            f"The authenticity of host '{name}' can't be established.\n"
+            f"{key.get_name()} key fingerprint is {fp}.\n"
+            f"Are you sure you want to continue connecting (yes/no/[fingerprint])? "
+        ).strip()
+        if answer == "yes" or answer == fp:
+            _remember(target, key)
+            return
+        raise HostKeyRejected(target.name, fp, f"host key of {name} not accepted")
+    raise HostKeyRejected(
+        target.name, fp,
+        f"unknown host key for {name}: {key.get_name()} {fp}",
+        hint=f"verify the fingerprint, then accept it once with `ssh {target.name}` "
+        f"or set `StrictHostKeyChecking accept-new` for this host",
+    )
+
+
+def _remember(target: SSHTarget, key: paramiko.PKey) -> None:
+    path = target.known_hosts_files[0]
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    with open(path, "a", encoding="ascii") as f:
+        f.write(f"{target.known_hosts_name} {key.get_name()} {key.get_base64()}\n")
+
+
+# --- authentication -----------------------------------------------------------------------------------------
+
+
+def _authenticate(target: SSHTarget, transport: paramiko.Transport, prompter: Prompter) -> bool:
+    """Agent keys, then identity files, then password / keyboard-interactive on a terminal.
+
+    Returns whether a person had to answer (then an unattended reconnect is impossible)."""
+    tried: list[str] = []
+    remaining: list[str] = []
+
+    def attempt(label: str, fn: Any) -> bool:
+        nonlocal remaining
+        try:
+            allowed = fn()
+        except paramiko.AuthenticationException:
+            tried.append(label)
+            return False
+        except paramiko.SSHException as exc:
+            tried.append(f"{label} ({exc})")
+            return False
+        if allowed:  # partial success: the server wants another factor (e.g. publickey + 2FA)
+            remaining = list(allowed)
+            return False
+        return True
+
+    files = list(target.identity_files) or default_identity_files()
+    if not (target.identities_only and target.identity_files):
+        try:
+            agent_keys = paramiko.Agent().get_keys()
+        except paramiko.SSHException:
+            agent_keys = ()
+        for key in agent_keys:
+            if attempt(f"agent key {fingerprint(key)}", lambda k=key: transport.auth_publickey(target.user, k)):
+                return False
+            if remaining:
+                break
+    if not remaining:
+        for path in files:
+            key = _load_key(path, prompter, tried)
+            if key is not None and attempt(path, lambda k=key: transport.auth_publickey(target.user, k)):
+                return False
+            if remaining:
+                break
+    if prompter.interactive:
+        def handler(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+            if title or instructions:
+                prompter.ask(f"{title}\n{instructions}\n(press Enter) ")
+            return [prompter.secret(p) if not echo else prompter.ask(p) for p, echo in prompts]
+
+        if attempt("keyboard-interactive", lambda: transport.auth_interactive(target.user, handler)):
+            return True
+        if not remaining or "password" in remaining:
+            password = prompter.secret(f"{target.user}@{target.hostname}'s password: ")
+            if attempt("password", lambda: transport.auth_password(target.user, password)):
+                return True
+    what = ", ".join(tried) if tried else "no agent keys and no identity files"
+    raise SSHError(
+        f"authentication as {target.user} on {target.hostname} failed (tried: {what})",
+        hint="check `ssh " + target.name + "` works; without a terminal tbctl cannot ask for a password"
+        if not prompter.interactive else "check the user name and key (IdentityFile in ~/.ssh/config)",
+    )
+
+
+def _load_key(path: str, prompter: Prompter, tried: list[str]) -> paramiko.PKey | None:
+    try:
+        return paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException:
+        if not prompter.interactive:
+            tried.append(f"{path} (needs a passphrase; no terminal to ask)")
+            return None
+        passphrase = prompter.secret(f"Enter passphrase for key '{path}': ")
+        try:
+            return paramiko.PKey.from_path(path, passphrase=passphrase)
+        except paramiko.SSHException:
+            tried.append(f"{path} (wrong passphrase)")
+            return None
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        tried.append(f"{path} ({exc})")
+        return None
