@@ -103,3 +103,36 @@ def tensorboard_pids_for(logdir: Path) -> list[int]:
 
 
 os.environ.setdefault("NO_COLOR", "1")
+
+
+@pytest.fixture(scope="session")
+def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real sshd as the remote host: in its own network namespace (plus a jump host) when the suite
+    may create namespaces (root, as in CI), else on loopback."""
+    from tests.support.remote import start_remote, stop_remote
+    from tests.support.sshd import sshd_available
+
+    ok, why = sshd_available()
+    if not ok:
+        pytest.skip(why)
+    server = start_remote(tmp_path_factory.mktemp("remote"))
+    try:
+        yield server
+    finally:
+        stop_remote(server)
+
+
+@pytest.fixture
+def ssh_env(remote: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """tbctl reads the test's ssh_config (aliases tbremote, tbjump, tbviajump)."""
+    monkeypatch.setenv("TBCTL_SSH_CONFIG", str(remote.ssh_config))
+    return remote
+
+
+@pytest.fixture
+def netns_remote(ssh_env: Any) -> Any:
+    if ssh_env.netns is None:
+        from tests.support.sshd import netns_available
+
+        pytest.skip(f"the remote is not isolated in a network namespace: {netns_available()[1]}")
+    return ssh_env

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -103,20 +104,25 @@ def up(
             raise
         if exposure.forwarder is not None:
             result = dataclasses.replace(result, url=exposure.url(inst.path_prefix))
-        _flush_warnings(env, store)
-        for warning in result.warnings:
-            env.warn(warning)
-        if result.port_note:
-            env.notice(result.port_note)
-        if env.json:
-            render.print_json(env, result)
+
+        def announce() -> None:
+            _flush_warnings(env, store)
+            for warning in result.warnings:
+                env.warn(warning)
+            if result.port_note:
+                env.notice(result.port_note)
+            if env.json:
+                render.print_json(env, result)
+            else:
+                render.up_result(env, result)
+            env.stdout.flush()
+            if open_browser:
+                _open_browser(env, result.url)
+
+        if exposure.forwarder is None:
+            announce()
         else:
-            render.up_result(env, result)
-        env.stdout.flush()
-        if open_browser:
-            _open_browser(env, result.url)
-        if exposure.forwarder is not None:
-            _hold_then_clean(env, host, store, exposure, inst, stop_after=not (result.reused or keep))
+            _hold_then_clean(env, host, store, exposure, inst, stop_after=not (result.reused or keep), announce=announce)
 
 
 def _open_browser(env: Environment, url: str) -> None:
@@ -133,15 +139,16 @@ def _stop_started(host: Host, store: StateStore, inst: TensorBoardInstance) -> N
 
 
 def _hold_then_clean(env: Environment, host: Host, store: StateStore, exposure: Exposure,
-                     inst: TensorBoardInstance | None, *, stop_after: bool) -> None:
-    """Foreground: forward until Ctrl-C (or SIGTERM/SIGHUP), then close the forward and, when this command
-    started it, stop TensorBoard. Exits 0: the user ended it on purpose."""
+                     inst: TensorBoardInstance | None, *, stop_after: bool, announce: Callable[[], None]) -> None:
+    """Foreground: announce the URL, forward until Ctrl-C (or SIGTERM/SIGHUP), then close the forward and,
+    when this command started it, stop TensorBoard. Exits 0: the user ended it on purpose."""
     from tbctl.core.expose import hold
 
-    env.info("forwarding; press Ctrl-C to stop" + (" (TensorBoard stops too)" if stop_after else ""))
     transport = getattr(host, "transport", None)
     try:
         with interrupt_on_hangup():
+            announce()  # inside: a Ctrl-C right after the URL appears must still clean up
+            env.info("forwarding; press Ctrl-C to stop" + (" (TensorBoard stops too)" if stop_after else ""))
             hold(exposure, is_alive=lambda: transport is None or transport.is_active())
     except KeyboardInterrupt:
         pass
@@ -178,15 +185,18 @@ def tunnel(
                            hint=f"`tbctl ls --host {host.name}` shows its TensorBoards; `tbctl up --host {host.name}` starts one")
         exposure = expose(host, local_host(env), port, local_port=wanted_local)
         url = exposure.url()
-        if env.json:
-            render.print_json(env, {"host": host.name, "remote_port": port, "local_port": exposure.local_port, "url": url})
-        else:
-            env.info(f"{host.name}:{port} → 127.0.0.1:{exposure.local_port}")
-            env.stdout.write(url + "\n")
-        env.stdout.flush()
-        if open_browser:
-            _open_browser(env, url)
-        _hold_then_clean(env, host, store, exposure, None, stop_after=False)
+
+        def announce() -> None:
+            if env.json:
+                render.print_json(env, {"host": host.name, "remote_port": port, "local_port": exposure.local_port, "url": url})
+            else:
+                env.info(f"{host.name}:{port} → 127.0.0.1:{exposure.local_port}")
+                env.stdout.write(url + "\n")
+            env.stdout.flush()
+            if open_browser:
+                _open_browser(env, url)
+
+        _hold_then_clean(env, host, store, exposure, None, stop_after=False, announce=announce)
 
 
 @app.command("ls")

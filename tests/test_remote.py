@@ -1,0 +1,207 @@
+"""Remote hosts over a real sshd: `up --host`, `tunnel`, remote ls / down / free-port, ProxyJump.
+
+The remote is a network namespace of its own when the suite runs as root (CI), so a TensorBoard there
+listens on *its* loopback and is reachable only through tbctl's forward.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import Cli
+from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
+
+TENSORBOARD = str(Path(sys.executable).parent / "tensorboard")
+VENV = str(Path(sys.executable).parent.parent)
+
+
+class Foreground:
+    """`tbctl ARGS` as a real process that holds a forward: read until its URL, then Ctrl-C it."""
+
+    def __init__(self, reaper: ProcessReaper, state_dir: Path, *args: str) -> None:
+        env = dict(os.environ, TBCTL_STATE_DIR=str(state_dir))
+        self.proc = reaper.popen([sys.executable, "-m", "tbctl", *args], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True)
+        self.stderr = ""
+        self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._err_thread.start()
+        self.url = ""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("http://"):
+                self.url = line.strip()
+                break
+        if not self.url:
+            self.proc.wait(timeout=30)
+            self._err_thread.join(5)
+            raise AssertionError(f"tbctl {' '.join(args)} printed no URL (rc={self.proc.returncode}):\n{self.stderr}")
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr += line
+
+    def wait_stderr(self, text: str, timeout: float = 10) -> bool:
+        return wait_until(lambda: text in self.stderr, timeout)
+
+    def pid_from_stderr(self) -> int:
+        assert self.wait_stderr("TensorBoard pid ") or self.wait_stderr("reusing TensorBoard pid ")
+        return int(self.stderr.split("TensorBoard pid ")[1].split()[0])
+
+    def interrupt(self, sig: int = signal.SIGINT) -> int:
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=30)
+        self._err_thread.join(5)
+        return rc
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _own_listeners(pid: int) -> list[str]:
+    return [c.laddr.ip for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+
+
+def test_up_host_serves_through_the_forward_and_ctrl_c_leaves_nothing(
+    ssh_env: Any, reaper: ProcessReaper, state_dir: Path, logdir: Path
+) -> None:
+    remote = ssh_env
+    fg = Foreground(reaper, state_dir, "up", "--host", remote.alias, str(logdir), "--tensorboard", TENSORBOARD)
+    remote_pid = fg.pid_from_stderr()
+    reaper.adopt(remote_pid)
+    status, body = http_get(fg.url + "data/logdir")
+    assert status == 200 and json.loads(body)["logdir"] == str(logdir)
+    status, body = http_get(fg.url + "data/plugin/scalars/tags")
+    assert status == 200 and set(json.loads(body)) == {"lr_0.1", "lr_0.01"}
+    # the forward is 16006 (6006 + 10000) unless that was taken here
+    port = int(fg.url.rsplit(":", 1)[1].strip("/"))
+    assert port >= 16006
+    # every listener tbctl opens is on loopback; the remote TensorBoard listens on the remote's loopback only
+    assert _own_listeners(fg.proc.pid) == ["127.0.0.1"]
+    remote_listeners = [(a, p) for a, p, pid in remote.listeners() if pid == remote_pid]
+    assert remote_listeners and all(a == "127.0.0.1" for a, _ in remote_listeners)
+    assert fg.interrupt() == 0, fg.stderr
+    assert "Traceback" not in fg.stderr
+    assert wait_until(lambda: not _alive(remote_pid), 10), "the TensorBoard this command started must stop"
+    assert not [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+
+
+def test_remote_tensorboard_is_reachable_only_through_the_forward(netns_remote: Any, reaper: ProcessReaper,
+                                                                  state_dir: Path, logdir: Path) -> None:
+    remote = netns_remote
+    fg = Foreground(reaper, state_dir, "up", "--host", remote.alias, str(logdir), "--tensorboard", TENSORBOARD,
+                    "--port", "6123")
+    reaper.adopt(fg.pid_from_stderr())
+    assert http_get(fg.url + "data/logdir")[0] == 200
+    for addr in ("127.0.0.1", remote.server.host):  # our loopback, and the remote's own address
+        with pytest.raises(OSError):
+            socket.create_connection((addr, 6123), timeout=2).close()
+    assert fg.interrupt() == 0
+
+
+def test_keep_leaves_tensorboard_running_then_reuse_and_remote_ls_and_down(
+    ssh_env: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, logdir: Path
+) -> None:
+    remote = ssh_env
+    first = Foreground(reaper, state_dir, "up", "--host", remote.alias, str(logdir), "--tensorboard", TENSORBOARD,
+                       "--keep", "--port", "6200")
+    pid = first.pid_from_stderr()
+    reaper.adopt(pid)
+    assert first.interrupt() == 0
+    assert _alive(pid), "--keep leaves TensorBoard running"
+    # reuse: a second up of the same logdir attaches to it, and leaves it running on Ctrl-C
+    second = Foreground(reaper, state_dir, "up", "--host", remote.alias, str(logdir), "--tensorboard", TENSORBOARD)
+    assert second.wait_stderr("reusing TensorBoard pid")
+    assert second.pid_from_stderr() == pid
+    assert http_get(second.url + "data/logdir")[0] == 200
+    assert second.interrupt() == 0
+    assert _alive(pid), "a reused TensorBoard is not stopped"
+    # remote ls knows it, and that tbctl started it
+    rows = cli("ls", "--host", remote.alias, "--json").json()
+    row = [r for r in rows if r["pid"] == pid][0]
+    assert row["host"] == remote.alias and row["port"] == 6200 and row["status"] == "serving"
+    assert row["started_by"] == "tbctl" and row["logdir"] == str(logdir)
+    assert "tbremote" in cli("ls", "--host", remote.alias).stdout
+    # remote down by port
+    out = cli("down", "6200", "--host", remote.alias, "--json").json()
+    assert [(o["outcome"], o["instance"]["pid"]) for o in out] == [("stopped", pid)]
+    assert wait_until(lambda: not _alive(pid), 10)
+
+
+def test_tunnel_forwards_to_an_already_running_tensorboard(
+    ssh_env: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, logdir: Path
+) -> None:
+    remote = ssh_env
+    started = Foreground(reaper, state_dir, "up", "--host", remote.alias, str(logdir), "--tensorboard", TENSORBOARD,
+                         "--keep", "--port", "6300", "--new")
+    pid = started.pid_from_stderr()
+    reaper.adopt(pid)
+    assert started.interrupt() == 0
+    local = free_port()
+    tun = Foreground(reaper, state_dir, "tunnel", remote.alias, "6300", "--local-port", str(local))
+    assert tun.url == f"http://127.0.0.1:{local}/"
+    status, body = http_get(tun.url + "data/logdir")
+    assert status == 200 and json.loads(body)["logdir"] == str(logdir)
+    assert _own_listeners(tun.proc.pid) == ["127.0.0.1"]
+    assert tun.interrupt() == 0
+    assert _alive(pid), "tunnel never stops what it did not start"
+    assert not [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == local]
+    cli("down", str(pid), "--host", remote.alias)
+    # nothing listening there: exit 4, and no forward left behind
+    assert "nothing listens" in cli("tunnel", remote.alias, "6300", exit_code=4).stderr
+
+
+def test_remote_free_port(ssh_env: Any, cli: Cli, reaper: ProcessReaper) -> None:
+    remote = ssh_env
+    port = 6400
+    code = ("import socket,time;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+            f"s.bind(('127.0.0.1',{port}));s.listen();time.sleep(600)")
+    prefix = ["ip", "netns", "exec", remote.netns.name] if remote.netns else []
+    holder = reaper.popen([*prefix, sys.executable, "-c", code])
+    assert wait_until(lambda: any(p == port for _, p, _ in remote.listeners()), 10)
+    dry = cli("free-port", str(port), "--host", remote.alias, "--dry-run", "--json").json()
+    assert [h["pid"] for h in dry["holders"]] == [holder.pid]
+    cli("free-port", str(port), "--host", remote.alias, exit_code=3)  # no TTY, no --yes: refused
+    data = cli("free-port", str(port), "--host", remote.alias, "--yes", "--json").json()
+    assert data["freed"] is True and holder.wait(timeout=10) is not None
+
+
+def test_proxyjump_through_a_second_host(netns_remote: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path,
+                                         logdir: Path) -> None:
+    """`tbviajump` is R's sshd at an address only the jump host J can route to."""
+    fg = Foreground(reaper, state_dir, "up", "--host", "tbviajump", str(logdir), "--tensorboard", TENSORBOARD,
+                    "--port", "6500")
+    pid = fg.pid_from_stderr()
+    reaper.adopt(pid)
+    assert http_get(fg.url + "data/logdir")[0] == 200
+    assert fg.interrupt() == 0
+    assert wait_until(lambda: not _alive(pid), 10)
+    assert cli("ls", "--host", "tbviajump", "--json").exit_code == 0
+
+
+def test_probe_answers_the_same_with_and_without_psutil(ssh_env: Any) -> None:
+    """The remote python3 here has no psutil (the probe reads /proc); the venv's python has it."""
+    from tbctl.hosts.ssh import SSHHost
+
+    with SSHHost(ssh_env.alias).connect() as bare, SSHHost(ssh_env.alias, env_prefix=VENV).connect() as rich:
+        assert bare._hello["psutil"] is False and rich._hello["psutil"] is True
+        sshd_port = ssh_env.server.port
+        for host in (bare, rich):
+            holders = host.port_holders(sshd_port)
+            assert holders and holders[0].pid is not None and "sshd" in holders[0].command
+        assert {p["pid"] for p in bare.scan()["processes"]} == {p["pid"] for p in rich.scan()["processes"]}
