@@ -91,32 +91,15 @@ def test_a_free_port_is_reported_free(cli: Cli, port: int) -> None:
 
 def test_confirmation_on_a_tty(reaper: ProcessReaper, port: int, state_dir: Path) -> None:
     """On a real terminal (a pty), the question is asked; 'n' keeps the holder, 'y' stops it."""
-    import pty
+    from tests.support.terminal import run_on_pty
 
     holder = start_listener(reaper, port)
-    for answer, expected_rc in ((b"n\n", 3), (b"y\n", 0)):
-        pid, fd = pty.fork()
-        if pid == 0:  # child: run tbctl on the pty
-            os.environ["TBCTL_STATE_DIR"] = str(state_dir)
-            os.execv(sys.executable, [sys.executable, "-m", "tbctl", "free-port", str(port)])
-        out = b""
-        asked = False
-        while True:
-            try:
-                chunk = os.read(fd, 1024)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-            if not asked and b"[y/N]" in out:
-                os.write(fd, answer)
-                asked = True
-        _, status = os.waitpid(pid, 0)
-        assert asked, out.decode(errors="replace")
-        assert os.waitstatus_to_exitcode(status) == expected_rc, out.decode(errors="replace")
-        if answer == b"n\n":
-            assert holder.poll() is None
+    env = dict(os.environ, TBCTL_STATE_DIR=str(state_dir))
+    rc, screen = run_on_pty(["free-port", str(port)], [(b"[y/N]", b"n\n")], env=env)
+    assert rc == 3 and "[answered]" in screen, screen
+    assert holder.poll() is None
+    rc, screen = run_on_pty(["free-port", str(port)], [(b"[y/N]", b"y\n")], env=env)
+    assert rc == 0 and f"port {port} is free" in screen, screen
     assert holder.wait(timeout=5) is not None
 
 

@@ -152,3 +152,46 @@ def test_hostile_logdir_names_execute_nothing(ssh_env: Any, cli: Cli, reaper: Pr
         assert fg.interrupt() == 0, fg.stderr
         assert wait_until(lambda: not any(r["pid"] == pid for r in cli("ls", "--host", ssh_env.alias, "--json").json()), 10)
     assert not marker.exists(), "a logdir name was executed by a shell"
+
+
+def test_on_a_terminal_an_unknown_host_key_is_asked_about_with_its_fingerprint(
+    remote: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_dir: Path
+) -> None:
+    import os
+
+    from tests.support.terminal import run_on_pty
+
+    alias = _alias_config(remote, tmp_path, monkeypatch, known_hosts="", strict="ask")
+    env = dict(os.environ, TBCTL_STATE_DIR=str(state_dir))
+    rc, screen = run_on_pty(["ls", "--host", alias], [(b"(yes/no/[fingerprint])? ", b"no\n")], env=env)
+    assert rc == 5 and _fingerprint(remote.server.host_key_pub) in screen, screen
+    assert (tmp_path / "tbvariant_known_hosts").read_text() == ""
+    rc, screen = run_on_pty(["ls", "--host", alias], [(b"(yes/no/[fingerprint])? ", b"yes\n")], env=env)
+    assert rc == 0, screen
+    assert remote.server.host_key_pub.read_text().split()[1] in (tmp_path / "tbvariant_known_hosts").read_text()
+
+
+def test_a_key_with_a_passphrase_is_asked_for_on_a_terminal_and_refused_without_one(
+    remote: Any, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_dir: Path
+) -> None:
+    import os
+
+    from tests.support.terminal import run_on_pty
+
+    key = tmp_path / "locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret phrase", "-f", str(key)], check=True)
+    authorized = Path(remote.server.workdir) / "authorized_keys"
+    original = authorized.read_text()
+    authorized.write_text(original + Path(str(key) + ".pub").read_text())
+    try:
+        alias = _alias_config(remote, tmp_path, monkeypatch, known_hosts=remote.server.known_hosts.read_text(),
+                              identity=key)
+        result = cli("ls", "--host", alias, exit_code=5)
+        assert "needs a passphrase; no terminal to ask" in result.stderr
+        env = dict(os.environ, TBCTL_STATE_DIR=str(state_dir))
+        rc, screen = run_on_pty(["ls", "--host", alias], [(b"Enter passphrase for key", b"s3cret phrase\n")], env=env)
+        assert rc == 0, screen
+        rc, screen = run_on_pty(["ls", "--host", alias], [(b"Enter passphrase for key", b"wrong\n")], env=env)
+        assert rc == 5 and "wrong passphrase" in screen, screen
+    finally:
+        authorized.write_text(original)

@@ -12,10 +12,17 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import logging
+
 import paramiko
 
 from tbctl.errors import HostKeyRejected, SSHError
 from tbctl.hosts.ssh_config import SSHTarget, default_identity_files, resolve
+
+
+# paramiko logs protocol oddities (e.g. a refused auth method) as warnings; they are not the user's business.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 
 class Prompter(Protocol):
@@ -221,8 +228,11 @@ def _authenticate(target: SSHTarget, transport: paramiko.Transport, prompter: Pr
             return False
         return True
 
+    allowed = _allowed_methods(target, transport)
+    if allowed is None:  # the server let us in with no authentication at all
+        return False
     files = list(target.identity_files) or default_identity_files()
-    if not (target.identities_only and target.identity_files):
+    if "publickey" in allowed and not (target.identities_only and target.identity_files):
         try:
             agent_keys = paramiko.Agent().get_keys()
         except paramiko.SSHException:
@@ -232,26 +242,37 @@ def _authenticate(target: SSHTarget, transport: paramiko.Transport, prompter: Pr
                 return False
             if remaining:
                 break
-    if not remaining:
+    if not remaining and "publickey" in allowed:
         for path in files:
             key = _load_key(path, prompter, tried)
             if key is not None and attempt(path, lambda k=key: transport.auth_publickey(target.user, k)):
                 return False
             if remaining:
                 break
-    if prompter.interactive:
+    offered = set(remaining or allowed)
+    if prompter.interactive and offered & {"keyboard-interactive", "password"}:
         def handler(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
-            if title or instructions:
-                prompter.ask(f"{title}\n{instructions}\n(press Enter) ")
-            return [prompter.secret(p) if not echo else prompter.ask(p) for p, echo in prompts]
+            header = "\n".join(x for x in (title, instructions) if x)
+            answers = []
+            for i, (text, echo) in enumerate(prompts):
+                shown = f"{header}\n{text}" if i == 0 and header else text
+                answers.append(prompter.ask(shown) if echo else prompter.secret(shown))
+            return answers
 
-        if attempt("keyboard-interactive", lambda: transport.auth_interactive(target.user, handler)):
+        if "keyboard-interactive" in offered and attempt(
+            "keyboard-interactive", lambda: transport.auth_interactive(target.user, handler)
+        ):
             return True
-        if not remaining or "password" in remaining:
+        if "password" in offered:
             password = prompter.secret(f"{target.user}@{target.hostname}'s password: ")
             if attempt("password", lambda: transport.auth_password(target.user, password)):
                 return True
     what = ", ".join(tried) if tried else "no agent keys and no identity files"
+    if remaining and not prompter.interactive:
+        raise SSHError(
+            f"{target.hostname} also wants {' or '.join(remaining)} (a password or 2FA code) for {target.user}",
+            hint="run tbctl on a terminal so it can ask",
+        )
     raise SSHError(
         f"authentication as {target.user} on {target.hostname} failed (tried: {what})",
         hint="check `ssh " + target.name + "` works; without a terminal tbctl cannot ask for a password"
@@ -259,19 +280,33 @@ def _authenticate(target: SSHTarget, transport: paramiko.Transport, prompter: Pr
     )
 
 
+def _allowed_methods(target: SSHTarget, transport: paramiko.Transport) -> list[str] | None:
+    """What the server accepts (its answer to auth "none"), so we offer only that, as OpenSSH does."""
+    try:
+        transport.auth_none(target.user)
+        return None
+    except paramiko.BadAuthenticationType as exc:
+        return list(exc.allowed_types)
+    except paramiko.SSHException:
+        return ["publickey", "keyboard-interactive", "password"]
+
+
 def _load_key(path: str, prompter: Prompter, tried: list[str]) -> paramiko.PKey | None:
     try:
         return paramiko.PKey.from_path(path)
-    except paramiko.PasswordRequiredException:
-        if not prompter.interactive:
-            tried.append(f"{path} (needs a passphrase; no terminal to ask)")
-            return None
-        passphrase = prompter.secret(f"Enter passphrase for key '{path}': ")
-        try:
-            return paramiko.PKey.from_path(path, passphrase=passphrase)
-        except paramiko.SSHException:
-            tried.append(f"{path} (wrong passphrase)")
-            return None
+    except (paramiko.PasswordRequiredException, TypeError):
+        # paramiko 5 lets cryptography's TypeError ("Key is password-protected…") through for
+        # OpenSSH-format keys, where older keys raise PasswordRequiredException.
+        pass
     except (OSError, paramiko.SSHException, ValueError) as exc:
         tried.append(f"{path} ({exc})")
+        return None
+    if not prompter.interactive:
+        tried.append(f"{path} (needs a passphrase; no terminal to ask)")
+        return None
+    passphrase = prompter.secret(f"Enter passphrase for key '{path}': ")
+    try:
+        return paramiko.PKey.from_path(path, password=passphrase.encode())  # bytes, whatever its annotation says
+    except (paramiko.SSHException, ValueError, TypeError):
+        tried.append(f"{path} (wrong passphrase)")
         return None
