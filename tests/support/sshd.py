@@ -74,6 +74,9 @@ def create_netns(name: str, host_addr: str, ns_addr: str, prefix: int = 30) -> N
         raise RuntimeError(f"{host_addr} is already configured on this host")
     tag = hashlib.sha1(name.encode()).hexdigest()[:8]  # interface names are <= 15 chars
     ns = Netns(name, f"tbh{tag}", f"tbn{tag}", host_addr, ns_addr, prefix)
+    # Safety net: whatever happens to a veth or its connected route, traffic for our test range never
+    # follows the default route off this machine. More specific connected /30 routes still win.
+    _run("ip", "route", "replace", "unreachable", str(OWN_NET))
     _run("ip", "netns", "add", name)
     try:
         _run("ip", "link", "add", ns.host_if, "type", "veth", "peer", "name", ns.ns_if)
@@ -102,15 +105,19 @@ def delete_netns(ns: Netns) -> None:
     # Deleting the namespace destroys its veth end and with it the peer, asynchronously.
     if not wait_until(lambda: not Path("/sys/class/net", ns.host_if).exists(), 5):
         subprocess.run(["ip", "link", "del", ns.host_if], capture_output=True)
+    if not any(Path("/sys/class/net").glob("tbh*")):  # the last of ours: drop the safety route too
+        subprocess.run(["ip", "route", "del", "unreachable", str(OWN_NET)], capture_output=True)
 
 
 def link_down(ns: Netns) -> None:
-    """Cut the wire: the peer loses carrier, packets are dropped silently (no RST)."""
-    _run("ip", "link", "set", ns.host_if, "down")
+    """Cut the wire at the namespace's end: our end loses carrier and drops packets silently (no RST),
+    as a dead Wi-Fi link does. Our end stays up, so its connected route stays and nothing for the
+    namespace's address is ever sent anywhere else (the unreachable safety route backs this up)."""
+    _run("ip", "-n", ns.name, "link", "set", ns.ns_if, "down")
 
 
 def link_up(ns: Netns) -> None:
-    _run("ip", "link", "set", ns.host_if, "up")  # the kernel restores the connected route
+    _run("ip", "-n", ns.name, "link", "set", ns.ns_if, "up")
 
 
 def _terminate(procs: list[psutil.Process], grace: float = 3.0) -> None:
