@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tbctl.errors import UsageError
@@ -16,12 +16,31 @@ REMOTE_FORWARD_OFFSET = 10000  # 6006 -> 16006, as users already type it
 
 
 @dataclass(frozen=True)
+class HostSettings:
+    """Per-host defaults (a `[hosts.NAME]` section of the config file); None means "not set"."""
+
+    tensorboard: str | None = None
+    env_prefix: str | None = None
+    logdir: str | None = None
+    port: int | None = None
+    local_port: int | None = None
+    extra_args: tuple[str, ...] = ()
+    connect_timeout: float | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     state_dir: Path
     start_timeout: float = 60.0
     stop_timeout: float = 10.0
     default_port: int = DEFAULT_PORT
     default_logdir: str = DEFAULT_LOGDIR
+    hosts: Mapping[str, HostSettings] = field(default_factory=dict)
+
+    def for_host(self, name: str | None) -> HostSettings:
+        if name is None:
+            return HostSettings()
+        return self.hosts.get(name, HostSettings())
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

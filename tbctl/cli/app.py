@@ -89,6 +89,7 @@ def main(
 
 
 from tbctl.cli import commands as _commands  # noqa: E402,F401  (registers the commands on `app`)
+from tbctl.cli import extra_commands as _extra_commands  # noqa: E402,F401
 
 
 def run() -> None:

@@ -10,6 +10,7 @@ import typer
 
 from tbctl.cli import render
 from tbctl.cli.app import JsonOption, _env_of, app
+from tbctl.cli.completion import complete_hosts, complete_targets
 from tbctl.cli.environment import Environment
 from tbctl.cli.session import interrupt_on_hangup, local_host, open_host, store_of
 from tbctl.errors import PortBusy, TbctlError, UsageError
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from tbctl.state import StateStore
 
 TimeoutOption = Annotated[Optional[float], typer.Option("--timeout", min=0.1, help="Seconds to wait before escalating or giving up.")]
-HostOption = Annotated[Optional[str], typer.Option("--host", "-H", help="Run on this SSH host (ssh_config alias or [user@]host[:port]).")]
+HostOption = Annotated[Optional[str], typer.Option("--host", "-H", help="Run on this SSH host (ssh_config alias or [user@]host[:port]).", autocompletion=complete_hosts)]
 EnvOption = Annotated[Optional[str], typer.Option("--env", help="Remote: a venv or conda prefix to take python and tensorboard from.")]
 ConnectTimeoutOption = Annotated[Optional[float], typer.Option("--connect-timeout", min=0.1, help="Seconds to wait for SSH to connect (default 10).")]
 
@@ -78,16 +79,18 @@ def up(
     env = _command_env(ctx, json_output)
     logdir, extra = _split_logdir_and_extra(args or [], logdir_option)
     settings = env.settings
+    per_host = settings.for_host(host_spec)  # flags win over the host's section of the config file
+    env_prefix = env_prefix or per_host.env_prefix
     request = UpRequest(
-        logdir=logdir or settings.default_logdir,
-        port=parse_port(port, source="--port") if port is not None else settings.default_port,
+        logdir=logdir or per_host.logdir or settings.default_logdir,
+        port=parse_port(port, source="--port") if port is not None else (per_host.port or settings.default_port),
         timeout=timeout or settings.start_timeout,
         new=new,
-        tensorboard=tensorboard,
+        tensorboard=tensorboard or per_host.tensorboard,
         env_prefix=env_prefix,
-        extra_args=tuple(extra),
+        extra_args=per_host.extra_args + tuple(extra),
     )
-    wanted_local = parse_port(local_port, source="--local-port") if local_port is not None else None
+    wanted_local = parse_port(local_port, source="--local-port") if local_port is not None else per_host.local_port
     store = store_of(env)
     with open_host(env, host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout) as host:
         result = run_up(host, store, request, progress=env.info)
@@ -163,7 +166,7 @@ def _hold_then_clean(env: Environment, host: Host, store: StateStore, exposure: 
 @app.command()
 def tunnel(
     ctx: typer.Context,
-    host_spec: Annotated[str, typer.Argument(metavar="HOST", help="ssh_config alias or [user@]host[:port].")],
+    host_spec: Annotated[str, typer.Argument(metavar="HOST", help="ssh_config alias or [user@]host[:port].", autocompletion=complete_hosts)],
     remote_port: Annotated[str, typer.Argument(metavar="REMOTE_PORT")],
     local_port: Annotated[Optional[str], typer.Option("--local-port", help="Local end (default REMOTE_PORT+10000).")] = None,
     connect_timeout: ConnectTimeoutOption = None,
@@ -202,7 +205,7 @@ def tunnel(
 @app.command("ls")
 def ls(
     ctx: typer.Context,
-    hosts: Annotated[Optional[list[str]], typer.Option("--host", "-H", help="List on these SSH hosts (repeatable) instead of here.")] = None,
+    hosts: Annotated[Optional[list[str]], typer.Option("--host", "-H", help="List on these SSH hosts (repeatable) instead of here.", autocompletion=complete_hosts)] = None,
     connect_timeout: ConnectTimeoutOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -235,7 +238,7 @@ def ls(
 @app.command()
 def down(
     ctx: typer.Context,
-    target: Annotated[Optional[str], typer.Argument(metavar="[PORT|PID|LOGDIR]", show_default=False)] = None,
+    target: Annotated[Optional[str], typer.Argument(metavar="[PORT|PID|LOGDIR]", show_default=False, autocompletion=complete_targets)] = None,
     all_instances: Annotated[bool, typer.Option("--all", help="Stop every TensorBoard of yours.")] = False,
     force: Annotated[bool, typer.Option("--force", help="SIGKILL at once instead of SIGTERM first.")] = False,
     host_spec: HostOption = None,

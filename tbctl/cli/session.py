@@ -58,6 +58,7 @@ def open_host(env: Environment, spec: str | None, *, env_prefix: str | None = No
         return local_host(env)
     from tbctl.hosts.ssh import SSHHost
 
+    connect_timeout = connect_timeout or env.settings.for_host(spec).connect_timeout
     env.info(f"connecting to {spec}…")
     host = SSHHost(spec, prompter=TerminalPrompter(env), connect_timeout=connect_timeout, env_prefix=env_prefix)
     return host.connect()

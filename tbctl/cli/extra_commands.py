@@ -1,0 +1,3 @@
+"""Everyday commands beyond the core lifecycle (logs, open, config)."""
+
+from __future__ import annotations
