@@ -1,23 +1,38 @@
-"""Settings: defaults < TBCTL_* environment < flags (the config file joins between defaults and env later)."""
+"""Settings: built-in defaults < config file < TBCTL_* environment < flags.
+
+The config file is TOML at platformdirs' user config dir (`~/.config/tbctl/config.toml` on Linux), or
+wherever `TBCTL_CONFIG` points. Top-level keys are defaults for every host; a `[hosts.NAME]` section
+applies when `--host NAME` is given, over the top level. An environment variable beats anything the file
+says for the same value (including a host section), and a flag beats everything. Keys are the long
+option names with underscores, so what a user types on the command line is what they write in the file.
+
+Reading the file costs a TOML import only when the file exists; TAB completion reads it too.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from tbctl.errors import UsageError
 
 DEFAULT_PORT = 6006
 DEFAULT_LOGDIR = "runs"  # SummaryWriter's default
+DEFAULT_START_TIMEOUT = 60.0
+DEFAULT_STOP_TIMEOUT = 10.0
 PORT_SEARCH_SPAN = 100  # TensorBoard itself scans 6006..6105
 REMOTE_FORWARD_OFFSET = 10000  # 6006 -> 16006, as users already type it
+CONFIG_FILE_NAME = "config.toml"
 
 
 @dataclass(frozen=True)
 class HostSettings:
-    """Per-host defaults (a `[hosts.NAME]` section of the config file); None means "not set"."""
+    """Per-host defaults (a `[hosts.NAME]` section of the config file over its top level); None means
+    "not set"."""
 
     tensorboard: str | None = None
     env_prefix: str | None = None
@@ -31,22 +46,288 @@ class HostSettings:
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path
-    start_timeout: float = 60.0
-    stop_timeout: float = 10.0
+    start_timeout: float = DEFAULT_START_TIMEOUT
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
     default_port: int = DEFAULT_PORT
     default_logdir: str = DEFAULT_LOGDIR
-    hosts: Mapping[str, HostSettings] = field(default_factory=dict)
+    hosts: Mapping[str, HostSettings] = field(default_factory=dict)  # already merged over `defaults`
+    defaults: HostSettings = HostSettings()  # the file's top level: what a host without a section gets
+    config_file: Path | None = None  # the file consulted (it may not exist)
+    config_loaded: bool = False  # whether it existed and was read
+    sources: Mapping[str, str] = field(default_factory=dict)  # setting -> "default" | "file" | "env:NAME"
 
     def for_host(self, name: str | None) -> HostSettings:
         if name is None:
-            return HostSettings()
-        return self.hosts.get(name, HostSettings())
+            return self.defaults
+        return self.hosts.get(name, self.defaults)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+class ConfigError(UsageError):
+    """The config file is malformed: names the file, the line and the key."""
+
+    def __init__(self, path: Path, problem: str, *, line: int | None = None, key: str | None = None,
+                 line_text: str | None = None, hint: str | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        what = f"{key}: {problem}" if key else problem
+        if hint is None and line_text is not None:
+            hint = f"line {line} reads: {line_text.strip()}"
+        super().__init__(f"config file {where}: {what}", hint=hint)
+        self.path = path
+        self.line = line
+        self.key = key
+        self.problem = problem
+
+
+# --- where the file is ---------------------------------------------------------------------------------------
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """`TBCTL_CONFIG`, else `config.toml` in the user config dir (e.g. ~/.config/tbctl/)."""
+    env = os.environ if env is None else env
+    override = env.get("TBCTL_CONFIG")
+    if override:
+        return Path(override).expanduser()
+    from platformdirs import user_config_path
+
+    return user_config_path("tbctl") / CONFIG_FILE_NAME
+
+
+# --- what the file may say -----------------------------------------------------------------------------------
+
+
+def _port(value: Any) -> int | None:
+    return value if type(value) is int and 1 <= value <= 65535 else None
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if type(value) in (int, float) and value > 0 else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _args(value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return None
+
+
+# key -> (check returning the value, or None when it is wrong; what a right value looks like)
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "port": (_port, "a port number from 1 to 65535"),
+    "local_port": (_port, "a port number from 1 to 65535"),
+    "timeout": (_seconds, "a positive number of seconds"),
+    "stop_timeout": (_seconds, "a positive number of seconds"),
+    "connect_timeout": (_seconds, "a positive number of seconds"),
+    "logdir": (_text, "a non-empty string (a path)"),
+    "tensorboard": (_text, "a non-empty string (the path of the tensorboard executable)"),
+    "env": (_text, "a non-empty string (a venv or conda prefix on that host)"),
+    "tensorboard_args": (_args, 'a list of strings, e.g. ["--samples_per_plugin", "scalars=1000"]'),
+}
+TOP_LEVEL_KEYS = ("logdir", "port", "timeout", "stop_timeout", "connect_timeout", "tensorboard", "tensorboard_args")
+HOST_KEYS = ("logdir", "port", "local_port", "tensorboard", "env", "tensorboard_args", "connect_timeout")
+_HOST_FIELDS = {"logdir": "logdir", "port": "port", "local_port": "local_port", "tensorboard": "tensorboard",
+                 "env": "env_prefix", "tensorboard_args": "extra_args", "connect_timeout": "connect_timeout"}
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """The file's content, checked: top-level values and each host's own section (not yet merged)."""
+
+    path: Path
+    top: Mapping[str, Any]
+    hosts: Mapping[str, Mapping[str, Any]]
+
+
+def read_config(path: Path) -> ConfigFile | None:
+    """The checked content of `path`, None when there is no such file; ConfigError when it is malformed."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise ConfigError(path, "is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(path, f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(path, "is not UTF-8 text", line=line) from None
+    data = _parse_toml(path, text)
+    top: dict[str, Any] = {}
+    hosts: dict[str, dict[str, Any]] = {}
+    for key, value in data.items():
+        if key == "hosts":
+            if not isinstance(value, dict):
+                _fail(path, text, ("hosts",), "must be a table of [hosts.NAME] sections")
+            for name, section in value.items():
+                if not isinstance(section, dict):
+                    _fail(path, text, ("hosts", name), "must be a table, e.g. [hosts.NAME] with keys under it")
+                hosts[name] = {k: _check(path, text, ("hosts", name, k), v, HOST_KEYS) for k, v in section.items()}
+        else:
+            top[key] = _check(path, text, (key,), value, TOP_LEVEL_KEYS)
+    return ConfigFile(path=path, top=top, hosts=hosts)
+
+
+def _check(path: Path, text: str, key: tuple[str, ...], value: Any, allowed: tuple[str, ...]) -> Any:
+    name = key[-1]
+    where = f"[hosts.{_dotted(key[1:2])}]" if len(key) == 3 else "the top level"
+    if name not in allowed:
+        hint = f"known keys in {where}: {', '.join(allowed)}"
+        if len(key) == 1 and isinstance(value, dict):
+            hint = f"a host's section is [hosts.{_dotted((name,))}]; {hint}"
+        elif len(key) == 1 and name in HOST_KEYS:
+            hint = f"{name} belongs in a [hosts.NAME] section; {hint}"
+        _fail(path, text, key, f"unknown key in {where}", hint=hint)
+    check, expected = _CHECKS[name]
+    checked = check(value)
+    if checked is None:
+        _fail(path, text, key, f"expected {expected}, got {_toml_repr(value)}")
+    return checked
+
+
+def _fail(path: Path, text: str, key: tuple[str, ...], problem: str, *, hint: str | None = None) -> None:
+    line = locate_key(text, key)
+    line_text = text.splitlines()[line - 1] if line is not None else None
+    raise ConfigError(path, problem, line=line, key=_dotted(key), line_text=line_text, hint=hint)
+
+
+def _toml_repr(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"' if value else 'an empty string ""'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return f"a list {value!r}"
+    return repr(value)
+
+
+def _parse_toml(path: Path, text: str) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        line = getattr(exc, "lineno", None)
+        found = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        if line is None and found:
+            line = int(found.group(1))
+        problem = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
+        if found:
+            problem += f" (column {found.group(2)})"
+        lines = text.splitlines()
+        line_text = lines[line - 1] if line is not None and 0 < line <= len(lines) else None
+        key = _key_of_line(line_text) if line_text is not None else None
+        raise ConfigError(path, f"invalid TOML: {problem}", line=line, key=key, line_text=line_text) from None
+
+
+# --- finding the line of a key (tomllib gives values, not positions) ---------------------------------------
+
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _parse_key(s: str, i: int = 0) -> tuple[tuple[str, ...], int] | None:
+    """A dotted TOML key at s[i:] (bare, "basic" or 'literal' parts): (parts, index after it)."""
+    parts: list[str] = []
+    while True:
+        while i < len(s) and s[i] in " \t":
+            i += 1
+        if i < len(s) and s[i] == '"':
+            j, out = i + 1, []
+            while j < len(s) and s[j] != '"':
+                if s[j] == "\\" and j + 1 < len(s):
+                    out.append({"n": "\n", "t": "\t", '"': '"', "\\": "\\"}.get(s[j + 1], s[j + 1]))
+                    j += 2
+                else:
+                    out.append(s[j])
+                    j += 1
+            if j >= len(s):
+                return None
+            parts.append("".join(out))
+            i = j + 1
+        elif i < len(s) and s[i] == "'":
+            j = s.find("'", i + 1)
+            if j < 0:
+                return None
+            parts.append(s[i + 1 : j])
+            i = j + 1
+        else:
+            match = _BARE.match(s, i)
+            if not match:
+                return None
+            parts.append(match.group())
+            i = match.end()
+        while i < len(s) and s[i] in " \t":
+            i += 1
+        if i < len(s) and s[i] == ".":
+            i += 1
+            continue
+        return tuple(parts), i
+
+
+def _key_of_line(line: str) -> str | None:
+    """The key a `key = value` line sets, if the line looks like one."""
+    parsed = _parse_key(line)
+    if parsed and parsed[1] < len(line) and line[parsed[1]] == "=":
+        return _dotted(parsed[0])
+    return None
+
+
+def locate_key(text: str, key: tuple[str, ...]) -> int | None:
+    """The 1-based line that sets `key` (or, failing that, the one that opens the table or inline table
+    holding it), following [table] headers and dotted keys; None when no line can be found."""
+    table: tuple[str, ...] = ()
+    best: tuple[int, int] | None = None  # (matched length, line)
+    in_string: str | None = None  # inside a multi-line string: its delimiter
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if in_string is not None:
+            if stripped.count(in_string) % 2 == 1:
+                in_string = None
+            continue
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("["):
+            parsed = _parse_key(stripped, 2 if stripped.startswith("[[") else 1)
+            if parsed is not None:
+                table = parsed[0]
+                path = table
+            else:
+                continue
+        else:
+            parsed = _parse_key(stripped)
+            if parsed is None or parsed[1] >= len(stripped) or stripped[parsed[1]] != "=":
+                continue
+            path = table + parsed[0]
+            rest = stripped[parsed[1] + 1 :]
+            for delim in ('"""', "'''"):
+                if rest.count(delim) % 2 == 1:
+                    in_string = delim
+        if path == key:
+            return number
+        if key[: len(path)] == path and (best is None or len(path) > best[0]):
+            best = (len(path), number)
+    return best[1] if best is not None else None
+
+
+def _dotted(key: tuple[str, ...]) -> str:
+    return ".".join(k if _BARE.fullmatch(k) else f'"{k}"' for k in key)
+
+
+# --- the environment -----------------------------------------------------------------------------------------
+
+
+def _env_seconds(env: Mapping[str, str], name: str) -> float | None:
     raw = env.get(name)
     if raw is None or raw == "":
-        return default
+        return None
     try:
         value = float(raw)
     except ValueError:
@@ -60,22 +341,78 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     state_dir = env.get("TBCTL_STATE_DIR")
     if state_dir:
-        path = Path(state_dir).expanduser()
+        state_path = Path(state_dir).expanduser()
     else:
         from platformdirs import user_state_path
 
-        path = user_state_path("tbctl")
-    port_raw = env.get("TBCTL_PORT")
-    port = DEFAULT_PORT
-    if port_raw:
-        port = parse_port(port_raw, source="TBCTL_PORT")
-    return Settings(
-        state_dir=path,
-        start_timeout=_float(env, "TBCTL_TIMEOUT", 60.0),
-        stop_timeout=_float(env, "TBCTL_STOP_TIMEOUT", 10.0),
-        default_port=port,
-        default_logdir=env.get("TBCTL_LOGDIR") or DEFAULT_LOGDIR,
+        state_path = user_state_path("tbctl")
+    path = config_path(env)
+    conf = read_config(path)
+    top = conf.top if conf is not None else {}
+    sources: dict[str, str] = {}
+
+    def pick(key: str, env_name: str | None, env_value: Any, default: Any) -> Any:
+        # one value through the chain: default < file < environment
+        if env_value is not None:
+            sources[key] = f"env:{env_name}"
+            return env_value
+        if key in top:
+            sources[key] = "file"
+            return top[key]
+        sources[key] = "default"
+        return default
+
+    env_port = parse_port(env["TBCTL_PORT"], source="TBCTL_PORT") if env.get("TBCTL_PORT") else None
+    env_logdir = env.get("TBCTL_LOGDIR") or None
+    defaults = HostSettings(
+        tensorboard=pick("tensorboard", None, None, None),
+        extra_args=pick("tensorboard_args", None, None, ()),
+        connect_timeout=pick("connect_timeout", None, None, None),
     )
+    hosts: dict[str, HostSettings] = {}
+    for name, section in (conf.hosts if conf is not None else {}).items():
+        own = {_HOST_FIELDS[k]: v for k, v in section.items()}
+        # The environment beats the file, a host's section included.
+        if env_port is not None:
+            own["port"] = env_port
+        if env_logdir is not None:
+            own["logdir"] = env_logdir
+        hosts[name] = replace(defaults, **own)
+    return Settings(
+        state_dir=state_path,
+        start_timeout=pick("timeout", "TBCTL_TIMEOUT", _env_seconds(env, "TBCTL_TIMEOUT"), DEFAULT_START_TIMEOUT),
+        stop_timeout=pick("stop_timeout", "TBCTL_STOP_TIMEOUT", _env_seconds(env, "TBCTL_STOP_TIMEOUT"),
+                          DEFAULT_STOP_TIMEOUT),
+        default_port=pick("port", "TBCTL_PORT", env_port, DEFAULT_PORT),
+        default_logdir=pick("logdir", "TBCTL_LOGDIR", env_logdir, DEFAULT_LOGDIR),
+        hosts=hosts,
+        defaults=defaults,
+        config_file=path,
+        config_loaded=conf is not None,
+        sources=sources,
+    )
+
+
+def settings_as_dict(settings: Settings) -> dict[str, Any]:
+    """The effective settings, keyed as in the config file (what `tbctl config show` prints)."""
+
+    def host_view(h: HostSettings) -> dict[str, Any]:
+        return {key: (list(v) if isinstance(v := getattr(h, attr), tuple) else v) for key, attr in _HOST_FIELDS.items()}
+
+    return {
+        "config_file": str(settings.config_file) if settings.config_file else None,
+        "config_loaded": settings.config_loaded,
+        "state_dir": str(settings.state_dir),
+        "logdir": settings.default_logdir,
+        "port": settings.default_port,
+        "timeout": settings.start_timeout,
+        "stop_timeout": settings.stop_timeout,
+        "connect_timeout": settings.defaults.connect_timeout,
+        "tensorboard": settings.defaults.tensorboard,
+        "tensorboard_args": list(settings.defaults.extra_args),
+        "hosts": {name: host_view(h) for name, h in sorted(settings.hosts.items())},
+        "sources": dict(sorted(settings.sources.items())),
+    }
 
 
 def parse_port(raw: str | int, *, source: str = "port") -> int:
@@ -87,3 +424,4 @@ def parse_port(raw: str | int, *, source: str = "port") -> int:
     if not 1 <= port <= 65535:
         raise UsageError(f"{source} {port} is out of range", hint="use a number from 1 to 65535")
     return port
+

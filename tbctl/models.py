@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Status = Literal["serving", "starting", "stale", "dead"]
+LOCAL_HOST_NAME = "localhost"
 StartedBy = Literal["tbctl", "other"]
 
 
@@ -28,10 +29,16 @@ class TensorBoardInstance:
     log_path: str | None = None
     cmdline: tuple[str, ...] = ()
     note: str = ""
+    forward_port: int | None = None  # the local end of a forward to this instance, when there is one
 
     @property
     def url(self) -> str | None:
+        """Where this machine opens it: directly when local, through a forward when remote (else None)."""
         if self.port is None or self.status in ("stale", "dead"):
+            return None
+        if self.forward_port is not None:
+            return f"http://127.0.0.1:{self.forward_port}{self.path_prefix}/"
+        if self.host != LOCAL_HOST_NAME:
             return None
         host = "127.0.0.1" if self.bind in ("", "0.0.0.0", "::", "localhost") else self.bind
         if ":" in host:
@@ -117,3 +124,27 @@ def as_json(record: Any) -> Any:
     if isinstance(record, dict):
         return {k: as_json(v) for k, v in record.items()}
     return record
+
+
+@dataclass(frozen=True)
+class ForwardInfo:
+    """A detached forward: its tunnel and its TensorBoard are reported separately ("tunnel down" is not
+    "TensorBoard died")."""
+
+    host: str
+    local_port: int
+    remote_port: int
+    instance_pid: int | None
+    logdir: str | None
+    tunnel: Literal["up", "reconnecting", "down", "stale"]
+    tensorboard: Literal["serving", "dead", "unknown"]
+    since: float | None = None
+    attempts: int = 0
+    error: str = ""
+    forwarder_pid: int | None = None
+    stop_instance: bool = False
+    path_prefix: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.local_port}{self.path_prefix}/"

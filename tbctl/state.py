@@ -11,11 +11,12 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 RECORDS_FILE = "instances.jsonl"
+FORWARDS_FILE = "forwards.jsonl"
 
 
 class StateStore:
@@ -33,8 +34,7 @@ class StateStore:
         """An exclusive lock between tbctl processes on this machine (held across check-then-launch)."""
         lock_dir = self.dir / "locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        with open(lock_dir / f"{safe}.lock", "a+") as f:
+        with open(lock_dir / f"{_safe(name)}.lock", "a+") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -42,9 +42,66 @@ class StateStore:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def load(self) -> list[dict[str, Any]]:
-        """All readable records; damaged lines are set aside in a `.corrupt-*` file with a warning."""
+        """All readable instance records; damaged lines are set aside with a warning."""
+        return self._load(self.path, _is_instance)
+
+    def for_host(self, host: str) -> list[dict[str, Any]]:
+        return [r for r in self.load() if r.get("host") == host]
+
+    def add(self, record: dict[str, Any]) -> None:
+        self._append(self.path, _is_instance, record)
+
+    def remove(self, host: str, pids: set[int]) -> None:
+        self._remove(self.path, _is_instance, lambda r: r.get("host") == host and r.get("pid") in pids)
+
+    # --- forwards: what the background forwarders should serve ---
+
+    @property
+    def forwards_path(self) -> Path:
+        return self.dir / FORWARDS_FILE
+
+    def forwards(self, host: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self._load(self.forwards_path, _is_forward) if host is None or r["host"] == host]
+
+    def add_forward(self, record: dict[str, Any]) -> None:
+        self._append(self.forwards_path, _is_forward, record)
+
+    def remove_forwards(self, match: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        return self._remove(self.forwards_path, _is_forward, match)
+
+    # --- background forwarder status: written by the forwarder, read by ls and down ---
+
+    def forwarder_status_path(self, host: str) -> Path:
+        return self.dir / "forwarders" / f"{_safe(host)}.json"
+
+    def forwarder_log_path(self, host: str) -> Path:
+        return self.dir / "forwarders" / f"{_safe(host)}.log"
+
+    def write_forwarder_status(self, host: str, status: dict[str, Any]) -> None:
+        path = self.forwarder_status_path(host)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, json.dumps(status, sort_keys=True, indent=1) + "\n")
+
+    def forwarder_statuses(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted((self.dir / "forwarders").glob("*.json")):
+            try:
+                status = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(status, dict) and isinstance(status.get("pid"), int):
+                    out.append(status)
+            except (OSError, ValueError):
+                self.warnings.append(f"unreadable forwarder status {path}; ignored")
+        return out
+
+    def remove_forwarder_status(self, host: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.forwarder_status_path(host).unlink()
+
+    # --- JSON Lines files ---
+
+    def _load(self, path: Path, valid: Callable[[Any], bool]) -> list[dict[str, Any]]:
         try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
+            text = path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return []
         records: list[dict[str, Any]] = []
@@ -54,48 +111,63 @@ class StateStore:
                 continue
             try:
                 rec = json.loads(line)
-                if not isinstance(rec, dict) or not isinstance(rec.get("pid"), int) or "host" not in rec:
+                if not valid(rec):
                     raise ValueError("not a record")
                 records.append(rec)
             except ValueError:
                 bad.append(line)
         if bad:
-            aside = self.path.with_name(f"{RECORDS_FILE}.corrupt-{int(time.time())}")
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
             aside.write_text("\n".join(bad) + "\n", encoding="utf-8")
-            self._write(records)
+            self._write(path, records)
             self.warnings.append(
-                f"state file {self.path} had {len(bad)} damaged line(s); kept {len(records)} record(s), "
+                f"state file {path} had {len(bad)} damaged line(s); kept {len(records)} record(s), "
                 f"moved the rest to {aside}"
             )
         return records
 
-    def for_host(self, host: str) -> list[dict[str, Any]]:
-        return [r for r in self.load() if r.get("host") == host]
-
-    def add(self, record: dict[str, Any]) -> None:
+    def _append(self, path: Path, valid: Callable[[Any], bool], record: dict[str, Any]) -> None:
         with self.lock("state"):
-            records = self.load()
+            records = self._load(path, valid)
             records.append(record)
-            self._write(records)
+            self._write(path, records)
 
-    def remove(self, host: str, pids: set[int]) -> None:
+    def _remove(self, path: Path, valid: Callable[[Any], bool], match: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         with self.lock("state"):
-            records = self.load()
-            kept = [r for r in records if not (r.get("host") == host and r.get("pid") in pids)]
+            records = self._load(path, valid)
+            kept = [r for r in records if not match(r)]
             if len(kept) != len(records):
-                self._write(kept)
+                self._write(path, kept)
+            return [r for r in records if match(r)]
 
-    def _write(self, records: list[dict[str, Any]]) -> None:
+    def _write(self, path: Path, records: list[dict[str, Any]]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".instances-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                for rec in records:
-                    f.write(json.dumps(rec, sort_keys=True) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        _atomic_write(path, "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of either."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _is_instance(rec: Any) -> bool:
+    return isinstance(rec, dict) and isinstance(rec.get("pid"), int) and "host" in rec
+
+
+def _is_forward(rec: Any) -> bool:
+    return isinstance(rec, dict) and isinstance(rec.get("local_port"), int) and isinstance(rec.get("host"), str) \
+        and isinstance(rec.get("remote_port"), int)

@@ -53,7 +53,7 @@ def test_corrupt_state_file_is_recovered_with_a_warning(cli: Cli, logdir: Path, 
     records.write_text("{not json\n" + good + "\x00garbage\n")
     result = cli("ls", "--json")
     assert "damaged line" in result.stderr and "kept 1 record" in result.stderr
-    row = [r for r in result.json() if r["pid"] == pid][0]
+    row = [r for r in result.json()["instances"] if r["pid"] == pid][0]
     assert row["started_by"] == "tbctl"  # the good record survived
     assert list(state_dir.glob("instances.jsonl.corrupt-*"))
     assert "damaged" not in cli("ls").stderr  # repaired once

@@ -16,12 +16,12 @@ from tests.support.procs import ProcessReaper, free_port, start_listener, start_
 def test_down_by_port_pid_or_logdir(cli: Cli, logdir: Path, port: int, by: str) -> None:
     inst = cli.up(str(logdir), "--port", str(port))["instance"]
     target = {"port": str(port), "pid": str(inst["pid"]), "logdir": str(logdir)}[by]
-    out = cli("down", target, "--json").json()
+    out = cli("down", target, "--json").json()["instances"]
     assert [(o["outcome"], o["instance"]["pid"]) for o in out] == [("stopped", inst["pid"])]
     assert not psutil.pid_exists(inst["pid"]) or psutil.Process(inst["pid"]).status() == psutil.STATUS_ZOMBIE
     # SIGTERM lets TensorBoard remove its own info file
     assert not Path(f"/tmp/.tensorboard-info/pid-{inst['pid']}.info").exists()
-    assert not [r for r in cli("ls", "--json").json() if r["pid"] == inst["pid"]]
+    assert not [r for r in cli("ls", "--json").json()["instances"] if r["pid"] == inst["pid"]]
 
 
 def test_down_stops_a_tensorboard_not_started_by_tbctl(cli: Cli, reaper: ProcessReaper, logdir: Path, port: int) -> None:
@@ -34,14 +34,14 @@ def test_down_stops_a_tensorboard_not_started_by_tbctl(cli: Cli, reaper: Process
 def test_down_all_stops_every_instance_of_this_user(cli: Cli, logdir: Path, tmp_path: Path) -> None:
     """--all means every TensorBoard of this user on the machine, as documented: so this test runs only
     where it would stop nothing but its own (always in CI; on a workstation, not while you use TensorBoard)."""
-    mine = [r for r in cli("ls", "--json").json() if r["status"] != "stale" and r["user"] == psutil.Process().username()]
+    mine = [r for r in cli("ls", "--json").json()["instances"] if r["status"] != "stale" and r["user"] == psutil.Process().username()]
     if mine:
         pytest.skip(f"{len(mine)} other TensorBoard(s) of this user are running; down --all would stop them")
     other = tmp_path / "other"
     other.mkdir()
     a = cli.up(str(logdir), "--port", str(free_port()))["instance"]["pid"]
     b = cli.up(str(other), "--port", str(free_port()))["instance"]["pid"]
-    out = cli("down", "--all", "--json").json()
+    out = cli("down", "--all", "--json").json()["instances"]
     stopped = {o["instance"]["pid"] for o in out if o["outcome"] == "stopped"}
     assert {a, b} <= stopped
     assert not tensorboard_pids_for(logdir) and not tensorboard_pids_for(other)
@@ -51,7 +51,7 @@ def test_down_force_kills_and_removes_the_stale_info_file(cli: Cli, logdir: Path
     inst = cli.up(str(logdir), "--port", str(port))["instance"]
     info = Path(f"/tmp/.tensorboard-info/pid-{inst['pid']}.info")
     assert wait_until(info.exists, 5)
-    out = cli("down", str(port), "--force", "--json").json()
+    out = cli("down", str(port), "--force", "--json").json()["instances"]
     assert out[0]["outcome"] == "killed" and out[0]["info_file_removed"] is True
     assert not info.exists()
 
@@ -61,7 +61,7 @@ def test_down_escalates_to_kill_after_the_timeout(cli: Cli, logdir: Path, port: 
     # Make this TensorBoard ignore SIGTERM the way a wedged process would: stop it (SIGSTOP) so the
     # TERM stays pending; only SIGKILL ends it.
     psutil.Process(inst["pid"]).send_signal(signal.SIGSTOP)
-    out = cli("down", str(inst["pid"]), "--timeout", "0.5", "--json").json()
+    out = cli("down", str(inst["pid"]), "--timeout", "0.5", "--json").json()["instances"]
     assert out[0]["outcome"] == "killed" and out[0]["info_file_removed"] is True
 
 

@@ -132,13 +132,13 @@ def test_keep_leaves_tensorboard_running_then_reuse_and_remote_ls_and_down(
     assert second.interrupt() == 0
     assert _alive(pid), "a reused TensorBoard is not stopped"
     # remote ls knows it, and that tbctl started it
-    rows = cli("ls", "--host", remote.alias, "--json").json()
+    rows = cli("ls", "--host", remote.alias, "--json").json()["instances"]
     row = [r for r in rows if r["pid"] == pid][0]
     assert row["host"] == remote.alias and row["port"] == 6200 and row["status"] == "serving"
     assert row["started_by"] == "tbctl" and row["logdir"] == str(logdir)
     assert "tbremote" in cli("ls", "--host", remote.alias).stdout
     # remote down by port
-    out = cli("down", "6200", "--host", remote.alias, "--json").json()
+    out = cli("down", "6200", "--host", remote.alias, "--json").json()["instances"]
     assert [(o["outcome"], o["instance"]["pid"]) for o in out] == [("stopped", pid)]
     assert wait_until(lambda: not _alive(pid), 10)
 

@@ -147,10 +147,10 @@ def test_hostile_logdir_names_execute_nothing(ssh_env: Any, cli: Cli, reaper: Pr
                         "--tensorboard", TENSORBOARD, "--port", str(6600 + i))
         pid = fg.pid_from_stderr()
         reaper.adopt(pid)
-        rows = cli("ls", "--host", ssh_env.alias, "--json").json()
+        rows = cli("ls", "--host", ssh_env.alias, "--json").json()["instances"]
         assert [r["logdir"] for r in rows if r["pid"] == pid] == [str(logdir)]
         assert fg.interrupt() == 0, fg.stderr
-        assert wait_until(lambda: not any(r["pid"] == pid for r in cli("ls", "--host", ssh_env.alias, "--json").json()), 10)
+        assert wait_until(lambda: not any(r["pid"] == pid for r in cli("ls", "--host", ssh_env.alias, "--json").json()["instances"]), 10)
     assert not marker.exists(), "a logdir name was executed by a shell"
 
 

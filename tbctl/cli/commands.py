@@ -18,7 +18,7 @@ from tbctl.errors import PortBusy, TbctlError, UsageError
 if TYPE_CHECKING:
     from tbctl.core.expose import Exposure
     from tbctl.hosts.base import Host
-    from tbctl.models import TensorBoardInstance
+    from tbctl.models import StopOutcome, TensorBoardInstance
     from tbctl.state import StateStore
 
 TimeoutOption = Annotated[Optional[float], typer.Option("--timeout", min=0.1, help="Seconds to wait before escalating or giving up.")]
@@ -61,6 +61,7 @@ def up(
     host_spec: HostOption = None,
     local_port: Annotated[Optional[str], typer.Option("--local-port", help="Remote: the local end of the forward (default port+10000).")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Remote: leave TensorBoard running when the forward closes.")] = False,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Remote: forward in the background and return; `tbctl down` ends it.")] = False,
     timeout: TimeoutOption = None,
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the URL in a browser.")] = False,
     new: Annotated[bool, typer.Option("--new", help="Start another instance even if one serves this logdir.")] = False,
@@ -71,7 +72,8 @@ def up(
 ) -> None:
     """Serve LOGDIR with TensorBoard on a free port, verified ready; reuse one already serving it.
 
-    With --host, TensorBoard runs on that machine and is forwarded to localhost:PORT+10000 until Ctrl-C."""
+    With --host, TensorBoard runs on that machine and is forwarded to localhost:PORT+10000 until Ctrl-C
+    (or, with --detach, by a background tbctl process until `tbctl down`)."""
     from tbctl.config import parse_port
     from tbctl.core.up import UpRequest, up as run_up
     from tbctl.tensorboard import readiness_path
@@ -96,17 +98,28 @@ def up(
         result = run_up(host, store, request, progress=env.info)
         inst = result.instance
         assert inst.port is not None
+        stop_after = not (result.reused or keep)
+        exposure = None
         try:
-            from tbctl.core.expose import expose
+            if detach and not host.reachable_here:
+                from tbctl.core.forwards import detach_forward
 
-            exposure = expose(host, local_host(env), inst.port, local_port=wanted_local,
-                              check_path=readiness_path(inst.path_prefix))
+                forward_port = detach_forward(host, local_host(env), store, remote_port=inst.port, local_port=wanted_local,
+                                              instance=inst, stop_instance=stop_after,
+                                              check_path=readiness_path(inst.path_prefix))
+            else:
+                from tbctl.core.expose import expose
+
+                exposure = expose(host, local_host(env), inst.port, local_port=wanted_local,
+                                  check_path=readiness_path(inst.path_prefix))
+                forward_port = exposure.local_port if exposure.forwarder is not None else None
         except BaseException:
-            if not result.reused and not keep:  # leave nothing behind
+            if stop_after:  # leave nothing behind
                 _stop_started(host, store, inst)
             raise
-        if exposure.forwarder is not None:
-            result = dataclasses.replace(result, url=exposure.url(inst.path_prefix))
+        if forward_port is not None:
+            inst = dataclasses.replace(inst, forward_port=forward_port)
+            result = dataclasses.replace(result, instance=inst, url=inst.url or result.url)
 
         def announce() -> None:
             _flush_warnings(env, store)
@@ -122,10 +135,12 @@ def up(
             if open_browser:
                 _open_browser(env, result.url)
 
-        if exposure.forwarder is None:
+        if exposure is None or exposure.forwarder is None:
             announce()
+            if forward_port is not None:
+                env.info(f"forwarding in the background; `tbctl down {forward_port}` ends it")
         else:
-            _hold_then_clean(env, host, store, exposure, inst, stop_after=not (result.reused or keep), announce=announce)
+            _hold_then_clean(env, host, store, exposure, inst, stop_after=stop_after, announce=announce)
 
 
 def _open_browser(env: Environment, url: str) -> None:
@@ -147,19 +162,27 @@ def _hold_then_clean(env: Environment, host: Host, store: StateStore, exposure: 
     when this command started it, stop TensorBoard. Exits 0: the user ended it on purpose."""
     from tbctl.core.expose import hold
 
-    transport = getattr(host, "transport", None)
+    def on_change(state: Any) -> None:
+        detail = f" (attempt {state.attempts})" if state.attempts else ""
+        reason = f": {state.error}" if state.error and state.state != "up" else ""
+        env.info(f"connection to {host.name}: {state.state}{detail}{reason}")
+
+    host.watch_connection(on_change)
     try:
         with interrupt_on_hangup():
             announce()  # inside: a Ctrl-C right after the URL appears must still clean up
             env.info("forwarding; press Ctrl-C to stop" + (" (TensorBoard stops too)" if stop_after else ""))
-            hold(exposure, is_alive=lambda: transport is None or transport.is_active())
+            hold(exposure, is_alive=host.connection_ok)
     except KeyboardInterrupt:
         pass
     finally:
         exposure.close()
-    if stop_after and inst is not None:
-        _stop_started(host, store, inst)
-        env.info(f"stopped TensorBoard pid {inst.pid} on {host.name}")
+        if stop_after and inst is not None:
+            try:
+                _stop_started(host, store, inst)
+                env.info(f"stopped TensorBoard pid {inst.pid} on {host.name}")
+            except TbctlError as exc:
+                env.warn(f"could not stop TensorBoard pid {inst.pid} on {host.name}: {exc.message}")
     env.info("forward closed")
 
 
@@ -170,6 +193,7 @@ def tunnel(
     remote_port: Annotated[str, typer.Argument(metavar="REMOTE_PORT")],
     local_port: Annotated[Optional[str], typer.Option("--local-port", help="Local end (default REMOTE_PORT+10000).")] = None,
     connect_timeout: ConnectTimeoutOption = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Forward in the background and return; `tbctl down LOCAL_PORT` ends it.")] = False,
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the URL in a browser.")] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -186,53 +210,89 @@ def tunnel(
         if not host.port_holders(port):
             raise NotFound(f"nothing listens on {host.name}:{port}",
                            hint=f"`tbctl ls --host {host.name}` shows its TensorBoards; `tbctl up --host {host.name}` starts one")
-        exposure = expose(host, local_host(env), port, local_port=wanted_local)
-        url = exposure.url()
+        if detach:
+            from tbctl.core.forwards import detach_forward
+
+            local = detach_forward(host, local_host(env), store, remote_port=port, local_port=wanted_local,
+                                   instance=None, stop_instance=False, check_path=None)
+            exposure = None
+        else:
+            exposure = expose(host, local_host(env), port, local_port=wanted_local)
+            local = exposure.local_port
+        url = f"http://127.0.0.1:{local}/"
 
         def announce() -> None:
             if env.json:
-                render.print_json(env, {"host": host.name, "remote_port": port, "local_port": exposure.local_port, "url": url})
+                render.print_json(env, {"host": host.name, "remote_port": port, "local_port": local, "url": url,
+                                        "detached": detach})
             else:
-                env.info(f"{host.name}:{port} → 127.0.0.1:{exposure.local_port}")
+                env.info(f"{host.name}:{port} → 127.0.0.1:{local}")
                 env.stdout.write(url + "\n")
             env.stdout.flush()
             if open_browser:
                 _open_browser(env, url)
 
-        _hold_then_clean(env, host, store, exposure, None, stop_after=False, announce=announce)
+        if exposure is None:
+            announce()
+            env.info(f"forwarding in the background; `tbctl down {local}` ends it")
+        else:
+            _hold_then_clean(env, host, store, exposure, None, stop_after=False, announce=announce)
+
+
+@app.command("_forwarder", hidden=True)
+def forwarder_process(ctx: typer.Context, host_spec: Annotated[str, typer.Argument(metavar="HOST")]) -> None:
+    """The background forwarder for HOST (started by --detach; not for direct use)."""
+    from tbctl import daemon
+
+    raise typer.Exit(daemon.serve(host_spec, store_of(_env_of(ctx))))
 
 
 @app.command("ls")
 def ls(
     ctx: typer.Context,
     hosts: Annotated[Optional[list[str]], typer.Option("--host", "-H", help="List on these SSH hosts (repeatable) instead of here.", autocompletion=complete_hosts)] = None,
+    all_hosts: Annotated[bool, typer.Option("--all-hosts", help="Here and every host in the config file or tbctl's records, in parallel.")] = False,
     connect_timeout: ConnectTimeoutOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """List every TensorBoard on the machine, ours or not, with its URL and status."""
-    from tbctl.core.instances import list_instances
+    """List every TensorBoard on the machine (or hosts), ours or not, with its URL and status, and the
+    health of background forwards."""
+    from tbctl.core.forwards import list_forwards
+    from tbctl.core.instances import HostError, list_instances, list_many, with_forwards
 
     env = _command_env(ctx, json_output)
     store = store_of(env)
-    instances: list[TensorBoardInstance] = []
-    failures: list[TbctlError] = []
-    for spec in hosts or [None]:
-        try:
-            with open_host(env, spec, connect_timeout=connect_timeout) as host:
-                instances.extend(list_instances(host, store))
-        except TbctlError as exc:
-            if not hosts or len(hosts) == 1:
-                raise
-            failures.append(exc)
-            env.warn(f"{spec}: {exc.message}")
+    specs: list[str | None] = list(hosts) if hosts else [None]
+    if all_hosts:
+        specs = [None, *(h for h in _known_hosts(env, store) if h not in specs)]
+    errors: list[HostError] = []
+    if len(specs) == 1:  # one host: its failure is the command's (exit code and all)
+        with open_host(env, specs[0], connect_timeout=connect_timeout) as host:
+            instances = list_instances(host, store)
+    else:  # several: in parallel, never prompting, a dead host is a row with its error
+        per_host = (connect_timeout or 10.0) + 20.0
+        instances, errors = list_many(
+            specs, lambda spec: open_host(env, spec, connect_timeout=connect_timeout, interactive=False), store,
+            timeout=per_host)
+    forwards = list_forwards(store)
+    instances = with_forwards(instances, forwards)
     _flush_warnings(env, store)
     if env.json:
-        render.print_json(env, instances)
+        render.print_json(env, {"instances": instances, "forwards": forwards, "errors": errors})
     else:
-        render.instances_table(env, instances, show_host=bool(hosts))
-    if failures:
-        raise TbctlError(f"{len(failures)} of {len(hosts or [])} hosts could not be listed",
-                         exit_code=failures[0].exit_code)
+        render.instances_table(env, instances, errors=errors, show_host=specs != [None])
+        render.forwards_table(env, forwards)
+
+
+def _known_hosts(env: Environment, store: StateStore) -> list[str]:
+    """Hosts named in the config file or in tbctl's records (instances started, forwards)."""
+    from tbctl.models import LOCAL_HOST_NAME
+
+    names = list(env.settings.hosts)
+    for rec in [*store.load(), *store.forwards()]:
+        if rec["host"] != LOCAL_HOST_NAME and rec["host"] not in names:
+            names.append(rec["host"])
+    return names
 
 
 @app.command()
@@ -246,22 +306,62 @@ def down(
     connect_timeout: ConnectTimeoutOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Stop TensorBoard gracefully (SIGTERM, then SIGKILL after --timeout); pid-reuse safe."""
+    """Stop TensorBoard gracefully (SIGTERM, then SIGKILL after --timeout); pid-reuse safe.
+
+    Also ends background forwards: `down LOCAL_PORT` ends that forward, `down --host H` every forward to H,
+    `down --all` every forward and what it leaves behind; a TensorBoard tbctl started for one stops with it."""
     from tbctl.core.down import down as run_down
+    from tbctl.core.forwards import end_forwards
 
     env = _command_env(ctx, json_output)
     store = store_of(env)
-    with open_host(env, host_spec, connect_timeout=connect_timeout) as host:
-        outcomes = run_down(host, store, target, all_instances=all_instances, force=force,
-                            timeout=timeout or env.settings.stop_timeout)
+    stop_timeout = timeout or env.settings.stop_timeout
+    forwarded = {f["local_port"] for f in store.forwards()}
+    outcomes: list[StopOutcome] = []
+    if host_spec is None and target is not None and target.isdigit() and int(target) in forwarded:
+        closed = end_forwards(store, lambda r: r["local_port"] == int(target))
+    elif host_spec is not None and target is None and not all_instances:
+        closed = end_forwards(store, lambda r: r["host"] == host_spec)
+    else:
+        with open_host(env, host_spec, connect_timeout=connect_timeout) as host:
+            outcomes = run_down(host, store, target, all_instances=all_instances, force=force, timeout=stop_timeout)
+            name = host.name
+        gone = {o.instance.pid for o in outcomes if o.outcome in ("stopped", "killed", "gone", "cleaned")}
+        everything = all_instances and host_spec is None  # everything of ours, here and behind every forward
+        closed = end_forwards(store, lambda r: everything or (
+            r["host"] == name and (all_instances or r.get("instance_pid") in gone)))
+    outcomes += _stop_forwarded_instances(env, store, [r for r in closed if r.get("instance_pid") not in
+                                                       {o.instance.pid for o in outcomes}],
+                                          force=force, timeout=stop_timeout, connect_timeout=connect_timeout)
     _flush_warnings(env, store)
     if env.json:
-        render.print_json(env, outcomes)
+        render.print_json(env, {"instances": outcomes, "forwards": closed})
     else:
-        render.stop_outcomes(env, outcomes)
+        render.stop_outcomes(env, outcomes, closed_forwards=closed)
     failed = [o for o in outcomes if o.outcome in ("denied", "survived", "protected")]
     if failed:
         raise TbctlError(f"{len(failed)} TensorBoard(s) could not be stopped")
+
+
+def _stop_forwarded_instances(env: Environment, store: StateStore, closed: list[dict[str, Any]], *, force: bool,
+                              timeout: float, connect_timeout: float | None) -> list[StopOutcome]:
+    """Stop the TensorBoards tbctl started for forwards that were just ended (not reused or kept ones)."""
+    from tbctl.core.down import stop_instances
+    from tbctl.core.instances import list_instances
+
+    by_host: dict[str, set[int]] = {}
+    for rec in closed:
+        if rec.get("stop_instance") and rec.get("instance_pid") is not None:
+            by_host.setdefault(rec["host"], set()).add(rec["instance_pid"])
+    outcomes: list[StopOutcome] = []
+    for name, pids in by_host.items():
+        try:
+            with open_host(env, name, connect_timeout=connect_timeout) as host:
+                chosen = [i for i in list_instances(host, store) if i.pid in pids and i.status != "stale"]
+                outcomes += stop_instances(host, store, chosen, force=force, timeout=timeout)
+        except TbctlError as exc:
+            env.warn(f"could not stop the TensorBoard(s) tbctl started on {name}: {exc.message}")
+    return outcomes
 
 
 @app.command("free-port")

@@ -1,12 +1,20 @@
-"""The streams and flags a command runs with, injected rather than global (so tests can give their own)."""
+"""The streams and flags a command runs with, injected rather than global (so tests can give their own).
+
+Progress ("connecting to gpu1…", "starting TensorBoard on gpu1:6006", "waiting for it to answer") goes to
+stderr: inside `with env.status():` on a terminal it is one rich status line that each step replaces and
+that disappears when the block ends; anywhere else (a pipe, a log file, TERM=dumb) each step is a plain
+line, so logs stay readable. `--quiet` shows neither; `NO_COLOR` drops the colours, not the line.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tbctl.config import Settings, load_settings
 
@@ -22,6 +30,8 @@ class Environment:
     json: bool = False
     quiet: bool = False
     debug: bool = False
+    _status_depth: int = field(default=0, init=False, repr=False)
+    _status: Any = field(default=None, init=False, repr=False)  # the live rich Status, while one is shown
 
     @cached_property
     def settings(self) -> Settings:
@@ -35,27 +45,103 @@ class Environment:
     def stdout_isatty(self) -> bool:
         return _isatty(self.stdout)
 
+    @property
+    def no_color(self) -> bool:
+        return "NO_COLOR" in os.environ  # https://no-color.org: present at all, whatever its value
+
     @cached_property
     def console(self) -> Console:
         from rich.console import Console
 
-        return Console(file=self.stdout, no_color="NO_COLOR" in os.environ, highlight=False)
+        return Console(file=self.stdout, no_color=self.no_color, highlight=False)
+
+    @cached_property
+    def err_console(self) -> Console:
+        from rich.console import Console
+
+        return Console(file=self.stderr, no_color=self.no_color, highlight=False, force_terminal=True)
+
+    @property
+    def live_progress(self) -> bool:
+        """Whether progress shows as one live status line: stderr is a terminal that can redraw a line."""
+        return not self.quiet and _isatty(self.stderr) and os.environ.get("TERM", "") != "dumb"
 
     def result_line(self, text: str) -> None:
         """What the command did, on stdout (not in --json mode, where stdout is JSON only)."""
         if not self.json:
             self.stdout.write(text + "\n")
 
+    # --- progress ---
+
+    @contextlib.contextmanager
+    def status(self, text: str = "") -> Iterator[Callable[[str], None]]:
+        """A block of slow steps. Yields `progress`, which core functions take as their callback; the
+        status line (on a terminal) is cleared when the block ends, however it ends."""
+        self._status_depth += 1
+        try:
+            if text:
+                self.progress(text)
+            yield self.progress
+        finally:
+            self._status_depth -= 1
+            if self._status_depth == 0:
+                self._stop_status()
+
+    def progress(self, text: str) -> None:
+        """One step of a slow operation: replaces the status line on a terminal, else a plain line."""
+        if self.quiet:
+            return
+        if self._status is not None:
+            self._status.update(text)
+        elif self._status_depth and self.live_progress:
+            from rich.status import Status
+
+            self._status = Status(text, console=self.err_console, spinner="dots")
+            self._status.start()
+        else:
+            self.stderr.write(text + "\n")
+            self.stderr.flush()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Take the status line away while someone is asked something (a passphrase, a host key), and
+        bring it back after."""
+        status = self._status
+        if status is None:
+            yield
+            return
+        status.stop()
+        try:
+            yield
+        finally:
+            if self._status is status:
+                status.start()
+
+    def _stop_status(self) -> None:
+        status, self._status = self._status, None
+        if status is not None:
+            status.stop()  # transient: the line is erased, the cursor left where the line began
+
+    def _message(self, text: str) -> None:
+        # While a status line is live, print above it through its console so neither garbles the other.
+        if self._status is not None:
+            self.err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.stderr.write(text + "\n")
+
+    # --- messages ---
+
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.stderr.write(text + "\n")
+            self._message(text)
 
     notice = info
 
     def warn(self, text: str) -> None:
-        self.stderr.write(f"warning: {text}\n")
+        self._message(f"warning: {text}")
 
     def error(self, text: str, hint: str | None = None) -> None:
+        self._stop_status()  # an error ends the command: no spinner left under it
         self.stderr.write(f"tbctl: {text}\n")
         if hint:
             self.stderr.write(f"hint: {hint}\n")

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tbctl.models import FreePortResult, PortHolder, PortReport, StopOutcome, TensorBoardInstance, UpResult, as_json
+from tbctl.models import ForwardInfo, FreePortResult, PortHolder, PortReport, StopOutcome, TensorBoardInstance, UpResult, as_json
 
 if TYPE_CHECKING:
     from tbctl.cli.environment import Environment
@@ -40,8 +40,11 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], *, show_host: bool = False) -> None:
-    if not instances:
+def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], *, errors: Sequence[Any] = (),
+                    show_host: bool = False) -> None:
+    for err in errors:
+        env.warn(f"{err.host}: {err.error}")
+    if not instances and not errors:
         env.info("no TensorBoard running")
         return
     columns = (["host"] if show_host else []) + ["pid", "port", "logdir", "url", "user", "uptime", "started-by", "status"]
@@ -57,10 +60,33 @@ def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], 
             inst.started_by,
             inst.status if not inst.note else f"{inst.status} ({inst.note})",
         ])
+    for err in errors:
+        rows.append(([err.host] if show_host else []) + ["-"] * 7 + [f"error: {err.error}"])
     table(env, columns, rows, status_column=len(columns) - 1)
 
 
-_STATUS_STYLE = {"serving": "green", "starting": "yellow", "stale": "red", "dead": "red", "down": "red"}
+def forwards_table(env: Environment, forwards: Sequence[ForwardInfo]) -> None:
+    """Background forwards: the tunnel and its TensorBoard, each with its own health."""
+    if not forwards:
+        return
+    rows = []
+    for f in forwards:
+        tunnel = f.tunnel
+        if f.tunnel == "reconnecting" and f.since:
+            tunnel += f" since {time.strftime('%H:%M:%S', time.localtime(f.since))}, {f.attempts} attempt(s)"
+        elif f.tunnel == "stale":
+            tunnel += " (forwarder gone; `tbctl down --all` cleans it)"
+        if f.error and f.tunnel != "up":
+            tunnel += f": {f.error}"
+        rows.append([f.host, str(f.local_port), str(f.remote_port), f.url, str(f.forwarder_pid or "-"),
+                     f.tensorboard, tunnel])
+    if not env.json:
+        env.stdout.write("\nforwards:\n")
+    table(env, ["host", "local", "remote", "url", "forwarder", "tensorboard", "tunnel"], rows, status_column=6)
+
+
+_STATUS_STYLE = {"serving": "green", "starting": "yellow", "stale": "red", "dead": "red", "down": "red",
+                 "up": "green", "reconnecting": "yellow", "error:": "red"}
 
 
 def table(env: Environment, columns: Sequence[str], rows: Sequence[Sequence[str]], *, status_column: int | None = None) -> None:
@@ -111,8 +137,10 @@ _STOP_WORDS = {
 }
 
 
-def stop_outcomes(env: Environment, outcomes: Sequence[StopOutcome]) -> None:
-    if not outcomes:
+def stop_outcomes(env: Environment, outcomes: Sequence[StopOutcome], *, closed_forwards: Sequence[dict[str, Any]] = ()) -> None:
+    for rec in closed_forwards:
+        env.result_line(f"closed forward 127.0.0.1:{rec['local_port']} → {rec['host']}:{rec['remote_port']}")
+    if not outcomes and not closed_forwards:
         env.info("no TensorBoard to stop")
         return
     for o in outcomes:

@@ -48,7 +48,7 @@ def local_host(env: Environment) -> Host:
 
 
 def open_host(env: Environment, spec: str | None, *, env_prefix: str | None = None,
-              connect_timeout: float | None = None) -> Host:
+              connect_timeout: float | None = None, interactive: bool = True) -> Host:
     """This machine when `spec` is None, else an SSH host (paramiko is imported only here)."""
     if spec is None:
         if env_prefix is not None:
@@ -60,7 +60,8 @@ def open_host(env: Environment, spec: str | None, *, env_prefix: str | None = No
 
     connect_timeout = connect_timeout or env.settings.for_host(spec).connect_timeout
     env.info(f"connecting to {spec}…")
-    host = SSHHost(spec, prompter=TerminalPrompter(env), connect_timeout=connect_timeout, env_prefix=env_prefix)
+    prompter = TerminalPrompter(env) if interactive else None  # several hosts at once: nobody to ask
+    host = SSHHost(spec, prompter=prompter, connect_timeout=connect_timeout, env_prefix=env_prefix)
     return host.connect()
 
 

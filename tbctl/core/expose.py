@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,10 +56,10 @@ def expose(
 ) -> Exposure:
     """Forward `remote_port` of `host` to this machine when it is elsewhere; verify it answers through
     the forward (`GET check_path` gives 200, or the port accepts a connection) before returning."""
-    forwarder = host.forward(remote_port, local_port=0)
-    if forwarder is None:
+    if host.reachable_here:
         return Exposure(host=host.name, remote_port=remote_port, local_port=remote_port, forwarder=None)
-    forwarder.local_port = choose_local_port(local, remote_port, local_port)
+    forwarder = host.forward(remote_port, local_port=choose_local_port(local, remote_port, local_port))
+    assert forwarder is not None
     exposure = Exposure(host=host.name, remote_port=remote_port, local_port=forwarder.local_port, forwarder=forwarder)
     forwarder.start()
     try:
@@ -69,20 +70,28 @@ def expose(
     return exposure
 
 
+def verify_http(local: Host, port: int, path: str, *, what: str, timeout: float = VERIFY_TIMEOUT) -> None:
+    """`GET path` on 127.0.0.1:port answers 200 within `timeout` (a forward that just opened may need a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = local.call("http_get", port=port, path=path, timeout=max(0.5, deadline - time.monotonic()))
+        if answer.get("status") == 200:
+            return
+        if time.monotonic() >= deadline:
+            raise TbctlError(f"the forward to {what} does not answer ({answer.get('error') or 'HTTP ' + str(answer.get('status'))})")
+        time.sleep(0.1)
+
+
 def _verify(local: Host, exposure: Exposure, check_path: str | None) -> None:
-    answer = local.call("http_get", port=exposure.local_port, path=check_path or "/", timeout=VERIFY_TIMEOUT)
-    if check_path is None:
-        # any HTTP answer, or a server that is not HTTP: what matters is that the far end accepted
-        assert exposure.forwarder is not None
-        if exposure.forwarder.refused:
-            raise NotFound(f"nothing listens on {exposure.host}:{exposure.remote_port}",
-                           hint=f"`tbctl ls --host {exposure.host}` shows its TensorBoards")
+    if check_path is not None:
+        verify_http(local, exposure.local_port, check_path, what=f"{exposure.host}:{exposure.remote_port}")
         return
-    if answer.get("status") != 200:
-        raise TbctlError(
-            f"the forward to {exposure.host}:{exposure.remote_port} does not answer "
-            f"({answer.get('error') or 'HTTP ' + str(answer.get('status'))})"
-        )
+    answer = local.call("http_get", port=exposure.local_port, path="/", timeout=VERIFY_TIMEOUT)
+    # any HTTP answer, or a server that is not HTTP: what matters is that the far end accepted
+    assert exposure.forwarder is not None
+    if exposure.forwarder.refused:
+        raise NotFound(f"nothing listens on {exposure.host}:{exposure.remote_port}",
+                       hint=f"`tbctl ls --host {exposure.host}` shows its TensorBoards")
 
 
 def hold(exposure: Exposure, *, is_alive: Callable[[], bool], poll: float = 1.0) -> None:

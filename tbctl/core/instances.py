@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
 from tbctl.config import parse_port
-from tbctl.errors import InstanceNotFound, UsageError
+from tbctl.errors import InstanceNotFound, TbctlError, UsageError
 from tbctl.hosts.base import Host
-from tbctl.models import TensorBoardInstance
+from tbctl.models import ForwardInfo, TensorBoardInstance
 from tbctl.state import StateStore
 from tbctl.tensorboard import classify
 
@@ -48,3 +54,54 @@ def live_for_logdir(instances: list[TensorBoardInstance], logdir: str, user: str
         if inst.status == "serving" and inst.user == user and inst.logdir == logdir:
             return inst
     return None
+
+
+@dataclass(frozen=True)
+class HostError:
+    """A host that could not be listed: a row in the answer, not a failed command."""
+
+    host: str
+    error: str
+    exit_code: int
+
+
+def list_many(
+    specs: Sequence[str | None], opener: Callable[[str | None], Host], store: StateStore, *, timeout: float
+) -> tuple[list[TensorBoardInstance], list[HostError]]:
+    """List several hosts at once, each in its own thread with its own deadline: the slowest host costs
+    one host's time, and a dead one becomes a HostError."""
+    results: dict[int, list[TensorBoardInstance] | HostError] = {}
+
+    def one(i: int, spec: str | None) -> None:
+        try:
+            with opener(spec) as host:
+                results[i] = list_instances(host, store)
+        except TbctlError as exc:
+            results[i] = HostError(spec or "localhost", exc.message, exc.exit_code)
+        except Exception as exc:  # a broken host must not take the others down
+            results[i] = HostError(spec or "localhost", f"{type(exc).__name__}: {exc}", 1)
+
+    threads = [threading.Thread(target=one, args=(i, s), daemon=True, name=f"tbctl-ls-{s}") for i, s in enumerate(specs)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    instances: list[TensorBoardInstance] = []
+    errors: list[HostError] = []
+    for i, spec in enumerate(specs):
+        got = results.get(i)
+        if got is None:
+            errors.append(HostError(spec or "localhost", f"no answer within {timeout:g} s", 5))
+        elif isinstance(got, HostError):
+            errors.append(got)
+        else:
+            instances.extend(got)
+    return instances, errors
+
+
+def with_forwards(instances: list[TensorBoardInstance], forwards: Sequence[ForwardInfo]) -> list[TensorBoardInstance]:
+    """Remote instances that a live forward serves get its local port (so their URL opens from here)."""
+    live = {(f.host, f.remote_port): f.local_port for f in forwards if f.tunnel in ("up", "reconnecting")}
+    return [dataclasses.replace(i, forward_port=live[(i.host, i.port)]) if (i.host, i.port) in live and i.forward_port is None
+            else i for i in instances]

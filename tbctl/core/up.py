@@ -56,8 +56,7 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
         if not request.new:
             reusable = live_for_logdir(list_instances(host, store), logdir, host.user)
             if reusable is not None:
-                assert reusable.url is not None
-                return UpResult(instance=reusable, url=reusable.url, reused=True, warnings=tuple(warnings))
+                return UpResult(instance=reusable, url=reusable.url or "", reused=True, warnings=tuple(warnings))
         port_note = ""
         wanted = request.port
         for attempt in range(BIND_RACE_RETRIES):
@@ -89,8 +88,7 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
         status="serving", started_by="tbctl", create_time=launched.create_time, path_prefix=path_prefix,
         bind=flag_value(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
     )
-    assert instance.url is not None
-    return UpResult(instance=instance, url=instance.url, reused=False, port_note=port_note,
+    return UpResult(instance=instance, url=instance.url or "", reused=False, port_note=port_note,
                     warnings=tuple(warnings), ready_seconds=ready.elapsed)
 
 

@@ -8,7 +8,7 @@ are written once, so local and remote behave the same by construction.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,11 @@ class Host(abc.ABC):
         """For display only (URLs, messages); core logic must not branch on it."""
         return False
 
+    @property
+    def reachable_here(self) -> bool:
+        """Whether this machine reaches the host's loopback ports as they are (else they need a forward)."""
+        return True
+
     @abc.abstractmethod
     def call(self, op: str, **args: Any) -> Any:
         """Run one probe operation on the machine and return its JSON answer."""
@@ -64,6 +69,13 @@ class Host(abc.ABC):
         """A forward that makes `remote_port` on this host reachable on this machine's `local_port`, or
         None when this host *is* this machine and the port is reachable as it is."""
         return None
+
+    def watch_connection(self, callback: Callable[[Any], None]) -> None:
+        """Call `callback(state)` when the connection drops or comes back (nothing to watch locally)."""
+
+    def connection_ok(self) -> bool:
+        """False once the way to this host is gone for good (a local host is always reachable)."""
+        return True
 
     @property
     def interactive_auth(self) -> bool:

@@ -8,8 +8,7 @@ from typing import Any
 
 from tbctl import probe
 from tbctl.hosts.base import Host
-
-LOCAL_HOST_NAME = "localhost"
+from tbctl.models import LOCAL_HOST_NAME
 
 
 class LocalHost(Host):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paramiko
 
@@ -20,6 +21,9 @@ from tbctl.hosts.base import Host
 from tbctl.hosts.ssh_config import SSHTarget, resolve
 from tbctl.hosts.ssh_connect import Connection, NoPrompter, Prompter, connect
 from tbctl.tunnel import Forwarder
+
+if TYPE_CHECKING:
+    from tbctl.hosts.ssh_link import Link, LinkState
 
 # Read a length line, then exactly that many bytes of source, then serve on the rest of stdin.
 PROBE_BOOTSTRAP = (
@@ -47,11 +51,18 @@ class SSHHost(Host):
         self._chan: paramiko.Channel | None = None
         self._reader: Any = None
         self._hello: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._link: Link | None = None
+        self.on_link_change: Callable[[LinkState], None] = lambda state: None
+        self._lock = threading.Lock()  # one probe request at a time
+        self._connect_lock = threading.RLock()  # one connect or reconnect at a time
 
     @property
     def is_remote(self) -> bool:
         return True
+
+    @property
+    def reachable_here(self) -> bool:
+        return False
 
     @property
     def python(self) -> str:
@@ -61,13 +72,14 @@ class SSHHost(Host):
     # --- connection ---
 
     def connect(self) -> SSHHost:
-        if self._conn is None:
-            self._conn = connect(self.target, self._prompter)
-            try:
-                self._start_probe()
-            except BaseException:
-                self.close()
-                raise
+        with self._connect_lock:
+            if self._conn is None:
+                self._conn = connect(self.target, self._prompter)
+                try:
+                    self._start_probe()
+                except BaseException:
+                    self.close()
+                    raise
         return self
 
     @property
@@ -116,6 +128,38 @@ class SSHHost(Host):
             raise ProbeError(f"{op} failed on {self.name}: {err['type']}: {err['message']}")
         return reply["ok"]
 
+    def ping(self, timeout: float) -> None:
+        """One round trip through the probe within `timeout`, else SSHError (the link is dead or stalled)."""
+        self.connect()
+        assert self._chan is not None
+        with self._lock:
+            self._chan.settimeout(timeout)
+            try:
+                self._chan.sendall(b'{"op": "ping", "args": {}}\n')
+                line = self._reader.readline()
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise SSHError(f"no answer from {self.name} within {timeout:g} s: {exc or type(exc).__name__}") from exc
+            finally:
+                if self._chan is not None:
+                    self._chan.settimeout(None)
+        if not line:
+            raise SSHError(f"lost the connection to {self.name}")
+
+    def reconnect(self) -> None:
+        """Drop the connection and open a new one (and a new probe) without asking anyone anything."""
+        with self._connect_lock:
+            self._close()  # the connection only: the link that calls this lives on
+            self._prompter = NoPrompter()
+            self.connect()
+
+    @property
+    def current_transport(self) -> paramiko.Transport:
+        """The transport if connected now; never connects (a forward thread must not race a reconnect)."""
+        conn = self._conn
+        if conn is None:
+            raise SSHError(f"not connected to {self.name}")
+        return conn.transport
+
     def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None) -> str:
         return super().find_tensorboard(explicit, env_prefix or self.env_prefix)
 
@@ -134,14 +178,30 @@ class SSHHost(Host):
         return self.connection.interactive_auth
 
     def forward(self, remote_port: int, *, local_port: int) -> Forwarder:
-        transport = self.transport
+        """A forward whose channels ride the current connection, reconnecting when it drops."""
+        if self._link is None:
+            from tbctl.hosts.ssh_link import Link
 
-        def open_channel(dest: tuple[str, int], origin: tuple[str, int]) -> paramiko.Channel:
-            return transport.open_channel("direct-tcpip", dest, origin, timeout=self.target.connect_timeout)
+            self.connect()
+            self._link = Link(self, on_change=lambda state: self.on_link_change(state)).start()
+        return Forwarder(self._link.open_channel, remote_port, local_port=local_port)
 
-        return Forwarder(open_channel, remote_port, local_port=local_port)
+    def watch_connection(self, callback: Callable[[LinkState], None]) -> None:
+        self.on_link_change = callback
+
+    def connection_ok(self) -> bool:
+        if self._link is not None:
+            return self._link.state.state != "down"
+        return self._conn is not None and self._conn.transport.is_active()
 
     def close(self) -> None:
+        if self._link is not None:
+            link, self._link = self._link, None
+            link.close()
+        with self._connect_lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._chan is not None:
             try:
                 self._chan.shutdown_write()  # EOF on the probe's stdin: it exits by itself

@@ -30,6 +30,7 @@ class SSHTarget:
     known_hosts_files: tuple[str, ...]
     host_key_alias: str | None
     connect_timeout: float
+    server_alive_interval_set: bool = False  # whether ssh_config gave ServerAliveInterval
 
     @property
     def known_hosts_name(self) -> str:
@@ -112,6 +113,7 @@ def resolve(spec: str, *, connect_timeout: float | None = None, config_path: Pat
         known_hosts_files=known_files,
         host_key_alias=options.get("hostkeyalias"),
         connect_timeout=timeout,
+        server_alive_interval_set=alive.isdigit(),
     )
 
 

@@ -1,0 +1,101 @@
+"""Detached forwards: what `ls` shows of them (tunnel health and TensorBoard health, separately) and how
+`down` ends them. The background forwarders themselves live in tbctl/daemon.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tbctl import daemon
+from tbctl.core.expose import choose_local_port, verify_http
+from tbctl.errors import SSHError
+from tbctl.hosts.base import Host
+from tbctl.models import ForwardInfo, TensorBoardInstance
+from tbctl.state import StateStore
+
+
+def list_forwards(store: StateStore) -> list[ForwardInfo]:
+    """Every detached forward, from the records and the forwarders' own status files. A status file
+    whose process is gone (killed, machine rebooted) is reported as stale, never as up."""
+    statuses = {s["host"]: s for s in store.forwarder_statuses()}
+    out: list[ForwardInfo] = []
+    seen: set[tuple[str, int]] = set()
+    for host, status in statuses.items():
+        running = daemon.is_running(status)
+        link = status.get("link", {})
+        for row in status.get("forwards", []):
+            seen.add((host, row["local_port"]))
+            out.append(_info(row, status, tunnel=link.get("state", "down") if running else "stale",
+                             since=link.get("since"), attempts=link.get("attempts", 0),
+                             error=row.get("error") or (link.get("error", "") if link.get("state") != "up" else ""),
+                             tensorboard=row.get("tensorboard", "unknown") if running else "unknown"))
+    for rec in store.forwards():
+        if (rec["host"], rec["local_port"]) not in seen:  # recorded, but no forwarder reports it
+            status = statuses.get(rec["host"])
+            state = "stale" if status is not None and not daemon.is_running(status) else "down"
+            out.append(_info(rec, status, tunnel=state, since=None, attempts=0,
+                             error="" if state == "stale" else "no forwarder is serving it", tensorboard="unknown"))
+    return sorted(out, key=lambda f: (f.host, f.local_port))
+
+
+def _info(row: dict[str, Any], status: dict[str, Any] | None, *, tunnel: str, since: float | None, attempts: int,
+          error: str, tensorboard: str) -> ForwardInfo:
+    return ForwardInfo(
+        host=row["host"], local_port=row["local_port"], remote_port=row["remote_port"],
+        instance_pid=row.get("instance_pid"), logdir=row.get("logdir"), tunnel=tunnel,  # type: ignore[arg-type]
+        tensorboard=tensorboard, since=since, attempts=attempts, error=error,  # type: ignore[arg-type]
+        forwarder_pid=status["pid"] if status else None, stop_instance=bool(row.get("stop_instance")),
+        path_prefix=row.get("path_prefix", ""),
+    )
+
+
+def add_forward(store: StateStore, *, host: str, local_port: int, remote_port: int, instance_pid: int | None,
+                instance_create_time: float | None, logdir: str | None, path_prefix: str,
+                stop_instance: bool) -> None:
+    store.add_forward({
+        "host": host, "local_port": local_port, "remote_port": remote_port, "instance_pid": instance_pid,
+        "instance_create_time": instance_create_time, "logdir": logdir, "path_prefix": path_prefix,
+        "stop_instance": stop_instance, "created_at": time.time(),
+    })
+
+
+def end_forwards(store: StateStore, match: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """Remove matching forward records (their forwarder closes them within a second and exits when it has
+    none left); a forwarder that is stale, or left with nothing to serve, is cleaned up here."""
+    removed = store.remove_forwards(match)
+    hosts_left = {r["host"] for r in store.forwards()}
+    for status in store.forwarder_statuses():
+        host = status["host"]
+        if not daemon.is_running(status):
+            store.remove_forwarder_status(host)  # a record that outlived its process
+        elif host not in hosts_left:
+            daemon.stop(status)
+            store.remove_forwarder_status(host)
+    return removed
+
+
+def detach_forward(host: Host, local: Host, store: StateStore, *, remote_port: int, local_port: int | None,
+                   instance: TensorBoardInstance | None, stop_instance: bool, check_path: str | None) -> int:
+    """Hand a forward to the host's background forwarder and verify it answers; returns the local port."""
+    if host.interactive_auth:
+        raise SSHError(
+            f"--detach needs key or agent authentication to {host.name}: a background forwarder cannot answer "
+            "a password or 2FA prompt when it reconnects",
+            hint="load your key into ssh-agent (ssh-add), or run without --detach",
+        )
+    port = choose_local_port(local, remote_port, local_port)
+    add_forward(store, host=host.name, local_port=port, remote_port=remote_port,
+                instance_pid=instance.pid if instance else None,
+                instance_create_time=instance.create_time if instance else None,
+                logdir=instance.logdir if instance else None,
+                path_prefix=instance.path_prefix if instance else "", stop_instance=stop_instance)
+    try:
+        daemon.ensure_running(store, host.name)
+        daemon.wait_listening(store, host.name, port)
+        if check_path is not None:
+            verify_http(local, port, check_path, what=f"{host.name}:{remote_port}")
+    except BaseException:
+        end_forwards(store, lambda r: r["host"] == host.name and r["local_port"] == port)
+        raise
+    return port

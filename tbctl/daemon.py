@@ -1,0 +1,178 @@
+"""The background forwarder: one detached tbctl process per SSH host, serving every detached forward to
+that host (`up --host … --detach`, `tunnel … --detach`).
+
+What it should serve is the forwards file in the state dir (written by tbctl commands); what it does is
+its status file there (read by `ls` and `down`). It reconnects through `Link`, closes a forward whose
+TensorBoard is gone, and exits when it has nothing left to serve."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from tbctl import probe
+from tbctl.errors import PortBusy, SSHError, TbctlError
+from tbctl.state import StateStore
+
+SYNC_SECONDS = 0.5  # how soon a new or removed forward takes effect
+INSTANCE_CHECK_SECONDS = 3.0  # how soon a forward notices its TensorBoard died
+START_TIMEOUT = 15.0
+
+
+def is_running(status: dict[str, Any]) -> bool:
+    """The forwarder that wrote `status` is still that process (pid and start time), not a reused pid."""
+    return probe.alive(int(status["pid"]), status.get("create_time"))
+
+
+def running_status(store: StateStore, host: str) -> dict[str, Any] | None:
+    for status in store.forwarder_statuses():
+        if status.get("host") == host and is_running(status):
+            return status
+    return None
+
+
+def ensure_running(store: StateStore, host: str) -> dict[str, Any]:
+    """The host's forwarder, started if it is not running (one per host, even when two commands race)."""
+    with store.lock(f"forwarder-{host}"):
+        status = running_status(store, host)
+        if status is not None:
+            return status
+        log_path = store.forwarder_log_path(host)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tbctl", "_forwarder", host],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True,  # outlives the terminal and the command
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            status = running_status(store, host)
+            if status is not None and status["pid"] == proc.pid:
+                return status
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        tail = probe.tail(str(log_path), 10)["text"]
+        raise TbctlError(f"the background forwarder for {host} did not start", hint=f"its log {log_path} says:\n{tail}")
+
+
+def wait_listening(store: StateStore, host: str, local_port: int, timeout: float = 10.0) -> dict[str, Any]:
+    """Wait until the host's forwarder reports `local_port` open; its error otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = running_status(store, host)
+        fwd = next((f for f in (status or {}).get("forwards", []) if f["local_port"] == local_port), None)
+        if fwd is not None and fwd.get("listening"):
+            return fwd
+        if fwd is not None and fwd.get("error"):
+            raise PortBusy(local_port, (), f"the background forwarder could not open 127.0.0.1:{local_port}: {fwd['error']}")
+        if status is None or time.monotonic() >= deadline:
+            raise TbctlError(f"the background forwarder for {host} did not open 127.0.0.1:{local_port}",
+                             hint=f"see {store.forwarder_log_path(host)}")
+        time.sleep(0.05)
+
+
+def stop(status: dict[str, Any], timeout: float = 5.0) -> None:
+    """Stop a forwarder (SIGTERM, then SIGKILL), pid-reuse safe."""
+    pid, ct = int(status["pid"]), status.get("create_time")
+    if probe.send_signal(pid, ct, "SIGTERM")["outcome"] == "sent":
+        if probe.wait_gone([[pid, ct]], timeout)["alive"]:
+            probe.send_signal(pid, ct, "SIGKILL")
+            probe.wait_gone([[pid, ct]], 5.0)
+
+
+def serve(host_spec: str, store: StateStore) -> int:
+    """The forwarder's main loop (run as `tbctl _forwarder HOST` in its own session)."""
+    from tbctl.hosts.ssh import SSHHost
+    from tbctl.hosts.ssh_link import Link, LinkState
+    from tbctl.tunnel import Forwarder
+
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stopping.set())
+    me = probe._proc_info(os.getpid()) or {}
+    base = {"host": host_spec, "pid": os.getpid(), "create_time": me.get("create_time"),
+            "log_path": str(store.forwarder_log_path(host_spec)), "started_at": time.time()}
+    link_view: dict[str, Any] = {"state": "reconnecting", "since": time.time(), "attempts": 0, "error": "starting"}
+    forwarders: dict[int, Forwarder] = {}
+    errors: dict[int, str] = {}
+    tensorboards: dict[int, str] = {}
+
+    def log(text: str) -> None:
+        print(time.strftime("%Y-%m-%d %H:%M:%S"), text, flush=True)
+
+    def publish() -> None:
+        rows = []
+        for rec in store.forwards(host_spec):
+            port = rec["local_port"]
+            fwd = forwarders.get(port)
+            rows.append({**rec, "listening": fwd is not None, "error": errors.get(port, ""),
+                         "active_connections": fwd.active_connections if fwd else 0,
+                         "served": fwd.served if fwd else 0,
+                         "tensorboard": tensorboards.get(port, "unknown")})
+        store.write_forwarder_status(host_spec, {**base, "link": dict(link_view), "forwards": rows,
+                                                 "interactive_auth": False, "updated_at": time.time()})
+
+    def on_change(state: LinkState) -> None:
+        link_view.update(state=state.state, since=state.since, attempts=state.attempts, error=state.error)
+        log(f"link {state.state}" + (f" (attempt {state.attempts}): {state.error}" if state.error else ""))
+        publish()
+
+    host = SSHHost(host_spec)
+    link = Link(host, on_change=on_change, connected=False).start()
+    log(f"forwarding for {host_spec} (pid {os.getpid()})")
+    publish()
+    last_check = 0.0
+    try:
+        while not stopping.wait(SYNC_SECONDS):
+            wanted = {r["local_port"]: r for r in store.forwards(host_spec)}
+            for port in [p for p in forwarders if p not in wanted]:
+                forwarders.pop(port).close()
+                log(f"closed 127.0.0.1:{port}")
+            for port, rec in wanted.items():
+                if port not in forwarders and port not in errors:
+                    fwd = Forwarder(link.open_channel, rec["remote_port"], local_port=port)
+                    try:
+                        forwarders[port] = fwd.start()
+                        log(f"127.0.0.1:{port} -> {host_spec}:{rec['remote_port']}")
+                    except PortBusy as exc:
+                        errors[port] = exc.message
+            if link.state.state == "up" and time.monotonic() - last_check >= INSTANCE_CHECK_SECONDS:
+                last_check = time.monotonic()
+                _close_forwards_of_dead_instances(host, store, host_spec, wanted, tensorboards, log)
+            if not wanted:
+                log("nothing left to forward; exiting")
+                break
+            publish()
+    finally:
+        for fwd in forwarders.values():
+            fwd.close()
+        link.close()
+        host.close()
+        store.remove_forwarder_status(host_spec)
+    return 0
+
+
+def _close_forwards_of_dead_instances(host: Any, store: StateStore, host_spec: str, wanted: dict[int, dict[str, Any]],
+                                      tensorboards: dict[int, str], log: Any) -> None:
+    for port, rec in wanted.items():
+        pid = rec.get("instance_pid")
+        if pid is None:
+            continue
+        try:
+            alive = host.alive(pid, rec.get("instance_create_time"))
+        except (SSHError, TbctlError, OSError):
+            return  # the link went down meanwhile; the watcher handles it
+        tensorboards[port] = "serving" if alive else "dead"
+        if not alive:
+            store.remove_forwards(lambda r, port=port: r["host"] == host_spec and r["local_port"] == port)
+            log(f"TensorBoard pid {pid} on {host_spec} is gone; closing 127.0.0.1:{port}")

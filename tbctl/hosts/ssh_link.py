@@ -1,0 +1,140 @@
+"""An SSH connection that comes back: keepalive pings notice a dead link within seconds, and a
+reconnect loop (bounded exponential backoff with jitter) brings it back, re-running the probe exec that
+keeps Nagle off. Forwards open their channels through `open_channel`, so they keep their local ports
+and simply use the new connection. Clients arriving during an outage wait briefly, then fail fast."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import paramiko
+
+from tbctl.errors import SSHError
+
+if TYPE_CHECKING:
+    from tbctl.hosts.ssh import SSHHost
+
+LinkStateName = Literal["up", "reconnecting", "down"]
+DEFAULT_PING_INTERVAL = 5.0  # seconds; ServerAliveInterval from ssh_config overrides it
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
+CLIENT_WAIT = 5.0  # how long a new client waits for a reconnect before it is refused
+
+
+@dataclass(frozen=True)
+class LinkState:
+    state: LinkStateName
+    since: float
+    attempts: int = 0
+    error: str = ""
+
+
+class Link:
+    def __init__(self, host: SSHHost, *, on_change: Callable[[LinkState], None] | None = None,
+                 interval: float | None = None, connected: bool = True) -> None:
+        self.host = host
+        explicit = host.target.server_alive_interval if host.target.server_alive_interval_set else None
+        self.interval = interval or explicit or DEFAULT_PING_INTERVAL
+        self._on_change = on_change or (lambda _: None)
+        self._cond = threading.Condition()
+        self._state = LinkState("up" if connected else "reconnecting", time.time())
+        self._connected_at_start = connected
+        self._stop = threading.Event()
+        self._broken = threading.Event()  # set by a forward that found the transport dead
+        self._thread: threading.Thread | None = None
+
+    @property
+    def state(self) -> LinkState:
+        with self._cond:
+            return self._state
+
+    def _set(self, state: LinkState) -> None:
+        with self._cond:
+            changed = state.state != self._state.state or state.attempts != self._state.attempts
+            self._state = state
+            self._cond.notify_all()
+        if changed:
+            self._on_change(state)
+
+    def start(self) -> Link:
+        self._thread = threading.Thread(target=self._watch, name="tbctl-link", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._broken.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    # --- used by forwards (any thread) ---
+
+    def open_channel(self, dest: tuple[str, int], origin: tuple[str, int]) -> Any:
+        deadline = time.monotonic() + CLIENT_WAIT
+        while True:
+            with self._cond:
+                while self._state.state == "reconnecting" and not self._stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise SSHError(f"{self.host.name} is reconnecting")
+                    self._cond.wait(left)
+                if self._state.state == "down" or self._stop.is_set():
+                    raise SSHError(f"the connection to {self.host.name} is down: {self._state.error}")
+            try:
+                return self.host.current_transport.open_channel("direct-tcpip", dest, origin, timeout=CLIENT_WAIT)
+            except paramiko.ChannelException:
+                raise  # the remote end refused (nothing listens there): not a link problem
+            except (paramiko.SSHException, EOFError, OSError):
+                self._broken.set()  # wake the watcher now rather than at its next ping
+                with self._cond:
+                    if self._state.state == "up":
+                        self._cond.wait(0.5)
+                if time.monotonic() >= deadline:
+                    raise
+
+    # --- the watcher thread ---
+
+    def _watch(self) -> None:
+        if not self._connected_at_start and not self._reconnect("not connected yet"):
+            return
+        while not self._stop.is_set():
+            self._broken.wait(self.interval)
+            if self._stop.is_set():
+                return
+            self._broken.clear()
+            try:
+                if not self.host.current_transport.is_active():
+                    raise SSHError("the connection closed")
+                self.host.ping(timeout=max(2.0, self.interval))
+            except (SSHError, paramiko.SSHException, EOFError, OSError) as exc:
+                if not self._reconnect(str(exc)):
+                    return
+
+    def _reconnect(self, why: str) -> bool:
+        """Until connected (True), told to stop, or a person would have to answer (False)."""
+        if self.host.interactive_auth:
+            self._set(LinkState("down", time.time(), 0, f"{why}; reconnecting needs a password or 2FA answer, "
+                                "which cannot be given unattended: run the command again"))
+            return False
+        since, attempts = time.time(), 0
+        self._set(LinkState("reconnecting", since, attempts, why))
+        while not self._stop.is_set():
+            try:
+                self.host.reconnect()
+                self._set(LinkState("up", time.time()))
+                return True
+            except SSHError as exc:
+                attempts += 1
+                if "authentication" in exc.message or "host key" in exc.message.lower():
+                    self._set(LinkState("down", time.time(), attempts, exc.message))
+                    return False
+                self._set(LinkState("reconnecting", since, attempts, exc.message))
+            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempts, 10)) * random.uniform(0.8, 1.2)
+            self._stop.wait(delay)
+        return False
