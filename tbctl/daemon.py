@@ -143,6 +143,7 @@ def serve(host_spec: str, store: StateStore) -> int:
                     fwd = Forwarder(link.open_channel, rec["remote_port"], local_port=port)
                     try:
                         forwarders[port] = fwd.start()
+                        last_check = 0.0  # learn the new forward's TensorBoard health at once
                         log(f"127.0.0.1:{port} -> {host_spec}:{rec['remote_port']}")
                     except PortBusy as exc:
                         errors[port] = exc.message

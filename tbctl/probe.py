@@ -592,6 +592,41 @@ def tail(path: str, lines: int = 20) -> dict:
     return {"text": "\n".join(text.splitlines()[-lines:])}
 
 
+def read_log(path: str, offset: int | None = None, lines: int = 20, max_bytes: int = 256 * 1024,
+             pid: int | None = None, create_time: float | None = None) -> dict:
+    """A log as it grows (`tbctl logs [-f]`): the last `lines` lines when `offset` is None, else what was
+    appended since `offset` (from 0 again if the file shrank). `offset` in the answer is where the next
+    read starts; it stops before a UTF-8 character cut in half. `alive` is checked *before* reading, so
+    once it is False the text read includes everything the process wrote."""
+    answer = {"alive": alive(pid, create_time) if pid is not None else None, "truncated": False}
+    try:
+        with open(os.path.expanduser(path), "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if offset is None:
+                start = max(0, size - 64 * 1024)
+            elif offset > size:
+                start, answer["truncated"] = 0, True
+            else:
+                start = offset
+            f.seek(start)
+            data = f.read(max_bytes if offset is not None else size - start)
+    except OSError as exc:
+        return dict(answer, text="", offset=offset or 0, size=0, error=exc.strerror or str(exc))
+    cut = len(data)
+    for back in range(1, min(4, len(data)) + 1):  # a lead byte whose sequence runs past the end
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:
+            need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
+            if need > back:
+                cut = len(data) - back
+            break
+    text = data[:cut].decode("utf-8", "replace")
+    if offset is None:  # whole lines, as the file has them; a window that began mid-line drops that line
+        kept = text.splitlines(True)[1 if start > 0 else 0:]
+        text = "".join(kept[-lines:]) if lines > 0 else ""
+    return dict(answer, text=text, offset=start + cut, size=size)
+
+
 def remove_info_file(path: str) -> dict:
     """Remove a TensorBoard info file (and nothing else: the name is checked)."""
     if os.path.basename(os.path.dirname(path)) != ".tensorboard-info" or not os.path.basename(path).startswith("pid-"):
@@ -624,7 +659,7 @@ OPS = {
     "launch": launch, "send_signal": send_signal, "wait_gone": wait_gone, "wait_ready": wait_ready,
     "http_get": http_get, "tail": tail, "remove_info_file": remove_info_file, "resolve_path": resolve_path,
     "whoami": whoami, "alive": lambda pid, create_time: {"alive": alive(pid, create_time)},
-    "ping": lambda: {},
+    "ping": lambda: {}, "read_log": read_log,
 }
 
 
