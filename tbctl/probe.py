@@ -1,9 +1,10 @@
 """What tbctl asks of a machine, answered from that machine.
 
 Stdlib-only and Python 3.8-compatible on purpose: LocalHost calls `handle()` in-process, SSHHost sends this
-file to the remote `python3` and talks to `serve()` in JSON lines over the exec channel's stdin/stdout. It
-uses psutil when the machine has it and reads /proc (Linux) when not, so a server needs nothing installed
-beyond python3 and tensorboard.
+file to the remote `python3` and talks to `serve()` in JSON lines over the exec channel's stdin/stdout. On
+Linux it reads /proc (and asks the kernel's sock_diag for sockets) and never imports psutil, which costs
+~40 ms of start-up for nothing /proc does not answer; elsewhere (macOS) it uses psutil. So a server needs
+nothing installed beyond python3 and tensorboard. TBCTL_PROBE_PSUTIL=1 forces the psutil path (tests).
 
 Answers are plain JSON-able facts (no judgement): `tbctl/core` decides what they mean.
 """
@@ -19,10 +20,20 @@ import struct
 import sys
 import time
 
-try:  # psutil is optional on a remote host.
-    import psutil
-except ImportError:  # pragma: no cover - exercised on hosts without psutil
-    psutil = None
+_HAS_PROC = os.path.isdir("/proc/self")
+
+
+def _load_psutil():  # type: ignore[no-untyped-def]
+    if _HAS_PROC and not os.environ.get("TBCTL_PROBE_PSUTIL"):
+        return None
+    try:
+        import psutil as module
+    except ImportError:  # a remote without psutil: /proc, or nothing we can do off Linux
+        return None
+    return module
+
+
+psutil = _load_psutil()
 
 PROTECTED_PIDS_NOTE = "pid 1, the probe itself and its parent are never signalled"
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -152,12 +163,11 @@ def _safe(getter):  # type: ignore[no-untyped-def]
         return None
 
 
-_HAS_PROC = os.path.isdir("/proc/self")
 _LAUNCHED = set()  # pids this process started (launch), which only it can reap
 
 
 def _all_pids() -> list:
-    if _HAS_PROC:
+    if psutil is None:
         return [int(d) for d in os.listdir("/proc") if d.isdigit()]
     return psutil.pids()
 
@@ -167,7 +177,7 @@ def _cmdline_fast(pid: int) -> list | None:
 
     On Linux one read of /proc/PID/cmdline; psutil.Process() would also read /proc/PID/stat per process.
     """
-    if _HAS_PROC:
+    if psutil is None:
         try:
             with open("/proc/%d/cmdline" % pid, "rb") as f:
                 raw = f.read()
@@ -184,12 +194,14 @@ def _cmdline_fast(pid: int) -> list | None:
 
 def alive(pid: int, create_time: float | None) -> bool:
     """True if `pid` is still the process that started at `create_time` and is not a zombie."""
-    if pid in _LAUNCHED:  # reap what we launched so it does not linger as a zombie; never others' children
+    if pid in _LAUNCHED:  # our own child: waitpid answers (and reaps), no need to read /proc
         try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                _LAUNCHED.discard(pid)
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                return True
         except OSError:
-            _LAUNCHED.discard(pid)
+            pass
+        _LAUNCHED.discard(pid)
+        return False
     info = _proc_info(pid)
     if info is None or info["zombie"]:
         return False
@@ -297,7 +309,7 @@ def listening(ports: list | None = None, pids: list | None = None) -> list:
     psutil's net_connections walks every process's descriptors up front (9-60 ms here).
     """
     port_set = set(ports) if ports is not None else None
-    if _HAS_PROC and os.path.exists("/proc/net/tcp"):
+    if psutil is None:
         socks = [s for s in _listen_sockets() if port_set is None or s[2] in port_set]
         if not socks:
             return []
@@ -570,7 +582,7 @@ def wait_ready(pid: int, create_time: float | None, port: int, path: str, timeou
             pass
         if time.monotonic() >= deadline:
             return {"ready": False, "reason": "timeout", "elapsed": time.monotonic() - started}
-        time.sleep(0.02)
+        time.sleep(0.01)
 
 
 def http_get(port: int, path: str, timeout: float = 2.0) -> dict:
@@ -693,6 +705,4 @@ def quote_argv(argv: list) -> str:
 
 
 if __name__ == "__main__":
-    if os.environ.get("TBCTL_PROBE_NO_PSUTIL"):
-        psutil = None
     serve()

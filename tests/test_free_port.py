@@ -107,12 +107,13 @@ def test_another_users_holder_is_explained_not_signalled(reaper: ProcessReaper, 
     """tbctl running as an unprivileged user cannot see or signal root's listener: it says so, exit 3."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root (to run tbctl as another user) and setpriv")
+    import tempfile
+
     holder = start_listener(reaper, port)
-    state = tmp_path / "nobody-state"
-    state.mkdir()
-    os.chmod(tmp_path, 0o777)
+    state = Path(tempfile.mkdtemp(prefix="tbctl-nobody-"))  # pytest's tmp dirs are 0700: nobody cannot enter
     os.chmod(state, 0o777)
     env = dict(os.environ, TBCTL_STATE_DIR=str(state), HOME=str(state))
+    env.pop("XDG_CONFIG_HOME", None)
     cmd = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
            sys.executable, "-m", "tbctl", "free-port", str(port), "--yes"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(Path(__file__).parent.parent), timeout=60)
@@ -122,3 +123,4 @@ def test_another_users_holder_is_explained_not_signalled(reaper: ProcessReaper, 
     assert "Traceback" not in proc.stderr
     assert "root" in proc.stdout + proc.stderr and "sudo" in proc.stderr
     assert holder.poll() is None
+    shutil.rmtree(state, ignore_errors=True)

@@ -194,14 +194,14 @@ def test_proxyjump_through_a_second_host(netns_remote: Any, cli: Cli, reaper: Pr
     assert cli("ls", "--host", "tbviajump", "--json").exit_code == 0
 
 
-def test_probe_answers_the_same_with_and_without_psutil(ssh_env: Any) -> None:
-    """The remote python3 here has no psutil (the probe reads /proc); the venv's python has it."""
+def test_probe_runs_under_the_remote_python3_and_under_an_env_python(ssh_env: Any) -> None:
+    """python3 on the remote's PATH (no psutil there), and --env's interpreter: same answers."""
     from tbctl.hosts.ssh import SSHHost
 
-    with SSHHost(ssh_env.alias).connect() as bare, SSHHost(ssh_env.alias, env_prefix=VENV).connect() as rich:
-        assert bare._hello["psutil"] is False and rich._hello["psutil"] is True
+    with SSHHost(ssh_env.alias).connect() as bare, SSHHost(ssh_env.alias, env_prefix=VENV).connect() as env_host:
+        assert bare._hello["python"] and env_host._hello["python"]
         sshd_port = ssh_env.server.port
-        for host in (bare, rich):
+        for host in (bare, env_host):
             holders = host.port_holders(sshd_port)
             assert holders and holders[0].pid is not None and "sshd" in holders[0].command
-        assert {p["pid"] for p in bare.scan()["processes"]} == {p["pid"] for p in rich.scan()["processes"]}
+        assert {p["pid"] for p in bare.scan()["processes"]} == {p["pid"] for p in env_host.scan()["processes"]}
