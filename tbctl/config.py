@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -87,9 +88,21 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
     override = env.get("TBCTL_CONFIG")
     if override:
         return Path(override).expanduser()
-    from platformdirs import user_config_path
+    return _user_dir("config", env) / CONFIG_FILE_NAME
 
-    return user_config_path("tbctl") / CONFIG_FILE_NAME
+
+_XDG = {"config": ("XDG_CONFIG_HOME", "~/.config"), "state": ("XDG_STATE_HOME", "~/.local/state")}
+
+
+def _user_dir(kind: str, env: Mapping[str, str]) -> Path:
+    """platformdirs' user config/state dir for tbctl. On Linux that is the XDG rule, computed here: importing
+    platformdirs would add ~10 ms to the start-up of every command."""
+    if sys.platform.startswith("linux"):
+        variable, default = _XDG[kind]
+        return Path(env.get(variable, "").strip() or os.path.expanduser(default)) / "tbctl"
+    import platformdirs
+
+    return Path(platformdirs.user_config_path("tbctl") if kind == "config" else platformdirs.user_state_path("tbctl"))
 
 
 # --- what the file may say -----------------------------------------------------------------------------------
@@ -337,15 +350,19 @@ def _env_seconds(env: Mapping[str, str], name: str) -> float | None:
     return value
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+def state_dir_path(env: Mapping[str, str] | None = None) -> Path:
+    """`TBCTL_STATE_DIR`, else the user state dir (records, logs, locks). Not a config file setting, so
+    TAB completion finds it even when the config file is broken."""
     env = os.environ if env is None else env
     state_dir = env.get("TBCTL_STATE_DIR")
     if state_dir:
-        state_path = Path(state_dir).expanduser()
-    else:
-        from platformdirs import user_state_path
+        return Path(state_dir).expanduser()
+    return _user_dir("state", env)
 
-        state_path = user_state_path("tbctl")
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    state_path = state_dir_path(env)
     path = config_path(env)
     conf = read_config(path)
     top = conf.top if conf is not None else {}

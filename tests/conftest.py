@@ -59,6 +59,7 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own tbctl state (records, logs, locks)."""
     path = tmp_path / "state"
     monkeypatch.setenv("TBCTL_STATE_DIR", str(path))
+    monkeypatch.setenv("TBCTL_CONFIG", str(tmp_path / "config.toml"))  # never the developer's own config
     monkeypatch.delenv("TBCTL_PORT", raising=False)
     monkeypatch.delenv("TBCTL_TIMEOUT", raising=False)
     return path

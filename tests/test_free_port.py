@@ -112,7 +112,7 @@ def test_another_users_holder_is_explained_not_signalled(reaper: ProcessReaper, 
     holder = start_listener(reaper, port)
     state = Path(tempfile.mkdtemp(prefix="tbctl-nobody-"))  # pytest's tmp dirs are 0700: nobody cannot enter
     os.chmod(state, 0o777)
-    env = dict(os.environ, TBCTL_STATE_DIR=str(state), HOME=str(state))
+    env = dict(os.environ, TBCTL_STATE_DIR=str(state), HOME=str(state), TBCTL_CONFIG=str(state / "config.toml"))
     env.pop("XDG_CONFIG_HOME", None)
     cmd = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
            sys.executable, "-m", "tbctl", "free-port", str(port), "--yes"]

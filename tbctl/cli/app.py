@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import traceback
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from typer.core import TyperGroup
 
 from tbctl import __version__
+from tbctl.cli.completion import complete_hosts
 from tbctl.cli.environment import Environment
 from tbctl.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, TbctlError, TensorBoardFailed
 
@@ -67,6 +68,18 @@ app = typer.Typer(
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else there.")]
+HostOption = Annotated[Optional[str], typer.Option(
+    "--host", "-H", help="On this SSH host (ssh_config alias or [user@]host[:port]).", autocompletion=complete_hosts)]
+ConnectTimeoutOption = Annotated[Optional[float], typer.Option(
+    "--connect-timeout", min=0.1, help="Seconds to wait for SSH to connect (default 10).")]
+
+
+def command_env(ctx: typer.Context, json_output: bool) -> Environment:
+    """The injected environment of this command; a command's own `--json` counts like the global one."""
+    env = _env_of(ctx)
+    if json_output:
+        env.json = True
+    return env
 
 
 def _version(value: bool) -> None:

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from tbctl.cli import render
-from tbctl.cli.app import JsonOption, _env_of, app
+from tbctl.cli.app import ConnectTimeoutOption, HostOption, JsonOption, app, command_env
 from tbctl.cli.completion import complete_hosts, complete_targets
 from tbctl.cli.environment import Environment
-from tbctl.cli.session import interrupt_on_hangup, local_host, open_host, store_of
+from tbctl.cli.session import browse, interrupt_on_hangup, local_host, open_host, store_of
 from tbctl.errors import PortBusy, TbctlError, UsageError
 
 if TYPE_CHECKING:
@@ -22,16 +22,7 @@ if TYPE_CHECKING:
     from tbctl.state import StateStore
 
 TimeoutOption = Annotated[Optional[float], typer.Option("--timeout", min=0.1, help="Seconds to wait before escalating or giving up.")]
-HostOption = Annotated[Optional[str], typer.Option("--host", "-H", help="Run on this SSH host (ssh_config alias or [user@]host[:port]).", autocompletion=complete_hosts)]
 EnvOption = Annotated[Optional[str], typer.Option("--env", help="Remote: a venv or conda prefix to take python and tensorboard from.")]
-ConnectTimeoutOption = Annotated[Optional[float], typer.Option("--connect-timeout", min=0.1, help="Seconds to wait for SSH to connect (default 10).")]
-
-
-def _command_env(ctx: typer.Context, json_output: bool) -> Environment:
-    env = _env_of(ctx)
-    if json_output:
-        env.json = True
-    return env
 
 
 def _flush_warnings(env: Environment, store: StateStore) -> None:
@@ -78,7 +69,7 @@ def up(
     from tbctl.core.up import UpRequest, up as run_up
     from tbctl.tensorboard import readiness_path
 
-    env = _command_env(ctx, json_output)
+    env = command_env(ctx, json_output)
     logdir, extra = _split_logdir_and_extra(args or [], logdir_option)
     settings = env.settings
     per_host = settings.for_host(host_spec)  # flags win over the host's section of the config file
@@ -94,8 +85,11 @@ def up(
     )
     wanted_local = parse_port(local_port, source="--local-port") if local_port is not None else per_host.local_port
     store = store_of(env)
-    with open_host(env, host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout) as host:
-        result = run_up(host, store, request, progress=env.info)
+    with env.status():
+        host = open_host(env, host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout)
+    with host:
+        with env.status():  # closed before the URL is announced: the status line must not cover it
+            result = run_up(host, store, request, progress=env.progress)
         inst = result.instance
         assert inst.port is not None
         stop_after = not (result.reused or keep)
@@ -144,9 +138,7 @@ def up(
 
 
 def _open_browser(env: Environment, url: str) -> None:
-    import webbrowser
-
-    if not webbrowser.open(url):
+    if not browse(url):
         env.info(f"no browser available; open {url}")
 
 
@@ -202,11 +194,13 @@ def tunnel(
     from tbctl.core.expose import expose
     from tbctl.errors import NotFound
 
-    env = _command_env(ctx, json_output)
+    env = command_env(ctx, json_output)
     port = parse_port(remote_port, source="REMOTE_PORT")
     wanted_local = parse_port(local_port, source="--local-port") if local_port is not None else None
     store = store_of(env)
-    with open_host(env, host_spec, connect_timeout=connect_timeout) as host:
+    with env.status():
+        host = open_host(env, host_spec, connect_timeout=connect_timeout)
+    with host:
         if not host.port_holders(port):
             raise NotFound(f"nothing listens on {host.name}:{port}",
                            hint=f"`tbctl ls --host {host.name}` shows its TensorBoards; `tbctl up --host {host.name}` starts one")
@@ -244,7 +238,7 @@ def forwarder_process(ctx: typer.Context, host_spec: Annotated[str, typer.Argume
     """The background forwarder for HOST (started by --detach; not for direct use)."""
     from tbctl import daemon
 
-    raise typer.Exit(daemon.serve(host_spec, store_of(_env_of(ctx))))
+    raise typer.Exit(daemon.serve(host_spec, store_of(command_env(ctx, False))))
 
 
 @app.command("ls")
@@ -260,7 +254,7 @@ def ls(
     from tbctl.core.forwards import list_forwards
     from tbctl.core.instances import HostError, list_instances, list_many, with_forwards
 
-    env = _command_env(ctx, json_output)
+    env = command_env(ctx, json_output)
     store = store_of(env)
     specs: list[str | None] = list(hosts) if hosts else [None]
     if all_hosts:
@@ -313,7 +307,7 @@ def down(
     from tbctl.core.down import down as run_down
     from tbctl.core.forwards import end_forwards
 
-    env = _command_env(ctx, json_output)
+    env = command_env(ctx, json_output)
     store = store_of(env)
     stop_timeout = timeout or env.settings.stop_timeout
     forwarded = {f["local_port"] for f in store.forwards()}
@@ -380,7 +374,7 @@ def free_port(
     from tbctl.config import parse_port
     from tbctl.core import free_port as core
 
-    env = _command_env(ctx, json_output)
+    env = command_env(ctx, json_output)
     number = parse_port(port)
     with open_host(env, host_spec, connect_timeout=connect_timeout) as host:
         report = core.inspect(host, number)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 COMPLETE_VAR = "_TBCTL_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
-SCRIPT_FILES = {"bash": "tbctl.bash", "zsh": "_tbctl", "fish": "tbctl.fish"}  # the names each shell looks for
+SCRIPT_FILES = {"bash": "tbctl.bash", "zsh": "tbctl.zsh", "fish": "tbctl.fish"}  # under completions/
 
 
 def complete_hosts(incomplete: str) -> list[str]:
@@ -35,15 +35,15 @@ def _config_hosts() -> list[str]:
 
 def complete_targets(incomplete: str) -> list[str]:
     """`down`'s target: ports of the TensorBoards running here."""
-    from tbctl.cli.environment import Environment
+    from tbctl.config import state_dir_path
     from tbctl.core.instances import list_instances
     from tbctl.errors import TbctlError
     from tbctl.hosts.local import LocalHost
     from tbctl.state import StateStore
 
+    state_dir = state_dir_path()
     try:
-        settings = Environment().settings
-        instances = list_instances(LocalHost(settings.state_dir), StateStore(settings.state_dir))
+        instances = list_instances(LocalHost(state_dir), StateStore(state_dir))
     except TbctlError:
         return []
     ports = sorted({i.port for i in instances if i.port is not None and i.status not in ("stale", "dead")})

@@ -1,9 +1,9 @@
 """The streams and flags a command runs with, injected rather than global (so tests can give their own).
 
 Progress ("connecting to gpu1…", "starting TensorBoard on gpu1:6006", "waiting for it to answer") goes to
-stderr: inside `with env.status():` on a terminal it is one rich status line that each step replaces and
-that disappears when the block ends; anywhere else (a pipe, a log file, TERM=dumb) each step is a plain
-line, so logs stay readable. `--quiet` shows neither; `NO_COLOR` drops the colours, not the line.
+stderr: inside `with env.status():`, when stdout and stderr are a terminal, it is one rich status line that
+each step replaces and that disappears when the block ends; otherwise (a pipe, a log file, TERM=dumb) each
+step is a plain line, so logs stay readable. `--quiet` shows neither; `NO_COLOR` drops the colours.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Environment:
     quiet: bool = False
     debug: bool = False
     _status_depth: int = field(default=0, init=False, repr=False)
-    _status: Any = field(default=None, init=False, repr=False)  # the live rich Status, while one is shown
+    _status: Any = field(default=None, init=False, repr=False)  # (rich Live, its Spinner) while one is shown
 
     @cached_property
     def settings(self) -> Settings:
@@ -63,8 +63,10 @@ class Environment:
 
     @property
     def live_progress(self) -> bool:
-        """Whether progress shows as one live status line: stderr is a terminal that can redraw a line."""
-        return not self.quiet and _isatty(self.stderr) and os.environ.get("TERM", "") != "dumb"
+        """Whether progress shows as one live status line: someone watches a terminal that can redraw a line
+        (stderr, where it is drawn, and stdout: `url=$(tbctl up)` in a script gets plain lines)."""
+        return (not self.quiet and _isatty(self.stderr) and _isatty(self.stdout)
+                and os.environ.get("TERM", "") != "dumb")
 
     def result_line(self, text: str) -> None:
         """What the command did, on stdout (not in --json mode, where stdout is JSON only)."""
@@ -92,12 +94,18 @@ class Environment:
         if self.quiet:
             return
         if self._status is not None:
-            self._status.update(text)
+            live, spinner = self._status
+            spinner.update(text=text)
+            live.refresh()  # draw now: a step shorter than one refresh period would otherwise never show
         elif self._status_depth and self.live_progress:
-            from rich.status import Status
+            from rich.live import Live
+            from rich.spinner import Spinner
 
-            self._status = Status(text, console=self.err_console, spinner="dots")
-            self._status.start()
+            spinner = Spinner("dots", text=text, style="status.spinner")
+            live = Live(spinner, console=self.err_console, transient=True, refresh_per_second=12.5,
+                        redirect_stdout=False, redirect_stderr=False)
+            live.start(refresh=True)
+            self._status = (live, spinner)
         else:
             self.stderr.write(text + "\n")
             self.stderr.flush()
@@ -110,17 +118,17 @@ class Environment:
         if status is None:
             yield
             return
-        status.stop()
+        status[0].stop()
         try:
             yield
         finally:
             if self._status is status:
-                status.start()
+                status[0].start(refresh=True)
 
     def _stop_status(self) -> None:
         status, self._status = self._status, None
         if status is not None:
-            status.stop()  # transient: the line is erased, the cursor left where the line began
+            status[0].stop()  # transient: the line is erased, the cursor left where the line began
 
     def _message(self, text: str) -> None:
         # While a status line is live, print above it through its console so neither garbles the other.

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from tbctl.cli import render
-from tbctl.cli.app import JsonOption, _env_of, app
-from tbctl.cli.completion import complete_hosts, complete_targets
+from tbctl.cli.app import ConnectTimeoutOption, HostOption, JsonOption, app, command_env
+from tbctl.cli.completion import complete_targets
 from tbctl.cli.environment import Environment
-from tbctl.cli.session import interrupt_on_hangup, open_host, store_of
+from tbctl.cli.session import browse, interrupt_on_hangup, open_host, store_of
 
 if TYPE_CHECKING:
     from tbctl.core.logs import LogSource
@@ -20,17 +20,6 @@ if TYPE_CHECKING:
     from tbctl.models import ForwardInfo
     from tbctl.state import StateStore
 
-HostOption = Annotated[Optional[str], typer.Option(
-    "--host", "-H", help="On this SSH host (ssh_config alias or [user@]host[:port]).", autocompletion=complete_hosts)]
-ConnectTimeoutOption = Annotated[Optional[float], typer.Option(
-    "--connect-timeout", min=0.1, help="Seconds to wait for SSH to connect (default 10).")]
-
-
-def _command_env(ctx: typer.Context, json_output: bool) -> Environment:
-    env = _env_of(ctx)
-    if json_output:
-        env.json = True
-    return env
 
 
 def _connect(env: Environment, spec: str | None, connect_timeout: float | None) -> Host:
@@ -56,7 +45,7 @@ def logs(
     With --json: one object with its lines; with -f --json, one JSON object per line (JSON Lines)."""
     from tbctl.core.logs import find_log, follow as follow_log, read_tail
 
-    env = _command_env(ctx, json_output)
+    env = command_env(ctx, json_output)
     store = store_of(env)
     with _connect(env, host_spec, connect_timeout) as host:
         source = find_log(host, store, target)
@@ -67,23 +56,36 @@ def logs(
             render.print_json(env, _log_json(source) | {"lines": tail.lines})
             return
         out = _LogWriter(env, source)
-        out.write(tail.text)
         if not follow:
+            out.write(tail.text)
             out.flush_partial()
-            return
-        if not source.running:
-            out.flush_partial()
-            env.info(f"TensorBoard pid {source.pid} is not running; nothing more will be written")
             return
         try:
             with interrupt_on_hangup():
+                out.write(tail.text)
+                if not source.running:
+                    out.flush_partial()
+                    env.info(f"TensorBoard pid {source.pid} is not running; nothing more will be written")
+                    return
                 follow_log(host, source, tail.offset, emit=out.write,
                            on_truncated=lambda: env.warn(f"{source.log_path} was truncated; reading it from the start"))
-        except KeyboardInterrupt:  # Ctrl-C is how one stops following: not an error
+        except KeyboardInterrupt:  # Ctrl-C (or a closed terminal) is how one stops following: not an error
             out.flush_partial()
+            return
+        except BrokenPipeError:  # `tbctl logs -f … | head`: the reader has had enough
+            _stdout_to_devnull()
             return
         out.flush_partial()
         env.info(f"TensorBoard pid {source.pid} exited")
+
+
+def _stdout_to_devnull() -> None:
+    """After EPIPE, point fd 1 at /dev/null so the interpreter's final flush does not fail again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
 
 def _log_json(source: LogSource) -> dict[str, Any]:
@@ -153,14 +155,14 @@ def open_url(
     local port of a forward names it too."""
     from tbctl.core.forwards import list_forwards
 
-    env = _command_env(ctx, json_output)
+    env = command_env(ctx, json_output)
     store = store_of(env)
     forwards = list_forwards(store)
     chosen = _by_forward_port(forwards, target, host_spec)
     if chosen is None:
         with _connect(env, host_spec, connect_timeout) as host:
             chosen = _openable(host, store, forwards, target)
-    opened = _browse(chosen.url)
+    opened = browse(chosen.url)
     if env.json:
         render.print_json(env, {"url": chosen.url, "opened": opened, "host": chosen.host, "pid": chosen.pid,
                                 "port": chosen.port, "logdir": chosen.logdir})
@@ -207,22 +209,11 @@ def _openable(host: Host, store: StateStore, forwards: Sequence[ForwardInfo], ta
     return OpenTarget(url=inst.url, host=inst.host, pid=inst.pid, port=inst.port, logdir=inst.logdir)
 
 
-def _browse(url: str) -> bool:
-    """Whether a browser took the URL. webbrowser honours $BROWSER, and finds none on a headless machine."""
-    import webbrowser
-
-    try:
-        return bool(webbrowser.open(url))
-    except webbrowser.Error:
-        return False
-
-
 # --- config -------------------------------------------------------------------------------------------------
 
 config_app = typer.Typer(
     name="config",
     help="Where the config file is and what tbctl makes of it (defaults < file < TBCTL_* environment < flags).",
-    no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -230,12 +221,21 @@ config_app = typer.Typer(
 app.add_typer(config_app)
 
 
+@config_app.callback(invoke_without_command=True)
+def config_main(ctx: typer.Context) -> None:
+    # `tbctl config` alone: its help on stdout and exit 2, as `tbctl` alone does (click's no_args_is_help
+    # would reach the error handler of the root group and print the help as an error message).
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
+
+
 @config_app.command("path")
 def config_path_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Print the path of the config file (TBCTL_CONFIG, else the user config dir), existing or not."""
     from tbctl.config import config_path
 
-    env = _command_env(ctx, json_output)
+    env = command_env(ctx, json_output)
     path = config_path()
     if env.json:
         render.print_json(env, {"path": str(path), "exists": path.is_file()})
@@ -250,7 +250,7 @@ def config_show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Print the settings in effect, each with where it came from (default, file or environment)."""
     from tbctl.config import settings_as_dict
 
-    env = _command_env(ctx, json_output)
+    env = command_env(ctx, json_output)
     view = settings_as_dict(env.settings)
     if env.json:
         render.print_json(env, view)

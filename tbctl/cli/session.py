@@ -27,12 +27,14 @@ class TerminalPrompter:
     def secret(self, prompt: str) -> str:
         import getpass
 
-        return getpass.getpass(prompt, stream=self.env.stderr)
+        with self.env.paused():  # a spinner redrawn over the prompt would hide what is being asked
+            return getpass.getpass(prompt, stream=self.env.stderr)
 
     def ask(self, prompt: str) -> str:
-        self.env.stderr.write(prompt)
-        self.env.stderr.flush()
-        return self.env.stdin.readline().rstrip("\n")
+        with self.env.paused():
+            self.env.stderr.write(prompt)
+            self.env.stderr.flush()
+            return self.env.stdin.readline().rstrip("\n")
 
 
 def store_of(env: Environment) -> StateStore:
@@ -59,10 +61,32 @@ def open_host(env: Environment, spec: str | None, *, env_prefix: str | None = No
     from tbctl.hosts.ssh import SSHHost
 
     connect_timeout = connect_timeout or env.settings.for_host(spec).connect_timeout
-    env.info(f"connecting to {spec}…")
+    env.progress(f"connecting to {spec}…")
     prompter = TerminalPrompter(env) if interactive else None  # several hosts at once: nobody to ask
     host = SSHHost(spec, prompter=prompter, connect_timeout=connect_timeout, env_prefix=env_prefix)
     return host.connect()
+
+
+def browse(url: str) -> bool:
+    """Whether a browser took the URL. webbrowser honours $BROWSER, and finds none on a headless machine.
+
+    The browser inherits file descriptor 1 from us; it is pointed at stderr meanwhile, so what a browser
+    says ("Opening in existing browser session.") never mixes with the URL or the JSON on stdout."""
+    import os
+    import sys
+    import webbrowser
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        try:
+            return bool(webbrowser.open(url))
+        except webbrowser.Error:
+            return False
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @contextlib.contextmanager

@@ -59,9 +59,9 @@ class FollowEnd:
 def find_log(host: Host, store: StateStore, target: str) -> LogSource:
     """The log of the instance `target` (port, pid or logdir) names: a running one tbctl started, else the
     newest record of one that has exited."""
-    instances = list_instances(host, store)
+    running = [i for i in list_instances(host, store) if i.status in ("serving", "starting")]
     try:
-        chosen = select(host, instances, target)
+        chosen = select(host, running, target)
     except InstanceNotFound:
         chosen = []
     logged = [i for i in chosen if i.log_path]
@@ -73,7 +73,7 @@ def find_log(host: Host, store: StateStore, target: str) -> LogSource:
             f"TensorBoard pid {other.pid} on {host.name} was not started by tbctl, so tbctl has no log of it",
             hint="its output went wherever it was started from (a terminal, a notebook)",
         )
-    record = _newest_record(host, store, target)
+    record = _newest_record(host, store, target)  # one that exited (or was killed) without `tbctl down`
     if record is None:
         raise InstanceNotFound(host.name, target)
     return LogSource(host=host.name, pid=record.get("pid"), create_time=record.get("create_time"),

@@ -66,6 +66,7 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
             argv = build_argv(executable, logdir, port, request.extra_args)
             log_path = f"{host.log_dir}/tensorboard-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
             launched = host.launch(argv, log_path)
+            progress(f"waiting for TensorBoard on {host.name}:{port} to answer")
             try:
                 ready = host.wait_ready(launched, port, readiness_path(path_prefix), request.timeout)
             except BaseException:  # Ctrl-C while waiting: leave nothing running

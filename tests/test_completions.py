@@ -1,0 +1,247 @@
+"""TAB completion: the committed scripts match what the app generates, and real shells load them and
+complete commands, `--host` aliases (ssh_config and the config file) and the ports of running TensorBoards.
+
+bash and zsh are driven on a real pseudo-terminal (keys typed, TAB pressed, the completed line run);
+fish through its own `complete -C`, which runs the same completion machinery as a TAB press.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import shutil
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+from tests.support.procs import ProcessReaper
+from tbctl.cli.completion import COMPLETE_VAR, SCRIPT_FILES, SHELLS
+
+REPO = Path(__file__).resolve().parents[1]
+COMPLETIONS = REPO / "completions"
+BIN = Path(sys.executable).parent  # the venv's bin: where the `tbctl` the scripts call lives
+
+
+def _need(shell: str) -> str:
+    path = shutil.which(shell)
+    if path is None:
+        pytest.skip(f"{shell} is not installed (.ci/run installs it)")
+    return path
+
+
+@pytest.fixture
+def shell_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> dict[str, str]:
+    """An ssh_config with two aliases (and a pattern that must not be offered), a config file with a host
+    section, and PATH leading to the venv's `tbctl`."""
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("Host tbremote tbjump\n  HostName 10.231.0.9\nHost *.internal !bad\n  User x\n")
+    config = tmp_path / "config.toml"
+    config.write_text('[hosts.fromconfig]\nport = 6010\n\n[hosts."tbremote"]\nconnect_timeout = 5\n')
+    monkeypatch.setenv("TBCTL_SSH_CONFIG", str(ssh_config))
+    monkeypatch.setenv("TBCTL_CONFIG", str(config))
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", TERM="xterm", HOME=str(tmp_path))
+    for name in ("EDITOR", "VISUAL", "ZDOTDIR", "BASH_ENV", "ENV", "XDG_CONFIG_HOME"):
+        env.pop(name, None)  # vi keymaps and rc files of the machine must not change what TAB does
+    env.pop(COMPLETE_VAR, None)
+    return env
+
+
+@pytest.fixture
+def running_port(cli: Cli, logdir: Path, port: int) -> int:
+    """A real TensorBoard started by tbctl, whose port `down <TAB>` must offer."""
+    cli.up(str(logdir), "--port", str(port))
+    return port
+
+
+# --- the scripts ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_committed_script_is_what_the_app_generates(shell: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != COMPLETE_VAR} | {COMPLETE_VAR: f"source_{shell}"}
+    generated = subprocess.run([sys.executable, "-m", "tbctl"], env=env, capture_output=True, text=True, timeout=60)
+    assert generated.returncode == 0, generated.stderr
+    committed = (COMPLETIONS / SCRIPT_FILES[shell]).read_text()
+    assert generated.stdout == committed, (
+        f"completions/{SCRIPT_FILES[shell]} drifted from the app; regenerate it with\n"
+        f"  {COMPLETE_VAR}=source_{shell} tbctl > completions/{SCRIPT_FILES[shell]}"
+    )
+
+
+def test_tab_never_imports_paramiko(shell_env: dict[str, str], running_port: int) -> None:
+    """What a TAB press runs, with -X importtime listing every module it imports."""
+    for words, cword, expected in (("tbctl ls --host ", 3, "tbremote"), ("tbctl down ", 2, str(running_port))):
+        env = shell_env | {COMPLETE_VAR: "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "tbctl"], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert expected in done.stdout.split()
+        imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line]
+        assert imported and not [m for m in imported if m.split(".")[0] in ("paramiko", "cryptography", "nacl")]
+
+
+def test_a_broken_config_file_does_not_break_tab(shell_env: dict[str, str], tmp_path: Path) -> None:
+    Path(shell_env["TBCTL_CONFIG"]).write_text("[hosts.fromconfig\nport = \n")
+    env = shell_env | {COMPLETE_VAR: "complete_bash", "COMP_WORDS": "tbctl ls --host ", "COMP_CWORD": "3"}
+    done = subprocess.run([sys.executable, "-m", "tbctl"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.split() == ["tbremote", "tbjump"]  # ssh_config still completes; the file is skipped
+
+
+# --- bash -----------------------------------------------------------------------------------------------------
+
+
+def test_bash_registers_the_script_and_its_function_completes(shell_env: dict[str, str], running_port: int) -> None:
+    bash = _need("bash")
+    script = f"""
+source {COMPLETIONS / 'tbctl.bash'}
+complete -p tbctl
+show() {{ COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMPREPLY=(); _tbctl_completion tbctl; echo "${{COMPREPLY[*]}}"; }}
+show tbctl fr
+show tbctl ls --host ''
+show tbctl up --host tb
+show tbctl down ''
+"""
+    done = subprocess.run([bash, "--norc", "--noprofile", "-c", script], env=shell_env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    registration, commands, hosts, tb_hosts, ports = done.stdout.splitlines()
+    assert registration == "complete -o default -F _tbctl_completion tbctl"
+    assert commands == "free-port"
+    assert hosts.split() == ["tbremote", "tbjump", "fromconfig"]  # ssh_config first; no pattern; no duplicate
+    assert tb_hosts.split() == ["tbremote", "tbjump"]
+    assert str(running_port) in ports.split()
+
+
+class ShellOnPty:
+    """An interactive shell on a pseudo-terminal: type keys (TAB included) and read what it shows."""
+
+    PROMPT = b"TBREADY> "
+
+    def __init__(self, reaper: ProcessReaper, argv: list[str], env: dict[str, str], setup: str) -> None:
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 250, 0, 0))  # no wrapping of long lines
+
+        def controlling_terminal() -> None:  # after setsid: make the pty this session's terminal
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = reaper.popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=str(REPO),
+                                 start_new_session=True, preexec_fn=controlling_terminal)
+        os.close(slave)
+        self.fd = master
+        self.out = b""
+        # The prompt is spelled in two quoted halves so its echo is not mistaken for the prompt itself.
+        half = len(self.PROMPT) // 2
+        prompt = f"'{self.PROMPT[:half].decode()}''{self.PROMPT[half:].decode()}'"
+        self.type(f"{setup}; PS1={prompt}\n")
+        assert self.wait_for(self.PROMPT), f"no prompt from {argv}:\n{self.screen()}"
+
+    def type(self, keys: str) -> None:
+        os.write(self.fd, keys.encode())
+
+    def _pump(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Read what the shell shows until `done()` or `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            ready, _, _ = select.select([self.fd], [], [], min(remaining, 0.2))
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except OSError:  # EIO: the shell is gone
+                    chunk = b""
+                if not chunk:
+                    return done()
+                self.out += chunk
+        return True
+
+    def wait_for(self, text: bytes, timeout: float = 30, since: int = 0) -> bool:
+        return self._pump(lambda: text in self.out[since:], timeout)
+
+    def complete_line(self, partial: str) -> str:
+        """Type `partial`, press TAB, then run the completed line through printf, one word per [..]: what
+        the shell put on the line, without the terminal's redraw codes around it."""
+        start = len(self.out)
+        self.type(f"{partial}\t\x01printf '[%s]' \n")  # Ctrl-A: to the start of the (completed) line
+        printed = re.compile(rb"\[tbctl\](?:\[[^\[\]\x1b\r\n]*\])*")  # never in the echo, which shows [%s]
+        assert self._pump(lambda: printed.search(self.out, start) is not None, 30), self.screen()
+        assert self.wait_for(self.PROMPT, since=start), self.screen()
+        found = printed.search(self.out, start)
+        assert found is not None
+        return found.group().decode(errors="replace")
+
+    def screen(self) -> str:
+        return self.out.decode(errors="replace")[-3000:]
+
+    def close(self) -> None:
+        self.type("\x03\nexit\n")
+        try:
+            self.proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            pass  # closing the terminal below hangs it up
+        os.close(self.fd)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _tab_cases(shell: ShellOnPty, port: int) -> None:
+    assert shell.complete_line("tbctl fr") == "[tbctl][free-port]"
+    assert shell.complete_line("tbctl ls --host tbr") == "[tbctl][ls][--host][tbremote]"
+    assert shell.complete_line("tbctl up --host fromc") == "[tbctl][up][--host][fromconfig]"
+    prefix = str(port)[:-1]  # every other TensorBoard here would have to share all but the last digit
+    assert shell.complete_line(f"tbctl down {prefix}") == f"[tbctl][down][{port}]"
+
+
+def test_bash_tab_on_a_terminal(reaper: ProcessReaper, shell_env: dict[str, str], running_port: int) -> None:
+    bash = _need("bash")
+    shell = ShellOnPty(reaper, [bash, "--norc", "--noprofile", "-i"], shell_env,
+                       f"source {COMPLETIONS / 'tbctl.bash'}")
+    try:
+        _tab_cases(shell, running_port)
+    finally:
+        shell.close()
+
+
+def test_zsh_tab_on_a_terminal(reaper: ProcessReaper, shell_env: dict[str, str], running_port: int) -> None:
+    zsh = _need("zsh")
+    setup = f"bindkey -e; autoload -Uz compinit && compinit -u; source {COMPLETIONS / 'tbctl.zsh'}"
+    shell = ShellOnPty(reaper, [zsh, "-f", "-i"], shell_env, setup)
+    try:
+        _tab_cases(shell, running_port)
+    finally:
+        shell.close()
+
+
+# --- fish -----------------------------------------------------------------------------------------------------
+
+
+def test_fish_completes(shell_env: dict[str, str], running_port: int) -> None:
+    fish = _need("fish")
+    script = f"""
+source {COMPLETIONS / 'tbctl.fish'}
+echo '## commands'; complete -C 'tbctl '
+echo '## hosts'; complete -C 'tbctl ls --host '
+echo '## ports'; complete -C 'tbctl down '
+"""
+    done = subprocess.run([fish, "--no-config", "-c", script], env=shell_env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    sections = {s.split("\n", 1)[0]: s.split("\n", 1)[1].splitlines() for s in done.stdout.split("## ")[1:]}
+    commands = {line.split("\t")[0] for line in sections["commands"]}
+    assert {"up", "ls", "down", "free-port", "tunnel", "logs", "open", "config"} <= commands
+    assert sorted(sections["hosts"]) == ["fromconfig", "tbjump", "tbremote"]
+    assert str(running_port) in sections["ports"]
