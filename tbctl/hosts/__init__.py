@@ -1,1 +1,28 @@
 """Machines tbctl acts on. `core` sees only `Host`; whether it is this machine or one over SSH stays here."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+# paramiko.config imports `invoke` (40-110 ms, more than the rest of an SSH command's own imports) for one
+# thing only: ssh_config's `Match exec`. Unless the ssh_config in use has one, mark invoke as absent before
+# any of our SSH modules imports paramiko. Runs once per process, when this package is first imported.
+_MATCH_EXEC = re.compile(rb"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
+
+
+def _skip_invoke_unless_needed() -> None:
+    if "invoke" in sys.modules:
+        return
+    path = os.environ.get("TBCTL_SSH_CONFIG") or os.path.expanduser("~/.ssh/config")
+    try:
+        with open(path, "rb") as f:
+            if _MATCH_EXEC.search(f.read()):
+                return
+    except OSError:
+        pass
+    sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` now raises ImportError
+
+
+_skip_invoke_unless_needed()

@@ -67,7 +67,7 @@ def connect(target: SSHTarget, prompter: Prompter) -> Connection:
     hops: list[paramiko.Transport] = []
     try:
         sock = _open_socket(target, prompter, hops)
-        transport = paramiko.Transport(sock)
+        transport = _new_transport(sock)
         transport.set_keepalive(target.server_alive_interval)
         try:
             transport.start_client(timeout=target.connect_timeout)
@@ -83,6 +83,19 @@ def connect(target: SSHTarget, prompter: Prompter) -> Connection:
     return Connection(target=target, transport=transport, interactive_auth=interactive, hops=hops)
 
 
+# AES-GCM first, as OpenSSH orders it: one AEAD pass per packet instead of AES-CTR plus a separate HMAC that
+# paramiko computes and compares in Python. Measured by bench/tunnel: throughput 0.49× -> 0.69× of `ssh -N -L`.
+_AEAD_FIRST = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _new_transport(sock: Any) -> paramiko.Transport:
+    transport = paramiko.Transport(sock)
+    options = transport.get_security_options()
+    offered = tuple(options.ciphers)
+    options.ciphers = tuple(c for c in _AEAD_FIRST if c in offered) + tuple(c for c in offered if c not in _AEAD_FIRST)
+    return transport
+
+
 def _open_socket(target: SSHTarget, prompter: Prompter, hops: list[paramiko.Transport]) -> Any:
     if target.proxy_jump:
         # Each hop is a full SSH connection; the next one rides a direct-tcpip channel of the previous.
@@ -92,7 +105,7 @@ def _open_socket(target: SSHTarget, prompter: Prompter, hops: list[paramiko.Tran
             # a hop's own ProxyJump/ProxyCommand would loop back into this chain: the chain is the route
             hop_target = _without_jump(resolve(hop_spec, connect_timeout=target.connect_timeout))
             sock = _channel_to(previous, hop_target) if previous is not None else _tcp(hop_target)
-            transport = paramiko.Transport(sock)
+            transport = _new_transport(sock)
             try:
                 transport.start_client(timeout=target.connect_timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:

@@ -1,0 +1,42 @@
+"""What each path imports: start-up time is a feature (bench/cli_latency measures it; this pins the rules)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _imported(code: str, env: dict[str, str]) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_local_commands_never_import_paramiko(state_dir: Path) -> None:
+    code = ("import sys\nsys.argv = ['tbctl', 'ls', '--json']\nfrom tbctl.cli.app import app\n"
+            "try:\n    app(prog_name='tbctl')\nexcept SystemExit:\n    pass\n"
+            "print('paramiko' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), cwd=REPO, timeout=60)
+    assert out.stderr.strip().endswith("False"), out.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("invoke") is None, reason="invoke is not installed here")
+@pytest.mark.parametrize(("config", "expected"), [
+    ("Host gpu1\n  HostName 10.0.0.1\n", "False"),
+    ("Match exec \"test -e /tmp\"\n  User someone\n", "True"),
+])
+def test_invoke_is_imported_only_for_match_exec(tmp_path: Path, config: str, expected: str) -> None:
+    """paramiko imports invoke only to run `Match exec`; without one in the ssh_config, tbctl skips it."""
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(config)
+    env = dict(os.environ, TBCTL_SSH_CONFIG=str(ssh_config))
+    code = ("import sys, tbctl.hosts.ssh\nfrom tbctl.hosts.ssh_config import resolve\nresolve('gpu1')\n"
+            "print(sys.modules.get('invoke') is not None)")
+    assert _imported(code, env) == expected
