@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, start_plain_tensorboard, wait_until
+from tests.support.procs import ProcessReaper, start_plain_tensorboard
 
 
 def _row(rows: list[dict], pid: int) -> dict:

@@ -86,7 +86,7 @@ def _verify(local: Host, exposure: Exposure, check_path: str | None) -> None:
     if check_path is not None:
         verify_http(local, exposure.local_port, check_path, what=f"{exposure.host}:{exposure.remote_port}")
         return
-    answer = local.call("http_get", port=exposure.local_port, path="/", timeout=VERIFY_TIMEOUT)
+    local.call("http_get", port=exposure.local_port, path="/", timeout=VERIFY_TIMEOUT)
     # any HTTP answer, or a server that is not HTTP: what matters is that the far end accepted
     assert exposure.forwarder is not None
     if exposure.forwarder.refused:
