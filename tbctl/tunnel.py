@@ -29,6 +29,7 @@ from typing import Any
 from tbctl.errors import PortBusy
 
 CHUNK = 64 * 1024
+CHAN_CHUNK = 256 * 1024  # paramiko buffers up to a 2 MiB window: fewer, larger reads of it cost less Python
 HIGH_WATER = 1024 * 1024  # bytes buffered for one side before we stop reading from the other
 OPENERS = 4  # standing opener threads: a browser opens about six connections at once
 WINDOW_POLL = 0.005  # paramiko gives no readiness event for a full send window: retry this often meanwhile
@@ -288,11 +289,16 @@ class Forwarder:
 
     def _read_chan(self, conn: _Connection) -> None:
         try:
-            data = conn.chan.recv(CHUNK)
+            data = conn.chan.recv(CHAN_CHUNK)
         except socket.timeout:
             return
         if not data:
             conn.chan_eof = True
+        elif not conn.to_client:  # the usual case: straight to the socket, buffering only what it refuses
+            try:
+                data = data[conn.client.send(data):]
+            except (BlockingIOError, InterruptedError):
+                pass
         conn.to_client += data
         self._flush_to_client(conn)
 

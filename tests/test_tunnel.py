@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.procs import ProcessReaper, free_port, wait_until
-from tbctl.tunnel import CHUNK, HIGH_WATER, Forwarder
+from tbctl.tunnel import CHAN_CHUNK, HIGH_WATER, Forwarder
 
 # The remote service: "BIG n" -> n MiB of a known pattern, then close; "ECHO" -> read to EOF, then answer
 # with the length and sha256 of what was read (only possible if our half-close reached it), then close.
@@ -88,7 +88,7 @@ def test_a_stalled_reader_holds_back_only_its_own_connection(forward: Forwarder)
     # The forwarder keeps at most HIGH_WATER (+ one read) for it, then stops reading its channel.
     assert wait_until(lambda: any(len(c.to_client) >= HIGH_WATER for c in list(forward._connections)), 20)
     time.sleep(0.5)
-    assert max(len(c.to_client) for c in list(forward._connections)) <= HIGH_WATER + CHUNK
+    assert max(len(c.to_client) for c in list(forward._connections)) <= HIGH_WATER + CHAN_CHUNK
 
     started = time.monotonic()
     with _connect(forward, b"BIG 16\n") as other:
