@@ -40,3 +40,21 @@ def test_invoke_is_imported_only_for_match_exec(tmp_path: Path, config: str, exp
     code = ("import sys, tbctl.hosts.ssh\nfrom tbctl.hosts.ssh_config import resolve\nresolve('gpu1')\n"
             "print(sys.modules.get('invoke') is not None)")
     assert _imported(code, env) == expected
+
+
+def test_each_command_still_runs_when_only_it_is_built(state_dir: Path) -> None:
+    """A run builds only the command it invokes (typer would build all of them, ~25 ms): every command
+    listed by `tbctl --help` must still parse and show its own help, and the list itself stays whole."""
+    def tbctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tbctl", *args], capture_output=True, text=True, cwd=REPO,
+                              timeout=60)
+
+    listing = tbctl("--help").stdout
+    names = [line.split()[0] for line in listing.split("Commands:")[1].splitlines() if line.startswith("  ")]
+    assert {"up", "ls", "down", "free-port", "tunnel", "logs", "open", "config"} <= set(names)
+    for name in names:
+        shown = tbctl(name, "--help")
+        assert shown.returncode == 0 and f"Usage: tbctl {name} " in shown.stdout, (name, shown.stderr)
+    assert "path" in tbctl("config", "--help").stdout
+    unknown = tbctl("lss")
+    assert unknown.returncode == 2 and "No such command 'lss'" in unknown.stderr

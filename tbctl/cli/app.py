@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import traceback
 from typing import Annotated, Any, Optional
 
@@ -105,6 +106,28 @@ from tbctl.cli import commands as _commands  # noqa: E402,F401  (registers the c
 from tbctl.cli import extra_commands as _extra_commands  # noqa: E402,F401
 
 
-def run() -> None:
+def run(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    app(prog_name="tbctl")
+    _register_only_the_invoked_command(app, sys.argv[1:] if argv is None else argv)
+    app(args=argv, prog_name="tbctl")
+
+
+def _register_only_the_invoked_command(typer_app: typer.Typer, args: list[str]) -> None:
+    """typer builds a click command for every subcommand on each start (20-30 ms here); a run invokes at
+    most one. Keep just that one when the first word that is not an option names it (global options take
+    no values). `tbctl`, `tbctl --help`, an unknown name and TAB completion keep them all."""
+    import os
+
+    from tbctl.cli.completion import COMPLETE_VAR
+
+    name = next((a for a in args if not a.startswith("-")), None)
+    if name is None or COMPLETE_VAR in os.environ:
+        return
+    from typer.main import get_command_name
+
+    commands = [c for c in typer_app.registered_commands
+                if (c.name or (c.callback and get_command_name(c.callback.__name__))) == name]
+    groups = [g for g in typer_app.registered_groups
+              if name in (g.name, g.typer_instance.info.name if g.typer_instance else None)]
+    if commands or groups:
+        typer_app.registered_commands, typer_app.registered_groups = commands, groups
