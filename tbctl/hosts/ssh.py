@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import paramiko
+from tbctl.hosts.paramiko_import import paramiko
 
 from tbctl import probe
 from tbctl.errors import NotFound, ProbeError, SSHError

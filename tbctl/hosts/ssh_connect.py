@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import logging
 
-import paramiko
+from tbctl.hosts.paramiko_import import paramiko
 
 from tbctl.errors import HostKeyRejected, SSHError
 from tbctl.hosts.ssh_config import SSHTarget, default_identity_files, resolve

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import paramiko
+from tbctl.hosts.paramiko_import import paramiko
 
 from tbctl.errors import SSHError
 
