@@ -49,10 +49,6 @@ class TensorBoardInstance:
     def uptime(self) -> float | None:
         return None if self.create_time is None else max(0.0, time.time() - self.create_time)
 
-    @property
-    def identity(self) -> tuple[int, float | None] | None:
-        return None if self.pid is None else (self.pid, self.create_time)
-
 
 @dataclass(frozen=True)
 class PortHolder:

@@ -35,7 +35,6 @@ def _load_psutil():  # type: ignore[no-untyped-def]
 
 psutil = _load_psutil()
 
-PROTECTED_PIDS_NOTE = "pid 1, the probe itself and its parent are never signalled"
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _CREATE_TIME_SLACK = 0.05  # seconds; /proc and psutil round start times differently
 
@@ -284,20 +283,8 @@ def _socket_owners(inodes: set) -> dict:
     if not inodes:
         return owners
     for pid in _all_pids():
-        fd_dir = "/proc/%d/fd" % pid
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(fd_dir + "/" + fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inode = int(target[8:-1])
-                if inode in inodes:
-                    owners[inode] = pid
+        for inode in _fd_inodes(pid) & inodes:
+            owners[inode] = pid
     return owners
 
 
