@@ -18,7 +18,7 @@ from tbctl.errors import PortBusy, TbctlError, UsageError
 if TYPE_CHECKING:
     from tbctl.core.expose import Exposure
     from tbctl.hosts.base import Host
-    from tbctl.models import StopOutcome, TensorBoardInstance
+    from tbctl.models import TensorBoardInstance
     from tbctl.state import StateStore
 
 TimeoutOption = Annotated[Optional[float], typer.Option("--timeout", min=0.1, help="Seconds to wait before escalating or giving up.")]
@@ -304,58 +304,23 @@ def down(
 
     Also ends background forwards: `down LOCAL_PORT` ends that forward, `down --host H` every forward to H,
     `down --all` every forward and what it leaves behind; a TensorBoard tbctl started for one stops with it."""
-    from tbctl.core.down import down as run_down
-    from tbctl.core.forwards import end_forwards
+    from tbctl.core.down import FAILED, down_with_forwards
 
     env = command_env(ctx, json_output)
     store = store_of(env)
-    stop_timeout = timeout or env.settings.stop_timeout
-    forwarded = {f["local_port"] for f in store.forwards()}
-    outcomes: list[StopOutcome] = []
-    if host_spec is None and target is not None and target.isdigit() and int(target) in forwarded:
-        closed = end_forwards(store, lambda r: r["local_port"] == int(target))
-    elif host_spec is not None and target is None and not all_instances:
-        closed = end_forwards(store, lambda r: r["host"] == host_spec)
-    else:
-        with open_host(env, host_spec, connect_timeout=connect_timeout) as host:
-            outcomes = run_down(host, store, target, all_instances=all_instances, force=force, timeout=stop_timeout)
-            name = host.name
-        gone = {o.instance.pid for o in outcomes if o.outcome in ("stopped", "killed", "gone", "cleaned")}
-        everything = all_instances and host_spec is None  # everything of ours, here and behind every forward
-        closed = end_forwards(store, lambda r: everything or (
-            r["host"] == name and (all_instances or r.get("instance_pid") in gone)))
-    outcomes += _stop_forwarded_instances(env, store, [r for r in closed if r.get("instance_pid") not in
-                                                       {o.instance.pid for o in outcomes}],
-                                          force=force, timeout=stop_timeout, connect_timeout=connect_timeout)
+    result = down_with_forwards(lambda spec: open_host(env, spec, connect_timeout=connect_timeout), store, target,
+                                host_spec=host_spec, all_instances=all_instances, force=force,
+                                timeout=timeout or env.settings.stop_timeout)
+    for warning in result.warnings:
+        env.warn(warning)
     _flush_warnings(env, store)
     if env.json:
-        render.print_json(env, {"instances": outcomes, "forwards": closed})
+        render.print_json(env, {"instances": result.outcomes, "forwards": result.closed_forwards})
     else:
-        render.stop_outcomes(env, outcomes, closed_forwards=closed)
-    failed = [o for o in outcomes if o.outcome in ("denied", "survived", "protected")]
+        render.stop_outcomes(env, result.outcomes, closed_forwards=result.closed_forwards)
+    failed = [o for o in result.outcomes if o.outcome in FAILED]
     if failed:
         raise TbctlError(f"{len(failed)} TensorBoard(s) could not be stopped")
-
-
-def _stop_forwarded_instances(env: Environment, store: StateStore, closed: list[dict[str, Any]], *, force: bool,
-                              timeout: float, connect_timeout: float | None) -> list[StopOutcome]:
-    """Stop the TensorBoards tbctl started for forwards that were just ended (not reused or kept ones)."""
-    from tbctl.core.down import stop_instances
-    from tbctl.core.instances import list_instances
-
-    by_host: dict[str, set[int]] = {}
-    for rec in closed:
-        if rec.get("stop_instance") and rec.get("instance_pid") is not None:
-            by_host.setdefault(rec["host"], set()).add(rec["instance_pid"])
-    outcomes: list[StopOutcome] = []
-    for name, pids in by_host.items():
-        try:
-            with open_host(env, name, connect_timeout=connect_timeout) as host:
-                chosen = [i for i in list_instances(host, store) if i.pid in pids and i.status != "stale"]
-                outcomes += stop_instances(host, store, chosen, force=force, timeout=timeout)
-        except TbctlError as exc:
-            env.warn(f"could not stop the TensorBoard(s) tbctl started on {name}: {exc.message}")
-    return outcomes
 
 
 @app.command("free-port")

@@ -1,13 +1,74 @@
-"""`down`: stop TensorBoards by port, pid or logdir (or all of this user's), and clean what they leave."""
+"""`down`: stop TensorBoards by port, pid or logdir (or all of this user's), end the background forwards
+that lead to them, and clean what they leave."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tbctl.core.forwards import end_forwards
 from tbctl.core.instances import list_instances, select
 from tbctl.core.stopping import terminate
-from tbctl.errors import UsageError
+from tbctl.errors import TbctlError, UsageError
 from tbctl.hosts.base import Host
 from tbctl.models import StopOutcome, TensorBoardInstance
 from tbctl.state import StateStore
+
+FAILED = ("denied", "survived", "protected")
+
+
+@dataclass(frozen=True)
+class DownResult:
+    outcomes: list[StopOutcome]
+    closed_forwards: list[dict[str, Any]]  # the forward records ended
+    warnings: list[str] = field(default_factory=list)
+
+
+def down_with_forwards(
+    opener: Callable[[str | None], Host], store: StateStore, target: str | None, *, host_spec: str | None,
+    all_instances: bool, force: bool, timeout: float,
+) -> DownResult:
+    """`down LOCAL_PORT` of a detached forward ends that forward; `down --host H` alone every forward to H;
+    otherwise the TensorBoards named on the host (`opener(host_spec)`), with the forwards to them, and with
+    `--all` here, every forward. A TensorBoard tbctl started for an ended forward stops with it."""
+    forwarded = {f["local_port"] for f in store.forwards()}
+    outcomes: list[StopOutcome] = []
+    if host_spec is None and target is not None and target.isdigit() and int(target) in forwarded:
+        closed = end_forwards(store, lambda r: r["local_port"] == int(target))
+    elif host_spec is not None and target is None and not all_instances:
+        closed = end_forwards(store, lambda r: r["host"] == host_spec)
+    else:
+        with opener(host_spec) as host:
+            outcomes = down(host, store, target, all_instances=all_instances, force=force, timeout=timeout)
+            name = host.name
+        gone = {o.instance.pid for o in outcomes if o.outcome in ("stopped", "killed", "gone", "cleaned")}
+        everything = all_instances and host_spec is None  # everything of ours, here and behind every forward
+        closed = end_forwards(store, lambda r: everything or (
+            r["host"] == name and (all_instances or r.get("instance_pid") in gone)))
+    stopped = {o.instance.pid for o in outcomes}
+    more, warnings = _stop_forwarded_instances(opener, store, [r for r in closed if r.get("instance_pid") not in stopped],
+                                               force=force, timeout=timeout)
+    return DownResult(outcomes + more, closed, warnings)
+
+
+def _stop_forwarded_instances(opener: Callable[[str | None], Host], store: StateStore, closed: list[dict[str, Any]],
+                              *, force: bool, timeout: float) -> tuple[list[StopOutcome], list[str]]:
+    """Stop the TensorBoards tbctl started for forwards that were just ended (not reused or kept ones)."""
+    by_host: dict[str, set[int]] = {}
+    for rec in closed:
+        if rec.get("stop_instance") and rec.get("instance_pid") is not None:
+            by_host.setdefault(rec["host"], set()).add(rec["instance_pid"])
+    outcomes: list[StopOutcome] = []
+    warnings: list[str] = []
+    for name, pids in by_host.items():
+        try:
+            with opener(name) as host:
+                chosen = [i for i in list_instances(host, store) if i.pid in pids and i.status != "stale"]
+                outcomes += stop_instances(host, store, chosen, force=force, timeout=timeout)
+        except TbctlError as exc:
+            warnings.append(f"could not stop the TensorBoard(s) tbctl started on {name}: {exc.message}")
+    return outcomes, warnings
 
 
 def down(
@@ -48,5 +109,5 @@ def stop_instances(
         if outcome in ("killed", "gone") and inst.info_file is not None:
             removed = host.remove_info_file(inst.info_file)
         results.append(StopOutcome(inst, outcome, info_file_removed=removed))
-    store.remove(host.name, {r.instance.pid for r in results if r.instance.pid is not None and r.outcome not in ("denied", "survived", "protected")})
+    store.remove(host.name, {r.instance.pid for r in results if r.instance.pid is not None and r.outcome not in FAILED})
     return results
