@@ -229,13 +229,18 @@ def start_sshd(
     ]))
     server = SshServer(connect, port, user, client_key, known_hosts, ssh_config, host_key_pub, 0, netns,
                        workdir, alias, cfg, workdir / "sshd.log")
+    _ensure_privsep_dir()  # `sshd -t` checks it too, so before validating
     _run(SSHD, "-t", "-f", str(cfg))
     return _launch(server)
 
 
-def _launch(server: SshServer) -> SshServer:
+def _ensure_privsep_dir() -> None:
     if os.geteuid() == 0:  # root sshd chroots its pre-auth child here; a non-root one does not
         Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def _launch(server: SshServer) -> SshServer:
+    _ensure_privsep_dir()  # /run is a tmpfs: gone after a reboot
     cmd = [SSHD, "-D", "-e", "-E", str(server.log), "-f", str(server.sshd_config)]
     if server.netns:
         cmd = ["ip", "netns", "exec", server.netns, *cmd]  # `ip` execs: the pid is sshd's own
