@@ -52,6 +52,7 @@ class SSHHost(Host):
         self._reader: Any = None
         self._hello: dict[str, Any] = {}
         self._link: Link | None = None
+        self._asked_a_person = False  # whether a connection so far needed a password, passphrase or 2FA answer
         self.on_link_change: Callable[[LinkState], None] = lambda state: None
         self._lock = threading.Lock()  # one probe request at a time
         self._connect_lock = threading.RLock()  # one connect or reconnect at a time
@@ -75,10 +76,11 @@ class SSHHost(Host):
         with self._connect_lock:
             if self._conn is None:
                 self._conn = connect(self.target, self._prompter)
+                self._asked_a_person |= self._conn.interactive_auth
                 try:
                     self._start_probe()
                 except BaseException:
-                    self.close()
+                    self._close()  # the connection only: a link reconnecting through here lives on
                     raise
         return self
 
@@ -176,6 +178,12 @@ class SSHHost(Host):
     @property
     def interactive_auth(self) -> bool:
         return self.connection.interactive_auth
+
+    @property
+    def asked_a_person(self) -> bool:
+        """Whether a connection so far needed a person's answer; unlike `interactive_auth`, never connects
+        (the link asks it before reconnecting, when connecting may be what fails)."""
+        return self._asked_a_person
 
     def forward(self, remote_port: int, *, local_port: int) -> Forwarder:
         """A forward whose channels ride the current connection, reconnecting when it drops."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tbctl.hosts.paramiko_import import paramiko
 
-from tbctl.errors import SSHError
+from tbctl.errors import HostKeyRejected, SSHError
 
 if TYPE_CHECKING:
     from tbctl.hosts.ssh import SSHHost
@@ -101,6 +101,13 @@ class Link:
     # --- the watcher thread ---
 
     def _watch(self) -> None:
+        try:
+            self._watch_until_stopped()
+        except Exception as exc:  # never end silently: a forward shown as reconnecting forever helps nobody
+            self._set(LinkState("down", time.time(), self.state.attempts,
+                                f"the connection watcher stopped: {_describe(exc)}"))
+
+    def _watch_until_stopped(self) -> None:
         if not self._connected_at_start and not self._reconnect("not connected yet"):
             return
         while not self._stop.is_set():
@@ -117,8 +124,12 @@ class Link:
                     return
 
     def _reconnect(self, why: str) -> bool:
-        """Until connected (True), told to stop, or a person would have to answer (False)."""
-        if self.host.interactive_auth:
+        """Until connected (True), told to stop, or a person would have to answer (False, state "down").
+
+        Any failure to connect is retried with backoff (an unreachable host, a probe that cannot start
+        yet, a garbled greeting), its message kept in the state for `ls`; only a refusal that no retry can
+        change (authentication, host key) ends it. Never connects outside the retry loop."""
+        if self.host.asked_a_person:
             self._set(LinkState("down", time.time(), 0, f"{why}; reconnecting needs a password or 2FA answer, "
                                 "which cannot be given unattended: run the command again"))
             return False
@@ -131,10 +142,24 @@ class Link:
                 return True
             except SSHError as exc:
                 attempts += 1
-                if "authentication" in exc.message or "host key" in exc.message.lower():
+                if _no_retry_helps(exc):
                     self._set(LinkState("down", time.time(), attempts, exc.message))
                     return False
                 self._set(LinkState("reconnecting", since, attempts, exc.message))
+            except Exception as exc:  # NotFound / ProbeError from the probe, a ValueError from its greeting, ...
+                attempts += 1
+                self._set(LinkState("reconnecting", since, attempts, _describe(exc)))
             delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempts, 10)) * random.uniform(0.8, 1.2)
             self._stop.wait(delay)
         return False
+
+
+def _no_retry_helps(exc: SSHError) -> bool:
+    """A refusal that only a person can change: the host key, or authentication (including a server that
+    wants a password or 2FA answer on top of the key)."""
+    return (isinstance(exc, HostKeyRejected) or "host key" in exc.message.lower()
+            or "authentication" in exc.message or "2FA" in exc.message)
+
+
+def _describe(exc: BaseException) -> str:
+    return getattr(exc, "message", "") or f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,117 @@
+"""The paramiko SSH backend against the real sshd: a connection watcher that never dies silently, probe
+calls with deadlines (a silently dead link is noticed even while a call is in flight), passphrase keys
+treated as interactive, and known_hosts as OpenSSH reads and writes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Cli
+from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
+
+
+@pytest.fixture(autouse=True)
+def paramiko_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TBCTL_SSH", "paramiko")  # these tests are about this backend, whatever the default
+
+
+def _alias(remote: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, name: str = "tbpk",
+           lines: tuple[str, ...] = (), known_hosts: str | None = None, identity: Path | None = None) -> str:
+    """An ssh_config alias for the remote's sshd with its own known_hosts; `lines` come first (first wins)."""
+    server = remote.server
+    kh = tmp_path / f"{name}_known_hosts"
+    kh.write_text(server.known_hosts.read_text() if known_hosts is None else known_hosts)
+    cfg = tmp_path / f"{name}_ssh_config"
+    body = [*lines, f"HostName {server.host}", f"Port {server.port}", f"User {server.user}",
+            f"IdentityFile {identity or server.client_key}", "IdentitiesOnly yes", f"UserKnownHostsFile {kh}",
+            "GlobalKnownHostsFile /dev/null", "StrictHostKeyChecking yes", "ConnectTimeout 5"]
+    cfg.write_text(f"Host {name}\n" + "".join(f"  {line}\n" for line in body))
+    monkeypatch.setenv("TBCTL_SSH_CONFIG", str(cfg))
+    return name
+
+
+@pytest.fixture
+def remote_listener(ssh_env: Any, reaper: ProcessReaper) -> int:
+    """An HTTP server on the remote machine's loopback; its port."""
+    port = free_port()
+    prefix = ["ip", "netns", "exec", ssh_env.netns.name] if ssh_env.netns else []
+    reaper.popen([*prefix, sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_until(lambda: any(p == port for _, p, _ in ssh_env.listeners()), 10)
+    return port
+
+
+def _forwards(cli: Cli) -> list[dict[str, Any]]:
+    return cli("ls", "--json").json()["forwards"]
+
+
+def _adopt_forwarder(reaper: ProcessReaper, state_dir: Path, host: str) -> int:
+    status = json.loads((state_dir / "forwarders" / f"{host}.json").read_text())
+    reaper.adopt(status["pid"], status["create_time"])
+    return int(status["pid"])
+
+
+# --- 1. the connection watcher keeps retrying, or says why it stopped -------------------------------------
+
+# A ProxyCommand that connects like `nc %h %p`, except for the background forwarder while BLOCK exists:
+# there it fails at once, as an unreachable host does.
+PROXY = r"""
+import os, socket, sys, threading
+block, host, port = sys.argv[1:4]
+with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+    if b"_forwarder" in f.read() and os.path.exists(block):
+        sys.exit(1)
+sock = socket.create_connection((host, int(port)))
+def upstream():
+    while data := os.read(0, 65536):
+        sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+threading.Thread(target=upstream, daemon=True).start()
+while data := sock.recv(65536):
+    os.write(1, data)
+"""
+
+
+def test_a_background_forwarder_that_cannot_connect_at_start_keeps_retrying(
+    ssh_env: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, remote_listener: int,
+) -> None:
+    proxy, block = tmp_path / "proxy.py", tmp_path / "BLOCK"
+    proxy.write_text(PROXY)
+    block.touch()
+    alias = _alias(ssh_env, tmp_path, monkeypatch, lines=(f"ProxyCommand {sys.executable} {proxy} {block} %h %p",))
+    local = cli("tunnel", alias, str(remote_listener), "--detach", "--json").json()["local_port"]
+    _adopt_forwarder(reaper, state_dir, alias)
+    try:
+        assert wait_until(lambda: _forwards(cli)[0]["attempts"] >= 2, 15), _forwards(cli)
+        fwd = _forwards(cli)[0]
+        assert fwd["tunnel"] == "reconnecting" and fwd["error"], fwd
+        block.unlink()  # the host is reachable again: the next attempt connects
+        assert wait_until(lambda: _forwards(cli)[0]["tunnel"] == "up", 20), _forwards(cli)
+        assert http_get(f"http://127.0.0.1:{local}/")[0] == 200
+    finally:
+        cli("down", str(local))
+
+
+def test_a_probe_that_cannot_start_is_retried_with_its_reason(ssh_env: Any, tmp_path: Path) -> None:
+    from tbctl.hosts.ssh import SSHHost
+    from tbctl.hosts.ssh_link import Link
+
+    host = SSHHost(ssh_env.alias, env_prefix=str(tmp_path / "no-env"))
+    link = Link(host, connected=False).start()
+    try:
+        assert wait_until(lambda: link.state.attempts >= 2, 15), link.state
+        assert link.state.state == "reconnecting" and "no-env/bin/python" in link.state.error, link.state
+    finally:
+        link.close()
+        host.close()
