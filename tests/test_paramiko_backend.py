@@ -115,3 +115,90 @@ def test_a_probe_that_cannot_start_is_retried_with_its_reason(ssh_env: Any, tmp_
     finally:
         link.close()
         host.close()
+
+
+# --- 2. probe calls have deadlines; a reconnect cannot race a call ------------------------------------------
+
+
+def test_a_silently_dead_link_is_noticed_while_a_call_is_in_flight(
+    netns_remote: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe call holds the probe channel while the link dies without a FIN or RST: the keepalive must
+    still notice within ServerAliveInterval x ServerAliveCountMax, and the call must fail, not hang."""
+    from tbctl.errors import SSHError
+    from tbctl.hosts.ssh import SSHHost
+    from tbctl.hosts.ssh_link import Link
+    from tests.support.sshd import link_down, link_up
+
+    interval, count = 1, 2
+    alias = _alias(netns_remote, tmp_path, monkeypatch,
+                   lines=(f"ServerAliveInterval {interval}", f"ServerAliveCountMax {count}"))
+    host = SSHHost(alias).connect()
+    link = Link(host).start()
+    outcome: dict[str, Any] = {}
+
+    def long_call() -> None:  # legitimately long: waits 20 s for a process that stays alive
+        try:
+            outcome["answer"] = host.wait_gone([(os.getpid(), None)], 20)
+        except BaseException as exc:
+            outcome["error"] = exc
+        outcome["at"] = time.monotonic()
+
+    caller = threading.Thread(target=long_call, daemon=True)
+    try:
+        caller.start()
+        time.sleep(0.5)  # the request is out; its answer is what never comes
+        link_down(netns_remote.netns)
+        cut = time.monotonic()
+        try:
+            noticed = wait_until(lambda: link.state.state != "up", interval * count + interval + 5, 0.05)
+            took = time.monotonic() - cut
+            caller.join(10)
+        finally:
+            link_up(netns_remote.netns)
+        assert noticed, "the dead link went unnoticed while a call was in flight"
+        assert took <= interval * count + interval + 1.5, f"noticed after {took:.1f} s"
+        assert isinstance(outcome.get("error"), SSHError), outcome
+        assert outcome["at"] - cut <= interval * count + interval + 3
+        assert wait_until(lambda: link.state.state == "up", 30), link.state
+        assert host.alive(os.getpid(), None)
+    finally:
+        link.close()
+        host.close()
+
+
+def test_calls_racing_a_reconnect_succeed_or_fail_as_ssh_errors(ssh_env: Any) -> None:
+    from tbctl.errors import SSHError
+    from tbctl.hosts.ssh import SSHHost
+
+    host = SSHHost(ssh_env.alias).connect()
+    unexpected: list[BaseException] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                assert host.alive(os.getpid(), None)
+                answered[0] += 1
+            except SSHError:
+                pass
+            except BaseException as exc:
+                unexpected.append(exc)
+                return
+
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        for _ in range(5):
+            time.sleep(0.1)
+            host.reconnect()
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        host.close()
+    assert unexpected == [], repr(unexpected[:3])
+    assert answered[0] > 0

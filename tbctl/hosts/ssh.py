@@ -8,6 +8,7 @@ round trip and no new process.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,8 @@ PROBE_BOOTSTRAP = (
     "exec(compile(b.read(n),'tbctl-probe','exec'),g);g['serve']()"
 )
 _PROBE_SOURCE = Path(probe.__file__).read_bytes()
+DEFAULT_CALL_TIMEOUT = 30.0  # seconds for a probe answer, unless the operation waits longer by design
+CALL_MARGIN = 15.0  # beyond an operation's own timeout (wait_ready, wait_gone): a slow link, a busy host
 
 
 class SSHHost(Host):
@@ -77,6 +80,7 @@ class SSHHost(Host):
             if self._conn is None:
                 self._conn = connect(self.target, self._prompter)
                 self._asked_a_person |= self._conn.interactive_auth
+            if self._chan is None:  # a new connection, or a probe channel dropped after a missed deadline
                 try:
                     self._start_probe()
                 except BaseException:
@@ -96,34 +100,37 @@ class SSHHost(Host):
 
     def _start_probe(self) -> None:
         assert self._conn is not None
-        chan = self._conn.transport.open_session(timeout=self.target.connect_timeout)
-        # A remote `~` must stay for the remote shell to expand, so only the python path is quoted.
-        python = self.python if self.python == "python3" else probe.quote_argv([self.python]).replace("'~/", "~/'")
-        chan.exec_command(f"{python} -c {probe.quote_argv([PROBE_BOOTSTRAP])}")
-        chan.sendall(b"%d\n" % len(_PROBE_SOURCE) + _PROBE_SOURCE)
-        reader = chan.makefile("rb")
-        first = reader.readline()
+        try:
+            chan = self._conn.transport.open_session(timeout=self.target.connect_timeout)
+            chan.settimeout(max(self.target.connect_timeout, DEFAULT_CALL_TIMEOUT))  # the remote python's start
+            # A remote `~` must stay for the remote shell to expand, so only the python path is quoted.
+            python = self.python if self.python == "python3" else probe.quote_argv([self.python]).replace("'~/", "~/'")
+            chan.exec_command(f"{python} -c {probe.quote_argv([PROBE_BOOTSTRAP])}")
+            chan.sendall(b"%d\n" % len(_PROBE_SOURCE) + _PROBE_SOURCE)
+            reader = chan.makefile("rb")
+            first = reader.readline()
+            if not first:
+                status = chan.recv_exit_status()
+                err = chan.makefile_stderr("rb").read().decode("utf-8", "replace").strip()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise SSHError(f"could not start the probe on {self.name}: {exc or type(exc).__name__}") from exc
         if not first:
-            status = chan.recv_exit_status()
-            err = chan.makefile_stderr("rb").read().decode("utf-8", "replace").strip()
             if status == 127:
                 raise NotFound(f"no {self.python} on {self.name}: {err}",
                                hint="tbctl needs python3 on the server; --env DIR uses DIR/bin/python")
             raise ProbeError(f"the probe did not start on {self.name} (exit {status}): {err[-500:]}")
-        self._chan, self._reader = chan, reader
         self._hello = json.loads(first)["ok"]
+        chan.settimeout(None)
+        with self._lock:  # never swapped under a call in flight
+            self._chan, self._reader = chan, reader
 
     def call(self, op: str, **args: Any) -> Any:
+        """One probe operation. Its answer must come within a deadline: the operation's own `timeout`
+        (wait_ready, wait_gone, http_get) plus a margin, else DEFAULT_CALL_TIMEOUT."""
+        wait = args.get("timeout")
+        deadline = float(wait) + CALL_MARGIN if isinstance(wait, (int, float)) else DEFAULT_CALL_TIMEOUT
         self.connect()
-        assert self._chan is not None
-        with self._lock:
-            try:
-                self._chan.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
-                line = self._reader.readline()
-            except (OSError, EOFError, paramiko.SSHException) as exc:
-                raise SSHError(f"lost the connection to {self.name}: {exc}") from exc
-        if not line:
-            raise SSHError(f"lost the connection to {self.name}", hint="the server closed it; try again")
+        line = self._exchange(op, args, deadline)
         reply = json.loads(line)
         if "error" in reply:
             err = reply["error"]
@@ -131,20 +138,67 @@ class SSHHost(Host):
         return reply["ok"]
 
     def ping(self, timeout: float) -> None:
-        """One round trip through the probe within `timeout`, else SSHError (the link is dead or stalled)."""
+        """One round trip within `timeout`, else SSHError (the link is dead or stalled): through the probe,
+        or, while a call holds the probe (it may legitimately wait for a while), through the transport."""
         self.connect()
-        assert self._chan is not None
-        with self._lock:
-            self._chan.settimeout(timeout)
+        try:
+            self._exchange("ping", {}, timeout, wait_for_lock=False)
+        except _ProbeBusy:
+            self._transport_round_trip(timeout)
+
+    def _exchange(self, op: str, args: dict[str, Any], timeout: float, *, wait_for_lock: bool = True) -> bytes:
+        """Send one request on the probe channel and read its answer line within `timeout`. A missed
+        deadline leaves a late answer on its way, so the channel is dropped (the next call opens another)."""
+        if not self._lock.acquire(blocking=wait_for_lock):
+            raise _ProbeBusy()
+        try:
+            chan, reader = self._chan, self._reader
+            if chan is None:  # a reconnect dropped it meanwhile
+                raise SSHError(f"lost the connection to {self.name}", hint="it is reconnecting; try again")
             try:
-                self._chan.sendall(b'{"op": "ping", "args": {}}\n')
-                line = self._reader.readline()
+                chan.settimeout(timeout)
+                chan.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+                line = reader.readline()
+            except socket.timeout as exc:
+                self._drop_probe(chan)
+                raise SSHError(f"no answer from {self.name} to {op} within {timeout:g} s") from exc
             except (OSError, EOFError, paramiko.SSHException) as exc:
-                raise SSHError(f"no answer from {self.name} within {timeout:g} s: {exc or type(exc).__name__}") from exc
+                self._drop_probe(chan)
+                raise SSHError(f"lost the connection to {self.name}: {exc or type(exc).__name__}") from exc
+            if not line:
+                self._drop_probe(chan)
+                raise SSHError(f"lost the connection to {self.name}", hint="the server closed it; try again")
+            chan.settimeout(None)
+            return bytes(line)
+        finally:
+            self._lock.release()
+
+    def _drop_probe(self, chan: paramiko.Channel) -> None:
+        """With _lock held: close a probe channel that can no longer be trusted to answer in order."""
+        if self._chan is chan:
+            self._chan = self._reader = None
+        try:
+            chan.close()
+        except Exception:
+            pass
+
+    def _transport_round_trip(self, timeout: float) -> None:
+        """A global request the server must answer (OpenSSH's keepalive@openssh.com), within `timeout`."""
+        transport = self.current_transport
+        answered = threading.Event()
+
+        def ask() -> None:
+            try:
+                transport.global_request("keepalive@openssh.com", wait=True)  # returns once answered or closed
+            except Exception:
+                pass
             finally:
-                if self._chan is not None:
-                    self._chan.settimeout(None)
-        if not line:
+                answered.set()
+
+        threading.Thread(target=ask, name="tbctl-keepalive", daemon=True).start()
+        if not answered.wait(timeout):
+            raise SSHError(f"no answer from {self.name} within {timeout:g} s")
+        if not transport.is_active():
             raise SSHError(f"lost the connection to {self.name}")
 
     def reconnect(self) -> None:
@@ -210,13 +264,21 @@ class SSHHost(Host):
             self._close()
 
     def _close(self) -> None:
-        if self._chan is not None:
+        chan, conn = self._chan, self._conn
+        # Closing first ends a read in flight, which holds _lock; only then the references are cleared.
+        if chan is not None:
             try:
-                self._chan.shutdown_write()  # EOF on the probe's stdin: it exits by itself
-                self._chan.close()
+                chan.shutdown_write()  # EOF on the probe's stdin: it exits by itself
+                chan.close()
             except Exception:
                 pass
-            self._chan = None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if conn is not None:
+            conn.close()
+        with self._lock:
+            if self._chan is chan:
+                self._chan = self._reader = None
+        self._conn = None
+
+
+class _ProbeBusy(Exception):
+    """A call holds the probe channel (raised to `ping` only)."""

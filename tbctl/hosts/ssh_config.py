@@ -13,6 +13,7 @@ from tbctl.errors import SSHError, UsageError
 DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa", "id_dsa")
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE = 15  # seconds; OpenSSH's default is none, which lets a dead link go unnoticed for minutes
+DEFAULT_KEEPALIVE_COUNT = 3  # OpenSSH's ServerAliveCountMax default
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class SSHTarget:
     host_key_alias: str | None
     connect_timeout: float
     server_alive_interval_set: bool = False  # whether ssh_config gave ServerAliveInterval
+    server_alive_count_max: int = DEFAULT_KEEPALIVE_COUNT  # unanswered pings before the link counts as dead
 
     @property
     def known_hosts_name(self) -> str:
@@ -99,6 +101,7 @@ def resolve(spec: str, *, connect_timeout: float | None = None, config_path: Pat
     if timeout is None:
         timeout = float(options["connecttimeout"]) if options.get("connecttimeout", "").isdigit() else DEFAULT_CONNECT_TIMEOUT
     alive = options.get("serveraliveinterval", "")
+    count = options.get("serveralivecountmax", "")
     return SSHTarget(
         name=spec,
         hostname=hostname,
@@ -114,6 +117,7 @@ def resolve(spec: str, *, connect_timeout: float | None = None, config_path: Pat
         host_key_alias=options.get("hostkeyalias"),
         connect_timeout=timeout,
         server_alive_interval_set=alive.isdigit(),
+        server_alive_count_max=max(1, int(count)) if count.isdigit() else DEFAULT_KEEPALIVE_COUNT,
     )
 
 

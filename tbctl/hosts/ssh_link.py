@@ -39,6 +39,8 @@ class Link:
         self.host = host
         explicit = host.target.server_alive_interval if host.target.server_alive_interval_set else None
         self.interval = interval or explicit or DEFAULT_PING_INTERVAL
+        # As OpenSSH's ServerAliveInterval x ServerAliveCountMax: how long a ping may go unanswered.
+        self.ping_timeout = max(2.0, self.interval * host.target.server_alive_count_max)
         self._on_change = on_change or (lambda _: None)
         self._cond = threading.Condition()
         self._state = LinkState("up" if connected else "reconnecting", time.time())
@@ -118,7 +120,7 @@ class Link:
             try:
                 if not self.host.current_transport.is_active():
                     raise SSHError("the connection closed")
-                self.host.ping(timeout=max(2.0, self.interval))
+                self.host.ping(timeout=self.ping_timeout)
             except (SSHError, paramiko.SSHException, EOFError, OSError) as exc:
                 if not self._reconnect(str(exc)):
                     return
