@@ -202,3 +202,41 @@ def test_calls_racing_a_reconnect_succeed_or_fail_as_ssh_errors(ssh_env: Any) ->
         host.close()
     assert unexpected == [], repr(unexpected[:3])
     assert answered[0] > 0
+
+
+# --- 3. a key that needed its passphrase is interactive authentication ---------------------------------------
+
+
+@pytest.fixture
+def locked_key(remote: Any, tmp_path: Path) -> Iterator[Path]:
+    """A passphrase-protected key ("s3cret phrase") the remote's sshd accepts."""
+    key = tmp_path / "locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret phrase", "-f", str(key)], check=True)
+    authorized = Path(remote.server.workdir) / "authorized_keys"
+    original = authorized.read_text()
+    authorized.write_text(original + Path(str(key) + ".pub").read_text())
+    try:
+        yield key
+    finally:
+        authorized.write_text(original)
+
+
+def test_detach_refuses_a_key_that_needed_its_passphrase(
+    ssh_env: Any, locked_key: Path, remote_listener: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    state_dir: Path, reaper: ProcessReaper,
+) -> None:
+    """The passphrase is asked for on the terminal, but the background forwarder could not ask it again:
+    --detach must refuse before anything starts, and say how to make it work."""
+    from tests.support.terminal import run_on_pty
+
+    alias = _alias(ssh_env, tmp_path, monkeypatch, identity=locked_key)
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}  # no agent to hold the key
+    env["TBCTL_STATE_DIR"] = str(state_dir)
+    rc, screen = run_on_pty(["tunnel", alias, str(remote_listener), "--detach"],
+                            [(b"Enter passphrase for key", b"s3cret phrase\n")], env=env)
+    started = (state_dir / "forwarders" / f"{alias}.json").exists()
+    if started:  # the bug: a background forwarder that cannot authenticate
+        _adopt_forwarder(reaper, state_dir, alias)
+    assert rc == 5, screen
+    assert "--detach needs key or agent authentication" in screen and "ssh-add" in screen, screen
+    assert not started

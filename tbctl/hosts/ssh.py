@@ -55,7 +55,7 @@ class SSHHost(Host):
         self._reader: Any = None
         self._hello: dict[str, Any] = {}
         self._link: Link | None = None
-        self._asked_a_person = False  # whether a connection so far needed a password, passphrase or 2FA answer
+        self._asked_for = ""  # what a person had to answer for a connection so far (a passphrase, a password…)
         self.on_link_change: Callable[[LinkState], None] = lambda state: None
         self._lock = threading.Lock()  # one probe request at a time
         self._connect_lock = threading.RLock()  # one connect or reconnect at a time
@@ -79,7 +79,8 @@ class SSHHost(Host):
         with self._connect_lock:
             if self._conn is None:
                 self._conn = connect(self.target, self._prompter)
-                self._asked_a_person |= self._conn.interactive_auth
+                if self._conn.interactive_auth:
+                    self._asked_for = self._conn.asked_for or "a password or 2FA answer"
             if self._chan is None:  # a new connection, or a probe channel dropped after a missed deadline
                 try:
                     self._start_probe()
@@ -234,10 +235,11 @@ class SSHHost(Host):
         return self.connection.interactive_auth
 
     @property
-    def asked_a_person(self) -> bool:
-        """Whether a connection so far needed a person's answer; unlike `interactive_auth`, never connects
-        (the link asks it before reconnecting, when connecting may be what fails)."""
-        return self._asked_a_person
+    def asked_for(self) -> str:
+        """What a person had to answer for a connection so far ("the passphrase of key K", "a password"),
+        "" if nothing. Unlike `interactive_auth` it never connects: the link asks it before reconnecting,
+        when connecting may be what fails."""
+        return self._asked_for
 
     def forward(self, remote_port: int, *, local_port: int) -> Forwarder:
         """A forward whose channels ride the current connection, reconnecting when it drops."""

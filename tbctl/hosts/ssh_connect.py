@@ -49,8 +49,9 @@ class NoPrompter:
 class Connection:
     target: SSHTarget
     transport: paramiko.Transport
-    interactive_auth: bool = False  # a password or 2FA answer was needed: no unattended reconnect
+    interactive_auth: bool = False  # a passphrase, password or 2FA answer was needed: no unattended reconnect
     hops: list[paramiko.Transport] = field(default_factory=list)
+    asked_for: str = ""  # what a person answered, for messages: "a password", "the passphrase of key K", ...
 
     def close(self) -> None:
         self.transport.close()
@@ -65,8 +66,9 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 def connect(target: SSHTarget, prompter: Prompter) -> Connection:
     hops: list[paramiko.Transport] = []
+    asked: list[str] = []  # what a person had to answer, on the way (jump hosts) and here
     try:
-        sock = _open_socket(target, prompter, hops)
+        sock = _open_socket(target, prompter, hops, asked)
         transport = _new_transport(sock)
         transport.set_keepalive(target.server_alive_interval)
         try:
@@ -75,12 +77,13 @@ def connect(target: SSHTarget, prompter: Prompter) -> Connection:
             raise SSHError(f"SSH handshake with {target.display} failed: {exc or type(exc).__name__}",
                            hint="is it an SSH server? try `ssh -v " + target.name + "`") from exc
         _check_host_key(target, transport.get_remote_server_key(), prompter)
-        interactive = _authenticate(target, transport, prompter)
+        asked += filter(None, [_authenticate(target, transport, prompter)])
     except BaseException:
         for hop in reversed(hops):
             hop.close()
         raise
-    return Connection(target=target, transport=transport, interactive_auth=interactive, hops=hops)
+    return Connection(target=target, transport=transport, interactive_auth=bool(asked), hops=hops,
+                      asked_for=" and ".join(asked))
 
 
 # AES-GCM first, as OpenSSH orders it: one AEAD pass per packet instead of AES-CTR plus a separate HMAC that
@@ -96,7 +99,7 @@ def _new_transport(sock: Any) -> paramiko.Transport:
     return transport
 
 
-def _open_socket(target: SSHTarget, prompter: Prompter, hops: list[paramiko.Transport]) -> Any:
+def _open_socket(target: SSHTarget, prompter: Prompter, hops: list[paramiko.Transport], asked: list[str]) -> Any:
     if target.proxy_jump:
         # Each hop is a full SSH connection; the next one rides a direct-tcpip channel of the previous.
         previous: paramiko.Transport | None = None
@@ -111,8 +114,10 @@ def _open_socket(target: SSHTarget, prompter: Prompter, hops: list[paramiko.Tran
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise SSHError(f"SSH handshake with jump host {hop_target.display} failed: {exc}") from exc
             _check_host_key(hop_target, transport.get_remote_server_key(), prompter)
-            _authenticate(hop_target, transport, prompter)
             hops.append(transport)
+            hop_asked = _authenticate(hop_target, transport, prompter)
+            if hop_asked:  # a reconnect must pass this hop too
+                asked.append(f"{hop_asked} for jump host {hop_spec}")
             previous = transport
         assert previous is not None
         return _channel_to(previous, target)
@@ -219,10 +224,11 @@ def _remember(target: SSHTarget, key: paramiko.PKey) -> None:
 # --- authentication -----------------------------------------------------------------------------------------
 
 
-def _authenticate(target: SSHTarget, transport: paramiko.Transport, prompter: Prompter) -> bool:
+def _authenticate(target: SSHTarget, transport: paramiko.Transport, prompter: Prompter) -> str:
     """Agent keys, then identity files, then password / keyboard-interactive on a terminal.
 
-    Returns whether a person had to answer (then an unattended reconnect is impossible)."""
+    Returns what a person had to answer ("" if nothing): then an unattended reconnect is impossible. A
+    key whose passphrase was typed counts too: the background forwarder, or a reconnect, cannot type it."""
     tried: list[str] = []
     remaining: list[str] = []
 
@@ -243,7 +249,7 @@ def _authenticate(target: SSHTarget, transport: paramiko.Transport, prompter: Pr
 
     allowed = _allowed_methods(target, transport)
     if allowed is None:  # the server let us in with no authentication at all
-        return False
+        return ""
     files = list(target.identity_files) or default_identity_files()
     if "publickey" in allowed and not (target.identities_only and target.identity_files):
         try:
@@ -252,14 +258,14 @@ def _authenticate(target: SSHTarget, transport: paramiko.Transport, prompter: Pr
             agent_keys = ()
         for key in agent_keys:
             if attempt(f"agent key {fingerprint(key)}", lambda k=key: transport.auth_publickey(target.user, k)):
-                return False
+                return ""
             if remaining:
                 break
     if not remaining and "publickey" in allowed:
         for path in files:
-            key = _load_key(path, prompter, tried)
+            key, typed = _load_key(path, prompter, tried)
             if key is not None and attempt(path, lambda k=key: transport.auth_publickey(target.user, k)):
-                return False
+                return f"the passphrase of key {path}" if typed else ""
             if remaining:
                 break
     offered = set(remaining or allowed)
@@ -275,11 +281,11 @@ def _authenticate(target: SSHTarget, transport: paramiko.Transport, prompter: Pr
         if "keyboard-interactive" in offered and attempt(
             "keyboard-interactive", lambda: transport.auth_interactive(target.user, handler)
         ):
-            return True
+            return "a password or 2FA answer"
         if "password" in offered:
             password = prompter.secret(f"{target.user}@{target.hostname}'s password: ")
             if attempt("password", lambda: transport.auth_password(target.user, password)):
-                return True
+                return "a password"
     what = ", ".join(tried) if tried else "no agent keys and no identity files"
     if remaining and not prompter.interactive:
         raise SSHError(
@@ -304,22 +310,23 @@ def _allowed_methods(target: SSHTarget, transport: paramiko.Transport) -> list[s
         return ["publickey", "keyboard-interactive", "password"]
 
 
-def _load_key(path: str, prompter: Prompter, tried: list[str]) -> paramiko.PKey | None:
+def _load_key(path: str, prompter: Prompter, tried: list[str]) -> tuple[paramiko.PKey | None, bool]:
+    """(the key or None, whether its passphrase was typed)."""
     try:
-        return paramiko.PKey.from_path(path)
+        return paramiko.PKey.from_path(path), False
     except (paramiko.PasswordRequiredException, TypeError):
         # paramiko 5 lets cryptography's TypeError ("Key is password-protected…") through for
         # OpenSSH-format keys, where older keys raise PasswordRequiredException.
         pass
     except (OSError, paramiko.SSHException, ValueError) as exc:
         tried.append(f"{path} ({exc})")
-        return None
+        return None, False
     if not prompter.interactive:
         tried.append(f"{path} (needs a passphrase; no terminal to ask)")
-        return None
+        return None, False
     passphrase = prompter.secret(f"Enter passphrase for key '{path}': ")
     try:
-        return paramiko.PKey.from_path(path, password=passphrase.encode())  # bytes, whatever its annotation says
+        return paramiko.PKey.from_path(path, password=passphrase.encode()), True  # bytes, whatever its annotation says
     except (paramiko.SSHException, ValueError, TypeError):
         tried.append(f"{path} (wrong passphrase)")
-        return None
+        return None, False

@@ -131,9 +131,11 @@ class Link:
         Any failure to connect is retried with backoff (an unreachable host, a probe that cannot start
         yet, a garbled greeting), its message kept in the state for `ls`; only a refusal that no retry can
         change (authentication, host key) ends it. Never connects outside the retry loop."""
-        if self.host.asked_a_person:
-            self._set(LinkState("down", time.time(), 0, f"{why}; reconnecting needs a password or 2FA answer, "
-                                "which cannot be given unattended: run the command again"))
+        if self.host.asked_for:
+            how = "ssh-add the key, or run the command again" if "passphrase" in self.host.asked_for else \
+                "run the command again"
+            self._set(LinkState("down", time.time(), 0, f"{why}; reconnecting needs {self.host.asked_for}, "
+                                f"which cannot be given unattended: {how}"))
             return False
         since, attempts = time.time(), 0
         self._set(LinkState("reconnecting", since, attempts, why))
