@@ -240,3 +240,65 @@ def test_detach_refuses_a_key_that_needed_its_passphrase(
     assert rc == 5, screen
     assert "--detach needs key or agent authentication" in screen and "ssh-add" in screen, screen
     assert not started
+
+
+# --- 12. known_hosts as OpenSSH reads and writes it -----------------------------------------------------------
+
+
+def _host_key_line(remote: Any, name: str | None = None) -> str:
+    server = remote.server
+    kind, blob = server.host_key_pub.read_text().split()[:2]
+    return f"{name or f'[{server.host}]:{server.port}'} {kind} {blob}\n"
+
+
+def test_a_host_key_found_only_in_the_global_known_hosts_file_is_accepted(
+    remote: Any, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    global_file = tmp_path / "ssh_known_hosts"
+    global_file.write_text("# the cluster's keys\n" + _host_key_line(remote))
+    alias = _alias(remote, tmp_path, monkeypatch, known_hosts="",
+                   lines=(f"GlobalKnownHostsFile {tmp_path / 'missing'} {global_file}",))
+    cli("ls", "--host", alias)
+    assert (tmp_path / f"{alias}_known_hosts").read_text() == ""  # known already: nothing added
+
+
+def test_a_changed_host_key_in_the_global_file_is_refused(
+    remote: Any, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    impostor = tmp_path / "impostor"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)], check=True)
+    kind, blob = Path(str(impostor) + ".pub").read_text().split()[:2]
+    global_file = tmp_path / "ssh_known_hosts"
+    global_file.write_text(f"[{remote.server.host}]:{remote.server.port} {kind} {blob}\n")
+    alias = _alias(remote, tmp_path, monkeypatch, known_hosts="",
+                   lines=(f"GlobalKnownHostsFile {global_file}", "StrictHostKeyChecking accept-new"))
+    assert "CHANGED" in cli("ls", "--host", alias, exit_code=5).stderr
+    assert (tmp_path / f"{alias}_known_hosts").read_text() == ""
+
+
+def test_global_known_hosts_defaults_to_etc_ssh_and_dev_null_disables_it(tmp_path: Path) -> None:
+    from tbctl.hosts.ssh_config import resolve
+
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text("Host plain\n  HostName 10.231.0.1\nHost isolated\n  GlobalKnownHostsFile /dev/null\n")
+    assert resolve("plain", config_path=cfg).global_known_hosts_files == (
+        "/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+    assert resolve("isolated", config_path=cfg).global_known_hosts_files == ("/dev/null",)  # never a file
+
+
+def test_hash_known_hosts_writes_a_new_key_hashed(
+    remote: Any, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alias = _alias(remote, tmp_path, monkeypatch, known_hosts="",
+                   lines=("HashKnownHosts yes", "StrictHostKeyChecking accept-new"))
+    known = tmp_path / f"{alias}_known_hosts"
+    cli("ls", "--host", alias)
+    written = known.read_text()
+    name, kind, blob = written.split()
+    assert name.startswith("|1|") and remote.server.host not in written, written
+    assert (kind, blob) == tuple(remote.server.host_key_pub.read_text().split()[:2])
+    lookup = subprocess.run(["ssh-keygen", "-F", f"[{remote.server.host}]:{remote.server.port}", "-f", str(known)],
+                            capture_output=True, text=True)
+    assert lookup.returncode == 0, "OpenSSH must find the hashed entry too"
+    cli("ls", "--host", alias)
+    assert known.read_text() == written  # the hashed entry is recognised: not added twice

@@ -14,6 +14,7 @@ DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa", "id_dsa")
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE = 15  # seconds; OpenSSH's default is none, which lets a dead link go unnoticed for minutes
 DEFAULT_KEEPALIVE_COUNT = 3  # OpenSSH's ServerAliveCountMax default
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")  # where clusters put keys
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class SSHTarget:
     connect_timeout: float
     server_alive_interval_set: bool = False  # whether ssh_config gave ServerAliveInterval
     server_alive_count_max: int = DEFAULT_KEEPALIVE_COUNT  # unanswered pings before the link counts as dead
+    global_known_hosts_files: tuple[str, ...] = DEFAULT_GLOBAL_KNOWN_HOSTS  # read, never written
+    hash_known_hosts: bool = False  # HashKnownHosts: a key we add is written as |1|salt|hash
 
     @property
     def known_hosts_name(self) -> str:
@@ -97,6 +100,9 @@ def resolve(spec: str, *, connect_timeout: float | None = None, config_path: Pat
     known_files = tuple(os.path.expanduser(f) for f in known.split()) if known else (
         os.path.expanduser("~/.ssh/known_hosts"),
     )
+    global_known = options.get("globalknownhostsfile")
+    global_files = DEFAULT_GLOBAL_KNOWN_HOSTS if global_known is None else tuple(
+        os.path.expanduser(f) for f in global_known.split() if f.lower() != "none")
     timeout = connect_timeout
     if timeout is None:
         timeout = float(options["connecttimeout"]) if options.get("connecttimeout", "").isdigit() else DEFAULT_CONNECT_TIMEOUT
@@ -118,6 +124,8 @@ def resolve(spec: str, *, connect_timeout: float | None = None, config_path: Pat
         connect_timeout=timeout,
         server_alive_interval_set=alive.isdigit(),
         server_alive_count_max=max(1, int(count)) if count.isdigit() else DEFAULT_KEEPALIVE_COUNT,
+        global_known_hosts_files=global_files,
+        hash_known_hosts=_yes(options.get("hashknownhosts")),
     )
 
 

@@ -168,25 +168,29 @@ def _tcp(target: SSHTarget) -> socket.socket:
 
 
 def _check_host_key(target: SSHTarget, key: paramiko.PKey, prompter: Prompter) -> None:
+    """As OpenSSH: the user's known_hosts files, then the global ones (GlobalKnownHostsFile, e.g. a
+    cluster's /etc/ssh/ssh_known_hosts). A match in any of them is enough; a different key of the same
+    type, or keys of other types only, is a refusal whatever StrictHostKeyChecking says."""
     name = target.known_hosts_name
-    known = paramiko.HostKeys()
-    for path in target.known_hosts_files:
-        if os.path.isfile(path):
-            try:
-                known.load(path)
-            except (OSError, paramiko.SSHException):
-                continue
-    entry = known.lookup(name)
     fp = fingerprint(key)
-    if entry is not None and key.get_name() in entry:
-        if entry[key.get_name()] == key:
+    changed = other_type = False
+    for path in (*target.known_hosts_files, *target.global_known_hosts_files):
+        entry = _known_hosts(path).lookup(name)
+        if entry is None:
+            continue
+        if key.get_name() not in entry:
+            other_type = True
+        elif entry[key.get_name()] == key:
             return
+        else:
+            changed = True
+    if changed:
         raise HostKeyRejected(
             target.name, fp,
             f"the host key of {name} has CHANGED (now {key.get_name()} {fp}); refusing to connect",
             hint=f"if the server was really reinstalled, remove the old key: ssh-keygen -R '{name}'",
         )
-    if entry is not None:  # known under another key type: OpenSSH treats this as a mismatch too
+    if other_type:  # known under another key type: OpenSSH treats this as a mismatch too
         raise HostKeyRejected(
             target.name, fp,
             f"{name} offered a {key.get_name()} key ({fp}) but known_hosts has another type for it; refusing",
@@ -214,11 +218,25 @@ def _check_host_key(target: SSHTarget, key: paramiko.PKey, prompter: Prompter) -
     )
 
 
+def _known_hosts(path: str) -> paramiko.HostKeys:
+    known = paramiko.HostKeys()
+    if os.path.isfile(path):
+        try:
+            known.load(path)
+        except (OSError, paramiko.SSHException):
+            return paramiko.HostKeys()
+    return known
+
+
 def _remember(target: SSHTarget, key: paramiko.PKey) -> None:
+    """Append the key to the first user known_hosts file, hashed (`|1|salt|hash`) under HashKnownHosts."""
     path = target.known_hosts_files[0]
+    name = target.known_hosts_name
+    if target.hash_known_hosts:
+        name = paramiko.HostKeys.hash_host(name)
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     with open(path, "a", encoding="ascii") as f:
-        f.write(f"{target.known_hosts_name} {key.get_name()} {key.get_base64()}\n")
+        f.write(f"{name} {key.get_name()} {key.get_base64()}\n")
 
 
 # --- authentication -----------------------------------------------------------------------------------------
