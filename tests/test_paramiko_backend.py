@@ -302,3 +302,43 @@ def test_hash_known_hosts_writes_a_new_key_hashed(
     assert lookup.returncode == 0, "OpenSSH must find the hashed entry too"
     cli("ls", "--host", alias)
     assert known.read_text() == written  # the hashed entry is recognised: not added twice
+
+
+class _Typist:
+    """A prompter that types one passphrase, as a person at a terminal would."""
+
+    interactive = True
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+
+    def secret(self, prompt: str) -> str:
+        self.asked.append(prompt)
+        return self.answer
+
+    ask = secret
+
+
+def test_a_jump_host_key_that_needed_its_passphrase_makes_the_connection_interactive(
+    netns_remote: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tbctl.hosts.ssh import SSHHost
+    from tests.support.remote import VIA_JUMP_ALIAS
+
+    jump = netns_remote.jump
+    key = tmp_path / "locked_hop"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "hop phrase", "-f", str(key)], check=True)
+    authorized = Path(jump.workdir) / "authorized_keys"
+    original = authorized.read_text()
+    authorized.write_text(original + Path(str(key) + ".pub").read_text())
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(netns_remote.ssh_config.read_text().replace(f"IdentityFile {jump.client_key}", f"IdentityFile {key}"))
+    monkeypatch.setenv("TBCTL_SSH_CONFIG", str(cfg))
+    typist = _Typist("hop phrase")
+    try:
+        with SSHHost(VIA_JUMP_ALIAS, prompter=typist).connect() as host:
+            assert len(typist.asked) == 1 and str(key) in typist.asked[0]
+            assert host.interactive_auth and str(key) in host.asked_for and "jump host" in host.asked_for
+    finally:
+        authorized.write_text(original)

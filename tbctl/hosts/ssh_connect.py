@@ -77,7 +77,9 @@ def connect(target: SSHTarget, prompter: Prompter) -> Connection:
             raise SSHError(f"SSH handshake with {target.display} failed: {exc or type(exc).__name__}",
                            hint="is it an SSH server? try `ssh -v " + target.name + "`") from exc
         _check_host_key(target, transport.get_remote_server_key(), prompter)
-        asked += filter(None, [_authenticate(target, transport, prompter)])
+        answered = _authenticate(target, transport, prompter)
+        if answered:
+            asked.append(answered)
     except BaseException:
         for hop in reversed(hops):
             hop.close()
