@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
+from tests.test_remote_refusals import _keygen, locked_key as locked_key_for
 
 
 @pytest.fixture(autouse=True)
@@ -210,15 +211,8 @@ def test_calls_racing_a_reconnect_succeed_or_fail_as_ssh_errors(ssh_env: Any) ->
 @pytest.fixture
 def locked_key(remote: Any, tmp_path: Path) -> Iterator[Path]:
     """A passphrase-protected key ("s3cret phrase") the remote's sshd accepts."""
-    key = tmp_path / "locked"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret phrase", "-f", str(key)], check=True)
-    authorized = Path(remote.server.workdir) / "authorized_keys"
-    original = authorized.read_text()
-    authorized.write_text(original + Path(str(key) + ".pub").read_text())
-    try:
+    with locked_key_for(remote.server, tmp_path / "locked", "s3cret phrase") as key:
         yield key
-    finally:
-        authorized.write_text(original)
 
 
 def test_detach_refuses_a_key_that_needed_its_passphrase(
@@ -265,8 +259,7 @@ def test_a_host_key_found_only_in_the_global_known_hosts_file_is_accepted(
 def test_a_changed_host_key_in_the_global_file_is_refused(
     remote: Any, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    impostor = tmp_path / "impostor"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)], check=True)
+    impostor = _keygen(tmp_path / "impostor")
     kind, blob = Path(str(impostor) + ".pub").read_text().split()[:2]
     global_file = tmp_path / "ssh_known_hosts"
     global_file.write_text(f"[{remote.server.host}]:{remote.server.port} {kind} {blob}\n")
@@ -327,18 +320,12 @@ def test_a_jump_host_key_that_needed_its_passphrase_makes_the_connection_interac
     from tests.support.remote import VIA_JUMP_ALIAS
 
     jump = netns_remote.jump
-    key = tmp_path / "locked_hop"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "hop phrase", "-f", str(key)], check=True)
-    authorized = Path(jump.workdir) / "authorized_keys"
-    original = authorized.read_text()
-    authorized.write_text(original + Path(str(key) + ".pub").read_text())
-    cfg = tmp_path / "ssh_config"
-    cfg.write_text(netns_remote.ssh_config.read_text().replace(f"IdentityFile {jump.client_key}", f"IdentityFile {key}"))
-    monkeypatch.setenv("TBCTL_SSH_CONFIG", str(cfg))
     typist = _Typist("hop phrase")
-    try:
+    with locked_key_for(jump, tmp_path / "locked_hop", "hop phrase") as key:
+        cfg = tmp_path / "ssh_config"
+        cfg.write_text(netns_remote.ssh_config.read_text().replace(f"IdentityFile {jump.client_key}",
+                                                                   f"IdentityFile {key}"))
+        monkeypatch.setenv("TBCTL_SSH_CONFIG", str(cfg))
         with SSHHost(VIA_JUMP_ALIAS, prompter=typist).connect() as host:
             assert len(typist.asked) == 1 and str(key) in typist.asked[0]
             assert host.interactive_auth and str(key) in host.asked_for and "jump host" in host.asked_for
-    finally:
-        authorized.write_text(original)

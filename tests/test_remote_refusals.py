@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +39,22 @@ def _fingerprint(pub: Path) -> str:
     return subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True, check=True).stdout.split()[1]
 
 
-def _keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+def _keygen(path: Path, passphrase: str = "") -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(path)], check=True)
     return path
+
+
+@contextlib.contextmanager
+def locked_key(server: Any, path: Path, passphrase: str) -> Iterator[Path]:
+    """A new key protected by `passphrase`, accepted by `server` (an SshServer) until the block ends."""
+    _keygen(path, passphrase)
+    authorized = Path(server.workdir) / "authorized_keys"
+    original = authorized.read_text()
+    authorized.write_text(original + Path(str(path) + ".pub").read_text())
+    try:
+        yield path
+    finally:
+        authorized.write_text(original)
 
 
 def test_unknown_host_key_without_a_tty_is_refused_with_its_fingerprint(
@@ -178,12 +193,7 @@ def test_a_key_with_a_passphrase_is_asked_for_on_a_terminal_and_refused_without_
 
     from tests.support.terminal import run_on_pty
 
-    key = tmp_path / "locked"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret phrase", "-f", str(key)], check=True)
-    authorized = Path(remote.server.workdir) / "authorized_keys"
-    original = authorized.read_text()
-    authorized.write_text(original + Path(str(key) + ".pub").read_text())
-    try:
+    with locked_key(remote.server, tmp_path / "locked", "s3cret phrase") as key:
         alias = _alias_config(remote, tmp_path, monkeypatch, known_hosts=remote.server.known_hosts.read_text(),
                               identity=key)
         result = cli("ls", "--host", alias, exit_code=5)
@@ -193,5 +203,3 @@ def test_a_key_with_a_passphrase_is_asked_for_on_a_terminal_and_refused_without_
         assert rc == 0, screen
         rc, screen = run_on_pty(["ls", "--host", alias], [(b"Enter passphrase for key", b"wrong\n")], env=env)
         assert rc == 5 and "wrong passphrase" in screen, screen
-    finally:
-        authorized.write_text(original)
