@@ -10,27 +10,20 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tbctl.hosts.paramiko_import import paramiko
 
-from tbctl import probe
-from tbctl.errors import NotFound, ProbeError, SSHError
+from tbctl.errors import ProbeError, SSHError
+from tbctl.hosts import remote_probe
 from tbctl.hosts.base import Host
 from tbctl.hosts.ssh_config import SSHTarget, resolve
 from tbctl.hosts.ssh_connect import Connection, NoPrompter, Prompter, connect
 from tbctl.tunnel import Forwarder
 
 if TYPE_CHECKING:
-    from tbctl.hosts.ssh_link import Link, LinkState
-
-# Read a length line, then exactly that many bytes of source, then serve on the rest of stdin.
-PROBE_BOOTSTRAP = (
-    "import sys;b=sys.stdin.buffer;n=int(b.readline());g={'__name__':'tbctl_probe'};"
-    "exec(compile(b.read(n),'tbctl-probe','exec'),g);g['serve']()"
-)
-_PROBE_SOURCE = Path(probe.__file__).read_bytes()
+    from tbctl.hosts.link import LinkState
+    from tbctl.hosts.ssh_link import Link
 
 
 class SSHHost(Host):
@@ -95,21 +88,13 @@ class SSHHost(Host):
     def _start_probe(self) -> None:
         assert self._conn is not None
         chan = self._conn.transport.open_session(timeout=self.target.connect_timeout)
-        # A remote `~` must stay for the remote shell to expand, so only the python path is quoted.
-        python = self.python if self.python == "python3" else probe.quote_argv([self.python]).replace("'~/", "~/'")
-        chan.exec_command(f"{python} -c {probe.quote_argv([PROBE_BOOTSTRAP])}")
-        chan.sendall(b"%d\n" % len(_PROBE_SOURCE) + _PROBE_SOURCE)
+        chan.exec_command(remote_probe.remote_command(self.python))
+        chan.sendall(remote_probe.PREAMBLE)
         reader = chan.makefile("rb")
-        first = reader.readline()
-        if not first:
-            status = chan.recv_exit_status()
-            err = chan.makefile_stderr("rb").read().decode("utf-8", "replace").strip()
-            if status == 127:
-                raise NotFound(f"no {self.python} on {self.name}: {err}",
-                               hint="tbctl needs python3 on the server; --env DIR uses DIR/bin/python")
-            raise ProbeError(f"the probe did not start on {self.name} (exit {status}): {err[-500:]}")
+        self._hello = remote_probe.read_hello(
+            reader.readline, host=self.name, python=self.python, exit_status=chan.recv_exit_status,
+            stderr=lambda: chan.makefile_stderr("rb").read().decode("utf-8", "replace"))
         self._chan, self._reader = chan, reader
-        self._hello = json.loads(first)["ok"]
 
     def call(self, op: str, **args: Any) -> Any:
         self.connect()
@@ -179,12 +164,26 @@ class SSHHost(Host):
 
     def forward(self, remote_port: int, *, local_port: int) -> Forwarder:
         """A forward whose channels ride the current connection, reconnecting when it drops."""
+        self.keep_connected()
+        assert self._link is not None
+        return Forwarder(self._link.open_channel, remote_port, local_port=local_port)
+
+    def keep_connected(self) -> None:
+        """Ping the link and reconnect with backoff when it drops (connecting first in the background when
+        it is not connected yet, as the background forwarder starts)."""
         if self._link is None:
             from tbctl.hosts.ssh_link import Link
 
-            self.connect()
-            self._link = Link(self, on_change=lambda state: self.on_link_change(state)).start()
-        return Forwarder(self._link.open_channel, remote_port, local_port=local_port)
+            self._link = Link(self, on_change=lambda state: self.on_link_change(state),
+                              connected=self._conn is not None).start()
+
+    @property
+    def link_state(self) -> LinkState:
+        from tbctl.hosts.link import LinkState
+
+        if self._link is not None:
+            return self._link.state
+        return LinkState("up" if self._conn is not None else "reconnecting", 0.0)
 
     def watch_connection(self, callback: Callable[[LinkState], None]) -> None:
         self.on_link_change = callback
