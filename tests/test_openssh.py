@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from tests.conftest import Cli
+from tests.test_json_schema import CONNECTIONS, conforms
 from tests.support.procs import ProcessReaper, wait_until
 
 
@@ -108,8 +109,11 @@ def test_tbctls_own_master_is_reused_by_the_next_command_and_closed_by_disconnec
     before = _logins(openssh)
     cli("ls", "--host", openssh.alias)
     assert _logins(openssh) == before + 1
-    kept = cli("connections", "--json").json()["connections"]
+    listed = cli("connections", "--json").json()
+    conforms(listed, CONNECTIONS)
+    kept = listed["connections"]
     assert [c["host"] for c in kept] == [openssh.alias] and psutil.pid_exists(kept[0]["pid"])
+    assert openssh.alias in cli("connections").stdout
     cli("ls", "--host", openssh.alias)
     cli("free-port", "--host", openssh.alias, "1", "--dry-run")
     assert _logins(openssh) == before + 1, "the next commands ride the master the first one left"
