@@ -28,6 +28,8 @@ DEFAULT_STOP_TIMEOUT = 10.0
 PORT_SEARCH_SPAN = 100  # TensorBoard itself scans 6006..6105
 REMOTE_FORWARD_OFFSET = 10000  # 6006 -> 16006, as users already type it
 CONFIG_FILE_NAME = "config.toml"
+DEFAULT_SSH_PERSIST = 600.0  # seconds tbctl's own ControlMaster stays after the last command that used it
+SSH_BACKENDS = ("openssh", "paramiko")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class HostSettings:
     local_port: int | None = None
     extra_args: tuple[str, ...] = ()
     connect_timeout: float | None = None
+    ssh: str | None = None  # the SSH backend; None: the best available
+    ssh_persist: float = DEFAULT_SSH_PERSIST
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,14 @@ def _seconds(value: Any) -> float | None:
     return float(value) if type(value) in (int, float) and value > 0 else None
 
 
+def _seconds_or_zero(value: Any) -> float | None:
+    return float(value) if type(value) in (int, float) and value >= 0 else None
+
+
+def _backend(value: Any) -> str | None:
+    return value if value in SSH_BACKENDS else None
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
@@ -137,11 +149,16 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "tensorboard": (_text, "a non-empty string (the path of the tensorboard executable)"),
     "env": (_text, "a non-empty string (a venv or conda prefix on that host)"),
     "tensorboard_args": (_args, 'a list of strings, e.g. ["--samples_per_plugin", "scalars=1000"]'),
+    "ssh": (_backend, '"openssh" or "paramiko"'),
+    "ssh_persist": (_seconds_or_zero, "a number of seconds, 0 or more"),
 }
-TOP_LEVEL_KEYS = ("logdir", "port", "timeout", "stop_timeout", "connect_timeout", "tensorboard", "tensorboard_args")
-HOST_KEYS = ("logdir", "port", "local_port", "tensorboard", "env", "tensorboard_args", "connect_timeout")
+TOP_LEVEL_KEYS = ("logdir", "port", "timeout", "stop_timeout", "connect_timeout", "tensorboard", "tensorboard_args",
+                  "ssh", "ssh_persist")
+HOST_KEYS = ("logdir", "port", "local_port", "tensorboard", "env", "tensorboard_args", "connect_timeout", "ssh",
+             "ssh_persist")
 _HOST_FIELDS = {"logdir": "logdir", "port": "port", "local_port": "local_port", "tensorboard": "tensorboard",
-                 "env": "env_prefix", "tensorboard_args": "extra_args", "connect_timeout": "connect_timeout"}
+                 "env": "env_prefix", "tensorboard_args": "extra_args", "connect_timeout": "connect_timeout",
+                 "ssh": "ssh", "ssh_persist": "ssh_persist"}
 
 
 @dataclass(frozen=True)
@@ -337,7 +354,7 @@ def _dotted(key: tuple[str, ...]) -> str:
 # --- the environment -----------------------------------------------------------------------------------------
 
 
-def _env_seconds(env: Mapping[str, str], name: str) -> float | None:
+def _env_seconds(env: Mapping[str, str], name: str, *, zero_ok: bool = False) -> float | None:
     raw = env.get(name)
     if raw is None or raw == "":
         return None
@@ -345,8 +362,8 @@ def _env_seconds(env: Mapping[str, str], name: str) -> float | None:
         value = float(raw)
     except ValueError:
         raise UsageError(f"{name}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise UsageError(f"{name}={raw!r} must be positive")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise UsageError(f"{name}={raw!r} must be {'0 or more' if zero_ok else 'positive'}")
     return value
 
 
@@ -381,10 +398,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     env_port = parse_port(env["TBCTL_PORT"], source="TBCTL_PORT") if env.get("TBCTL_PORT") else None
     env_logdir = env.get("TBCTL_LOGDIR") or None
+    env_ssh = env.get("TBCTL_SSH") or None
+    if env_ssh is not None and env_ssh not in SSH_BACKENDS:
+        raise UsageError(f"TBCTL_SSH={env_ssh!r} is not an SSH backend", hint="use openssh or paramiko")
+    env_persist = _env_seconds(env, "TBCTL_SSH_PERSIST", zero_ok=True)
     defaults = HostSettings(
         tensorboard=pick("tensorboard", None, None, None),
         extra_args=pick("tensorboard_args", None, None, ()),
         connect_timeout=pick("connect_timeout", None, None, None),
+        ssh=pick("ssh", "TBCTL_SSH", env_ssh, None),
+        ssh_persist=pick("ssh_persist", "TBCTL_SSH_PERSIST", env_persist, DEFAULT_SSH_PERSIST),
     )
     hosts: dict[str, HostSettings] = {}
     for name, section in (conf.hosts if conf is not None else {}).items():
@@ -394,6 +417,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             own["port"] = env_port
         if env_logdir is not None:
             own["logdir"] = env_logdir
+        if env_ssh is not None:
+            own["ssh"] = env_ssh
+        if env_persist is not None:
+            own["ssh_persist"] = env_persist
         hosts[name] = replace(defaults, **own)
     return Settings(
         state_dir=state_path,
@@ -427,6 +454,8 @@ def settings_as_dict(settings: Settings) -> dict[str, Any]:
         "connect_timeout": settings.defaults.connect_timeout,
         "tensorboard": settings.defaults.tensorboard,
         "tensorboard_args": list(settings.defaults.extra_args),
+        "ssh": settings.defaults.ssh,
+        "ssh_persist": settings.defaults.ssh_persist,
         "hosts": {name: host_view(h) for name, h in sorted(settings.hosts.items())},
         "sources": dict(sorted(settings.sources.items())),
     }

@@ -13,11 +13,17 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tbctl import probe
 from tbctl.errors import PortBusy, SSHError, TbctlError
+from tbctl.hosts.link import LinkState
 from tbctl.state import StateStore
+
+if TYPE_CHECKING:
+    from tbctl.hosts.base import Host
+    from tbctl.hosts.link import Forward
 
 SYNC_SECONDS = 0.5  # how soon a new or removed forward takes effect
 INSTANCE_CHECK_SECONDS = 3.0  # how soon a forward notices its TensorBoard died
@@ -36,18 +42,24 @@ def running_status(store: StateStore, host: str) -> dict[str, Any] | None:
     return None
 
 
-def ensure_running(store: StateStore, host: str) -> dict[str, Any]:
-    """The host's forwarder, started if it is not running (one per host, even when two commands race)."""
+def ensure_running(store: StateStore, host: str, *, backend: str, connect_timeout: float | None = None,
+                   env_prefix: str | None = None) -> dict[str, Any]:
+    """The host's forwarder, started if it is not running (one per host, even when two commands race).
+
+    It runs as `python -I -m tbctl` from `/`: isolated mode puts neither the caller's directory nor
+    PYTHONPATH on sys.path, so a `tbctl/` folder where the user typed the command cannot shadow tbctl."""
     with store.lock(f"forwarder-{host}"):
         status = running_status(store, host)
         if status is not None:
             return status
         log_path = store.forwarder_log_path(host)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-I", "-m", "tbctl", "--ssh", backend, "_forwarder", host]
+        argv += ["--connect-timeout", str(connect_timeout)] if connect_timeout else []
+        argv += ["--env", env_prefix] if env_prefix else []
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tbctl", "_forwarder", host],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv, cwd="/", stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,  # outlives the terminal and the command
             )
         deadline = time.monotonic() + START_TIMEOUT
@@ -90,45 +102,57 @@ def stop(status: dict[str, Any], timeout: float = 5.0) -> None:
             probe.wait_gone([[pid, ct]], 5.0)
 
 
-def serve(host_spec: str, store: StateStore) -> int:
-    """The forwarder's main loop (run as `tbctl _forwarder HOST` in its own session)."""
-    from tbctl.hosts.ssh import SSHHost
-    from tbctl.hosts.ssh_link import Link, LinkState
-    from tbctl.tunnel import Forwarder
-
+def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> int:
+    """The forwarder's main loop (run as `tbctl _forwarder HOST` in its own session). `open_host` gives the
+    host unconnected, over whichever SSH backend: it connects, and reconnects, in the background."""
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
     me = probe._proc_info(os.getpid()) or {}
     base = {"host": host_spec, "pid": os.getpid(), "create_time": me.get("create_time"),
             "log_path": str(store.forwarder_log_path(host_spec)), "started_at": time.time()}
-    link_view: dict[str, Any] = {"state": "reconnecting", "since": time.time(), "attempts": 0, "error": "starting"}
-    forwarders: dict[int, Forwarder] = {}
+    link_view: dict[str, Any] = {"state": "reconnecting", "since": time.time(), "attempts": 0, "error": "starting",
+                                 "via": ""}
+    forwarders: dict[int, Forward] = {}
     errors: dict[int, str] = {}
     tensorboards: dict[int, str] = {}
+    published: dict[str, Any] = {}
 
     def log(text: str) -> None:
         print(time.strftime("%Y-%m-%d %H:%M:%S"), text, flush=True)
 
     def publish() -> None:
+        """Write the status file, only when it says something new (it is read, not watched)."""
         rows = []
         for rec in store.forwards(host_spec):
             port = rec["local_port"]
             fwd = forwarders.get(port)
-            rows.append({**rec, "listening": fwd is not None, "error": errors.get(port, ""),
+            rows.append({**rec, "listening": fwd is not None and fwd.listening,
+                         "error": errors.get(port, "") or (str(fwd.errors[0]) if fwd and fwd.errors else ""),
                          "active_connections": fwd.active_connections if fwd else 0,
                          "served": fwd.served if fwd else 0,
                          "tensorboard": tensorboards.get(port, "unknown")})
-        store.write_forwarder_status(host_spec, {**base, "link": dict(link_view), "forwards": rows,
-                                                 "interactive_auth": False, "updated_at": time.time()})
+        status = {**base, "link": dict(link_view), "forwards": rows}
+        if status != published:
+            store.write_forwarder_status(host_spec, status)
+            published.clear()
+            published.update(status)
 
     def on_change(state: LinkState) -> None:
-        link_view.update(state=state.state, since=state.since, attempts=state.attempts, error=state.error)
-        log(f"link {state.state}" + (f" (attempt {state.attempts}): {state.error}" if state.error else ""))
+        link_view.update(state=state.state, since=state.since, attempts=state.attempts, error=state.error,
+                         via=state.via)
+        via = f" via {state.via}" if state.via else ""
+        log(f"link {state.state}{via}" + (f" (attempt {state.attempts}): {state.error}" if state.error else ""))
         publish()
 
-    host = SSHHost(host_spec)
-    link = Link(host, on_change=on_change, connected=False).start()
+    try:
+        host = open_host()
+    except TbctlError as exc:  # a config ssh cannot use, no ssh client: nothing will ever connect
+        host = None
+        on_change(LinkState("down", time.time(), 0, exc.message))
+    if host is not None:
+        host.watch_connection(on_change)
+        host.keep_connected()
     log(f"forwarding for {host_spec} (pid {os.getpid()})")
     publish()
     last_check = 0.0
@@ -139,28 +163,40 @@ def serve(host_spec: str, store: StateStore) -> int:
                 forwarders.pop(port).close()
                 log(f"closed 127.0.0.1:{port}")
             for port, rec in wanted.items():
-                if port not in forwarders and port not in errors:
-                    fwd = Forwarder(link.open_channel, rec["remote_port"], local_port=port)
+                if host is not None and port not in forwarders and port not in errors:
+                    fwd = host.forward(rec["remote_port"], local_port=port)
+                    assert fwd is not None
                     try:
                         forwarders[port] = fwd.start()
                         last_check = 0.0  # learn the new forward's TensorBoard health at once
                         log(f"127.0.0.1:{port} -> {host_spec}:{rec['remote_port']}")
-                    except PortBusy as exc:
+                    except TbctlError as exc:  # the local port is taken, or the master refused it
                         errors[port] = exc.message
-            if link.state.state == "up" and time.monotonic() - last_check >= INSTANCE_CHECK_SECONDS:
+            if host is not None and host.link_state.state == "up" \
+                    and time.monotonic() - last_check >= INSTANCE_CHECK_SECONDS:
                 last_check = time.monotonic()
                 _close_forwards_of_dead_instances(host, store, host_spec, wanted, tensorboards, log)
-            if not wanted:
+            if not wanted and _nothing_left(store, host_spec):
                 log("nothing left to forward; exiting")
                 break
             publish()
     finally:
         for fwd in forwarders.values():
             fwd.close()
-        link.close()
-        host.close()
+        if host is not None:
+            host.close()
         store.remove_forwarder_status(host_spec)
     return 0
+
+
+def _nothing_left(store: StateStore, host_spec: str) -> bool:
+    """Checked under the lock `ensure_running` holds, so a `--detach` that adds a forward and finds this
+    forwarder running is never left without one: either it is seen here, or the forwarder is gone first."""
+    with store.lock(f"forwarder-{host_spec}"):
+        if store.forwards(host_spec):
+            return False
+        store.remove_forwarder_status(host_spec)
+        return True
 
 
 def _close_forwards_of_dead_instances(host: Any, store: StateStore, host_spec: str, wanted: dict[int, dict[str, Any]],

@@ -140,6 +140,7 @@ class ForwardInfo:
     forwarder_pid: int | None = None
     stop_instance: bool = False
     path_prefix: str = ""
+    via: str = ""  # how the forwarder reaches the host (e.g. the user's own ControlMaster)
 
     @property
     def url(self) -> str:

@@ -565,7 +565,7 @@ def wait_ready(pid: int, create_time: float | None, port: int, path: str, timeou
             status, body = _http_get(port, path, 2.0)
             if status == 200:
                 return {"ready": True, "body": body, "elapsed": time.monotonic() - started}
-        except (OSError, ValueError):
+        except Exception:  # not answering yet, or something that is not HTTP holds the port meanwhile
             pass
         if time.monotonic() >= deadline:
             return {"ready": False, "reason": "timeout", "elapsed": time.monotonic() - started}
@@ -573,11 +573,15 @@ def wait_ready(pid: int, create_time: float | None, port: int, path: str, timeou
 
 
 def http_get(port: int, path: str, timeout: float = 2.0) -> dict:
+    import http.client
+
     try:
         status, body = _http_get(port, path, timeout)
         return {"status": status, "body": body}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # RemoteDisconnected (closed without a word) is an OSError too
         return {"status": None, "error": str(exc)}
+    except http.client.HTTPException as exc:  # it answered, but not in HTTP (BadStatusLine & co)
+        return {"status": None, "not_http": True, "error": f"{type(exc).__name__}: {str(exc)[:80]}"}
 
 
 def tail(path: str, lines: int = 20) -> dict:
@@ -666,11 +670,15 @@ def handle(op: str, args: dict) -> dict:
     return OPS[op](**args)
 
 
+HELLO_SENTINEL = b"\x1etbctl-probe "  # the hello line's prefix: a login shell may have printed lines before it
+
+
 def serve(stdin=None, stdout=None) -> None:  # type: ignore[no-untyped-def]
-    """JSON lines: {"op", "args"} in, {"ok": result} or {"error": {"type", "message"}} out, until EOF."""
+    """JSON lines: {"op", "args"} in, {"ok": result} or {"error": {"type", "message"}} out, until EOF.
+    The first line is the hello (whoami), after HELLO_SENTINEL."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
-    stdout.write(json.dumps({"ok": whoami()}) + "\n")
+    stdout.write(HELLO_SENTINEL.decode() + json.dumps({"ok": whoami()}) + "\n")
     stdout.flush()
     for line in stdin:
         if not line.strip():

@@ -124,6 +124,11 @@ class Forwarder:
         with self._lock:
             return len(self._connections)
 
+    @property
+    def listening(self) -> bool:
+        """Clients are accepted from start() to close(); during a reconnect they wait for the new link."""
+        return self._listener is not None and not self._closed.is_set()
+
     def close(self) -> None:
         """Stop accepting, close every open connection, and join the loop. A channel still being opened is
         closed by its opener thread when the open returns."""

@@ -39,7 +39,7 @@ UP = {"instance": INSTANCE, "url": str, "reused": bool, "port_note": str, "warni
 FORWARD = {
     "host": str, "local_port": int, "remote_port": int, "instance_pid": OptInt, "logdir": OptStr, "tunnel": str,
     "tensorboard": str, "since": OptNum, "attempts": int, "error": str, "forwarder_pid": OptInt,
-    "stop_instance": bool, "path_prefix": str, "url": str,
+    "stop_instance": bool, "path_prefix": str, "via": str, "url": str,
 }
 HOST_ERROR = {"host": str, "error": str, "exit_code": int}
 LS = {"instances": [INSTANCE], "forwards": [FORWARD], "errors": [HOST_ERROR]}
@@ -62,11 +62,14 @@ LOGS = {"host": str, "pid": OptInt, "port": OptInt, "logdir": OptStr, "log_path"
 LOGS_LINE = {"host": str, "pid": OptInt, "port": OptInt, "line": str}
 OPEN = {"url": str, "opened": bool, "host": str, "pid": OptInt, "port": OptInt, "logdir": OptStr}
 CONFIG_PATH = {"path": str, "exists": bool}
+CONNECTION = {"host": str, "pid": OptInt, "control_path": str, "created_at": Num, "persist": Num}
+CONNECTIONS = {"connections": [CONNECTION]}
 CONFIG_HOST = {"logdir": OptStr, "port": OptInt, "local_port": OptInt, "tensorboard": OptStr, "env": OptStr,
-               "tensorboard_args": [str], "connect_timeout": OptNum}
+               "tensorboard_args": [str], "connect_timeout": OptNum, "ssh": OptStr, "ssh_persist": Num}
 CONFIG_SHOW = {
     "config_file": OptStr, "config_loaded": bool, "state_dir": str, "logdir": str, "port": int, "timeout": Num,
     "stop_timeout": Num, "connect_timeout": OptNum, "tensorboard": OptStr, "tensorboard_args": [str],
+    "ssh": OptStr, "ssh_persist": Num, "ssh_in_effect": str, "ssh_reason": str,
     "hosts": {"*": CONFIG_HOST}, "sources": {"*": str},
 }
 
@@ -76,6 +79,7 @@ DOCUMENTED = {
     "stop outcome": STOP_OUTCOME, "closed forward": CLOSED_FORWARD, "free-port": FREE_PORT, "holder": HOLDER,
     "holder outcome": HOLDER_OUTCOME, "tunnel": TUNNEL, "logs": LOGS, "logs -f": LOGS_LINE, "open": OPEN,
     "config path": CONFIG_PATH, "config show": CONFIG_SHOW, "config show host": CONFIG_HOST,
+    "connections": CONNECTIONS, "connection": CONNECTION,
 }
 
 

@@ -21,9 +21,11 @@ from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
 from tests.test_remote_refusals import _keygen, locked_key as locked_key_for
 
 
-@pytest.fixture(autouse=True)
-def paramiko_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TBCTL_SSH", "paramiko")  # these tests are about this backend, whatever the default
+@pytest.fixture
+def ssh_backend(monkeypatch: pytest.MonkeyPatch) -> str:
+    """These tests are about the paramiko backend: only it, not once per backend as conftest's would."""
+    monkeypatch.setenv("TBCTL_SSH", "paramiko")
+    return "paramiko"
 
 
 def _alias(remote: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, name: str = "tbpk",

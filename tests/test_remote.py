@@ -73,8 +73,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _own_listeners(pid: int) -> list[str]:
-    return [c.laddr.ip for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+def _listeners_on(port: int) -> list[str]:
+    """Addresses LISTENing on `port` here, whichever process holds them (tbctl's paramiko forwarder, or
+    the ssh ControlMaster that carries an OpenSSH forward)."""
+    return [c.laddr.ip for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+
+
+def _no_wide_listener(pid: int) -> bool:
+    return all(c.laddr.ip in ("127.0.0.1", "::1") for c in psutil.Process(pid).net_connections("tcp")
+               if c.status == psutil.CONN_LISTEN)
 
 
 def test_up_host_serves_through_the_forward_and_ctrl_c_leaves_nothing(
@@ -92,11 +99,11 @@ def test_up_host_serves_through_the_forward_and_ctrl_c_leaves_nothing(
     port = int(fg.url.rsplit(":", 1)[1].strip("/"))
     assert port >= 16006
     # every listener tbctl opens is on loopback; the remote TensorBoard listens on the remote's loopback only
-    assert _own_listeners(fg.proc.pid) == ["127.0.0.1"]
+    assert _listeners_on(port) == ["127.0.0.1"] and _no_wide_listener(fg.proc.pid)
     remote_listeners = [(a, p) for a, p, pid in remote.listeners() if pid == remote_pid]
     assert remote_listeners and all(a == "127.0.0.1" for a, _ in remote_listeners)
     assert fg.interrupt() == 0, fg.stderr
-    assert "Traceback" not in fg.stderr
+    assert "Traceback" not in fg.stderr, fg.stderr
     assert wait_until(lambda: not _alive(remote_pid), 10), "the TensorBoard this command started must stop"
     assert not [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
 
@@ -157,7 +164,7 @@ def test_tunnel_forwards_to_an_already_running_tensorboard(
     assert tun.url == f"http://127.0.0.1:{local}/"
     status, body = http_get(tun.url + "data/logdir")
     assert status == 200 and json.loads(body)["logdir"] == str(logdir)
-    assert _own_listeners(tun.proc.pid) == ["127.0.0.1"]
+    assert _listeners_on(local) == ["127.0.0.1"] and _no_wide_listener(tun.proc.pid)
     assert tun.interrupt() == 0
     assert _alive(pid), "tunnel never stops what it did not start"
     assert not [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == local]

@@ -132,6 +132,35 @@ def test_link_down_for_five_seconds(detached: dict[str, Any]) -> None:
         poller.stop()
 
 
+def test_a_connection_that_can_never_come_back_is_replaced(detached: dict[str, Any], cli: Cli) -> None:
+    """While the link is down, sshd's end of the connection is killed: no FIN or RST can reach this machine,
+    so nothing but a new connection gets through once the link is back (TCP retransmits alone, which carry
+    a mere outage, are answered with a reset). The forward must reconnect, on the same local port."""
+    remote = detached["remote"]
+    if remote.netns is None:
+        pytest.skip("needs the remote in a network namespace")
+    logins = remote.server.log.read_text(errors="replace").count("Accepted publickey")
+    poller = Poller(detached["url"])
+    try:
+        assert wait_until(lambda: any(ok for _, ok in poller.results), 10)
+        link_down(remote.netns)
+        try:
+            sessions = [p for p in psutil.Process(remote.server.pid).children(recursive=True) if p.name() == "sshd"]
+            for p in sessions:
+                p.kill()  # sshd's end of every connection: gone, and nobody can tell this machine
+            psutil.wait_procs(sessions, timeout=5)
+        finally:
+            link_up(remote.netns)
+        back = time.monotonic()
+        took = poller.ok_after(back, RECOVERY_SECONDS + 15)  # the dead link is noticed by keepalive or a reset
+        assert took is not None, "no success after the link came back: the forward did not reconnect"
+    finally:
+        poller.stop()
+    assert remote.server.log.read_text(errors="replace").count("Accepted publickey") > logins, "no new connection"
+    forwards = cli("ls", "--json").json()["forwards"]
+    assert [(f["tunnel"], f["url"]) for f in forwards] == [("up", detached["url"])]
+
+
 def test_kill_9_of_the_remote_tensorboard_closes_its_forward(detached: dict[str, Any], cli: Cli) -> None:
     os.kill(detached["pid"], signal.SIGKILL)
     assert wait_until(lambda: not cli("ls", "--json").json()["forwards"], 15), "the forward should close"

@@ -96,14 +96,19 @@ def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    ssh: Annotated[Optional[str], typer.Option(
+        "--ssh", metavar="openssh|paramiko",
+        help="SSH client for remote hosts: the system's OpenSSH (default where it can multiplex) or tbctl's own.")] = None,
 ) -> None:
     env = ctx.obj if isinstance(ctx.obj, Environment) else Environment()
     env.json, env.quiet, env.debug = env.json or json_output, env.quiet or quiet, env.debug or debug
+    env.ssh = env.ssh or ssh
     ctx.obj = env
 
 
 from tbctl.cli import commands as _commands  # noqa: E402,F401  (registers the commands on `app`)
 from tbctl.cli import extra_commands as _extra_commands  # noqa: E402,F401
+from tbctl.cli import connections as _connections  # noqa: E402,F401
 
 
 def run(argv: list[str] | None = None) -> None:

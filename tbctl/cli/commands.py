@@ -96,11 +96,15 @@ def up(
         exposure = None
         try:
             if detach and not host.reachable_here:
+                from tbctl.cli.session import ssh_backend
                 from tbctl.core.forwards import detach_forward
 
-                forward_port = detach_forward(host, local_host(env), store, remote_port=inst.port, local_port=wanted_local,
-                                              instance=inst, stop_instance=stop_after,
-                                              check_path=readiness_path(inst.path_prefix))
+                detached = detach_forward(host, local_host(env), store, backend=ssh_backend(env, host_spec).name,
+                                          remote_port=inst.port, local_port=wanted_local, instance=inst,
+                                          stop_instance=stop_after, check_path=readiness_path(inst.path_prefix),
+                                          connect_timeout=connect_timeout, env_prefix=env_prefix)
+                forward_port = detached.local_port
+                result = dataclasses.replace(result, warnings=(*result.warnings, *filter(None, [detached.warning])))
             else:
                 from tbctl.core.expose import expose
 
@@ -192,7 +196,6 @@ def tunnel(
     """Forward localhost to a port already listening on HOST (`ssh -L 16008:127.0.0.1:6008 HOST`), until Ctrl-C."""
     from tbctl.config import parse_port
     from tbctl.core.expose import expose
-    from tbctl.errors import NotFound
 
     env = command_env(ctx, json_output)
     port = parse_port(remote_port, source="REMOTE_PORT")
@@ -201,18 +204,21 @@ def tunnel(
     with env.status():
         host = open_host(env, host_spec, connect_timeout=connect_timeout)
     with host:
-        if not host.port_holders(port):
-            raise NotFound(f"nothing listens on {host.name}:{port}",
-                           hint=f"`tbctl ls --host {host.name}` shows its TensorBoards; `tbctl up --host {host.name}` starts one")
         if detach:
+            from tbctl.cli.session import ssh_backend
             from tbctl.core.forwards import detach_forward
 
-            local = detach_forward(host, local_host(env), store, remote_port=port, local_port=wanted_local,
-                                   instance=None, stop_instance=False, check_path=None)
-            exposure = None
+            detached = detach_forward(host, local_host(env), store, backend=ssh_backend(env, host_spec).name,
+                                      remote_port=port, local_port=wanted_local, instance=None, stop_instance=False,
+                                      check_path=None, connect_timeout=connect_timeout)
+            if detached.warning:
+                env.warn(detached.warning)
+            local, exposure = detached.local_port, None
         else:
             exposure = expose(host, local_host(env), port, local_port=wanted_local)
             local = exposure.local_port
+            if exposure.note:
+                env.notice(exposure.note)
         url = f"http://127.0.0.1:{local}/"
 
         def announce() -> None:
@@ -234,11 +240,15 @@ def tunnel(
 
 
 @app.command("_forwarder", hidden=True)
-def forwarder_process(ctx: typer.Context, host_spec: Annotated[str, typer.Argument(metavar="HOST")]) -> None:
+def forwarder_process(ctx: typer.Context, host_spec: Annotated[str, typer.Argument(metavar="HOST")],
+                      connect_timeout: ConnectTimeoutOption = None, env_prefix: EnvOption = None) -> None:
     """The background forwarder for HOST (started by --detach; not for direct use)."""
     from tbctl import daemon
+    from tbctl.cli.session import unconnected_host
 
-    raise typer.Exit(daemon.serve(host_spec, store_of(command_env(ctx, False))))
+    env = command_env(ctx, False)
+    raise typer.Exit(daemon.serve(host_spec, store_of(env), lambda: unconnected_host(
+        env, host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout)))
 
 
 @app.command("ls")

@@ -30,6 +30,7 @@ class Environment:
     json: bool = False
     quiet: bool = False
     debug: bool = False
+    ssh: str | None = None  # --ssh: the SSH backend asked for on the command line
     _status_depth: int = field(default=0, init=False, repr=False)
     _status: Any = field(default=None, init=False, repr=False)  # (rich Live, its Spinner) while one is shown
 

@@ -248,16 +248,21 @@ def config_path_command(ctx: typer.Context, json_output: JsonOption = False) -> 
 @config_app.command("show")
 def config_show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Print the settings in effect, each with where it came from (default, file or environment)."""
+    from tbctl.cli.session import ssh_backend
     from tbctl.config import settings_as_dict
 
     env = command_env(ctx, json_output)
     view = settings_as_dict(env.settings)
+    backend = ssh_backend(env, None)
+    view |= {"ssh_in_effect": backend.name, "ssh_reason": backend.reason}
     if env.json:
         render.print_json(env, view)
         return
     status = "" if view["config_loaded"] else "  (not found)"
     out = [f"# config file: {view['config_file']}{status}", f"# state dir: {view['state_dir']}"]
-    for key in ("logdir", "port", "timeout", "stop_timeout", "connect_timeout", "tensorboard", "tensorboard_args"):
+    out.append(f"# SSH backend in effect: {backend.name} ({backend.reason})")
+    for key in ("logdir", "port", "timeout", "stop_timeout", "connect_timeout", "tensorboard", "tensorboard_args",
+                "ssh", "ssh_persist"):
         value = view[key]
         source = view["sources"].get(key, "default")
         line = f"{key} = {_toml(value)}" if value not in (None, []) else f"# {key} (not set)"

@@ -78,6 +78,8 @@ def forwards_table(env: Environment, forwards: Sequence[ForwardInfo]) -> None:
             tunnel += " (forwarder gone; `tbctl down --all` cleans it)"
         if f.error and f.tunnel != "up":
             tunnel += f": {f.error}"
+        if f.via and f.tunnel in ("up", "reconnecting"):
+            tunnel += f" (via {f.via})"
         rows.append([f.host, str(f.local_port), str(f.remote_port), f.url, str(f.forwarder_pid or "-"),
                      f.tensorboard, tunnel])
     if not env.json:

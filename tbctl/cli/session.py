@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from tbctl.cli.environment import Environment
 
 if TYPE_CHECKING:
+    from tbctl.hosts.backends import BackendChoice
     from tbctl.hosts.base import Host
     from tbctl.state import StateStore
 
@@ -29,6 +30,10 @@ class TerminalPrompter:
 
         with self.env.paused():  # a spinner redrawn over the prompt would hide what is being asked
             return getpass.getpass(prompt, stream=self.env.stderr)
+
+    def paused(self) -> contextlib.AbstractContextManager[None]:
+        """While ssh itself may be asking on the terminal (the OpenSSH backend)."""
+        return self.env.paused()
 
     def ask(self, prompt: str) -> str:
         with self.env.paused():
@@ -51,20 +56,43 @@ def local_host(env: Environment) -> Host:
 
 def open_host(env: Environment, spec: str | None, *, env_prefix: str | None = None,
               connect_timeout: float | None = None, interactive: bool = True) -> Host:
-    """This machine when `spec` is None, else an SSH host (paramiko is imported only here)."""
+    """This machine when `spec` is None, else an SSH host, connected (paramiko is imported only when it
+    is the backend in use)."""
     if spec is None:
         if env_prefix is not None:
             from tbctl.errors import UsageError
 
             raise UsageError("--env applies to a remote host", hint="locally, use --tensorboard PATH")
         return local_host(env)
-    from tbctl.hosts.ssh import SSHHost
-
-    connect_timeout = connect_timeout or env.settings.for_host(spec).connect_timeout
     env.progress(f"connecting to {spec}…")
-    prompter = TerminalPrompter(env) if interactive else None  # several hosts at once: nobody to ask
-    host = SSHHost(spec, prompter=prompter, connect_timeout=connect_timeout, env_prefix=env_prefix)
-    return host.connect()
+    return unconnected_host(env, spec, env_prefix=env_prefix, connect_timeout=connect_timeout,
+                            interactive=interactive).connect()
+
+
+def unconnected_host(env: Environment, spec: str, *, env_prefix: str | None = None,
+                     connect_timeout: float | None = None, interactive: bool = False) -> Host:
+    """An SSH host over the backend in effect, not connected yet (the background forwarder connects it in
+    the background, and again whenever the link drops)."""
+    from tbctl.hosts.backends import open_ssh_host
+
+    per_host = env.settings.for_host(spec)
+    terminal = TerminalPrompter(env) if interactive else None  # several hosts at once: nobody to ask
+    return open_ssh_host(spec, backend=ssh_backend(env, spec).name, state_dir=env.settings.state_dir,
+                         terminal=terminal, connect_timeout=connect_timeout or per_host.connect_timeout,
+                         env_prefix=env_prefix or per_host.env_prefix, persist=per_host.ssh_persist)
+
+
+def ssh_backend(env: Environment, spec: str | None) -> BackendChoice:
+    """--ssh, else TBCTL_SSH / the config file (for this host), else the best available."""
+    from tbctl.hosts.backends import choose
+
+    if env.ssh is not None:
+        return choose(env.ssh, "--ssh")
+    per_host = env.settings.for_host(spec)
+    source = env.settings.sources.get("ssh", "default")
+    if per_host.ssh is not None and spec in env.settings.hosts and source == "default":
+        source = "file"
+    return choose(per_host.ssh, {"file": "the config file", "default": "default"}.get(source, source))
 
 
 def browse(url: str) -> bool:

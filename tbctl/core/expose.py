@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from tbctl.config import PORT_SEARCH_SPAN, REMOTE_FORWARD_OFFSET
 from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError
 from tbctl.hosts.base import Host
-from tbctl.tunnel import Forwarder
+from tbctl.hosts.link import Forward
 
 VERIFY_TIMEOUT = 10.0
 
@@ -22,7 +22,8 @@ class Exposure:
     host: str
     remote_port: int
     local_port: int
-    forwarder: Forwarder | None
+    forwarder: Forward | None
+    note: str = ""  # something the user should know about what is forwarded (e.g. it is not HTTP)
 
     def url(self, path_prefix: str = "") -> str:
         return f"http://127.0.0.1:{self.local_port}{path_prefix}/"
@@ -51,19 +52,30 @@ def choose_local_port(local: Host, remote_port: int, requested: int | None) -> i
     return port
 
 
+def require_listener(host: Host, port: int) -> None:
+    """Something LISTENs on `port` of `host` (a forward to nothing would only fail later, in the browser)."""
+    if not host.port_holders(port):
+        raise NotFound(f"nothing listens on {host.name}:{port}",
+                       hint=f"`tbctl ls --host {host.name}` shows its TensorBoards; "
+                            f"`tbctl up --host {host.name}` starts one")
+
+
 def expose(
     host: Host, local: Host, remote_port: int, *, local_port: int | None = None, check_path: str | None = None
 ) -> Exposure:
     """Forward `remote_port` of `host` to this machine when it is elsewhere; verify it answers through
-    the forward (`GET check_path` gives 200, or the port accepts a connection) before returning."""
+    the forward before returning: `GET check_path` gives 200, or, with no check_path (anything that
+    listens), something listens there and the local end accepts."""
     if host.reachable_here:
         return Exposure(host=host.name, remote_port=remote_port, local_port=remote_port, forwarder=None)
+    if check_path is None:
+        require_listener(host, remote_port)
     forwarder = host.forward(remote_port, local_port=choose_local_port(local, remote_port, local_port))
     assert forwarder is not None
-    exposure = Exposure(host=host.name, remote_port=remote_port, local_port=forwarder.local_port, forwarder=forwarder)
     forwarder.start()
+    exposure = Exposure(host=host.name, remote_port=remote_port, local_port=forwarder.local_port, forwarder=forwarder)
     try:
-        _verify(local, exposure, check_path)
+        exposure.note = _verify(local, exposure, check_path)
     except BaseException:
         forwarder.close()
         raise
@@ -82,16 +94,18 @@ def verify_http(local: Host, port: int, path: str, *, what: str, timeout: float 
         time.sleep(0.1)
 
 
-def _verify(local: Host, exposure: Exposure, check_path: str | None) -> None:
+def _verify(local: Host, exposure: Exposure, check_path: str | None) -> str:
+    """What to tell the user about the far end ("" when it is the HTTP server it should be)."""
+    what = f"{exposure.host}:{exposure.remote_port}"
     if check_path is not None:
-        verify_http(local, exposure.local_port, check_path, what=f"{exposure.host}:{exposure.remote_port}")
-        return
-    local.call("http_get", port=exposure.local_port, path="/", timeout=VERIFY_TIMEOUT)
-    # any HTTP answer, or a server that is not HTTP: what matters is that the far end accepted
-    assert exposure.forwarder is not None
-    if exposure.forwarder.refused:
-        raise NotFound(f"nothing listens on {exposure.host}:{exposure.remote_port}",
-                       hint=f"`tbctl ls --host {exposure.host}` shows its TensorBoards")
+        verify_http(local, exposure.local_port, check_path, what=what)
+        return ""
+    answer = local.call("http_get", port=exposure.local_port, path="/", timeout=VERIFY_TIMEOUT)
+    if answer.get("status") is not None:
+        return ""
+    if answer.get("not_http"):  # SSH, SMTP, a database: they speak first, or not HTTP at all
+        return f"{what} does not speak HTTP ({answer.get('error')}); forwarded as plain TCP"
+    return f"{what} did not answer an HTTP request ({answer.get('error')}); forwarded as plain TCP"
 
 
 def hold(exposure: Exposure, *, is_alive: Callable[[], bool], poll: float = 1.0) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tbctl import daemon
-from tbctl.core.expose import choose_local_port, verify_http
+from tbctl.core.expose import choose_local_port, require_listener, verify_http
 from tbctl.errors import SSHError
 from tbctl.hosts.base import Host
 from tbctl.models import ForwardInfo, TensorBoardInstance
@@ -29,7 +30,8 @@ def list_forwards(store: StateStore) -> list[ForwardInfo]:
             out.append(_info(row, status, tunnel=link.get("state", "down") if running else "stale",
                              since=link.get("since"), attempts=link.get("attempts", 0),
                              error=row.get("error") or (link.get("error", "") if link.get("state") != "up" else ""),
-                             tensorboard=row.get("tensorboard", "unknown") if running else "unknown"))
+                             tensorboard=row.get("tensorboard", "unknown") if running else "unknown",
+                             via=link.get("via", "") if running else ""))
     for rec in store.forwards():
         if (rec["host"], rec["local_port"]) not in seen:  # recorded, but no forwarder reports it
             status = statuses.get(rec["host"])
@@ -40,13 +42,13 @@ def list_forwards(store: StateStore) -> list[ForwardInfo]:
 
 
 def _info(row: dict[str, Any], status: dict[str, Any] | None, *, tunnel: str, since: float | None, attempts: int,
-          error: str, tensorboard: str) -> ForwardInfo:
+          error: str, tensorboard: str, via: str = "") -> ForwardInfo:
     return ForwardInfo(
         host=row["host"], local_port=row["local_port"], remote_port=row["remote_port"],
         instance_pid=row.get("instance_pid"), logdir=row.get("logdir"), tunnel=tunnel,  # type: ignore[arg-type]
         tensorboard=tensorboard, since=since, attempts=attempts, error=error,  # type: ignore[arg-type]
         forwarder_pid=status["pid"] if status else None, stop_instance=bool(row.get("stop_instance")),
-        path_prefix=row.get("path_prefix", ""),
+        path_prefix=row.get("path_prefix", ""), via=via,
     )
 
 
@@ -62,28 +64,44 @@ def add_forward(store: StateStore, *, host: str, local_port: int, remote_port: i
 
 def end_forwards(store: StateStore, match: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
     """Remove matching forward records (their forwarder closes them within a second and exits when it has
-    none left); a forwarder that is stale, or left with nothing to serve, is cleaned up here."""
+    none left); a forwarder that is stale, or left with nothing to serve, is cleaned up here. Each host's
+    check-then-stop runs under the lock `--detach` takes to add a forward, so a forward added meanwhile
+    keeps its forwarder."""
     removed = store.remove_forwards(match)
-    hosts_left = {r["host"] for r in store.forwards()}
     for status in store.forwarder_statuses():
         host = status["host"]
-        if not daemon.is_running(status):
-            store.remove_forwarder_status(host)  # a record that outlived its process
-        elif host not in hosts_left:
-            daemon.stop(status)
-            store.remove_forwarder_status(host)
+        with store.lock(f"forwarder-{host}"):
+            if not daemon.is_running(status):
+                store.remove_forwarder_status(host)  # a record that outlived its process
+            elif not store.forwards(host):
+                daemon.stop(status)
+                store.remove_forwarder_status(host)
     return removed
 
 
-def detach_forward(host: Host, local: Host, store: StateStore, *, remote_port: int, local_port: int | None,
-                   instance: TensorBoardInstance | None, stop_instance: bool, check_path: str | None) -> int:
-    """Hand a forward to the host's background forwarder and verify it answers; returns the local port."""
+@dataclass(frozen=True)
+class Detached:
+    local_port: int
+    warning: str = ""
+
+
+def detach_forward(host: Host, local: Host, store: StateStore, *, backend: str, remote_port: int,
+                   local_port: int | None, instance: TensorBoardInstance | None, stop_instance: bool,
+                   check_path: str | None, connect_timeout: float | None = None,
+                   env_prefix: str | None = None) -> Detached:
+    """Hand a forward to the host's background forwarder and verify it answers."""
+    warning = ""
     if host.interactive_auth:
-        raise SSHError(
-            f"--detach needs key or agent authentication to {host.name}: a background forwarder cannot answer "
-            "a password or 2FA prompt when it reconnects",
-            hint="load your key into ssh-agent (ssh-add), or run without --detach",
-        )
+        if not host.shared_connection:
+            raise SSHError(
+                f"--detach needs key or agent authentication to {host.name}: a background forwarder cannot answer "
+                "a password or 2FA prompt when it reconnects",
+                hint="load your key into ssh-agent (ssh-add), or run without --detach",
+            )
+        warning = (f"the background forward rides this SSH connection to {host.name}, which needed a password "
+                   "or 2FA answer: if the connection drops, run the command again to reconnect")
+    if check_path is None:
+        require_listener(host, remote_port)
     port = choose_local_port(local, remote_port, local_port)
     add_forward(store, host=host.name, local_port=port, remote_port=remote_port,
                 instance_pid=instance.pid if instance else None,
@@ -91,11 +109,12 @@ def detach_forward(host: Host, local: Host, store: StateStore, *, remote_port: i
                 logdir=instance.logdir if instance else None,
                 path_prefix=instance.path_prefix if instance else "", stop_instance=stop_instance)
     try:
-        daemon.ensure_running(store, host.name)
+        daemon.ensure_running(store, host.name, backend=backend, connect_timeout=connect_timeout,
+                              env_prefix=env_prefix)
         daemon.wait_listening(store, host.name, port)
         if check_path is not None:
             verify_http(local, port, check_path, what=f"{host.name}:{remote_port}")
     except BaseException:
         end_forwards(store, lambda r: r["host"] == host.name and r["local_port"] == port)
         raise
-    return port
+    return Detached(port, warning)

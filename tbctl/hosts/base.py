@@ -16,7 +16,7 @@ from tbctl.errors import TensorBoardNotFound, UsageError
 from tbctl.models import PortHolder
 
 if TYPE_CHECKING:
-    from tbctl.tunnel import Forwarder
+    from tbctl.hosts.link import Forward, LinkState
 
 
 @dataclass(frozen=True)
@@ -62,16 +62,23 @@ class Host(abc.ABC):
     @abc.abstractmethod
     def user(self) -> str: ...
 
+    def connect(self) -> Host:
+        """Open the way to the host (a no-op for the local machine)."""
+        return self
+
     def close(self) -> None:
         """Release connections; a no-op for the local machine."""
 
-    def forward(self, remote_port: int, *, local_port: int) -> Forwarder | None:
-        """A forward that makes `remote_port` on this host reachable on this machine's `local_port`, or
-        None when this host *is* this machine and the port is reachable as it is."""
+    def forward(self, remote_port: int, *, local_port: int) -> Forward | None:
+        """A forward (not yet started) that makes `remote_port` on this host reachable on this machine's
+        `local_port`, or None when this host *is* this machine and the port is reachable as it is."""
         return None
 
-    def watch_connection(self, callback: Callable[[Any], None]) -> None:
+    def watch_connection(self, callback: Callable[[LinkState], None]) -> None:
         """Call `callback(state)` when the connection drops or comes back (nothing to watch locally)."""
+
+    def keep_connected(self) -> None:
+        """Watch the connection and re-make it when it drops, unattended (the background forwarder)."""
 
     def connection_ok(self) -> bool:
         """False once the way to this host is gone for good (a local host is always reachable)."""
@@ -81,6 +88,18 @@ class Host(abc.ABC):
     def interactive_auth(self) -> bool:
         """Whether reaching this host needed a person's answer (so it cannot be reached unattended)."""
         return False
+
+    @property
+    def shared_connection(self) -> bool:
+        """Whether other tbctl processes (the background forwarder) ride this host's connection while it
+        lasts, rather than each opening their own."""
+        return False
+
+    @property
+    def link_state(self) -> LinkState:
+        from tbctl.hosts.link import LinkState
+
+        return LinkState("up", 0.0)
 
     def __enter__(self) -> Host:
         return self

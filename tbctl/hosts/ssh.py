@@ -11,27 +11,21 @@ import json
 import socket
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tbctl.hosts.paramiko_import import paramiko
 
-from tbctl import probe
-from tbctl.errors import NotFound, ProbeError, SSHError
+from tbctl.errors import ProbeError, SSHError
+from tbctl.hosts import remote_probe
 from tbctl.hosts.base import Host
 from tbctl.hosts.ssh_config import SSHTarget, resolve
 from tbctl.hosts.ssh_connect import Connection, NoPrompter, Prompter, connect
 from tbctl.tunnel import Forwarder
 
 if TYPE_CHECKING:
-    from tbctl.hosts.ssh_link import Link, LinkState
+    from tbctl.hosts.link import LinkState
+    from tbctl.hosts.ssh_link import Link
 
-# Read a length line, then exactly that many bytes of source, then serve on the rest of stdin.
-PROBE_BOOTSTRAP = (
-    "import sys;b=sys.stdin.buffer;n=int(b.readline());g={'__name__':'tbctl_probe'};"
-    "exec(compile(b.read(n),'tbctl-probe','exec'),g);g['serve']()"
-)
-_PROBE_SOURCE = Path(probe.__file__).read_bytes()
 DEFAULT_CALL_TIMEOUT = 30.0  # seconds for a probe answer, unless the operation waits longer by design
 CALL_MARGIN = 15.0  # beyond an operation's own timeout (wait_ready, wait_gone): a slow link, a busy host
 
@@ -104,23 +98,15 @@ class SSHHost(Host):
         try:
             chan = self._conn.transport.open_session(timeout=self.target.connect_timeout)
             chan.settimeout(max(self.target.connect_timeout, DEFAULT_CALL_TIMEOUT))  # the remote python's start
-            # A remote `~` must stay for the remote shell to expand, so only the python path is quoted.
-            python = self.python if self.python == "python3" else probe.quote_argv([self.python]).replace("'~/", "~/'")
-            chan.exec_command(f"{python} -c {probe.quote_argv([PROBE_BOOTSTRAP])}")
-            chan.sendall(b"%d\n" % len(_PROBE_SOURCE) + _PROBE_SOURCE)
+            chan.exec_command(remote_probe.remote_command(self.python))
+            chan.sendall(remote_probe.PREAMBLE)
             reader = chan.makefile("rb")
-            first = reader.readline()
-            if not first:
-                status = chan.recv_exit_status()
-                err = chan.makefile_stderr("rb").read().decode("utf-8", "replace").strip()
+            hello = remote_probe.read_hello(
+                reader.readline, host=self.name, python=self.python, exit_status=chan.recv_exit_status,
+                stderr=lambda: chan.makefile_stderr("rb").read().decode("utf-8", "replace"))
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise SSHError(f"could not start the probe on {self.name}: {exc or type(exc).__name__}") from exc
-        if not first:
-            if status == 127:
-                raise NotFound(f"no {self.python} on {self.name}: {err}",
-                               hint="tbctl needs python3 on the server; --env DIR uses DIR/bin/python")
-            raise ProbeError(f"the probe did not start on {self.name} (exit {status}): {err[-500:]}")
-        self._hello = json.loads(first)["ok"]
+        self._hello = hello
         chan.settimeout(None)
         with self._lock:  # never swapped under a call in flight
             self._chan, self._reader = chan, reader
@@ -131,12 +117,7 @@ class SSHHost(Host):
         wait = args.get("timeout")
         deadline = float(wait) + CALL_MARGIN if isinstance(wait, (int, float)) else DEFAULT_CALL_TIMEOUT
         self.connect()
-        line = self._exchange(op, args, deadline)
-        reply = json.loads(line)
-        if "error" in reply:
-            err = reply["error"]
-            raise ProbeError(f"{op} failed on {self.name}: {err['type']}: {err['message']}")
-        return reply["ok"]
+        return remote_probe.answer(self._exchange(op, args, deadline), op=op, host=self.name)
 
     def ping(self, timeout: float) -> None:
         """One round trip within `timeout`, else SSHError (the link is dead or stalled): through the probe,
@@ -243,12 +224,26 @@ class SSHHost(Host):
 
     def forward(self, remote_port: int, *, local_port: int) -> Forwarder:
         """A forward whose channels ride the current connection, reconnecting when it drops."""
+        self.keep_connected()
+        assert self._link is not None
+        return Forwarder(self._link.open_channel, remote_port, local_port=local_port)
+
+    def keep_connected(self) -> None:
+        """Ping the link and reconnect with backoff when it drops (connecting first in the background when
+        it is not connected yet, as the background forwarder starts)."""
         if self._link is None:
             from tbctl.hosts.ssh_link import Link
 
-            self.connect()
-            self._link = Link(self, on_change=lambda state: self.on_link_change(state)).start()
-        return Forwarder(self._link.open_channel, remote_port, local_port=local_port)
+            self._link = Link(self, on_change=lambda state: self.on_link_change(state),
+                              connected=self._conn is not None).start()
+
+    @property
+    def link_state(self) -> LinkState:
+        from tbctl.hosts.link import LinkState
+
+        if self._link is not None:
+            return self._link.state
+        return LinkState("up" if self._conn is not None else "reconnecting", 0.0)
 
     def watch_connection(self, callback: Callable[[LinkState], None]) -> None:
         self.on_link_change = callback

@@ -53,6 +53,9 @@ _SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s\[\]]+)(?
 
 def parse_spec(spec: str) -> tuple[str | None, str, int | None]:
     """`[user@]host[:port]` (IPv6 literals in brackets) → (user, host, port)."""
+    if spec.strip().startswith("-"):  # `ssh -oProxyCommand=…` would run it: option injection
+        raise UsageError(f"{spec!r} is not a host: a host must not start with '-'",
+                         hint="use an ssh_config alias or [user@]host[:port]")
     match = _SPEC.match(spec.strip())
     if not match:
         raise UsageError(f"{spec!r} is not a host", hint="use an ssh_config alias or [user@]host[:port]")
@@ -134,18 +137,39 @@ def default_identity_files() -> list[str]:
 
 
 def config_aliases(path: Path | None = None) -> list[str]:
-    """Concrete Host names in ssh_config (no patterns): for completion and `ls --all-hosts`."""
-    path = path or ssh_config_path()
+    """Concrete Host names in ssh_config and the files it Includes (no patterns): for completion and
+    `ls --all-hosts`. Read as text, never by running ssh (TAB must stay instant)."""
     names: list[str] = []
+    _collect_aliases(path or ssh_config_path(), names, set())
+    return list(dict.fromkeys(names))
+
+
+def _collect_aliases(path: Path, names: list[str], seen: set[Path], depth: int = 0) -> None:
+    import glob
+    import shlex
+
+    if depth > 16 or path in seen:  # OpenSSH's own Include depth limit; and no loops
+        return
+    seen.add(path)
     try:
         text = path.read_text(errors="replace")
     except OSError:
-        return names
+        return
     for line in text.splitlines():
-        words = line.strip().split()
+        try:
+            words = shlex.split(line.strip().replace("=", " ", 1), comments=True)
+        except ValueError:
+            continue
         if len(words) >= 2 and words[0].lower() == "host":
             names.extend(w for w in words[1:] if not any(c in w for c in "*?!"))
-    return names
+        elif len(words) >= 2 and words[0].lower() == "include":
+            for pattern in words[1:]:
+                # a relative Include is relative to ~/.ssh, as OpenSSH reads a user config (even under -F)
+                pattern = os.path.expanduser(pattern)
+                if not os.path.isabs(pattern):
+                    pattern = os.path.join(os.path.expanduser("~/.ssh"), pattern)
+                for found in sorted(glob.glob(pattern)):
+                    _collect_aliases(Path(found), names, seen, depth + 1)
 
 
 def _local_user() -> str:

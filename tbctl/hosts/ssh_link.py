@@ -5,33 +5,18 @@ and simply use the new connection. Clients arriving during an outage wait briefl
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from tbctl.hosts.paramiko_import import paramiko
 
 from tbctl.errors import HostKeyRejected, SSHError
+from tbctl.hosts.link import CLIENT_WAIT, DEFAULT_PING_INTERVAL, LinkState, backoff_delay
 
 if TYPE_CHECKING:
     from tbctl.hosts.ssh import SSHHost
-
-LinkStateName = Literal["up", "reconnecting", "down"]
-DEFAULT_PING_INTERVAL = 5.0  # seconds; ServerAliveInterval from ssh_config overrides it
-BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
-CLIENT_WAIT = 5.0  # how long a new client waits for a reconnect before it is refused
-
-
-@dataclass(frozen=True)
-class LinkState:
-    state: LinkStateName
-    since: float
-    attempts: int = 0
-    error: str = ""
-
 
 class Link:
     def __init__(self, host: SSHHost, *, on_change: Callable[[LinkState], None] | None = None,
@@ -153,8 +138,7 @@ class Link:
             except Exception as exc:  # NotFound / ProbeError from the probe, a ValueError from its greeting, ...
                 attempts += 1
                 self._set(LinkState("reconnecting", since, attempts, _describe(exc)))
-            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempts, 10)) * random.uniform(0.8, 1.2)
-            self._stop.wait(delay)
+            self._stop.wait(backoff_delay(attempts))
         return False
 
 

@@ -1,0 +1,81 @@
+"""Which SSH client carries a remote host: the system OpenSSH client (the default where it can multiplex)
+or tbctl's own paramiko one (for machines with no usable OpenSSH client)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tbctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from tbctl.hosts.base import Host
+
+BACKENDS = ("openssh", "paramiko")
+MIN_OPENSSH = (7, 6)  # ProxyJump (7.3), `-O forward`/`-O cancel`, RemoteCommand (7.6)
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    name: str  # openssh | paramiko
+    reason: str  # why, for `tbctl config show`
+
+
+@functools.lru_cache(maxsize=1)
+def openssh_client() -> tuple[tuple[int, int] | None, str]:
+    """(version, what was found) of `ssh` on PATH, or (None, why it cannot be used)."""
+    if sys.platform == "win32":  # Windows' OpenSSH has no ControlMaster
+        return None, "Windows' OpenSSH cannot multiplex connections"
+    path = shutil.which("ssh")
+    if path is None:
+        return None, "no ssh on PATH"
+    try:
+        res = subprocess.run([path, "-V"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"`ssh -V` failed: {exc}"
+    said = (res.stderr or res.stdout).strip()
+    found = re.match(r"OpenSSH_(\d+)\.(\d+)", said)
+    if not found:
+        return None, f"{path} is not OpenSSH ({said[:60] or 'no version'})"
+    version = (int(found.group(1)), int(found.group(2)))
+    if version < MIN_OPENSSH:
+        return None, f"{said.split(',')[0]} is older than OpenSSH {MIN_OPENSSH[0]}.{MIN_OPENSSH[1]}"
+    return version, said.split(",")[0]
+
+
+def choose(requested: str | None, source: str = "default") -> BackendChoice:
+    """`requested` (from --ssh, TBCTL_SSH or the config file, named by `source`), else the best available."""
+    if requested is not None:
+        if requested not in BACKENDS:
+            raise UsageError(f"unknown SSH backend {requested!r} ({source})", hint="use openssh or paramiko")
+        return BackendChoice(requested, f"set by {source}")
+    version, found = openssh_client()
+    if version is not None:
+        return BackendChoice("openssh", f"{found} on PATH")
+    return BackendChoice("paramiko", f"{found}; using tbctl's own SSH client")
+
+
+def open_ssh_host(spec: str, *, backend: str, state_dir: Path, terminal: Any = None, connect_timeout: float | None,
+                  env_prefix: str | None, persist: float) -> Host:
+    """An unconnected Host for `spec` over `backend` (paramiko is imported only when it is the one)."""
+    if backend == "openssh":
+        from tbctl.hosts.openssh import OpenSSHHost
+
+        return OpenSSHHost(spec, state_dir=state_dir, terminal=terminal, connect_timeout=connect_timeout,
+                           env_prefix=env_prefix, persist=persist, config_file=ssh_config_override())
+    from tbctl.hosts.ssh import SSHHost
+
+    return SSHHost(spec, prompter=terminal, connect_timeout=connect_timeout, env_prefix=env_prefix)
+
+
+def ssh_config_override() -> str | None:
+    """TBCTL_SSH_CONFIG is `ssh -F`: that file instead of ~/.ssh/config (and of /etc/ssh/ssh_config)."""
+    value = os.environ.get("TBCTL_SSH_CONFIG")
+    return os.path.expanduser(value) if value else None

@@ -1,0 +1,471 @@
+"""A machine over the system OpenSSH client: the user's own `ssh`, so their whole setup applies (Include,
+Match, agents and IdentityAgent, FIDO keys, certificates, known_hosts in every form, GSSAPI, ProxyJump).
+
+One connection per host, shared: `ssh -G` resolves the host; a ControlMaster of the user's that answers
+`-O check` is ridden and never stopped; otherwise tbctl starts its own (`ssh -M -N -f`, its socket in a 0700
+directory) and lets it persist for an idle time, so the next command costs no handshake and no 2FA code.
+The probe runs as an exec through the master over pipes; forwards are `-O forward` on the master, so the
+bytes move in OpenSSH's C. Every argv puts `--` before the host (ssh reads options placed after the host
+otherwise), and no shell string is ever built from user input: remote arguments travel as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, Protocol
+
+from tbctl.errors import SSHError, TbctlError
+from tbctl.hosts import openssh_errors, remote_probe
+from tbctl.hosts.base import Host
+from tbctl.hosts.link import DEFAULT_PING_INTERVAL, NEEDS_A_PERSON, LinkState, backoff_delay
+from tbctl.hosts.openssh_masters import Master, own_master, resolve
+from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT, parse_spec
+
+CALL_MARGIN = 30.0  # seconds a probe operation may take beyond its own timeout before the link is presumed dead
+
+
+class Terminal(Protocol):
+    """The person at the keyboard, if any: ssh asks them itself, on /dev/tty."""
+
+    @property
+    def interactive(self) -> bool: ...
+
+    def paused(self) -> AbstractContextManager[None]:
+        """Keep tbctl's progress line off the terminal while ssh may be asking something."""
+
+
+class _NoTerminal:
+    interactive = False
+
+    def paused(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+class LinkTimeout(SSHError):
+    """The probe did not answer in time: the link is presumed dead even if its master still thinks not."""
+
+
+class _Lines:
+    """Lines from a pipe with a deadline (a dead link must fail a call, not hang it)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()
+
+    def readline(self, deadline: float | None = None) -> bytes:
+        while True:
+            end = self.buf.find(b"\n")
+            if end >= 0:
+                line = bytes(self.buf[:end + 1])
+                del self.buf[:end + 1]
+                return line
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:  # EOF: whatever is left, possibly nothing
+                line, self.buf = bytes(self.buf), bytearray()
+                return line
+            self.buf += chunk
+
+
+class _Probe:
+    """The probe process: `ssh -S CTL -T -- HOST python3 -c BOOTSTRAP`, in its own session so a Ctrl-C
+    meant for tbctl does not kill it before tbctl has cleaned up through it."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True, bufsize=0)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.lines = _Lines(self.proc.stdout.fileno())
+        self._stderr = bytearray()
+        self._drain = threading.Thread(target=self._read_stderr, name="tbctl-probe-stderr", daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self) -> None:
+        stream = self.proc.stderr
+        assert stream is not None
+        try:
+            for chunk in iter(lambda: stream.read(4096), b""):  # raw: what is there, up to 4 KiB
+                self._stderr += chunk
+                del self._stderr[:-16384]  # only the end is ever shown
+        except (OSError, ValueError):
+            pass
+        finally:
+            stream.close()
+
+    def stderr(self) -> str:
+        self._drain.join(timeout=2)
+        return self._stderr.decode("utf-8", "replace")
+
+    def exit_status(self, timeout: float = 5.0) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def send(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+
+    def close(self) -> None:
+        """EOF on the probe's stdin: it exits by itself; killed if it does not."""
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        if self.exit_status(2.0) is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._drain.join(timeout=2)  # stderr reaches EOF with the process, and the drain closes it
+
+
+class OpenSSHForward:
+    """`-O forward -L 127.0.0.1:L:127.0.0.1:R` on the host's master; re-added on every reconnect."""
+
+    def __init__(self, host: OpenSSHHost, remote_port: int, local_port: int) -> None:
+        self.host = host
+        self.remote_port = remote_port
+        self.local_port = local_port
+        self.errors: list[BaseException] = []
+        self.active_connections = 0  # the master moves the bytes; it does not count them for us
+        self.served = 0
+
+    @property
+    def spec(self) -> str:
+        return f"127.0.0.1:{self.local_port}:127.0.0.1:{self.remote_port}"
+
+    @property
+    def listening(self) -> bool:
+        return self in self.host.forwards and self.host.link_state.state == "up"
+
+    def start(self) -> OpenSSHForward:
+        self.host.add_forward(self)
+        return self
+
+    def close(self) -> None:
+        self.host.cancel_forward(self)
+
+
+class OpenSSHHost(Host):
+    def __init__(
+        self,
+        spec: str,
+        *,
+        state_dir: Path,
+        terminal: Terminal | None = None,
+        connect_timeout: float | None = None,
+        env_prefix: str | None = None,
+        persist: float = 600.0,
+        config_file: str | None = None,
+    ) -> None:
+        user, host, port = parse_spec(spec)  # also refuses a spec that ssh would read as an option
+        self.name = spec
+        self.state_dir = state_dir
+        self.env_prefix = env_prefix
+        self.persist = persist
+        self._terminal = terminal or _NoTerminal()
+        self.destination = ["-F", config_file] if config_file else []
+        self.destination += (["-l", user] if user else []) + (["-p", str(port)] if port else [])
+        self.host_arg = host
+        self.resolved = resolve(self.destination, host, spec)
+        self.connect_timeout = connect_timeout or self.resolved.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+        self.master: Master | None = None
+        self.forwards: list[OpenSSHForward] = []
+        self._interactive_auth = False  # the master needed a person's answer (a password, 2FA, a passphrase)
+        self._probe: _Probe | None = None
+        self._hello: dict[str, Any] = {}
+        self._lock = threading.Lock()  # one probe request at a time; a reconnect swaps the probe under it
+        self._connect_lock = threading.RLock()
+        self._state = LinkState("reconnecting", time.time(), 0, "not connected yet")
+        self._on_change: Callable[[LinkState], None] = lambda state: None
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    # --- what a Host is ---
+
+    @property
+    def is_remote(self) -> bool:
+        return True
+
+    @property
+    def reachable_here(self) -> bool:
+        return False
+
+    @property
+    def python(self) -> str:
+        """The interpreter that runs the probe: the env's when --env names one, else python3 on PATH."""
+        return f"{self.env_prefix.rstrip('/')}/bin/python" if self.env_prefix else "python3"
+
+    @property
+    def log_dir(self) -> str:
+        self.connect()
+        return f"{self._hello['cache_dir']}/logs"
+
+    @property
+    def user(self) -> str:
+        self.connect()
+        return str(self._hello["user"])
+
+    @property
+    def link_state(self) -> LinkState:
+        return self._state
+
+    @property
+    def shared_connection(self) -> bool:
+        return True
+
+    @property
+    def interactive_auth(self) -> bool:
+        return self._interactive_auth
+
+    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None) -> str:
+        return super().find_tensorboard(explicit, env_prefix or self.env_prefix)
+
+    # --- the connection ---
+
+    def ssh_argv(self, *options: str, command: list[str] | None = None) -> list[str]:
+        """`ssh [the user's destination options] OPTIONS -- HOST [COMMAND]`: options never after the host."""
+        return ["ssh", *self.destination, *options, "--", self.host_arg, *(command or [])]
+
+    def connect(self) -> OpenSSHHost:
+        with self._connect_lock:
+            if self._probe is None:
+                self._connect(batch=not self._terminal.interactive)
+        return self
+
+    def _connect(self, *, batch: bool, avoid: str | None = None) -> None:
+        """Ride a live master (the user's, else ours), or start ours; then start the probe through it."""
+        self.master = self._live_master(avoid) or self._start_own_master(batch=batch)
+        try:
+            self._start_probe()
+        except BaseException:
+            self._drop_probe()
+            raise
+        self._set(LinkState("up", time.time(), via=self.master.describe()))
+
+    def _live_master(self, avoid: str | None = None) -> Master | None:
+        user_path = self.resolved.user_control_path
+        if user_path and user_path != avoid:
+            theirs = Master(host=self.name, control_path=user_path, owned=False,
+                            destination=tuple(self.destination), host_arg=self.host_arg)
+            if theirs.check():
+                return theirs
+        ours = own_master(self)
+        return ours if ours.check() else None
+
+    def _start_own_master(self, *, batch: bool) -> Master:
+        master = own_master(self)
+        with master.lock():
+            if master.check():  # another tbctl started it meanwhile
+                return master
+            if batch:
+                master.start(self, batch=True, fingerprint=True)
+                return master
+            try:  # on a terminal: without prompts first, so we know whether a person had to answer
+                master.start(self, batch=True, fingerprint=False)
+            except (openssh_errors.AuthFailed, openssh_errors.UnknownHostKey):
+                with self._terminal.paused():  # ssh asks on the terminal itself (and shows the fingerprint)
+                    master.start(self, batch=False, fingerprint=False)
+                self._interactive_auth = True
+            return master
+
+    def _start_probe(self) -> None:
+        assert self.master is not None
+        probe = _Probe(self.ssh_argv(*self.master.client_options(), "-o", "RemoteCommand=none", "-T",
+                                     command=[remote_probe.remote_command(self.python)]))
+        deadline = time.monotonic() + self.connect_timeout + CALL_MARGIN
+        try:
+            probe.send(remote_probe.PREAMBLE)
+        except OSError:
+            pass  # the process died at once; read_hello reports what it said
+        try:
+            self._hello = remote_probe.read_hello(
+                lambda: probe.lines.readline(deadline), host=self.name, python=self.python,
+                exit_status=probe.exit_status, stderr=probe.stderr)
+        except TimeoutError:
+            probe.close()
+            raise SSHError(f"the probe on {self.name} did not answer within {self.connect_timeout + CALL_MARGIN:g} s") from None
+        except BaseException:
+            probe.close()
+            raise
+        self._probe = probe
+
+    def call(self, op: str, **args: Any) -> Any:
+        self.connect()
+        timeout = float(args.get("timeout") or 0) + CALL_MARGIN
+        with self._lock:
+            probe = self._probe
+            if probe is None:
+                raise SSHError(f"lost the connection to {self.name}", hint="run the command again")
+            try:
+                probe.send(json.dumps({"op": op, "args": args}).encode() + b"\n")
+                line = probe.lines.readline(time.monotonic() + timeout)
+            except TimeoutError:
+                self._wake.set()
+                raise LinkTimeout(f"no answer from {self.name} within {timeout:g} s (the link may be dead)") from None
+            except OSError as exc:
+                line = b""
+                why = exc.strerror or str(exc)
+            else:
+                why = ""
+        if not line:
+            self._wake.set()
+            raise SSHError(f"lost the connection to {self.name}" + (f": {why}" if why else ""),
+                           hint="the server or the network closed it; try again")
+        return remote_probe.answer(line, op=op, host=self.name)
+
+    def ping(self, timeout: float) -> None:
+        """One round trip through the probe within `timeout`, else SSHError."""
+        with self._lock:
+            probe = self._probe
+            if probe is None:
+                raise SSHError(f"not connected to {self.name}")
+            try:
+                probe.send(b'{"op": "ping", "args": {}}\n')
+                line = probe.lines.readline(time.monotonic() + timeout)
+            except TimeoutError:
+                raise LinkTimeout(f"no answer from {self.name} within {timeout:g} s") from None
+            except OSError as exc:
+                raise SSHError(f"lost the connection to {self.name}: {exc.strerror or exc}") from None
+        if not line:
+            raise SSHError(f"lost the connection to {self.name}")
+
+    # --- forwards ---
+
+    def forward(self, remote_port: int, *, local_port: int) -> OpenSSHForward:
+        self.keep_connected()
+        return OpenSSHForward(self, remote_port, local_port)
+
+    def add_forward(self, fwd: OpenSSHForward) -> None:
+        with self._connect_lock:
+            if self._state.state == "up" and self.master is not None:
+                self.master.forward(fwd.spec, local_port=fwd.local_port)
+            self.forwards.append(fwd)
+
+    def cancel_forward(self, fwd: OpenSSHForward) -> None:
+        with self._connect_lock:
+            if fwd in self.forwards:
+                self.forwards.remove(fwd)
+                if self.master is not None:
+                    self.master.cancel(fwd.spec)
+
+    # --- keeping it up ---
+
+    def watch_connection(self, callback: Callable[[LinkState], None]) -> None:
+        self._on_change = callback
+
+    def keep_connected(self) -> None:
+        """Watch the link and re-make it (master, probe, every forward on its local port) when it drops,
+        never asking anyone anything. Loss shows as the probe's EOF when the master exits (sshd gone, or
+        ServerAliveInterval × CountMax without an answer), or as a ping that gets no answer."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="tbctl-openssh-link", daemon=True)
+            self._watcher.start()
+
+    def connection_ok(self) -> bool:
+        return self._state.state != "down"
+
+    def _set(self, state: LinkState) -> None:
+        changed = (state.state, state.attempts) != (self._state.state, self._state.attempts)
+        self._state = state
+        if changed:
+            self._on_change(state)
+
+    def _watch(self) -> None:
+        interval = float(self.resolved.server_alive_interval or DEFAULT_PING_INTERVAL)
+        if self._probe is None and not self._reconnect("not connected yet"):
+            return
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.ping(timeout=max(2.0, interval))
+            except SSHError as exc:
+                if not self._reconnect(exc.message, hung=isinstance(exc, LinkTimeout)):
+                    return
+
+    def _reconnect(self, why: str, *, hung: bool = False) -> bool:
+        """Until connected (True), told to stop, or a person would have to answer (False). A master that
+        hung (it still answers `-O check` while the link behind it is dead) is not used again: ours is told
+        to exit, the user's is left alone and tbctl makes its own."""
+        since, attempts = time.time(), 0
+        self._set(LinkState("reconnecting", since, attempts, why, via=self._via()))
+        avoid = self.master.control_path if hung and self.master is not None else None
+        while not self._stop.is_set():
+            try:
+                with self._connect_lock:
+                    self._drop_probe()
+                    self._let_go_of_master(hung=hung)
+                    self._connect(batch=True, avoid=avoid)
+                    self._readd_forwards()
+                return True
+            except (openssh_errors.AuthFailed, openssh_errors.HostKeyRejected) as exc:
+                error = f"{exc.message}; {NEEDS_A_PERSON}" if self._interactive_auth else exc.message
+                self._set(LinkState("down", time.time(), attempts + 1, error, via=self._via()))
+                return False
+            except TbctlError as exc:  # unreachable, the probe could not start, a port taken meanwhile: retry
+                attempts += 1
+                self._set(LinkState("reconnecting", since, attempts, exc.message, via=self._via()))
+            except OSError as exc:
+                attempts += 1
+                self._set(LinkState("reconnecting", since, attempts, str(exc), via=self._via()))
+            self._stop.wait(backoff_delay(attempts))
+        return False
+
+    def _readd_forwards(self) -> None:
+        """Every forward back on its local port; one whose port was taken meanwhile fails alone."""
+        assert self.master is not None
+        for fwd in self.forwards:
+            try:
+                self.master.forward(fwd.spec, local_port=fwd.local_port)
+            except TbctlError as exc:
+                fwd.errors.append(exc)
+
+    def _via(self) -> str:
+        return self.master.describe() if self.master is not None else ""
+
+    def _let_go_of_master(self, *, hung: bool) -> None:
+        """Before re-making the link: our forwards off the old master, so their ports are free for the new
+        one. A hung master of ours is told to exit (the link behind it is dead for every command riding it);
+        the user's lives on whatever happens."""
+        master, self.master = self.master, None
+        if master is None:
+            return
+        for fwd in self.forwards:
+            master.cancel(fwd.spec)
+        if master.owned and hung:
+            master.exit()
+
+    def _drop_probe(self) -> None:
+        with self._lock:
+            probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=10)
+        with self._connect_lock:
+            for fwd in list(self.forwards):
+                self.cancel_forward(fwd)
+            self._drop_probe()
+

@@ -1,0 +1,304 @@
+"""ControlMasters: what `ssh -G` says of a host, the user's master or tbctl's own, and their sockets.
+
+tbctl's own master for a host lives at `<state dir>/ssh/<hash of the host's resolved config>`, so two
+commands that would connect the same way share it, and a changed ssh_config gets a new one. A Unix socket
+path must fit sun_path (108 bytes, and ssh first binds `PATH.<16 random chars>`), so a state dir too deep
+for that puts the sockets in a 0700 directory of ours under /tmp instead. Beside each socket a small JSON
+file says which host it serves, so `tbctl connections` can list and `tbctl disconnect` close them."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError
+from tbctl.hosts import openssh_errors
+
+if TYPE_CHECKING:
+    from tbctl.hosts.openssh import OpenSSHHost
+
+SOCKET_PATH_MAX = 107 - 17  # sun_path less its NUL, less the ".XXXXXXXXXXXXXXXX" ssh binds first
+MUX_TIMEOUT = 10.0  # seconds for a `-O` command, which only talks to the local master
+OWN_ALIVE_INTERVAL, OWN_ALIVE_COUNT = 5, 3  # our master's ServerAlive*, when the user's config sets none
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """`ssh -G HOST`: the configuration ssh would use, with Include, Match and tokens already applied."""
+
+    options: dict[str, list[str]]
+    digest: str  # of the whole answer: two specs that resolve alike share a master
+
+    def get(self, key: str, default: str = "") -> str:
+        values = self.options.get(key)
+        return values[0] if values else default
+
+    @property
+    def hostname(self) -> str:
+        return self.get("hostname")
+
+    @property
+    def user(self) -> str:
+        return self.get("user")
+
+    @property
+    def port(self) -> int:
+        return int(self.get("port", "22"))
+
+    @property
+    def identity_files(self) -> list[str]:
+        return self.options.get("identityfile", [])
+
+    @property
+    def user_control_path(self) -> str | None:
+        path = self.get("controlpath", "none")
+        return None if path.lower() == "none" else os.path.expanduser(path)
+
+    @property
+    def server_alive_interval(self) -> int:
+        return int(self.get("serveraliveinterval", "0") or 0)
+
+    @property
+    def connect_timeout(self) -> float | None:
+        value = self.get("connecttimeout", "none")
+        return float(value) if value.isdigit() and int(value) > 0 else None
+
+    @property
+    def strict_host_key_checking(self) -> str:
+        return self.get("stricthostkeychecking", "ask").lower()
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name a known_hosts line carries for this server (OpenSSH's `[host]:port` form off port 22)."""
+        name = self.get("hostkeyalias") or self.hostname
+        return name if self.port == 22 else f"[{name}]:{self.port}"
+
+
+def resolve(destination: list[str], host: str, spec: str) -> Resolved:
+    try:
+        res = subprocess.run(["ssh", *destination, "-G", "--", host], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=MUX_TIMEOUT)
+    except FileNotFoundError:
+        raise NotFound("no OpenSSH client (`ssh`) on PATH",
+                       hint="install OpenSSH's client, or use tbctl's own SSH client: --ssh paramiko") from None
+    except subprocess.TimeoutExpired:  # a `Match exec` that hangs
+        raise SSHError(f"`ssh -G {spec}` did not answer within {MUX_TIMEOUT:g} s") from None
+    if res.returncode != 0:
+        said = res.stderr.strip().splitlines()
+        raise SSHError(f"ssh cannot use its config for {spec}: {said[-1] if said else 'exit ' + str(res.returncode)}",
+                       hint=f"`ssh -G {spec}` shows the same problem")
+    options: dict[str, list[str]] = {}
+    for line in res.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        options.setdefault(key.lower(), []).append(value)
+    return Resolved(options, hashlib.sha256(res.stdout.encode()).hexdigest())
+
+
+@dataclass(frozen=True)
+class Master:
+    host: str  # the spec as the user typed it
+    control_path: str
+    owned: bool  # started by tbctl (else the user's own: ridden, never stopped)
+    destination: tuple[str, ...] = ()  # ssh's options that name the host: -F, -l, -p
+    host_arg: str = ""  # what comes after `--`
+
+    def describe(self) -> str:
+        return "tbctl's own ControlMaster" if self.owned else f"your ControlMaster {self.control_path}"
+
+    def client_options(self) -> list[str]:
+        return ["-S", self.control_path, "-o", "ControlMaster=no", "-o", "BatchMode=yes"]
+
+    def _mux(self, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = ["ssh", *self.destination, "-S", self.control_path, *args, "--", self.host_arg]
+        try:
+            return subprocess.run(argv, stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=MUX_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess([], 255, "", f"the master did not answer within {MUX_TIMEOUT:g} s")
+
+    def check(self) -> bool:
+        """Whether a master answers on the socket (it checks the master, not the server behind it)."""
+        if not os.path.exists(self.control_path):
+            return False
+        return self._mux("-O", "check").returncode == 0
+
+    def pid(self) -> int | None:
+        found = re.search(r"pid=(\d+)", self._mux("-O", "check").stderr)
+        return int(found.group(1)) if found else None
+
+    def forward(self, spec: str, *, local_port: int) -> None:
+        res = self._mux("-O", "forward", "-L", spec)
+        if res.returncode != 0:
+            said = res.stderr.strip().splitlines()[-1:] or [f"exit {res.returncode}"]
+            if "forwarding request failed" in res.stderr or "in use" in res.stderr:
+                raise PortBusy(local_port, (), f"cannot listen on 127.0.0.1:{local_port}: it is in use",
+                               hint="choose another --local-port, or leave it out to pick a free one")
+            raise SSHError(f"the SSH connection to {self.host} would not forward {spec}: {said[0]}")
+
+    def cancel(self, spec: str) -> None:
+        # rc 0 even when no such forward exists ("port not forwarded" on stderr): nothing to check
+        self._mux("-O", "cancel", "-L", spec)
+
+    def exit(self) -> None:
+        self._mux("-O", "exit")
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.control_path + ".json").unlink()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One tbctl at a time starts the master of a host."""
+        fd = os.open(self.control_path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def start(self, host: OpenSSHHost, *, batch: bool, fingerprint: bool) -> None:
+        """`ssh -M -N -f`: returns once authenticated, the master then in the background in its own session."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.control_path)  # a SIGKILLed master leaves its socket; ssh -M would then not listen
+        persist = max(1, math.ceil(host.persist))  # 0 means "for ever" to ssh; 1 s is "with the command"
+        options = ["-M", "-N", "-f", "-S", self.control_path, "-o", f"ControlPersist={persist}",
+                   # the user's LocalForward/RemoteForward and LocalCommand belong to their own sessions
+                   "-o", "ClearAllForwardings=yes", "-o", "PermitLocalCommand=no",
+                   "-o", f"ConnectTimeout={max(1, math.ceil(host.connect_timeout))}"]
+        if host.resolved.server_alive_interval == 0:  # notice a dead link within seconds, not TCP's minutes
+            options += ["-o", f"ServerAliveInterval={OWN_ALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={OWN_ALIVE_COUNT}"]
+        if host.resolved.strict_host_key_checking in ("no", "off", "false"):
+            # ssh itself would connect to a server whose key CHANGED under "no"; tbctl never does.
+            # accept-new still takes unknown keys, as "no" would.
+            options += ["-o", "StrictHostKeyChecking=accept-new"]
+        if batch:
+            options += ["-o", "BatchMode=yes"]
+        # ssh's stderr goes to a file: the backgrounded master (and a ProxyJump child) keep it open for life,
+        # so a pipe would never reach EOF.
+        with tempfile.TemporaryFile(dir=os.path.dirname(self.control_path)) as err:
+            try:
+                res = subprocess.run(host.ssh_argv(*options), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=err, timeout=host.connect_timeout * 3 + 20 if batch else None)
+                rc = res.returncode
+            except subprocess.TimeoutExpired:
+                raise openssh_errors.Unreachable(
+                    f"connecting to {host.name} timed out after {host.connect_timeout * 3 + 20:g} s",
+                    hint="a ProxyJump or ProxyCommand hop may hang; `ssh -v HOST true` shows where") from None
+            err.seek(0)
+            said = err.read().decode("utf-8", "replace")
+        if rc != 0:
+            raise openssh_errors.failure(said, host, fingerprint=fingerprint)
+        if not self.check():
+            raise SSHError(f"ssh connected to {host.name} but its ControlMaster does not answer: {said.strip()[-300:]}")
+        record = {"host": host.name, "control_path": self.control_path, "created_at": time.time(),
+                  "persist": host.persist, "pid": self.pid(), "destination": list(self.destination),
+                  "host_arg": self.host_arg}
+        _write_private(Path(self.control_path + ".json"), json.dumps(record))
+
+
+def control_dir(state_dir: Path, *, create: bool = True) -> Path:
+    """A 0700 directory of ours for master sockets: under the state dir when a socket path fits there."""
+    path = state_dir / "ssh"
+    if len(str(path)) + 1 + 16 > SOCKET_PATH_MAX:
+        tag = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:10]
+        path = Path(tempfile.gettempdir()) / f"tbctl-ssh-{os.getuid()}-{tag}"
+    if create:
+        _private_dir(path)
+    return path
+
+
+def _private_dir(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise TbctlError(f"{path} is not a directory of yours; refusing to keep SSH sockets there",
+                         hint="remove it, or set TBCTL_STATE_DIR to a directory of yours")
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def own_master(host: OpenSSHHost) -> Master:
+    path = control_dir(host.state_dir) / host.resolved.digest[:16]
+    return Master(host=host.name, control_path=str(path), owned=True, destination=tuple(host.destination),
+                  host_arg=host.host_arg)
+
+
+@dataclass(frozen=True)
+class MasterRecord:
+    """A master tbctl started, as its JSON file beside the socket tells it."""
+
+    host: str
+    control_path: str
+    created_at: float
+    persist: float
+    pid: int | None
+    master: Master
+
+
+def recorded_masters(state_dir: Path) -> list[MasterRecord]:
+    out = []
+    for path in sorted(control_dir(state_dir, create=False).glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+            master = Master(rec["host"], rec["control_path"], True, tuple(rec.get("destination") or ()),
+                            rec["host_arg"])
+            out.append(MasterRecord(rec["host"], rec["control_path"], float(rec["created_at"]),
+                                    float(rec["persist"]), rec.get("pid"), master))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+@dataclass(frozen=True)
+class KeptConnection:
+    """A ControlMaster tbctl started and that still runs (`tbctl connections`)."""
+
+    host: str
+    pid: int | None
+    control_path: str
+    created_at: float
+    persist: float
+
+
+def kept_connections(state_dir: Path) -> list[KeptConnection]:
+    """tbctl's masters that answer; the records and sockets of those that are gone are removed."""
+    out = []
+    for rec in recorded_masters(state_dir):
+        if rec.master.check():
+            out.append(KeptConnection(rec.host, rec.master.pid() or rec.pid, rec.control_path, rec.created_at,
+                                      rec.persist))
+        else:
+            for leftover in (rec.control_path, rec.control_path + ".json"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+    return out
+
+
+def close_kept_connections(state_dir: Path, host: str | None = None) -> list[KeptConnection]:
+    """`-O exit` each of tbctl's masters (of `host`, or all): its forwards and sessions end with it."""
+    closed = []
+    for conn in kept_connections(state_dir):
+        if host is None or conn.host == host:
+            master = next(r.master for r in recorded_masters(state_dir) if r.control_path == conn.control_path)
+            master.exit()
+            closed.append(conn)
+    return closed

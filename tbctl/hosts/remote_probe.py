@@ -1,0 +1,65 @@
+"""How the probe starts on a remote host, whichever SSH backend carries its stdin and stdout.
+
+The remote command is `python3 -c BOOTSTRAP`: it reads a length line, then exactly that many bytes of
+tbctl/probe.py, then serves JSON lines on the rest of stdin. The login shell may print first (a banner
+echoed from .bashrc, `conda activate` chatter), so the probe's hello line starts with a sentinel and
+everything before it is kept to show the user if the hello never comes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tbctl import probe
+from tbctl.errors import NotFound, ProbeError
+
+BOOTSTRAP = (
+    "import sys;b=sys.stdin.buffer;n=int(b.readline());g={'__name__':'tbctl_probe'};"
+    "exec(compile(b.read(n),'tbctl-probe','exec'),g);g['serve']()"
+)
+SOURCE = Path(probe.__file__).read_bytes()
+PREAMBLE = b"%d\n" % len(SOURCE) + SOURCE  # what the client writes first on the probe's stdin
+MAX_NOISE_LINES = 200  # a shell that prints more than this before python starts is not going to stop
+
+
+def remote_command(python: str) -> str:
+    """The command line for the remote shell. A remote `~` must stay for that shell to expand, so only
+    the python path is quoted (and the bootstrap, which is ours)."""
+    quoted = python if python == "python3" else probe.quote_argv([python]).replace("'~/", "~/'")
+    return f"{quoted} -c {probe.quote_argv([BOOTSTRAP])}"
+
+
+def read_hello(readline: Callable[[], bytes], *, host: str, python: str,
+               exit_status: Callable[[], int | None], stderr: Callable[[], str]) -> dict[str, Any]:
+    """The probe's hello, skipping what the login shell printed before it. When it never comes: python
+    missing (exit 127) is NotFound, anything else a ProbeError that shows what the host said."""
+    noise: list[str] = []
+    for _ in range(MAX_NOISE_LINES):
+        line = readline()
+        if not line:
+            break
+        if line.startswith(probe.HELLO_SENTINEL):
+            return dict(json.loads(line[len(probe.HELLO_SENTINEL):])["ok"])
+        noise.append(line.decode("utf-8", "replace").rstrip("\n"))
+    status = exit_status()
+    err = stderr().strip()
+    if status == 127:
+        raise NotFound(f"no {python} on {host}: {err or 'command not found'}",
+                       hint="tbctl needs python3 on the server; --env DIR uses DIR/bin/python")
+    said = "\n".join([*noise[-10:], *err.splitlines()[-10:]]).strip()
+    raise ProbeError(f"the probe did not start on {host}"
+                     + (f" (exit {status})" if status is not None else "")
+                     + (f"; the host printed:\n{said}" if said else ": it printed nothing"),
+                     hint="a login script that prints or reads stdin can get in the way; "
+                          "`ssh HOST true` should print nothing")
+
+
+def answer(line: bytes, *, op: str, host: str) -> Any:
+    """A reply line's result, or the ProbeError it carries (the remote exception's type and message)."""
+    reply = json.loads(line)
+    if "error" in reply:
+        err = reply["error"]
+        raise ProbeError(f"{op} failed on {host}: {err['type']}: {err['message']}")
+    return reply["ok"]
