@@ -108,7 +108,8 @@ def test_config_show_reports_each_value_and_where_it_came_from(cli: Cli, config_
     assert shown["sources"]["stop_timeout"] == "file"
     assert shown["hosts"]["gpu1"] == {
         "logdir": "~/exp/runs", "port": 7100, "local_port": 17100, "tensorboard": "~/venv/bin/tensorboard",
-        "env": "~/venv", "tensorboard_args": ["--reload_interval", "15"], "connect_timeout": 20.0}
+        "env": "~/venv", "tensorboard_args": ["--reload_interval", "15"], "connect_timeout": 20.0,
+        "ssh": None, "ssh_persist": 600.0}
     text = cli("config", "show").stdout
     assert "port = 7000" in text and "# file" in text and "# env:TBCTL_TIMEOUT" in text
     assert '[hosts."me@box:2222"]' in text and "[hosts.gpu1]" in text

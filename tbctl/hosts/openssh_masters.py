@@ -176,8 +176,12 @@ class Master:
                    # the user's LocalForward/RemoteForward and LocalCommand belong to their own sessions
                    "-o", "ClearAllForwardings=yes", "-o", "PermitLocalCommand=no",
                    "-o", f"ConnectTimeout={max(1, math.ceil(host.connect_timeout))}"]
-        if host.resolved.server_alive_interval == 0:  # notice a dead link within seconds, not TCP's minutes
-            options += ["-o", f"ServerAliveInterval={OWN_ALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={OWN_ALIVE_COUNT}"]
+        # Our master notices a dead link within seconds, not TCP's minutes (nor Debian's BatchMode default of
+        # 300 s): a shorter interval than the user's only makes it ask the server sooner.
+        alive = host.resolved.server_alive_interval
+        options += ["-o", f"ServerAliveInterval={min(alive, OWN_ALIVE_INTERVAL) if alive else OWN_ALIVE_INTERVAL}"]
+        if not alive:
+            options += ["-o", f"ServerAliveCountMax={OWN_ALIVE_COUNT}"]
         if host.resolved.strict_host_key_checking in ("no", "off", "false"):
             # ssh itself would connect to a server whose key CHANGED under "no"; tbctl never does.
             # accept-new still takes unknown keys, as "no" would.
