@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import sys
 import traceback
 from collections.abc import Sequence
@@ -18,6 +19,10 @@ from tbctl.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, TbctlError, T
 
 # typer vendors click; its UsageError is the base of typer.BadParameter (found without a private import).
 ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+# How alike an unknown option must be to a real one to be suggested. click's own 0.6 calls `--host` a
+# near miss of `--bogus` (the shared "--" counts); typos like `--hots` or `--prot` score above 0.8.
+SUGGEST_CUTOFF = 0.8
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,15 @@ class TbctlGroup(TyperGroup):
     def main(self, args: Sequence[str] | None = None, *pos: Any, **kwargs: Any) -> Any:
         return super().main(hoist_global_options(self, sys.argv[1:] if args is None else args), *pos, **kwargs)
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # tbctl's own options are parsed here, before invoke(): its handler below never sees their errors.
+        try:
+            return super().parse_args(ctx, args)
+        except ClickUsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `tbctl` alone: the help (exit 2), not an error line
+                raise
+            _usage_error(ctx, exc)
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -159,7 +173,11 @@ class TbctlGroup(TyperGroup):
 def _usage_error(ctx: Any, exc: Any) -> NoReturn:
     """click's usage error as tbctl's: one line, a hint, exit 2."""
     sub = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "tbctl"
-    _env_of(ctx).error(exc.format_message(), f"see '{sub} -h'")
+    message = exc.format_message()
+    if getattr(exc, "possibilities", None) is not None:  # an unknown option: suggest only a near miss
+        close = difflib.get_close_matches(exc.option_name, exc.possibilities, n=3, cutoff=SUGGEST_CUTOFF)
+        message = exc.message + (f" (did you mean {' or '.join(close)}?)" if close else "")
+    _env_of(ctx).error(message, f"see '{sub} -h'")
     raise typer.Exit(EXIT_USAGE) from None
 
 
