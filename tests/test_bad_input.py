@@ -96,3 +96,8 @@ def test_only_a_near_miss_is_suggested(cli: Cli) -> None:
     assert "did you mean --port?" in cli("up", "--prot", exit_code=2).stderr
     assert "did you mean --all?" in cli("down", "--al", exit_code=2).stderr
 
+
+@pytest.mark.parametrize("lines", ["abc", "-5", "1.5", ""])
+def test_logs_lines_must_be_a_whole_number(cli: Cli, lines: str) -> None:
+    result = cli("logs", "6006", "-n", lines, exit_code=2)
+    assert result.stderr.splitlines()[0] == f"tbctl: -n: expected a whole number of lines, got {lines!r}"
