@@ -16,6 +16,7 @@ from tbctl import __version__
 from tbctl.cli.completion import complete_hosts
 from tbctl.cli.environment import Environment
 from tbctl.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, TbctlError, TensorBoardFailed
+from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
 
 # typer vendors click; its UsageError is the base of typer.BadParameter (found without a private import).
 ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -201,7 +202,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout a
 HostOption = Annotated[Optional[str], typer.Option(
     "--host", "-H", help="On this SSH host (ssh_config alias or [user@]host[:port]).", autocompletion=complete_hosts)]
 ConnectTimeoutOption = Annotated[Optional[float], typer.Option(
-    "--connect-timeout", min=0.1, help="Seconds to wait for SSH to connect (default 10).")]
+    "--connect-timeout", min=0.1, help=f"Seconds to wait for SSH to connect (default {DEFAULT_CONNECT_TIMEOUT:g}).")]
 
 
 def command_env(ctx: typer.Context, json_output: bool) -> Environment:
