@@ -311,6 +311,14 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def answers(url: str, status: int = 200, timeout: float = 2.0) -> bool:
+    """Whether a GET of `url` returns `status` right now (False while nothing listens): for wait_until."""
+    try:
+        return http_get(url, timeout=timeout)[0] == status
+    except OSError:
+        return False
+
+
 def start_plain_tensorboard(
     reaper: ProcessReaper, logdir: Path | str, port: int, *, extra_args: Iterable[str] = (),
     env: Mapping[str, str] | None = None, log_dir: Path | None = None, timeout: float = 30.0,
