@@ -14,8 +14,8 @@ from tests.conftest import Cli
 from tests.support.procs import ProcessReaper, http_get
 from tbctl.cli.app import GLOBAL_OPTIONS, GlobalOption, app, command_index, hoist_global_options
 
-# A table with a value-taking option, as `--ssh VALUE` will be: the rules must hold for it too.
-WITH_VALUE = (*GLOBAL_OPTIONS, GlobalOption(("--ssh", "-S"), takes_value=True))
+# The table with a value-taking option that also has a short name: the rules must hold for it too.
+WITH_VALUE = (*(o for o in GLOBAL_OPTIONS if "--ssh" not in o.names), GlobalOption(("--ssh", "-S"), takes_value=True))
 
 
 def test_the_table_is_the_root_commands_options() -> None:
@@ -54,12 +54,19 @@ def test_the_command_name_skips_global_options_and_their_values(args: list[str],
     (["up", "--logdir=-q"], ["up", "--logdir=-q"]),
     # a command's own option of the same name is its own (every command declares --json)
     (["ls", "--json"], ["ls", "--json"]),
-    # a value-taking global option last, without its value: moved, so click names what is missing
-    (["ls", "--ssh"], ["--ssh", "ls"]),
+    # a value-taking global option without its value: alone, so click names what is missing
+    (["ls", "--ssh"], ["--ssh"]),
+    (["up", "-q", "runs", "--ssh", "--", "x"], ["-q", "--ssh"]),
 ])
 def test_global_options_after_the_command_move_before_it(args: list[str], hoisted: list[str]) -> None:
     root = typer.main.get_command(app)
     assert hoist_global_options(root, args, options=WITH_VALUE) == hoisted
+
+
+def test_ssh_and_its_value_after_the_command(cli: Cli) -> None:
+    assert "instances" in cli("ls", "--json", "--ssh", "paramiko").json()
+    assert "instances" in cli("ls", "--ssh=paramiko", "--json").json()
+    assert cli("ls", "--ssh", exit_code=2).stderr.startswith("tbctl: Option '--ssh' requires an argument")
 
 
 def test_quiet_and_debug_after_the_command(cli: Cli) -> None:

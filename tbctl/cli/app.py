@@ -42,6 +42,7 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption(("--quiet", "-q")),
     GlobalOption(("--debug",)),
     GlobalOption(("--version",)),
+    GlobalOption(("--ssh",), takes_value=True),
 )
 
 
@@ -101,6 +102,10 @@ def hoist_global_options(root: Any, args: Sequence[str], *,
         found = _match_global(arg, options)
         if found is not None:
             take = 2 if found[0].takes_value and not found[1] else 1
+            if take == 2 and (i + 1 == len(args) or args[i + 1] == "--"):
+                # Its value is missing: alone at the front, click says so ("Option '--ssh' requires an
+                # argument") instead of taking the command's name for the value.
+                return head + moved + [arg]
             moved.extend(args[i:i + take])
             i += take
             continue
