@@ -286,3 +286,14 @@ def test_up_host_uses_the_host_sections_tensorboard_port_and_flags(
               exit_code=2).stderr
     assert f"--tensorboard {tmp_path / 'missing'} is not an executable file" in err
     assert not os.path.exists(marker)
+
+
+def test_config_show_gives_connect_timeouts_real_default(cli: Cli) -> None:
+    """`--help` says "default 10": so does `config show`, rather than "(not set)"."""
+    from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
+
+    line = next(x for x in cli("config", "show").stdout.splitlines() if "connect_timeout" in x)
+    assert line.split() == ["connect_timeout", "=", f"{DEFAULT_CONNECT_TIMEOUT:g}", "#", "default"]
+    shown = cli("config", "show", "--json").json()
+    assert (shown["connect_timeout"], shown["sources"]["connect_timeout"]) == (DEFAULT_CONNECT_TIMEOUT, "default")
+    assert f"(default {DEFAULT_CONNECT_TIMEOUT:g})" in " ".join(cli("up", "--help").stdout.split())

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, http_get, wait_until
+from tests.support.procs import ProcessReaper, answers, http_get, wait_until
 from tests.support.sshd import link_down, link_up, restart_sshd
 from tests.test_remote import TENSORBOARD, Foreground
 
@@ -197,8 +197,7 @@ def test_detach_survives_the_launching_shell(ssh_env: Any, reaper: ProcessReaper
     url = (state_dir.parent / "url.txt").read_text().strip()
     status = _forwarder_status(state_dir, ssh_env.alias)
     reaper.adopt(status["pid"], status["create_time"])
-    time.sleep(1)
-    assert http_get(url + "data/logdir")[0] == 200
+    assert wait_until(lambda: answers(url + "data/logdir"), 10), "the forward should outlive the shell"
     cli("down", "--host", ssh_env.alias)
 
 
