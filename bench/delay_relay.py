@@ -130,6 +130,8 @@ async def relay(targets: list[tuple[str, int]], rtt_ms: float, max_seconds: floa
             tasks.add(task)
             try:
                 await _serve_one(r, w, target, one_way, handshake)
+            except asyncio.CancelledError:
+                pass  # stopping: connections still open are cut
             finally:
                 tasks.discard(task)
         return on_client
