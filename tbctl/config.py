@@ -451,7 +451,9 @@ def settings_as_dict(settings: Settings) -> dict[str, Any]:
         "port": settings.default_port,
         "timeout": settings.start_timeout,
         "stop_timeout": settings.stop_timeout,
-        "connect_timeout": settings.defaults.connect_timeout,
+        # Unset here means the ssh_config's ConnectTimeout, else this default (what `--help` promises).
+        "connect_timeout": settings.defaults.connect_timeout if settings.defaults.connect_timeout is not None
+        else _default_connect_timeout(),
         "tensorboard": settings.defaults.tensorboard,
         "tensorboard_args": list(settings.defaults.extra_args),
         "ssh": settings.defaults.ssh,
@@ -459,6 +461,12 @@ def settings_as_dict(settings: Settings) -> dict[str, Any]:
         "hosts": {name: host_view(h) for name, h in sorted(settings.hosts.items())},
         "sources": dict(sorted(settings.sources.items())),
     }
+
+
+def _default_connect_timeout() -> float:
+    from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT  # the one place that applies it
+
+    return DEFAULT_CONNECT_TIMEOUT
 
 
 def parse_port(raw: str | int, *, source: str = "port") -> int:

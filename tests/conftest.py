@@ -76,6 +76,94 @@ def close_masters_of(state_dir: Path) -> None:
     assert not left, f"ControlMasters left running: {left}"
 
 
+# --- the real user's home stays untouched ---------------------------------------------------------------
+
+XDG_DIRS = {"XDG_CONFIG_HOME": ".config", "XDG_CACHE_HOME": ".cache", "XDG_STATE_HOME": ".local/state",
+            "XDG_DATA_HOME": ".local/share"}
+
+
+def _real_tbctl_dirs() -> list[Path]:
+    """Where tbctl run by this user, with nothing overridden, writes: its state dir here and, on a
+    "remote" that is this same machine, its cache dir; for HOME as set and as passwd says (what sshd uses)."""
+    import pwd
+
+    homes = {Path(os.environ.get("HOME") or "~").expanduser(), Path(pwd.getpwuid(os.getuid()).pw_dir)}
+    dirs = {home / sub / "tbctl" for home in homes for sub in (".local/state", ".cache")}
+    dirs |= {Path(os.environ[var]) / "tbctl" for var in ("XDG_STATE_HOME", "XDG_CACHE_HOME") if os.environ.get(var)}
+    return sorted(dirs)
+
+
+def _snapshot(dirs: list[Path]) -> dict[Path, int]:
+    found: dict[Path, int] = {}
+    for top in dirs:
+        if top.exists():
+            found[top] = top.stat().st_mtime_ns
+            for path in top.rglob("*"):
+                try:
+                    found[path] = path.lstat().st_mtime_ns
+                except FileNotFoundError:
+                    pass
+    return found
+
+
+# Taken when the suite starts, before any test runs; compared when it ends (pytest_sessionfinish).
+REAL_TBCTL_DIRS = _real_tbctl_dirs()
+_REAL_BEFORE = _snapshot(REAL_TBCTL_DIRS)
+
+
+_BASETEMP: list[Path] = []  # this run's tmp_path root: every path a test hands to tbctl is under it
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remember_basetemp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _BASETEMP.append(tmp_path_factory.getbasetemp())
+
+
+def _mentions_this_run(path: Path) -> bool:
+    markers = {str(b) for base in _BASETEMP for b in (base, base.resolve())}
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            return False
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return any(m in text for m in markers)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a test wrote under the real user's tbctl dirs: a record left there shows up in
+    that user's `tbctl ls` and `tbctl down --all`. What changed there names this run's tmp dirs when a test
+    wrote it (records hold logdirs); other changes (the user's own tbctl, another checkout's suite running
+    meanwhile) are listed, not failed. tests/test_suite_hygiene.py checks the isolation itself, remote too."""
+    after = _snapshot(REAL_TBCTL_DIRS)
+    changed = sorted(p for p, mtime in after.items() if _REAL_BEFORE.get(p) != mtime)
+    if not changed:
+        return
+    ours = [p for p in changed if _mentions_this_run(p)]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        head = "tests wrote under the real home's tbctl dirs" if ours else "changed meanwhile (not by this run)"
+        reporter.write_line("")
+        reporter.write_line(f"{head}: {', '.join(map(str, REAL_TBCTL_DIRS))}", red=bool(ours), bold=bool(ours))
+        for p in (ours or changed)[:20]:
+            reporter.write_line(f"  {p}")
+    if ours:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own HOME and XDG dirs, so nothing reaches the real user's ~/.local/state/tbctl,
+    ~/.cache/tbctl, ~/.config or ~/.ssh/config, in this process or in any process a test starts (they
+    inherit it). The remote's sessions have their own (tests/support/remote.py)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in XDG_DIRS.items():
+        (home / sub).mkdir(parents=True)
+        monkeypatch.setenv(var, str(home / sub))
+    return home
+
+
 @pytest.fixture
 def reaper() -> Iterator[ProcessReaper]:
     with ProcessReaper() as r:

@@ -76,3 +76,28 @@ def test_json_mode_prints_only_json_on_stdout(cli: Cli, tmp_path: Path, port: in
     result = cli("up", "--json", str(tmp_path / "missing"), "--port", str(port))
     json.loads(result.stdout)
     assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["-V"], ["--bogus", "ls"]])
+def test_an_unknown_option_of_tbctl_itself_is_one_line_and_a_hint(cli: Cli, args: list[str]) -> None:
+    result = cli(*args, exit_code=2)
+    assert result.stderr == f"tbctl: No such option: {args[0]}\nhint: see 'tbctl -h'\n"
+    assert result.stdout == ""
+
+
+def test_the_same_from_the_installed_command() -> None:
+    done = subprocess.run([sys.executable, "-m", "tbctl", "-V"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (2, "tbctl: No such option: -V\nhint: see 'tbctl -h'\n")
+
+
+def test_only_a_near_miss_is_suggested(cli: Cli) -> None:
+    assert cli("up", "--bogus", exit_code=2).stderr.splitlines()[0] == "tbctl: No such option: --bogus"
+    assert "did you mean --host?" in cli("up", "--hots", exit_code=2).stderr
+    assert "did you mean --port?" in cli("up", "--prot", exit_code=2).stderr
+    assert "did you mean --all?" in cli("down", "--al", exit_code=2).stderr
+
+
+@pytest.mark.parametrize("lines", ["abc", "-5", "1.5", ""])
+def test_logs_lines_must_be_a_whole_number(cli: Cli, lines: str) -> None:
+    result = cli("logs", "6006", "-n", lines, exit_code=2)
+    assert result.stderr.splitlines()[0] == f"tbctl: -n: expected a whole number of lines, got {lines!r}"

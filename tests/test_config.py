@@ -108,7 +108,8 @@ def test_config_show_reports_each_value_and_where_it_came_from(cli: Cli, config_
     assert shown["sources"]["stop_timeout"] == "file"
     assert shown["hosts"]["gpu1"] == {
         "logdir": "~/exp/runs", "port": 7100, "local_port": 17100, "tensorboard": "~/venv/bin/tensorboard",
-        "env": "~/venv", "tensorboard_args": ["--reload_interval", "15"], "connect_timeout": 20.0}
+        "env": "~/venv", "tensorboard_args": ["--reload_interval", "15"], "connect_timeout": 20.0,
+        "ssh": None, "ssh_persist": 600.0}
     text = cli("config", "show").stdout
     assert "port = 7000" in text and "# file" in text and "# env:TBCTL_TIMEOUT" in text
     assert '[hosts."me@box:2222"]' in text and "[hosts.gpu1]" in text
@@ -285,3 +286,14 @@ def test_up_host_uses_the_host_sections_tensorboard_port_and_flags(
               exit_code=2).stderr
     assert f"--tensorboard {tmp_path / 'missing'} is not an executable file" in err
     assert not os.path.exists(marker)
+
+
+def test_config_show_gives_connect_timeouts_real_default(cli: Cli) -> None:
+    """`--help` says "default 10": so does `config show`, rather than "(not set)"."""
+    from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
+
+    line = next(x for x in cli("config", "show").stdout.splitlines() if "connect_timeout" in x)
+    assert line.split() == ["connect_timeout", "=", f"{DEFAULT_CONNECT_TIMEOUT:g}", "#", "default"]
+    shown = cli("config", "show", "--json").json()
+    assert (shown["connect_timeout"], shown["sources"]["connect_timeout"]) == (DEFAULT_CONNECT_TIMEOUT, "default")
+    assert f"(default {DEFAULT_CONNECT_TIMEOUT:g})" in " ".join(cli("up", "--help").stdout.split())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -12,15 +14,25 @@ from tests.conftest import Cli, tensorboard_pids_for
 from tests.support.procs import ProcessReaper, free_port, start_listener, start_plain_tensorboard, wait_until
 
 
+def info_file(pid: int) -> Path:
+    """Where TensorBoard `pid` writes its info file: `tempfile.gettempdir()` as that process sees it (its
+    TMPDIR, TEMP or TMP, else /tmp), as TensorBoard itself decides. Ask while it is alive."""
+    found = subprocess.run([sys.executable, "-c", "import tempfile; print(tempfile.gettempdir())"],
+                           env=psutil.Process(pid).environ(), capture_output=True, text=True, timeout=30, check=True)
+    return Path(found.stdout.strip()) / ".tensorboard-info" / f"pid-{pid}.info"
+
+
 @pytest.mark.parametrize("by", ["port", "pid", "logdir"])
 def test_down_by_port_pid_or_logdir(cli: Cli, logdir: Path, port: int, by: str) -> None:
     inst = cli.up(str(logdir), "--port", str(port))["instance"]
+    info = info_file(inst["pid"])
+    assert wait_until(info.exists, 5)
     target = {"port": str(port), "pid": str(inst["pid"]), "logdir": str(logdir)}[by]
     out = cli("down", target, "--json").json()["instances"]
     assert [(o["outcome"], o["instance"]["pid"]) for o in out] == [("stopped", inst["pid"])]
     assert not psutil.pid_exists(inst["pid"]) or psutil.Process(inst["pid"]).status() == psutil.STATUS_ZOMBIE
     # SIGTERM lets TensorBoard remove its own info file
-    assert not Path(f"/tmp/.tensorboard-info/pid-{inst['pid']}.info").exists()
+    assert not info.exists()
     assert not [r for r in cli("ls", "--json").json()["instances"] if r["pid"] == inst["pid"]]
 
 
@@ -47,9 +59,15 @@ def test_down_all_stops_every_instance_of_this_user(cli: Cli, logdir: Path, tmp_
     assert not tensorboard_pids_for(logdir) and not tensorboard_pids_for(other)
 
 
-def test_down_force_kills_and_removes_the_stale_info_file(cli: Cli, logdir: Path, port: int) -> None:
+@pytest.mark.parametrize("own_tmpdir", [False, True], ids=["tmp", "TMPDIR"])
+def test_down_force_kills_and_removes_the_stale_info_file(cli: Cli, logdir: Path, port: int, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, own_tmpdir: bool) -> None:
+    if own_tmpdir:  # TensorBoard (started with this environment) writes its info file under TMPDIR
+        monkeypatch.setenv("TMPDIR", str(tmp_path / "tmpdir"))
+        (tmp_path / "tmpdir").mkdir()
     inst = cli.up(str(logdir), "--port", str(port))["instance"]
-    info = Path(f"/tmp/.tensorboard-info/pid-{inst['pid']}.info")
+    info = info_file(inst["pid"])
+    assert info.is_relative_to(tmp_path / "tmpdir") == own_tmpdir
     assert wait_until(info.exists, 5)
     out = cli("down", str(port), "--force", "--json").json()["instances"]
     assert out[0]["outcome"] == "killed" and out[0]["info_file_removed"] is True

@@ -4,6 +4,7 @@ against real TensorBoards started by tbctl."""
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -176,6 +177,9 @@ def _headless_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY")}
     empty = tmp_path / "empty-bin"
     empty.mkdir(exist_ok=True)
+    ssh = shutil.which("ssh")
+    if ssh and not (empty / "ssh").exists():
+        (empty / "ssh").symlink_to(ssh)  # the OpenSSH backend runs the user's ssh, which a server has too
     env["PATH"] = str(empty)
     return env
 

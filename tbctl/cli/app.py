@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import sys
 import traceback
-from typing import Annotated, Any, Optional
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -13,13 +16,136 @@ from tbctl import __version__
 from tbctl.cli.completion import complete_hosts
 from tbctl.cli.environment import Environment
 from tbctl.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, TbctlError, TensorBoardFailed
+from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
 
 # typer vendors click; its UsageError is the base of typer.BadParameter (found without a private import).
 ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
+# How alike an unknown option must be to a real one to be suggested. click's own 0.6 calls `--host` a
+# near miss of `--bogus` (the shared "--" counts); typos like `--hots` or `--prot` score above 0.8.
+SUGGEST_CUTOFF = 0.8
+
+
+@dataclass(frozen=True)
+class GlobalOption:
+    """An option of `tbctl` itself, accepted before the command's name or anywhere after it."""
+
+    names: tuple[str, ...]
+    takes_value: bool = False
+
+
+# Every option of `main()` below, in one place. It is read before click parses anything: to find the
+# command's name (so the value of a value-taking option is never taken for it) and to move these options
+# from after the command to before it. tests/test_global_options.py checks it against `main()`.
+GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
+    GlobalOption(("--json",)),
+    GlobalOption(("--quiet", "-q")),
+    GlobalOption(("--debug",)),
+    GlobalOption(("--version",)),
+    GlobalOption(("--ssh",), takes_value=True),
+)
+
+
+def _match_global(arg: str, options: Sequence[GlobalOption]) -> tuple[GlobalOption, bool] | None:
+    """The global option `arg` is, and whether its value is attached to it (`--ssh=gpu1`, `-Sgpu1`)."""
+    for option in options:
+        for name in option.names:
+            if arg == name:
+                return option, False
+            attached = arg.startswith(name + "=") if name.startswith("--") else arg.startswith(name) and arg != name
+            if option.takes_value and attached:
+                return option, True
+    return None
+
+
+def command_index(args: Sequence[str], *, options: Sequence[GlobalOption] = GLOBAL_OPTIONS) -> int | None:
+    """Where the command's name is in `args`: the first word that is neither an option of tbctl itself nor
+    the value of one. None when there is no such word (`tbctl`, `tbctl --help`) or a `--` comes first."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return i
+        found = _match_global(arg, options)
+        i += 2 if found is not None and found[0].takes_value and not found[1] else 1
+    return None
+
+
+def hoist_global_options(root: Any, args: Sequence[str], *,
+                         options: Sequence[GlobalOption] = GLOBAL_OPTIONS) -> list[str]:
+    """`args` with the global options found after the command's name moved before it, so click, which
+    takes a group's options only before its subcommand, sees them where it looks (`tbctl up -q runs`).
+
+    Left where they are: everything after a literal `--` (up hands it to TensorBoard), the value of one
+    of the command's own options (`--tensorboard --debug` is a path), and an option the command declares
+    itself under the same name (each command has its own `--json`)."""
+    start = command_index(args, options=options)
+    if start is None:
+        return list(args)
+    head, kept, moved = list(args[:start]), [args[start]], []
+    command = getattr(root, "commands", {}).get(args[start])
+    i = start + 1
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            kept.extend(args[i:])
+            break
+        own = _own_option(command, arg)
+        if own is not None:
+            takes_value, attached = own
+            take = 2 if takes_value and not attached else 1
+            kept.extend(args[i:i + take])
+            i += take
+            continue
+        found = _match_global(arg, options)
+        if found is not None:
+            take = 2 if found[0].takes_value and not found[1] else 1
+            if take == 2 and (i + 1 == len(args) or args[i + 1] == "--"):
+                # Its value is missing: alone at the front, click says so ("Option '--ssh' requires an
+                # argument") instead of taking the command's name for the value.
+                return head + moved + [arg]
+            moved.extend(args[i:i + take])
+            i += take
+            continue
+        kept.append(arg)
+        sub = getattr(command, "commands", None)
+        if sub is not None and not arg.startswith("-") and arg in sub:  # `config show`: now show's options
+            command = sub[arg]
+        i += 1
+    return head + moved + kept
+
+
+def _own_option(command: Any, arg: str) -> tuple[bool, bool] | None:
+    """(whether it takes a value, whether the value is attached) when `arg` is an option `command`
+    declares itself; None otherwise."""
+    for param in getattr(command, "params", ()):
+        if param.param_type_name != "option":
+            continue
+        takes_value = not (param.is_flag or param.count)
+        for name in (*param.opts, *param.secondary_opts):
+            if arg == name:
+                return takes_value, False
+            if takes_value and name.startswith("--") and arg.startswith(name + "="):
+                return takes_value, True
+    return None
+
 
 class TbctlGroup(TyperGroup):
     """Maps every error to one line, a hint and a documented exit code; `--debug` adds the traceback."""
+
+    def main(self, args: Sequence[str] | None = None, *pos: Any, **kwargs: Any) -> Any:
+        return super().main(hoist_global_options(self, sys.argv[1:] if args is None else args), *pos, **kwargs)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # tbctl's own options are parsed here, before invoke(): its handler below never sees their errors.
+        try:
+            return super().parse_args(ctx, args)
+        except ClickUsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `tbctl` alone: the help (exit 2), not an error line
+                raise
+            _usage_error(ctx, exc)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -34,9 +160,7 @@ class TbctlGroup(TyperGroup):
                 env.stderr.write("".join(f"  | {line}\n" for line in exc.log_tail.splitlines()))
             raise typer.Exit(exc.exit_code) from None
         except ClickUsageError as exc:  # a subcommand's arguments: one line and a hint, like ours
-            sub = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "tbctl"
-            _env_of(ctx).error(exc.format_message(), f"see '{sub} -h'")
-            raise typer.Exit(EXIT_USAGE) from None
+            _usage_error(ctx, exc)
         except KeyboardInterrupt:
             _env_of(ctx).stderr.write("\ninterrupted\n")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -50,6 +174,17 @@ class TbctlGroup(TyperGroup):
                 traceback.print_exc(file=env.stderr)
             env.error(f"internal error: {type(exc).__name__}: {exc}", "run again with --debug for the traceback")
             raise typer.Exit(EXIT_ERROR) from None
+
+
+def _usage_error(ctx: Any, exc: Any) -> NoReturn:
+    """click's usage error as tbctl's: one line, a hint, exit 2."""
+    sub = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "tbctl"
+    message = exc.format_message()
+    if getattr(exc, "possibilities", None) is not None:  # an unknown option: suggest only a near miss
+        close = difflib.get_close_matches(exc.option_name, exc.possibilities, n=3, cutoff=SUGGEST_CUTOFF)
+        message = exc.message + (f" (did you mean {' or '.join(close)}?)" if close else "")
+    _env_of(ctx).error(message, f"see '{sub} -h'")
+    raise typer.Exit(EXIT_USAGE) from None
 
 
 def _env_of(ctx: Any) -> Environment:
@@ -72,7 +207,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout a
 HostOption = Annotated[Optional[str], typer.Option(
     "--host", "-H", help="On this SSH host (ssh_config alias or [user@]host[:port]).", autocompletion=complete_hosts)]
 ConnectTimeoutOption = Annotated[Optional[float], typer.Option(
-    "--connect-timeout", min=0.1, help="Seconds to wait for SSH to connect (default 10).")]
+    "--connect-timeout", min=0.1, help=f"Seconds to wait for SSH to connect (default {DEFAULT_CONNECT_TIMEOUT:g}).")]
 
 
 def command_env(ctx: typer.Context, json_output: bool) -> Environment:
@@ -119,15 +254,16 @@ def run(argv: list[str] | None = None) -> None:
 
 def _register_only_the_invoked_command(typer_app: typer.Typer, args: list[str]) -> None:
     """typer builds a click command for every subcommand on each start (20-30 ms here); a run invokes at
-    most one. Keep just that one when the first word that is not an option names it (global options take
-    no values). `tbctl`, `tbctl --help`, an unknown name and TAB completion keep them all."""
+    most one. Keep just that one when the command's name (found as hoist_global_options finds it) names
+    it. `tbctl`, `tbctl --help`, an unknown name and TAB completion keep them all."""
     import os
 
     from tbctl.cli.completion import COMPLETE_VAR
 
-    name = next((a for a in args if not a.startswith("-")), None)
-    if name is None or COMPLETE_VAR in os.environ:
+    index = command_index(args)
+    if index is None or COMPLETE_VAR in os.environ:
         return
+    name = args[index]
     from typer.main import get_command_name
 
     commands = [c for c in typer_app.registered_commands

@@ -35,7 +35,7 @@ def logs(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="PORT|PID|LOGDIR", show_default=False, autocompletion=complete_targets)],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep showing what is written until Ctrl-C or TensorBoard exits.")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many of the last lines to show first.")] = 50,
+    lines: Annotated[str, typer.Option("--lines", "-n", metavar="N", help="How many of the last lines to show first.")] = "50",
     host_spec: HostOption = None,
     connect_timeout: ConnectTimeoutOption = None,
     json_output: JsonOption = False,
@@ -46,10 +46,11 @@ def logs(
     from tbctl.core.logs import find_log, follow as follow_log, read_tail
 
     env = command_env(ctx, json_output)
+    count = _line_count(lines)
     store = store_of(env)
     with _connect(env, host_spec, connect_timeout) as host:
         source = find_log(host, store, target)
-        tail = read_tail(host, source, lines)
+        tail = read_tail(host, source, count)
         state = "running" if source.running else "not running"
         env.info(f"log of TensorBoard pid {source.pid} (port {source.port}, {state}) on {host.name}: {source.log_path}")
         if env.json and not follow:
@@ -77,6 +78,15 @@ def logs(
             return
         out.flush_partial()
         env.info(f"TensorBoard pid {source.pid} exited")
+
+
+def _line_count(raw: str) -> int:
+    # Parsed here, not by click: its message for `-n abc` ("not a valid int range") names a type, not the fix.
+    from tbctl.errors import UsageError
+
+    if not raw.isdigit():
+        raise UsageError(f"-n: expected a whole number of lines, got {raw!r}", hint="e.g. `-n 200`; `-n 0` shows none")
+    return int(raw)
 
 
 def _stdout_to_devnull() -> None:

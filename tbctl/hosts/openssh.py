@@ -83,7 +83,8 @@ class _Probe:
     """The probe process: `ssh -S CTL -T -- HOST python3 -c BOOTSTRAP`, in its own session so a Ctrl-C
     meant for tbctl does not kill it before tbctl has cleaned up through it."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], *, on_exit: Callable[[], None]) -> None:
+        self._on_exit = on_exit  # the link watcher's wake-up: a probe that exits is a link to re-make now
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      start_new_session=True, bufsize=0)
         assert self.proc.stdout is not None and self.proc.stderr is not None
@@ -103,6 +104,7 @@ class _Probe:
             pass
         finally:
             stream.close()
+            self._on_exit()
 
     def stderr(self) -> str:
         self._drain.join(timeout=2)
@@ -287,7 +289,7 @@ class OpenSSHHost(Host):
     def _start_probe(self) -> None:
         assert self.master is not None
         probe = _Probe(self.ssh_argv(*self.master.client_options(), "-o", "RemoteCommand=none", "-T",
-                                     command=[remote_probe.remote_command(self.python)]))
+                                     command=[remote_probe.remote_command(self.python)]), on_exit=self._wake.set)
         deadline = time.monotonic() + self.connect_timeout + CALL_MARGIN
         try:
             probe.send(remote_probe.PREAMBLE)
@@ -387,7 +389,9 @@ class OpenSSHHost(Host):
             self._on_change(state)
 
     def _watch(self) -> None:
-        interval = float(self.resolved.server_alive_interval or DEFAULT_PING_INTERVAL)
+        # ssh -G's ServerAliveInterval may be a default the user never chose (Debian's is 300 under BatchMode):
+        # a probe ping costs a round trip, so ping at least every 5 s
+        interval = float(min(self.resolved.server_alive_interval or DEFAULT_PING_INTERVAL, DEFAULT_PING_INTERVAL))
         if self._probe is None and not self._reconnect("not connected yet"):
             return
         while not self._stop.is_set():

@@ -136,7 +136,9 @@ class Master:
         return self._mux("-O", "check").returncode == 0
 
     def pid(self) -> int | None:
-        found = re.search(r"pid=(\d+)", self._mux("-O", "check").stderr)
+        """The master's pid, None when none answers on the socket."""
+        res = self._mux("-O", "check")
+        found = re.search(r"pid=(\d+)", res.stderr) if res.returncode == 0 else None
         return int(found.group(1)) if found else None
 
     def forward(self, spec: str, *, local_port: int) -> None:
@@ -176,8 +178,12 @@ class Master:
                    # the user's LocalForward/RemoteForward and LocalCommand belong to their own sessions
                    "-o", "ClearAllForwardings=yes", "-o", "PermitLocalCommand=no",
                    "-o", f"ConnectTimeout={max(1, math.ceil(host.connect_timeout))}"]
-        if host.resolved.server_alive_interval == 0:  # notice a dead link within seconds, not TCP's minutes
-            options += ["-o", f"ServerAliveInterval={OWN_ALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={OWN_ALIVE_COUNT}"]
+        # Our master notices a dead link within seconds, not TCP's minutes (nor Debian's BatchMode default of
+        # 300 s): a shorter interval than the user's only makes it ask the server sooner.
+        alive = host.resolved.server_alive_interval
+        options += ["-o", f"ServerAliveInterval={min(alive, OWN_ALIVE_INTERVAL) if alive else OWN_ALIVE_INTERVAL}"]
+        if not alive:
+            options += ["-o", f"ServerAliveCountMax={OWN_ALIVE_COUNT}"]
         if host.resolved.strict_host_key_checking in ("no", "off", "false"):
             # ssh itself would connect to a server whose key CHANGED under "no"; tbctl never does.
             # accept-new still takes unknown keys, as "no" would.
@@ -199,10 +205,11 @@ class Master:
             said = err.read().decode("utf-8", "replace")
         if rc != 0:
             raise openssh_errors.failure(said, host, fingerprint=fingerprint)
-        if not self.check():
+        pid = self.pid()  # one `-O check`: whether it answers, and its pid
+        if pid is None:
             raise SSHError(f"ssh connected to {host.name} but its ControlMaster does not answer: {said.strip()[-300:]}")
         record = {"host": host.name, "control_path": self.control_path, "created_at": time.time(),
-                  "persist": host.persist, "pid": self.pid(), "destination": list(self.destination),
+                  "persist": host.persist, "pid": pid, "destination": list(self.destination),
                   "host_arg": self.host_arg}
         _write_private(Path(self.control_path + ".json"), json.dumps(record))
 

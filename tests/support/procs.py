@@ -116,7 +116,7 @@ class ProcessReaper:
                     targets[popen.pid] = (psutil.Process(popen.pid), popen)
                     continue
             except psutil.NoSuchProcess:
-                popen.wait()
+                popen.wait(timeout=KILL_WAIT_S)
             results.append(Reaped(popen.pid, "exited", _argv(popen)))
         for proc in adopted:
             if proc.pid not in targets:
@@ -238,7 +238,7 @@ def _wait_for_child(proc: subprocess.Popen[Any], ready: Callable[[], bool], what
     if wait_until(lambda: proc.poll() is not None or ready(), timeout) and proc.poll() is None:
         return
     proc.kill()
-    _, err = proc.communicate()
+    _, err = proc.communicate(timeout=KILL_WAIT_S)  # a grandchild holding the pipe must not hang us
     raise RuntimeError(f"{what} not ready (rc={proc.returncode}): {(err or b'').decode(errors='replace')[-2000:]}")
 
 
@@ -311,6 +311,14 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def answers(url: str, status: int = 200, timeout: float = 2.0) -> bool:
+    """Whether a GET of `url` returns `status` right now (False while nothing listens): for wait_until."""
+    try:
+        return http_get(url, timeout=timeout)[0] == status
+    except OSError:
+        return False
+
+
 def start_plain_tensorboard(
     reaper: ProcessReaper, logdir: Path | str, port: int, *, extra_args: Iterable[str] = (),
     env: Mapping[str, str] | None = None, log_dir: Path | None = None, timeout: float = 30.0,
@@ -335,7 +343,7 @@ def start_plain_tensorboard(
     if not (wait_until(lambda: proc.poll() is not None or ready(), timeout, 0.1) and proc.poll() is None):
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
+        proc.wait(timeout=KILL_WAIT_S)
         tail = log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"TensorBoard on :{port} not ready in {timeout}s (rc={proc.returncode}); log:\n{tail}")
     return proc

@@ -45,6 +45,12 @@ class Remote:
 
     alias = REMOTE_ALIAS
 
+    @property
+    def home(self) -> Path:
+        """HOME (XDG dirs under it) of every session on the remote: the real user's, from passwd, stays
+        untouched."""
+        return self.server.workdir.parent / "home"
+
     def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a command on the remote machine (inside its namespace), for assertions."""
         cmd = ["ip", "netns", "exec", self.netns.name, *argv] if self.netns else list(argv)
@@ -70,9 +76,11 @@ def _tag(name: str) -> str:
 
 
 def start_remote(workdir: Path) -> Remote:
+    """The remote machines; their sessions get HOME=`workdir`/home (see Remote.home), never the real one."""
+    home = workdir / "home"
     ok, _ = netns_available()
     if not ok:
-        server = start_sshd(workdir / "remote", alias=REMOTE_ALIAS)
+        server = start_sshd(workdir / "remote", alias=REMOTE_ALIAS, home=home)
         config = workdir / "ssh_config"
         config.write_text(server.ssh_config.read_text())
         return Remote(server, config, None, None, None, None)
@@ -81,9 +89,9 @@ def start_remote(workdir: Path) -> Remote:
     j_ns = link = None
     server = jump = None
     try:
-        server = start_sshd(workdir / "remote", alias=REMOTE_ALIAS, netns=r_ns.name, listen=r_ns.ns_addr)
+        server = start_sshd(workdir / "remote", alias=REMOTE_ALIAS, netns=r_ns.name, listen=r_ns.ns_addr, home=home)
         j_ns = create_netns(f"tbj{os.getpid()}", f"10.231.{pid}.5", f"10.231.{pid}.6")
-        jump = start_sshd(workdir / "jump", alias=JUMP_ALIAS, netns=j_ns.name, listen=j_ns.ns_addr)
+        jump = start_sshd(workdir / "jump", alias=JUMP_ALIAS, netns=j_ns.name, listen=j_ns.ns_addr, home=home)
         # J–R link: J can route to R at its own address on this link; the root namespace cannot.
         j_end, r_end = f"tbj{_tag(j_ns.name)}", f"tbr{_tag(r_ns.name)}"
         link_r_addr = f"10.231.{pid}.10"

@@ -174,9 +174,12 @@ def _write(path: Path, text: str, mode: int = 0o600) -> Path:
 
 def start_sshd(
     workdir: Path, *, alias: str = "tbtest", netns: str | None = None, listen: str = "127.0.0.1",
-    port: int | None = None,
+    port: int | None = None, home: Path | None = None,
 ) -> SshServer:
-    """Generate keys and configs under `workdir`, start `sshd -D`, return once it greets."""
+    """Generate keys and configs under `workdir`, start `sshd -D`, return once it greets.
+
+    `home`: the HOME (and XDG dirs) of every session, instead of the user's own from passwd: the server
+    runs as this same user, and what tbctl writes "on the remote" must not land in the real home."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     host_key, client_key = workdir / "ssh_host_ed25519_key", workdir / "client_ed25519"
@@ -210,6 +213,7 @@ def start_sshd(
         "MaxStartups 100",  # tests open many connections at once; the default drops some
         "MaxSessions 64",
         "LogLevel VERBOSE",
+        *([_session_env(home)] if home is not None else []),
         "",
     ]))
     ssh_config = _write(workdir / "ssh_config", "\n".join([
@@ -232,6 +236,17 @@ def start_sshd(
     _ensure_privsep_dir()  # `sshd -t` checks it too, so before validating
     _run(SSHD, "-t", "-f", str(cfg))
     return _launch(server)
+
+
+def _session_env(home: Path) -> str:
+    """sshd_config's SetEnv (OpenSSH >= 8.7) overrides the HOME sshd takes from passwd. A shell started
+    with it reads that home's (empty) rc files, so root's ~/.bashrc (pyenv and all) no longer runs there:
+    tests name the interpreter and tensorboard they need by absolute path."""
+    env = {"HOME": home, "XDG_CONFIG_HOME": home / ".config", "XDG_CACHE_HOME": home / ".cache",
+           "XDG_STATE_HOME": home / ".local" / "state", "XDG_DATA_HOME": home / ".local" / "share"}
+    for path in env.values():
+        path.mkdir(parents=True, exist_ok=True)
+    return "SetEnv " + " ".join(f"{name}={path}" for name, path in env.items())
 
 
 def _ensure_privsep_dir() -> None:
