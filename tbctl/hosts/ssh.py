@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tbctl.hosts.paramiko_import import paramiko
 
-from tbctl.errors import ProbeError, SSHError
+from tbctl.errors import SSHError
 from tbctl.hosts import remote_probe
 from tbctl.hosts.base import Host
 from tbctl.hosts.ssh_config import SSHTarget, resolve
