@@ -88,6 +88,10 @@ def up(
     with env.status():
         host = open_host(env, host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout)
     with host:
+        if detach:
+            from tbctl.core.forwards import detach_warning
+
+            detach_warning(host)  # a refusal before TensorBoard starts, not after
         with env.status():  # closed before the URL is announced: the status line must not cover it
             result = run_up(host, store, request, progress=env.progress)
         inst = result.instance

@@ -79,6 +79,22 @@ def end_forwards(store: StateStore, match: Callable[[dict[str, Any]], bool]) -> 
     return removed
 
 
+def detach_warning(host: Host) -> str:
+    """What the user should know before a forward goes to the background ("" when nothing), or SSHError when
+    it cannot: a forwarder that opens its own connection cannot type a passphrase, password or 2FA answer.
+    Asked before anything is started, so a refusal leaves nothing behind."""
+    if not host.interactive_auth:
+        return ""
+    if not host.shared_connection:
+        raise SSHError(
+            f"--detach needs key or agent authentication to {host.name}: a background forwarder cannot type a "
+            "passphrase, password or 2FA answer when it reconnects",
+            hint="load your key into ssh-agent (ssh-add), or run without --detach",
+        )
+    return (f"the background forward rides this SSH connection to {host.name}, which needed a person's answer: "
+            "if the connection drops, run the command again to reconnect")
+
+
 @dataclass(frozen=True)
 class Detached:
     local_port: int
@@ -90,16 +106,7 @@ def detach_forward(host: Host, local: Host, store: StateStore, *, backend: str, 
                    check_path: str | None, connect_timeout: float | None = None,
                    env_prefix: str | None = None) -> Detached:
     """Hand a forward to the host's background forwarder and verify it answers."""
-    warning = ""
-    if host.interactive_auth:
-        if not host.shared_connection:
-            raise SSHError(
-                f"--detach needs key or agent authentication to {host.name}: a background forwarder cannot answer "
-                "a password or 2FA prompt when it reconnects",
-                hint="load your key into ssh-agent (ssh-add), or run without --detach",
-            )
-        warning = (f"the background forward rides this SSH connection to {host.name}, which needed a password "
-                   "or 2FA answer: if the connection drops, run the command again to reconnect")
+    warning = detach_warning(host)
     if check_path is None:
         require_listener(host, remote_port)
     port = choose_local_port(local, remote_port, local_port)
