@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 from tbctl.errors import SSHError, TbctlError
 from tbctl.hosts import openssh_errors, remote_probe
-from tbctl.hosts.base import Host
 from tbctl.hosts.link import DEFAULT_PING_INTERVAL, NEEDS_A_PERSON, LinkState, backoff_delay
 from tbctl.hosts.openssh_masters import Master, own_master, resolve
 from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT, parse_spec
@@ -162,7 +161,7 @@ class OpenSSHForward:
         self.host.cancel_forward(self)
 
 
-class OpenSSHHost(Host):
+class OpenSSHHost(remote_probe.RemoteHost):
     def __init__(
         self,
         spec: str,
@@ -201,29 +200,6 @@ class OpenSSHHost(Host):
     # --- what a Host is ---
 
     @property
-    def is_remote(self) -> bool:
-        return True
-
-    @property
-    def reachable_here(self) -> bool:
-        return False
-
-    @property
-    def python(self) -> str:
-        """The interpreter that runs the probe: the env's when --env names one, else python3 on PATH."""
-        return f"{self.env_prefix.rstrip('/')}/bin/python" if self.env_prefix else "python3"
-
-    @property
-    def log_dir(self) -> str:
-        self.connect()
-        return f"{self._hello['cache_dir']}/logs"
-
-    @property
-    def user(self) -> str:
-        self.connect()
-        return str(self._hello["user"])
-
-    @property
     def link_state(self) -> LinkState:
         return self._state
 
@@ -234,9 +210,6 @@ class OpenSSHHost(Host):
     @property
     def interactive_auth(self) -> bool:
         return self._interactive_auth
-
-    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None) -> str:
-        return super().find_tensorboard(explicit, env_prefix or self.env_prefix)
 
     # --- the connection ---
 

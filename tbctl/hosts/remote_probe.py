@@ -14,6 +14,7 @@ from typing import Any
 
 from tbctl import probe
 from tbctl.errors import NotFound, ProbeError
+from tbctl.hosts.base import Host
 
 BOOTSTRAP = (
     "import sys;b=sys.stdin.buffer;n=int(b.readline());g={'__name__':'tbctl_probe'};"
@@ -22,6 +23,39 @@ BOOTSTRAP = (
 SOURCE = Path(probe.__file__).read_bytes()
 PREAMBLE = b"%d\n" % len(SOURCE) + SOURCE  # what the client writes first on the probe's stdin
 MAX_NOISE_LINES = 200  # a shell that prints more than this before python starts is not going to stop
+
+
+class RemoteHost(Host):
+    """What every SSH backend's host shares: the probe's python, and what its hello told of the host."""
+
+    env_prefix: str | None = None
+    _hello: dict[str, Any]
+
+    @property
+    def is_remote(self) -> bool:
+        return True
+
+    @property
+    def reachable_here(self) -> bool:
+        return False
+
+    @property
+    def python(self) -> str:
+        """The interpreter that runs the probe: the env's when --env names one, else python3 on PATH."""
+        return f"{self.env_prefix.rstrip('/')}/bin/python" if self.env_prefix else "python3"
+
+    @property
+    def log_dir(self) -> str:
+        self.connect()
+        return f"{self._hello['cache_dir']}/logs"
+
+    @property
+    def user(self) -> str:
+        self.connect()
+        return str(self._hello["user"])
+
+    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None) -> str:
+        return super().find_tensorboard(explicit, env_prefix or self.env_prefix)
 
 
 def remote_command(python: str) -> str:

@@ -17,7 +17,6 @@ from tbctl.hosts.paramiko_import import paramiko
 
 from tbctl.errors import SSHError
 from tbctl.hosts import remote_probe
-from tbctl.hosts.base import Host
 from tbctl.hosts.ssh_config import SSHTarget, resolve
 from tbctl.hosts.ssh_connect import Connection, NoPrompter, Prompter, connect
 from tbctl.tunnel import Forwarder
@@ -30,7 +29,7 @@ DEFAULT_CALL_TIMEOUT = 30.0  # seconds for a probe answer, unless the operation 
 CALL_MARGIN = 15.0  # beyond an operation's own timeout (wait_ready, wait_gone): a slow link, a busy host
 
 
-class SSHHost(Host):
+class SSHHost(remote_probe.RemoteHost):
     def __init__(
         self,
         spec: str,
@@ -53,19 +52,6 @@ class SSHHost(Host):
         self.on_link_change: Callable[[LinkState], None] = lambda state: None
         self._lock = threading.Lock()  # one probe request at a time
         self._connect_lock = threading.RLock()  # one connect or reconnect at a time
-
-    @property
-    def is_remote(self) -> bool:
-        return True
-
-    @property
-    def reachable_here(self) -> bool:
-        return False
-
-    @property
-    def python(self) -> str:
-        """The interpreter that runs the probe: the env's when --env names one, else python3 on PATH."""
-        return f"{self.env_prefix.rstrip('/')}/bin/python" if self.env_prefix else "python3"
 
     # --- connection ---
 
@@ -197,19 +183,6 @@ class SSHHost(Host):
         if conn is None:
             raise SSHError(f"not connected to {self.name}")
         return conn.transport
-
-    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None) -> str:
-        return super().find_tensorboard(explicit, env_prefix or self.env_prefix)
-
-    @property
-    def log_dir(self) -> str:
-        self.connect()
-        return f"{self._hello['cache_dir']}/logs"
-
-    @property
-    def user(self) -> str:
-        self.connect()
-        return str(self._hello["user"])
 
     @property
     def interactive_auth(self) -> bool:
