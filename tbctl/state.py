@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -99,42 +100,32 @@ class StateStore:
 
     # --- JSON Lines files ---
 
-    def _load(self, path: Path, valid: Callable[[Any], bool]) -> list[dict[str, Any]]:
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return []
-        records: list[dict[str, Any]] = []
-        bad: list[str] = []
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if not valid(rec):
-                    raise ValueError("not a record")
-                records.append(rec)
-            except ValueError:
-                bad.append(line)
-        if bad:
-            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-            aside.write_text("\n".join(bad) + "\n", encoding="utf-8")
-            self._write(path, records)
-            self.warnings.append(
-                f"state file {path} had {len(bad)} damaged line(s); kept {len(records)} record(s), "
-                f"moved the rest to {aside}"
-            )
+    def _load(self, path: Path, valid: Callable[[Any], bool], *, locked: bool = False) -> list[dict[str, Any]]:
+        records, bad = _parse(path, valid)
+        if not bad:
+            return records
+        if not locked:
+            # A repair rewrites the file: only under the lock, or it could overwrite a concurrent add().
+            # Parse again once we hold it: the writer we waited for may have changed the file.
+            with self.lock("state"):
+                return self._load(path, valid, locked=True)
+        aside = _set_aside(path, bad)
+        self._write(path, records)
+        self.warnings.append(
+            f"state file {path} had {len(bad)} damaged line(s); kept {len(records)} record(s), "
+            f"moved the rest to {aside}"
+        )
         return records
 
     def _append(self, path: Path, valid: Callable[[Any], bool], record: dict[str, Any]) -> None:
         with self.lock("state"):
-            records = self._load(path, valid)
+            records = self._load(path, valid, locked=True)
             records.append(record)
             self._write(path, records)
 
     def _remove(self, path: Path, valid: Callable[[Any], bool], match: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         with self.lock("state"):
-            records = self._load(path, valid)
+            records = self._load(path, valid, locked=True)
             kept = [r for r in records if not match(r)]
             if len(kept) != len(records):
                 self._write(path, kept)
@@ -160,8 +151,48 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def _parse(path: Path, valid: Callable[[Any], bool]) -> tuple[list[dict[str, Any]], list[str]]:
+    """(readable records, damaged lines) of a JSON Lines file; a missing file has neither."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return [], []
+    records: list[dict[str, Any]] = []
+    bad: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not valid(rec):
+                raise ValueError("not a record")
+            records.append(rec)
+        except ValueError:
+            bad.append(line)
+    return records, bad
+
+
+def _set_aside(path: Path, lines: list[str]) -> Path:
+    """Write damaged lines to a new `NAME.corrupt-SECOND[-N]` file: never over an earlier repair's copy
+    (two repairs within one second would otherwise share a name)."""
+    stamp = int(time.time())
+    for n in range(1000):
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        return aside
+    raise FileExistsError(f"no free name for the damaged lines of {path}")
+
+
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    """A file name for `name` (a host as typed): readable, and distinct for distinct names. Replacing
+    characters alone maps `a@b` and `a_b` to one file, so a short hash of the exact name follows."""
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:64]
+    return f"{readable}-{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
 
 
 def _is_instance(rec: Any) -> bool:
