@@ -16,6 +16,7 @@ import os
 import pwd
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
@@ -494,6 +495,66 @@ def find_tensorboard(explicit: str | None = None, env_prefix: str | None = None,
     return {"path": None, "searched": searched}
 
 
+# --- private files ------------------------------------------------------------------------------------------
+# On a shared server tbctl's state, cache and log dirs are 0700 and their files 0600: logs show logdirs and
+# paths, and a lock or log another user could write to is one they could tamper with. Created with the
+# mode (never chmod after), and never through a symlink someone planted.
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_dir(path: str) -> dict:
+    """Make `path` (tbctl's own directory) a directory only this user can use: created 0700 when missing,
+    tightened to 0700 when an older tbctl left it open. `error` says why it may not be used, in one line:
+    a symlink another user owns, or a directory that is not ours (they could read or plant files)."""
+    try:
+        return {"path": path, "error": _private_dir(os.path.expanduser(path))}
+    except OSError as exc:
+        return {"path": path, "error": "%s: %s" % (path, exc.strerror or exc)}
+
+
+def _private_dir(path: str) -> str | None:
+    uid = os.getuid()
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        parent = os.path.dirname(path.rstrip("/"))
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent, mode=PRIVATE_DIR_MODE, exist_ok=True)
+        try:
+            os.mkdir(path, PRIVATE_DIR_MODE)
+        except FileExistsError:
+            pass  # another tbctl made it meanwhile: judge it like any existing one
+        st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        if st.st_uid != uid:
+            return "%s is a symlink owned by %s; refusing to use it" % (path, username_of(st.st_uid))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return "%s is a symlink to nothing; refusing to use it" % path
+    if not stat.S_ISDIR(st.st_mode):
+        return "%s is not a directory" % path
+    if st.st_uid != uid:
+        return "%s is owned by %s, not by %s; refusing to use it" % (path, username_of(st.st_uid), username_of(uid))
+    if st.st_mode & 0o077:
+        os.chmod(path, PRIVATE_DIR_MODE)  # made by a tbctl that did not yet make it private
+    return None
+
+
+def ensure_private_dir(path: str) -> None:
+    """private_dir, raising PermissionError with its one-line reason."""
+    error = private_dir(path)["error"]
+    if error:
+        raise PermissionError(error)
+
+
+def open_private(path: str, flags: int) -> int:
+    """os.open for tbctl's own files: 0600 when created, and never through a symlink (ELOOP instead)."""
+    return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
+
+
 # --- acting ------------------------------------------------------------------------------------------------
 
 
@@ -503,8 +564,12 @@ def launch(argv: list, log_path: str, cwd: str | None = None) -> dict:
     import subprocess
 
     log_path = os.path.expanduser(log_path)
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "ab") as log:
+    log_dir = os.path.dirname(log_path)
+    # tbctl's log dir is `<state dir>/logs` here and `~/.cache/tbctl/logs` on a remote: it and its parent
+    # hold nothing but tbctl's files, so both are made private.
+    ensure_private_dir(os.path.dirname(log_dir))
+    ensure_private_dir(log_dir)
+    with os.fdopen(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=os.path.expanduser(cwd) if cwd else None, start_new_session=True, close_fds=True)
     _LAUNCHED.add(proc.pid)
@@ -657,7 +722,7 @@ OPS = {
     "scan": scan, "holders": holders, "free_port": free_port, "find_tensorboard": find_tensorboard,
     "launch": launch, "send_signal": send_signal, "wait_gone": wait_gone, "wait_ready": wait_ready,
     "http_get": http_get, "tail": tail, "remove_info_file": remove_info_file, "resolve_path": resolve_path,
-    "whoami": whoami, "alive": lambda pid, create_time: {"alive": alive(pid, create_time)},
+    "whoami": whoami, "private_dir": private_dir, "alive": lambda pid, create_time: {"alive": alive(pid, create_time)},
     "ping": lambda: {}, "read_log": read_log,
 }
 

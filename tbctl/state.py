@@ -6,6 +6,7 @@ JSON Lines rather than one JSON document so that a damaged file loses only its d
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -16,6 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tbctl.errors import TbctlError
+from tbctl.probe import open_private, private_dir
+
 RECORDS_FILE = "instances.jsonl"
 FORWARDS_FILE = "forwards.jsonl"
 
@@ -25,17 +29,35 @@ class StateStore:
         self.dir = state_dir
         self.path = state_dir / RECORDS_FILE
         self.warnings: list[str] = []
+        self._private: set[Path] = set()  # directories already made (or found) private
 
     @property
     def log_dir(self) -> Path:
         return self.dir / "logs"
 
+    def _private_dir(self, path: Path, *, create: bool = True) -> bool:
+        """Whether `path` (the state dir or one of its subdirs) exists and is ours alone: made 0700, or
+        refused in one line when it is another user's (or their symlink). With `create=False` a missing
+        one is left missing (reading needs no directory)."""
+        if path in self._private:
+            return True
+        if path != self.dir:
+            self._private_dir(self.dir, create=create)
+        if not create and not os.path.lexists(path):
+            return False
+        error = private_dir(str(path))["error"]
+        if error:
+            what = "state dir" if path == self.dir else "state subdir"
+            raise TbctlError(f"{what} {error}", hint="point TBCTL_STATE_DIR at a directory of your own")
+        self._private.add(path)
+        return True
+
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive lock between tbctl processes on this machine (held across check-then-launch)."""
         lock_dir = self.dir / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"{_safe(name)}.lock", "a+") as f:
+        self._private_dir(lock_dir)
+        with os.fdopen(_open(lock_dir / f"{_safe(name)}.lock", os.O_RDWR | os.O_CREAT), "r+b") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -76,15 +98,22 @@ class StateStore:
         return self.dir / "forwarders" / f"{_safe(host)}.json"
 
     def forwarder_log_path(self, host: str) -> Path:
-        return self.dir / "forwarders" / f"{_safe(host)}.log"
+        """The forwarder's log, created 0600 in a 0700 dir if missing, so that whoever opens it for
+        appending (the forwarder's parent) neither creates it world-readable nor follows a symlink."""
+        path = self.dir / "forwarders" / f"{_safe(host)}.log"
+        self._private_dir(path.parent)
+        os.close(_open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+        return path
 
     def write_forwarder_status(self, host: str, status: dict[str, Any]) -> None:
         path = self.forwarder_status_path(host)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._private_dir(path.parent)
         _atomic_write(path, json.dumps(status, sort_keys=True, indent=1) + "\n")
 
     def forwarder_statuses(self) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
+        if not self._private_dir(self.dir / "forwarders", create=False):
+            return out
         for path in sorted((self.dir / "forwarders").glob("*.json")):
             try:
                 status = json.loads(path.read_text(encoding="utf-8"))
@@ -101,6 +130,8 @@ class StateStore:
     # --- JSON Lines files ---
 
     def _load(self, path: Path, valid: Callable[[Any], bool], *, locked: bool = False) -> list[dict[str, Any]]:
+        if not self._private_dir(self.dir, create=False):
+            return []
         records, bad = _parse(path, valid)
         if not bad:
             return records
@@ -132,12 +163,13 @@ class StateStore:
             return [r for r in records if match(r)]
 
     def _write(self, path: Path, records: list[dict[str, Any]]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._private_dir(self.dir)
         _atomic_write(path, "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records))
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of either."""
+    """Readers see the old file or the new one, never half of either. mkstemp creates it 0600, and
+    os.replace puts the file itself in place of a symlink there, never writing through it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -151,12 +183,24 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def _open(path: Path, flags: int) -> int:
+    """A file of tbctl's: created 0600, and a symlink in its place is refused in one line, not followed."""
+    try:
+        return open_private(str(path), flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TbctlError(f"{path} is a symlink; refusing to follow it", hint="remove it: tbctl made none there") from None
+        raise
+
+
 def _parse(path: Path, valid: Callable[[Any], bool]) -> tuple[list[dict[str, Any]], list[str]]:
     """(readable records, damaged lines) of a JSON Lines file; a missing file has neither."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        fd = _open(path, os.O_RDONLY)
     except FileNotFoundError:
         return [], []
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+        text = f.read()
     records: list[dict[str, Any]] = []
     bad: list[str] = []
     for line in text.splitlines():
@@ -179,7 +223,7 @@ def _set_aside(path: Path, lines: list[str]) -> Path:
     for n in range(1000):
         aside = path.with_name(f"{path.name}.corrupt-{stamp}" + (f"-{n}" if n else ""))
         try:
-            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            fd = open_private(str(aside), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
             continue
         with os.fdopen(fd, "w", encoding="utf-8") as f:

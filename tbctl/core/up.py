@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from tbctl.config import PORT_SEARCH_SPAN
 from tbctl.core.instances import list_instances, live_for_logdir
 from tbctl.core.stopping import terminate
-from tbctl.errors import PortBusy, TensorBoardFailed
+from tbctl.errors import PortBusy, TbctlError, TensorBoardFailed
 from tbctl.hosts.base import Host, Launched
 from tbctl.models import PortHolder, TensorBoardInstance, UpResult
 from tbctl.state import StateStore
@@ -53,6 +53,11 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
     path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
     # One lock per host across check-then-launch: two `up`s of one logdir at once end with one instance.
     with store.lock(f"up-{host.name}"):
+        # After the lock, which vets the state dir the local log dir lives in. A log dir another user owns
+        # (or planted as a symlink) is refused here in one line, not by launch.
+        unsafe = host.call("private_dir", path=host.log_dir)["error"]
+        if unsafe:
+            raise TbctlError(f"log dir {unsafe}", hint="remove it, or fix its owner; tbctl keeps its logs there")
         if not request.new:
             reusable = live_for_logdir(list_instances(host, store), logdir, host.user)
             if reusable is not None:
