@@ -569,12 +569,27 @@ def launch(argv: list, log_path: str, cwd: str | None = None) -> dict:
     # hold nothing but tbctl's files, so both are made private.
     ensure_private_dir(os.path.dirname(log_dir))
     ensure_private_dir(log_dir)
-    with os.fdopen(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
+    fd, log_path = _new_log(log_path)
+    with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=os.path.expanduser(cwd) if cwd else None, start_new_session=True, close_fds=True)
     _LAUNCHED.add(proc.pid)
     info = _proc_info(proc.pid)
     return {"pid": proc.pid, "create_time": info["create_time"] if info else time.time(), "log_path": log_path}
+
+
+def _new_log(path: str) -> tuple:
+    """(fd, path) of a log file that did not exist: `path`, else `NAME-2.log`, `NAME-3.log`… Two launches on
+    one port within one second are given one name, and appending both to one file would mix (or, with a
+    planted symlink, misdirect) their output; O_EXCL also refuses a symlink in the file's place."""
+    stem, ext = os.path.splitext(path)
+    for n in range(1, 1000):
+        candidate = path if n == 1 else "%s-%d%s" % (stem, n, ext)
+        try:
+            return open_private(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND), candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError("no free log name like %s" % path)
 
 
 def send_signal(pid: int, create_time: float | None, sig: str) -> dict:

@@ -143,3 +143,17 @@ def test_ctrl_c_while_waiting_exits_130_and_leaves_nothing(reaper: ProcessReaper
     assert proc.returncode == 130, err.decode()
     assert b"Traceback" not in err
     assert wait_until(lambda: not fake_running(), 10)
+
+
+def test_two_launches_with_one_log_name_keep_separate_logs(tmp_path: Path) -> None:
+    """Two TensorBoards launched on one port within one second are given the same log name by `up`;
+    the probe must never open an existing log for a new launch, so neither output is lost."""
+    from tbctl import probe
+
+    log = tmp_path / "logs" / "tensorboard-6006-20261123-091240.log"
+    launched = [probe.launch([sys.executable, "-c", f"print('output of launch {n}')"], str(log)) for n in (1, 2)]
+    assert not probe.wait_gone([[a["pid"], a["create_time"]] for a in launched], 10)["alive"]
+    paths = [Path(a["log_path"]) for a in launched]
+    assert paths[0] == log and paths[1] != log and paths[1].parent == log.parent
+    assert paths[1].name.startswith("tensorboard-6006-20261123-091240") and paths[1].suffix == ".log"
+    assert [p.read_text() for p in paths] == ["output of launch 1\n", "output of launch 2\n"]
