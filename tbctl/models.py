@@ -30,6 +30,10 @@ class TensorBoardInstance:
     cmdline: tuple[str, ...] = ()
     note: str = ""
     forward_port: int | None = None  # the local end of a forward to this instance, when there is one
+    # The create time in tbctl's record of this instance, in the clock of the moment it was launched: what
+    # other records of that launch (a forward's instance_create_time) carry, even after a wall-clock step
+    # moved create_time. Internal, so not in the JSON.
+    recorded_create_time: float | None = field(default=None, metadata={"json": False})
 
     @property
     def url(self) -> str | None:
@@ -110,7 +114,7 @@ class FreePortResult:
 def as_json(record: Any) -> Any:
     """A JSON-able view of a record, with derived properties (url, uptime) included."""
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
-        out = {f.name: as_json(getattr(record, f.name)) for f in dataclasses.fields(record)}
+        out = {f.name: as_json(getattr(record, f.name)) for f in dataclasses.fields(record) if f.metadata.get("json", True)}
         for extra in ("url", "uptime", "command"):
             if hasattr(type(record), extra):
                 out[extra] = getattr(record, extra)

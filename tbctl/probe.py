@@ -37,7 +37,7 @@ def _load_psutil():  # type: ignore[no-untyped-def]
 psutil = _load_psutil()
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_CREATE_TIME_SLACK = 0.05  # seconds; /proc and psutil round start times differently
+CREATE_TIME_SLACK = 0.05  # seconds; /proc and psutil round start times differently
 
 
 # --- recognising TensorBoard -------------------------------------------------------------------------------
@@ -114,11 +114,17 @@ def _boot_time() -> float:
 
 
 def _proc_stat(pid: int) -> tuple:
-    """(state, ppid, create_time) from /proc/PID/stat."""
+    """(state, ppid, create_time, start_ticks) from /proc/PID/stat.
+
+    start_ticks (field 22: clock ticks from boot to the process's start) is what identifies a process
+    with its pid: it never changes. create_time (epoch seconds, for people) adds btime, which the kernel
+    derives from the wall clock when /proc/stat is read, so a clock step moves it for later readers.
+    """
     with open("/proc/%d/stat" % pid) as f:
         data = f.read()
     fields = data[data.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1]), _boot_time() + int(fields[19]) / _CLK_TCK
+    ticks = int(fields[19])
+    return fields[0], int(fields[1]), _boot_time() + ticks / _CLK_TCK, ticks
 
 
 def _proc_info(pid: int) -> dict | None:
@@ -131,6 +137,7 @@ def _proc_info(pid: int) -> dict | None:
                     "pid": pid,
                     "ppid": p.ppid(),
                     "create_time": p.create_time(),
+                    "start_ticks": None,  # psutil (macOS) tells only the create time
                     "zombie": p.status() == psutil.STATUS_ZOMBIE,
                     "username": _safe(p.username),
                     "cmdline": _safe(p.cmdline) or [],
@@ -140,19 +147,20 @@ def _proc_info(pid: int) -> dict | None:
         except psutil.NoSuchProcess:
             return None
     try:
-        state, ppid, create_time = _proc_stat(pid)
+        state, ppid, create_time, start_ticks = _proc_stat(pid)
         uid = os.stat("/proc/%d" % pid).st_uid
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             cmdline = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
     except (FileNotFoundError, ProcessLookupError):
         return None
     except PermissionError:
-        return {"pid": pid, "ppid": None, "create_time": None, "zombie": False, "username": None, "cmdline": [], "cwd": None}
+        return {"pid": pid, "ppid": None, "create_time": None, "start_ticks": None, "zombie": False, "username": None,
+                "cmdline": [], "cwd": None}
     try:
         cwd = os.readlink("/proc/%d/cwd" % pid)
     except OSError:
         cwd = None
-    return {"pid": pid, "ppid": ppid, "create_time": create_time, "zombie": state == "Z",
+    return {"pid": pid, "ppid": ppid, "create_time": create_time, "start_ticks": start_ticks, "zombie": state == "Z",
             "username": username_of(uid), "cmdline": cmdline, "cwd": cwd}
 
 
@@ -206,7 +214,7 @@ def alive(pid: int, create_time: float | None) -> bool:
     if info is None or info["zombie"]:
         return False
     if create_time is not None and info["create_time"] is not None:
-        return abs(info["create_time"] - create_time) < _CREATE_TIME_SLACK
+        return abs(info["create_time"] - create_time) < CREATE_TIME_SLACK
     return True
 
 
@@ -737,7 +745,7 @@ OPS = {
     "scan": scan, "holders": holders, "free_port": free_port, "find_tensorboard": find_tensorboard,
     "launch": launch, "send_signal": send_signal, "wait_gone": wait_gone, "wait_ready": wait_ready,
     "http_get": http_get, "tail": tail, "remove_info_file": remove_info_file, "resolve_path": resolve_path,
-    "whoami": whoami, "private_dir": private_dir, "alive": lambda pid, create_time: {"alive": alive(pid, create_time)},
+    "whoami": whoami, "private_dir": private_dir, "proc_info": lambda pid: {"info": _proc_info(pid)}, "alive": lambda pid, create_time: {"alive": alive(pid, create_time)},
     "ping": lambda: {}, "read_log": read_log,
 }
 

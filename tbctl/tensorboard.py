@@ -18,6 +18,7 @@ __all__ = ["build_argv", "readiness_path", "classify", "flag_value", "tensorboar
 # Flags tbctl sets itself; letting them through after `--` would make the record lie about the instance.
 MANAGED_FLAGS = ("logdir", "logdir_spec", "port")
 _START_TIME_SLACK = 2.0  # info start_time is written ~1 s after the process starts
+_RECORD_TIME_SLACK = 0.15  # a record's create_time (from /proc or psutil) against a scan's
 
 
 def normalize_path_prefix(prefix: str | None) -> str:
@@ -46,9 +47,17 @@ def build_argv(executable: str, logdir: str, port: int, extra_args: Sequence[str
 
 
 def _info_matches(info: Mapping[str, Any], proc: Mapping[str, Any]) -> bool:
+    """Whether the info file was written by this process, not by an earlier one that had its pid: it was
+    started before the file's start_time, or (when a wall-clock step since makes the two times
+    incomparable) it serves what the file says, so it is the same instance or rewrote the file itself."""
+    if info.get("pid") != proc["pid"]:
+        return False
     ct = proc.get("create_time")
     start = info.get("start_time")
-    return info.get("pid") == proc["pid"] and (ct is None or not isinstance(start, (int, float)) or ct <= start + _START_TIME_SLACK)
+    if ct is None or not isinstance(start, (int, float)) or ct <= start + _START_TIME_SLACK:
+        return True
+    args = tensorboard_args(proc.get("cmdline") or []) or []
+    return info.get("logdir") == flag_value(args, "logdir") and str(info.get("port")) == flag_value(args, "port")
 
 
 def _working_directory(info: Mapping[str, Any]) -> str | None:
@@ -78,14 +87,22 @@ def classify(
     that started after the info file's start_time. The data-server child never reaches here (the probe
     does not recognise it as TensorBoard).
     """
-    by_identity = {(r["pid"], round(float(r["create_time"]), 1)): r for r in records if r.get("pid") is not None}
+    by_pid: dict[int, list[Mapping[str, Any]]] = {}
+    for r in records:
+        if isinstance(r.get("pid"), int):
+            by_pid.setdefault(r["pid"], []).append(r)
 
-    def record_for(pid: int | None, ct: float | None) -> Mapping[str, Any] | None:
-        if pid is None or ct is None:
-            return None
-        for delta in (0.0, -0.1, 0.1):
-            rec = by_identity.get((pid, round(ct + delta, 1)))
-            if rec is not None:
+    def record_for(proc: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """tbctl's record of this very process: same pid and same start. The start is compared in clock
+        ticks since boot where both sides have them (a wall-clock step moves create times, not ticks),
+        else by create time, for records made before ticks were kept or by psutil (macOS)."""
+        ticks, ct = proc.get("start_ticks"), proc.get("create_time")
+        for rec in by_pid.get(proc["pid"], ()):
+            if isinstance(rec.get("start_ticks"), int) and isinstance(ticks, int):
+                if rec["start_ticks"] == ticks:
+                    return rec
+            elif ct is not None and isinstance(rec.get("create_time"), (int, float)) \
+                    and abs(float(rec["create_time"]) - ct) < _RECORD_TIME_SLACK:
                 return rec
         return None
 
@@ -107,7 +124,7 @@ def classify(
         listen_ports = sorted({s["port"] for s in proc.get("listen", [])})
         if port is None and listen_ports:
             port = listen_ports[0]
-        rec = record_for(proc["pid"], proc.get("create_time"))
+        rec = record_for(proc)
         started_by: StartedBy = "tbctl" if rec else "other"
         out.append(
             TensorBoardInstance(
@@ -125,6 +142,7 @@ def classify(
                 info_file=info["path"] if info else None,
                 log_path=rec.get("log_path") if rec else None,
                 cmdline=tuple(proc.get("cmdline") or ()),
+                recorded_create_time=rec.get("create_time") if rec else None,
             )
         )
     for info in infos:

@@ -13,6 +13,7 @@ from tbctl.core.stopping import terminate
 from tbctl.errors import PortBusy, TbctlError, TensorBoardFailed
 from tbctl.hosts.base import Host, Launched
 from tbctl.models import PortHolder, TensorBoardInstance, UpResult
+from tbctl.probe import CREATE_TIME_SLACK
 from tbctl.state import StateStore
 from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path
 
@@ -88,14 +89,26 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
         store.add({
             "host": host.name, "pid": launched.pid, "create_time": launched.create_time, "port": port,
             "logdir": logdir, "log_path": launched.log_path, "started_at": time.time(), "argv": argv,
+            "start_ticks": _start_ticks(host, launched),
         })
     instance = TensorBoardInstance(
         host=host.name, pid=launched.pid, port=port, logdir=logdir, logdir_arg=logdir, user=host.user,
         status="serving", started_by="tbctl", create_time=launched.create_time, path_prefix=path_prefix,
         bind=flag_value(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
+        recorded_create_time=launched.create_time,
     )
     return UpResult(instance=instance, url=instance.url or "", reused=False, port_note=port_note,
                     warnings=tuple(warnings), ready_seconds=ready.elapsed)
+
+
+def _start_ticks(host: Host, launched: Launched) -> int | None:
+    """The launched process's start in clock ticks since boot: with its pid, what identifies it in the
+    record whatever the wall clock does later (None where the host cannot tell: psutil, macOS)."""
+    info = host.call("proc_info", pid=launched.pid)["info"]
+    if info is None or info.get("create_time") is None or abs(info["create_time"] - launched.create_time) > CREATE_TIME_SLACK:
+        return None  # not the process launched (cannot happen while it is the probe's unreaped child)
+    ticks = info.get("start_ticks")
+    return ticks if isinstance(ticks, int) else None
 
 
 def _choose_port(host: Host, wanted: int) -> tuple[int, str]:
