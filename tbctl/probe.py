@@ -602,18 +602,42 @@ def _new_log(path: str) -> tuple:
 
 def send_signal(pid: int, create_time: float | None, sig: str) -> dict:
     """Signal `pid` only if it is still the process first seen (pid-reuse safe). Outcome:
-    sent | gone | denied | protected."""
+    sent | gone | denied | protected.
+
+    Where Linux has pidfds (Python >= 3.9, Linux >= 5.3) the process is pinned with one *before* its
+    identity is checked and signalled through it: if it exits after the check and its pid is reused, the
+    signal fails instead of hitting the newcomer. Elsewhere: check, then kill (a window of microseconds).
+    """
     if pid <= 1 or pid in (os.getpid(), os.getppid()):
         return {"outcome": "protected"}
-    if not alive(pid, create_time):
-        return {"outcome": "gone"}
+    signum = getattr(signal, sig)
+    pidfd = _pidfd_open(pid)
     try:
-        os.kill(pid, getattr(signal, sig))
+        if not alive(pid, create_time):
+            return {"outcome": "gone"}
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signum)
+        else:
+            os.kill(pid, signum)
     except ProcessLookupError:
         return {"outcome": "gone"}
     except PermissionError:
         return {"outcome": "denied"}
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     return {"outcome": "sent"}
+
+
+def _pidfd_open(pid: int) -> int | None:
+    """A pidfd for `pid`, or None where there are none (old Python or kernel, not Linux) or the pid is
+    gone already (alive() then says so)."""
+    if not (hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # ESRCH: gone; ENOSYS: a kernel before 5.3
+        return None
 
 
 def wait_gone(procs: list, timeout: float) -> dict:
