@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["serving", "starting", "stale", "dead"]
+Status = Literal["serving", "starting", "stale", "exited", "dead"]
 LOCAL_HOST_NAME = "localhost"
 StartedBy = Literal["tbctl", "other"]
 
@@ -38,7 +38,7 @@ class TensorBoardInstance:
     @property
     def url(self) -> str | None:
         """Where this machine opens it: directly when local, through a forward when remote (else None)."""
-        if self.port is None or self.status in ("stale", "dead"):
+        if self.port is None or self.status in ("stale", "exited", "dead"):
             return None
         if self.forward_port is not None:
             return f"http://127.0.0.1:{self.forward_port}{self.path_prefix}/"
@@ -51,7 +51,9 @@ class TensorBoardInstance:
 
     @property
     def uptime(self) -> float | None:
-        return None if self.create_time is None else max(0.0, time.time() - self.create_time)
+        if self.create_time is None or self.status == "exited":
+            return None
+        return max(0.0, time.time() - self.create_time)
 
 
 @dataclass(frozen=True)

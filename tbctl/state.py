@@ -74,8 +74,14 @@ class StateStore:
     def add(self, record: dict[str, Any]) -> None:
         self._append(self.path, _is_instance, record)
 
-    def remove(self, host: str, pids: set[int]) -> None:
-        self._remove(self.path, _is_instance, lambda r: r.get("host") == host and r.get("pid") in pids)
+    def remove(self, host: str, identities: set[tuple[int, float | None]]) -> None:
+        """Remove the records of these (pid, recorded create_time); a None create_time means any record of
+        that pid. By pid alone, cleaning one that exited would also drop a newer one that got its pid."""
+        def match(r: dict[str, Any]) -> bool:
+            return r.get("host") == host and any(
+                r.get("pid") == pid and (ct is None or r.get("create_time") == ct) for pid, ct in identities)
+
+        self._remove(self.path, _is_instance, match)
 
     # --- forwards: what the background forwarders should serve ---
 

@@ -18,6 +18,7 @@ __all__ = ["build_argv", "readiness_path", "classify", "flag_value", "tensorboar
 # Flags tbctl sets itself; letting them through after `--` would make the record lie about the instance.
 MANAGED_FLAGS = ("logdir", "logdir_spec", "port")
 _START_TIME_SLACK = 2.0  # info start_time is written ~1 s after the process starts
+_INFO_WRITE_DELAY = 600.0  # at most this long from a launch to its info file (a huge logdir loads slowly)
 _RECORD_TIME_SLACK = 0.15  # a record's create_time (from /proc or psutil) against a scan's
 
 
@@ -84,9 +85,11 @@ def classify(
     """Merge a probe scan (processes + info files) with tbctl's records into instances with a status.
 
     A zombie is dead. An info file is stale when its pid is gone, is a zombie, or was reused by a process
-    that started after the info file's start_time. The data-server child never reaches here (the probe
-    does not recognise it as TensorBoard).
+    that started after the info file's start_time. A record of tbctl's with neither a process nor an info
+    file is an instance that exited. The data-server child never reaches here (the probe does not
+    recognise it as TensorBoard).
     """
+    records = list(records)
     by_pid: dict[int, list[Mapping[str, Any]]] = {}
     for r in records:
         if isinstance(r.get("pid"), int):
@@ -108,6 +111,7 @@ def classify(
 
     infos = [i for i in scan.get("info_files", []) if isinstance(i.get("content"), dict)]
     used_infos: set[str] = set()
+    used_records: set[int] = set()
     out: list[TensorBoardInstance] = []
     for proc in scan.get("processes", []):
         if proc.get("zombie"):
@@ -125,6 +129,8 @@ def classify(
         if port is None and listen_ports:
             port = listen_ports[0]
         rec = record_for(proc)
+        if rec is not None:
+            used_records.add(id(rec))
         started_by: StartedBy = "tbctl" if rec else "other"
         out.append(
             TensorBoardInstance(
@@ -151,6 +157,14 @@ def classify(
         content = info["content"]
         pid = content.get("pid") if isinstance(content.get("pid"), int) else None
         reused = info.get("pid_alive") and pid is not None
+        start = content.get("start_time")
+        # tbctl's record of the process that left this file (killed without its cleanup): one that started
+        # before the file was written, and not long before.
+        rec = next((r for r in by_pid.get(pid, ()) if id(r) not in used_records and isinstance(start, (int, float))
+                    and isinstance(r.get("create_time"), (int, float))
+                    and -_START_TIME_SLACK <= start - r["create_time"] <= _INFO_WRITE_DELAY), None) if pid is not None else None
+        if rec is not None:
+            used_records.add(id(rec))
         out.append(
             TensorBoardInstance(
                 host=host,
@@ -160,11 +174,38 @@ def classify(
                 logdir_arg=content.get("logdir"),
                 user=info.get("owner"),
                 status="stale",
-                started_by="other",
+                started_by="tbctl" if rec else "other",
                 create_time=content.get("start_time"),
                 path_prefix=normalize_path_prefix(content.get("path_prefix")),
                 info_file=info["path"],
+                log_path=rec.get("log_path") if rec else None,
                 note="pid now belongs to another process" if reused else "process is gone",
+                recorded_create_time=rec.get("create_time") if rec else None,
+            )
+        )
+    # What tbctl started and is neither running nor left an info file: it exited (a SIGTERM, from `kill`
+    # or `free-port`, lets TensorBoard remove its info file). Listed until `down` removes the record, as
+    # `logs` can still read its log.
+    for rec in records:
+        if id(rec) in used_records or not isinstance(rec.get("pid"), int):
+            continue
+        argv = [str(a) for a in rec.get("argv") or []]
+        out.append(
+            TensorBoardInstance(
+                host=host,
+                pid=rec["pid"],
+                port=rec.get("port") if isinstance(rec.get("port"), int) else None,
+                logdir=rec.get("logdir"),
+                logdir_arg=flag_value(argv, "logdir") or rec.get("logdir"),
+                user=scan.get("user"),  # tbctl's records on this machine are this user's
+                status="exited",
+                started_by="tbctl",
+                create_time=rec.get("create_time"),
+                path_prefix=normalize_path_prefix(flag_value(argv, "path_prefix")),
+                bind=flag_value(argv, "host") or "127.0.0.1",
+                log_path=rec.get("log_path"),
+                cmdline=tuple(argv),
+                recorded_create_time=rec.get("create_time"),
             )
         )
     return out

@@ -95,7 +95,7 @@ def stop_instances(
     results: list[StopOutcome] = []
     live: list[TensorBoardInstance] = []
     for inst in chosen:
-        if inst.status == "stale" or inst.pid is None:
+        if inst.status in ("stale", "exited") or inst.pid is None:  # nothing to stop: clean what it left
             removed = inst.info_file is not None and host.remove_info_file(inst.info_file)
             results.append(StopOutcome(inst, "cleaned", info_file_removed=removed))
         elif inst.user != host.user and host.user != "root":
@@ -111,5 +111,6 @@ def stop_instances(
         if outcome in ("killed", "gone") and inst.info_file is not None:
             removed = host.remove_info_file(inst.info_file)
         results.append(StopOutcome(inst, outcome, info_file_removed=removed))
-    store.remove(host.name, {r.instance.pid for r in results if r.instance.pid is not None and r.outcome not in FAILED})
+    store.remove(host.name, {(r.instance.pid, r.instance.recorded_create_time) for r in results
+                             if r.instance.pid is not None and r.outcome not in FAILED})
     return results
