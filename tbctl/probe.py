@@ -752,11 +752,14 @@ def remove_info_file(path: str) -> dict:
 
 
 def resolve_path(path: str, cwd: str | None = None) -> dict:
-    """An absolute, symlink-free path as this host sees it (`~` expanded, relative to `cwd` or home)."""
+    """An absolute, symlink-free path as this host sees it (`~` expanded, relative to `cwd` or home).
+    `exists`: it is an existing directory; `kind`: `directory`, `missing`, or `not a directory` (a file)."""
     path = os.path.expanduser(path)
     if not os.path.isabs(path):
         path = os.path.join(os.path.expanduser(cwd) if cwd else os.getcwd(), path)
-    return {"path": os.path.realpath(path), "exists": os.path.isdir(path)}
+    is_dir = os.path.isdir(path)
+    kind = "directory" if is_dir else "not a directory" if os.path.exists(path) else "missing"
+    return {"path": os.path.realpath(path), "exists": is_dir, "kind": kind}
 
 
 def whoami() -> dict:

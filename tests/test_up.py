@@ -157,3 +157,23 @@ def test_two_launches_with_one_log_name_keep_separate_logs(tmp_path: Path) -> No
     assert paths[0] == log and paths[1] != log and paths[1].parent == log.parent
     assert paths[1].name.startswith("tensorboard-6006-20261123-091240") and paths[1].suffix == ".log"
     assert [p.read_text() for p in paths] == ["output of launch 1\n", "output of launch 2\n"]
+
+
+def test_up_of_a_regular_file_says_it_is_not_a_directory_and_exits_2(cli: Cli, reaper: ProcessReaper, tmp_path: Path,
+                                                                     port: int) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a logdir\n")
+    try:
+        err = cli("up", str(afile), "--port", str(port), exit_code=2).stderr
+    finally:  # one served in spite of it must not outlive the test
+        for pid in tensorboard_pids_for(afile):
+            reaper.adopt(pid)
+    assert f"logdir {afile} is not a directory" in err and "does not exist yet" not in err
+
+
+def test_remote_up_of_a_regular_file_says_it_is_not_a_directory_and_exits_2(ssh_env, cli: Cli, tmp_path: Path) -> None:
+    afile = tmp_path / "afile"  # the remote shares this filesystem
+    afile.write_text("not a logdir\n")
+    tensorboard = str(Path(sys.executable).parent / "tensorboard")
+    err = cli("up", "--host", ssh_env.alias, str(afile), "--tensorboard", tensorboard, exit_code=2).stderr
+    assert f"logdir {afile} is not a directory on {ssh_env.alias}" in err and "does not exist yet" not in err

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from tbctl.config import PORT_SEARCH_SPAN
 from tbctl.core.instances import list_instances, live_for_logdir
 from tbctl.core.stopping import terminate
-from tbctl.errors import PortBusy, TbctlError, TensorBoardFailed
+from tbctl.errors import PortBusy, TbctlError, TensorBoardFailed, UsageError
 from tbctl.hosts.base import Host, Launched
 from tbctl.models import PortHolder, TensorBoardInstance, UpResult
 from tbctl.probe import CREATE_TIME_SLACK
@@ -47,9 +47,13 @@ def _short(command: str, width: int = 60) -> str:
 
 def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[[str], None] = lambda _: None) -> UpResult:
     executable = host.find_tensorboard(request.tensorboard, request.env_prefix)
-    logdir, exists = host.resolve_path(request.logdir)
+    resolved = host.call("resolve_path", path=request.logdir)  # the kind too, which Host.resolve_path drops
+    logdir = str(resolved["path"])
     warnings: list[str] = []
-    if not exists:
+    if resolved.get("kind") == "not a directory":
+        where = f" on {host.name}" if host.is_remote else ""
+        raise UsageError(f"logdir {logdir} is not a directory{where}", hint="give the directory the event files are in")
+    if not resolved["exists"]:
         warnings.append(f"logdir {logdir} does not exist yet; TensorBoard will show runs once they appear")
     path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
     # One lock per host across check-then-launch: two `up`s of one logdir at once end with one instance.
