@@ -177,3 +177,42 @@ def test_remote_up_of_a_regular_file_says_it_is_not_a_directory_and_exits_2(ssh_
     tensorboard = str(Path(sys.executable).parent / "tensorboard")
     err = cli("up", "--host", ssh_env.alias, str(afile), "--tensorboard", tensorboard, exit_code=2).stderr
     assert f"logdir {afile} is not a directory on {ssh_env.alias}" in err and "does not exist yet" not in err
+
+
+def _free_run(length: int) -> int:
+    """The first of `length` consecutive ports that are all free now."""
+    for _ in range(50):
+        first = free_port()
+        if first + length < 65536:
+            try:
+                for p in range(first, first + length):
+                    with socket.socket() as s:
+                        s.bind(("127.0.0.1", p))
+                return first
+            except OSError:
+                continue
+    raise RuntimeError("no run of free ports")
+
+
+def test_up_names_every_port_it_skipped_and_who_held_it_before_starting(
+    cli: Cli, reaper: ProcessReaper, logdir: Path, tmp_path: Path
+) -> None:
+    from tests.support.procs import start_plain_tensorboard
+
+    first = _free_run(3)
+    other = tmp_path / "other-runs"
+    other.mkdir()
+    tb = start_plain_tensorboard(reaper, other, first)
+    listener = start_listener(reaper, first + 1)
+    result = cli("up", "--json", str(logdir), "--port", str(first))
+    reaper.adopt(result.json()["instance"]["pid"])
+    assert result.json()["instance"]["port"] == first + 2
+    note = result.json()["port_note"]
+    # the part that tells TensorBoards apart (its logdir), not the path of the program cut short
+    assert f"port {first} is held by pid {tb.pid} (tensorboard --logdir {other}" in note
+    assert "/bin/tensorboard" not in note
+    assert f", {first + 1} by pid {listener.pid} (" in note and note.endswith(f"; using {first + 2}")
+    lines = result.stderr.splitlines()
+    noted = next(i for i, line in enumerate(lines) if f"port {first} is held by" in line)
+    starting = next(i for i, line in enumerate(lines) if line.startswith("starting TensorBoard on"))
+    assert noted < starting and lines[starting].endswith(f":{first + 2}"), result.stderr

@@ -15,7 +15,7 @@ from tbctl.hosts.base import Host, Launched
 from tbctl.models import PortHolder, TensorBoardInstance, UpResult
 from tbctl.probe import CREATE_TIME_SLACK
 from tbctl.state import StateStore
-from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path
+from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path, tensorboard_args
 
 BIND_RACE_RETRIES = 3  # another server may take the chosen port between our check and TensorBoard's bind
 _BIND_FAILURE_MARKERS = ("could not bind to port", "is in use by another program", "Address already in use")
@@ -33,19 +33,45 @@ class UpRequest:
 
 
 def describe_holders(holders: Sequence[PortHolder]) -> str:
-    parts = []
+    """Who holds a port, one entry per process: `pid 48213 (tensorboard --logdir /x/runs …) on 127.0.0.1`."""
+    by_pid: dict[int | None, list[PortHolder]] = {}
     for h in holders:
-        who = f"pid {h.pid}" if h.pid is not None else "a process of another user"
-        cmd = f" ({_short(h.command)})" if h.cmdline else ""
-        parts.append(f"{who}{cmd} on {h.addr}")
+        by_pid.setdefault(h.pid, []).append(h)
+    parts = []
+    for pid, same in by_pid.items():
+        who = f"pid {pid}" if pid is not None else "a process of another user"
+        cmd = f" ({short_command(same[0].cmdline)})" if same[0].cmdline else ""
+        addrs = " and ".join(dict.fromkeys(h.addr for h in same))
+        parts.append(f"{who}{cmd} on {addrs}")
     return ", ".join(parts)
 
 
-def _short(command: str, width: int = 60) -> str:
-    return command if len(command) <= width else command[: width - 1] + "…"
+def short_command(cmdline: Sequence[str], width: int = 80) -> str:
+    """A command line as a person tells it from others: the program by name, not its path (nor the python
+    that runs it); for TensorBoard, its logdir, which is what tells two of them apart."""
+    argv = list(cmdline)
+    args = tensorboard_args(argv)
+    if args is not None:
+        for flag in ("logdir", "logdir_spec"):
+            value = flag_value(args, flag)
+            if value is not None:
+                given = 1 if any(a.startswith(f"--{flag}=") for a in args) else 2
+                return f"tensorboard --{flag} {value}" + (" …" if len(args) > given else "")
+        return " ".join(["tensorboard", *args])
+    if len(argv) > 1 and _name(argv[0]).startswith("python") and not argv[1].startswith("-"):
+        argv = argv[1:]  # python SCRIPT ARGS: the script is the program
+    text = " ".join([_name(argv[0]), *argv[1:]]) if argv else "?"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[[str], None] = lambda _: None) -> UpResult:
+def _name(program: str) -> str:
+    return program.rstrip("/").rsplit("/", 1)[-1]
+
+
+def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[[str], None] = lambda _: None,
+       notice: Callable[[str], None] = lambda _: None) -> UpResult:
+    """`notice` gets the port note (why the port differs from the one asked for) as soon as it is known,
+    before the progress that names the port it explains; it is also in the result."""
     executable = host.find_tensorboard(request.tensorboard, request.env_prefix)
     resolved = host.call("resolve_path", path=request.logdir)  # the kind too, which Host.resolve_path drops
     logdir = str(resolved["path"])
@@ -71,6 +97,8 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
         wanted = request.port
         for attempt in range(BIND_RACE_RETRIES):
             port, note = _choose_port(host, wanted)
+            if note and not port_note:
+                notice(note)
             port_note = port_note or note
             progress(f"starting TensorBoard on {host.name}:{port}")
             argv = build_argv(executable, logdir, port, request.extra_args)
@@ -116,20 +144,24 @@ def _start_ticks(host: Host, launched: Launched) -> int | None:
 
 
 def _choose_port(host: Host, wanted: int) -> tuple[int, str]:
-    """The wanted port if free, else the next free one, and a note naming who held the wanted one."""
+    """The wanted port if free, else the next free one, and a note naming every port skipped and who held
+    each (`port 6006 is held by pid 1 (…) on 127.0.0.1, 6007 by pid 2 (…) on 127.0.0.1; using 6008`)."""
     candidates = list(range(wanted, min(wanted + PORT_SEARCH_SPAN, 65536)))
     port = host.first_free_port(candidates)
-    holders = host.port_holders(wanted) if port != wanted else []
     if port is None:
         raise PortBusy(
-            wanted, holders,
+            wanted, host.port_holders(wanted),
             f"no free port in {candidates[0]}-{candidates[-1]} on {host.name}",
             hint=f"`tbctl free-port {wanted}` shows who holds it",
         )
     if port == wanted:
         return port, ""
-    who = describe_holders(holders) if holders else "something that is not listening yet"
-    return port, f"port {wanted} is held by {who}; using {port}"
+    held = []
+    for skipped in range(wanted, port):
+        holders = host.port_holders(skipped)
+        held.append(describe_holders(holders) if holders else "something that is not listening yet")
+    others = "".join(f", {p} by {who}" for p, who in zip(range(wanted + 1, port), held[1:]))
+    return port, f"port {wanted} is held by {held[0]}{others}; using {port}"
 
 
 def _serves(body: str, logdir: str) -> bool:
