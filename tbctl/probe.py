@@ -506,7 +506,8 @@ def find_tensorboard(explicit: str | None = None, env_prefix: str | None = None,
 # --- private files ------------------------------------------------------------------------------------------
 # On a shared server tbctl's state, cache and log dirs are 0700 and their files 0600: logs show logdirs and
 # paths, and a lock or log another user could write to is one they could tamper with. Created with the
-# mode (never chmod after), and never through a symlink someone planted.
+# mode, not chmod-ed after (only a dir an older tbctl made open is tightened), and never opened through a
+# symlink someone planted.
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -772,8 +773,9 @@ OPS = {
     "scan": scan, "holders": holders, "free_port": free_port, "find_tensorboard": find_tensorboard,
     "launch": launch, "send_signal": send_signal, "wait_gone": wait_gone, "wait_ready": wait_ready,
     "http_get": http_get, "tail": tail, "remove_info_file": remove_info_file, "resolve_path": resolve_path,
-    "whoami": whoami, "private_dir": private_dir, "proc_info": lambda pid: {"info": _proc_info(pid)}, "alive": lambda pid, create_time: {"alive": alive(pid, create_time)},
-    "ping": lambda: {}, "read_log": read_log,
+    "whoami": whoami, "alive": lambda pid, create_time: {"alive": alive(pid, create_time)},
+    "ping": lambda: {}, "read_log": read_log, "private_dir": private_dir,
+    "proc_info": lambda pid: {"info": _proc_info(pid)},
 }
 
 

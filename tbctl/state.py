@@ -238,11 +238,18 @@ def _set_aside(path: Path, lines: list[str]) -> Path:
     raise FileExistsError(f"no free name for the damaged lines of {path}")
 
 
+_SAFE_CHARS = "-_."
+
+
 def _safe(name: str) -> str:
-    """A file name for `name` (a host as typed): readable, and distinct for distinct names. Replacing
-    characters alone maps `a@b` and `a_b` to one file, so a short hash of the exact name follows."""
-    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:64]
-    return f"{readable}-{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
+    """A file name for `name` (a host as typed), distinct for distinct names. A name of only letters,
+    digits and -_. is its own file name; any other gets its characters replaced (`a@b` → `a_b`) plus `~`
+    and a hash of the exact name, since replacing alone would give `a@b` and `a_b` one file. No plain
+    name has a `~`, so the two kinds never meet."""
+    if name and all(c.isalnum() or c in _SAFE_CHARS for c in name) and name.isascii():
+        return name
+    readable = "".join(c if c.isascii() and (c.isalnum() or c in _SAFE_CHARS) else "_" for c in name)[:64]
+    return f"{readable}~{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
 
 
 def _is_instance(rec: Any) -> bool:
