@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -53,12 +55,25 @@ class NotFound(TbctlError):
 class TensorBoardNotFound(NotFound):
     def __init__(self, host: str, searched: Sequence[str]) -> None:
         where = ", ".join(searched) if searched else "nothing"
-        super().__init__(
-            f"no tensorboard executable found on {host} (searched: {where})",
-            hint="install it (pip install tensorboard) or point at it with --tensorboard PATH",
-        )
+        super().__init__(f"no tensorboard executable found on {host} (searched: {where})", hint=_install_hint(host))
         self.host = host
         self.searched = tuple(searched)
+
+
+def _install_hint(host: str) -> str:
+    """The fix that applies where tensorboard was looked for: on a remote, there; here, the environment
+    tbctl runs in — a pipx venv (`pipx install .` leaves tensorboard out) takes `pipx inject`."""
+    from tbctl.models import LOCAL_HOST_NAME
+
+    if host != LOCAL_HOST_NAME:
+        return (f"install it on {host} (pip install tensorboard), take it from a venv or conda prefix there "
+                "with --env DIR, or point at it with --tensorboard PATH")
+    prefix = os.path.normpath(sys.prefix)
+    if f"{os.sep}pipx{os.sep}venvs{os.sep}" in prefix + os.sep:
+        return (f"tbctl runs from a pipx venv: pipx inject {os.path.basename(prefix)} tensorboard; "
+                "or point at one with --tensorboard PATH")
+    return (f"install it into the environment tbctl runs in ({prefix}): {sys.executable} -m pip install "
+            "tensorboard; or point at one with --tensorboard PATH")
 
 
 class InstanceNotFound(NotFound):

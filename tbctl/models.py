@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["serving", "starting", "stale", "dead"]
+Status = Literal["serving", "starting", "stale", "exited", "dead"]
 LOCAL_HOST_NAME = "localhost"
 StartedBy = Literal["tbctl", "other"]
 
@@ -30,11 +30,15 @@ class TensorBoardInstance:
     cmdline: tuple[str, ...] = ()
     note: str = ""
     forward_port: int | None = None  # the local end of a forward to this instance, when there is one
+    # The create time in tbctl's record of this instance, in the clock of the moment it was launched: what
+    # other records of that launch (a forward's instance_create_time) carry, even after a wall-clock step
+    # moved create_time. Internal, so not in the JSON.
+    recorded_create_time: float | None = field(default=None, metadata={"json": False})
 
     @property
     def url(self) -> str | None:
         """Where this machine opens it: directly when local, through a forward when remote (else None)."""
-        if self.port is None or self.status in ("stale", "dead"):
+        if self.port is None or self.status in ("stale", "exited", "dead"):
             return None
         if self.forward_port is not None:
             return f"http://127.0.0.1:{self.forward_port}{self.path_prefix}/"
@@ -47,7 +51,9 @@ class TensorBoardInstance:
 
     @property
     def uptime(self) -> float | None:
-        return None if self.create_time is None else max(0.0, time.time() - self.create_time)
+        if self.create_time is None or self.status == "exited":
+            return None
+        return max(0.0, time.time() - self.create_time)
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,7 @@ class FreePortResult:
 def as_json(record: Any) -> Any:
     """A JSON-able view of a record, with derived properties (url, uptime) included."""
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
-        out = {f.name: as_json(getattr(record, f.name)) for f in dataclasses.fields(record)}
+        out = {f.name: as_json(getattr(record, f.name)) for f in dataclasses.fields(record) if f.metadata.get("json", True)}
         for extra in ("url", "uptime", "command"):
             if hasattr(type(record), extra):
                 out[extra] = getattr(record, extra)

@@ -16,6 +16,7 @@ import os
 import pwd
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
@@ -36,7 +37,7 @@ def _load_psutil():  # type: ignore[no-untyped-def]
 psutil = _load_psutil()
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_CREATE_TIME_SLACK = 0.05  # seconds; /proc and psutil round start times differently
+CREATE_TIME_SLACK = 0.05  # seconds; /proc and psutil round start times differently
 
 
 # --- recognising TensorBoard -------------------------------------------------------------------------------
@@ -113,11 +114,17 @@ def _boot_time() -> float:
 
 
 def _proc_stat(pid: int) -> tuple:
-    """(state, ppid, create_time) from /proc/PID/stat."""
+    """(state, ppid, create_time, start_ticks) from /proc/PID/stat.
+
+    start_ticks (field 22: clock ticks from boot to the process's start) is what identifies a process
+    with its pid: it never changes. create_time (epoch seconds, for people) adds btime, which the kernel
+    derives from the wall clock when /proc/stat is read, so a clock step moves it for later readers.
+    """
     with open("/proc/%d/stat" % pid) as f:
         data = f.read()
     fields = data[data.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1]), _boot_time() + int(fields[19]) / _CLK_TCK
+    ticks = int(fields[19])
+    return fields[0], int(fields[1]), _boot_time() + ticks / _CLK_TCK, ticks
 
 
 def _proc_info(pid: int) -> dict | None:
@@ -130,6 +137,7 @@ def _proc_info(pid: int) -> dict | None:
                     "pid": pid,
                     "ppid": p.ppid(),
                     "create_time": p.create_time(),
+                    "start_ticks": None,  # psutil (macOS) tells only the create time
                     "zombie": p.status() == psutil.STATUS_ZOMBIE,
                     "username": _safe(p.username),
                     "cmdline": _safe(p.cmdline) or [],
@@ -139,19 +147,20 @@ def _proc_info(pid: int) -> dict | None:
         except psutil.NoSuchProcess:
             return None
     try:
-        state, ppid, create_time = _proc_stat(pid)
+        state, ppid, create_time, start_ticks = _proc_stat(pid)
         uid = os.stat("/proc/%d" % pid).st_uid
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             cmdline = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
     except (FileNotFoundError, ProcessLookupError):
         return None
     except PermissionError:
-        return {"pid": pid, "ppid": None, "create_time": None, "zombie": False, "username": None, "cmdline": [], "cwd": None}
+        return {"pid": pid, "ppid": None, "create_time": None, "start_ticks": None, "zombie": False, "username": None,
+                "cmdline": [], "cwd": None}
     try:
         cwd = os.readlink("/proc/%d/cwd" % pid)
     except OSError:
         cwd = None
-    return {"pid": pid, "ppid": ppid, "create_time": create_time, "zombie": state == "Z",
+    return {"pid": pid, "ppid": ppid, "create_time": create_time, "start_ticks": start_ticks, "zombie": state == "Z",
             "username": username_of(uid), "cmdline": cmdline, "cwd": cwd}
 
 
@@ -205,7 +214,7 @@ def alive(pid: int, create_time: float | None) -> bool:
     if info is None or info["zombie"]:
         return False
     if create_time is not None and info["create_time"] is not None:
-        return abs(info["create_time"] - create_time) < _CREATE_TIME_SLACK
+        return abs(info["create_time"] - create_time) < CREATE_TIME_SLACK
     return True
 
 
@@ -494,6 +503,67 @@ def find_tensorboard(explicit: str | None = None, env_prefix: str | None = None,
     return {"path": None, "searched": searched}
 
 
+# --- private files ------------------------------------------------------------------------------------------
+# On a shared server tbctl's state, cache and log dirs are 0700 and their files 0600: logs show logdirs and
+# paths, and a lock or log another user could write to is one they could tamper with. Created with the
+# mode, not chmod-ed after (only a dir an older tbctl made open is tightened), and never opened through a
+# symlink someone planted.
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_dir(path: str) -> dict:
+    """Make `path` (tbctl's own directory) a directory only this user can use: created 0700 when missing,
+    tightened to 0700 when an older tbctl left it open. `error` says why it may not be used, in one line:
+    a symlink another user owns, or a directory that is not ours (they could read or plant files)."""
+    try:
+        return {"path": path, "error": _private_dir(os.path.expanduser(path))}
+    except OSError as exc:
+        return {"path": path, "error": "%s: %s" % (path, exc.strerror or exc)}
+
+
+def _private_dir(path: str) -> str | None:
+    uid = os.getuid()
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        parent = os.path.dirname(path.rstrip("/"))
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent, mode=PRIVATE_DIR_MODE, exist_ok=True)
+        try:
+            os.mkdir(path, PRIVATE_DIR_MODE)
+        except FileExistsError:
+            pass  # another tbctl made it meanwhile: judge it like any existing one
+        st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        if st.st_uid != uid:
+            return "%s is a symlink owned by %s; refusing to use it" % (path, username_of(st.st_uid))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return "%s is a symlink to nothing; refusing to use it" % path
+    if not stat.S_ISDIR(st.st_mode):
+        return "%s is not a directory" % path
+    if st.st_uid != uid:
+        return "%s is owned by %s, not by %s; refusing to use it" % (path, username_of(st.st_uid), username_of(uid))
+    if st.st_mode & 0o077:
+        os.chmod(path, PRIVATE_DIR_MODE)  # made by a tbctl that did not yet make it private
+    return None
+
+
+def ensure_private_dir(path: str) -> None:
+    """private_dir, raising PermissionError with its one-line reason."""
+    error = private_dir(path)["error"]
+    if error:
+        raise PermissionError(error)
+
+
+def open_private(path: str, flags: int) -> int:
+    """os.open for tbctl's own files: 0600 when created, and never through a symlink (ELOOP instead)."""
+    return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
+
+
 # --- acting ------------------------------------------------------------------------------------------------
 
 
@@ -503,8 +573,13 @@ def launch(argv: list, log_path: str, cwd: str | None = None) -> dict:
     import subprocess
 
     log_path = os.path.expanduser(log_path)
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "ab") as log:
+    log_dir = os.path.dirname(log_path)
+    # tbctl's log dir is `<state dir>/logs` here and `~/.cache/tbctl/logs` on a remote: it and its parent
+    # hold nothing but tbctl's files, so both are made private.
+    ensure_private_dir(os.path.dirname(log_dir))
+    ensure_private_dir(log_dir)
+    fd, log_path = _new_log(log_path)
+    with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=os.path.expanduser(cwd) if cwd else None, start_new_session=True, close_fds=True)
     _LAUNCHED.add(proc.pid)
@@ -512,20 +587,58 @@ def launch(argv: list, log_path: str, cwd: str | None = None) -> dict:
     return {"pid": proc.pid, "create_time": info["create_time"] if info else time.time(), "log_path": log_path}
 
 
+def _new_log(path: str) -> tuple:
+    """(fd, path) of a log file that did not exist: `path`, else `NAME-2.log`, `NAME-3.log`… Two launches on
+    one port within one second are given one name, and appending both to one file would mix (or, with a
+    planted symlink, misdirect) their output; O_EXCL also refuses a symlink in the file's place."""
+    stem, ext = os.path.splitext(path)
+    for n in range(1, 1000):
+        candidate = path if n == 1 else "%s-%d%s" % (stem, n, ext)
+        try:
+            return open_private(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND), candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError("no free log name like %s" % path)
+
+
 def send_signal(pid: int, create_time: float | None, sig: str) -> dict:
     """Signal `pid` only if it is still the process first seen (pid-reuse safe). Outcome:
-    sent | gone | denied | protected."""
+    sent | gone | denied | protected.
+
+    Where Linux has pidfds (Python >= 3.9, Linux >= 5.3) the process is pinned with one *before* its
+    identity is checked and signalled through it: if it exits after the check and its pid is reused, the
+    signal fails instead of hitting the newcomer. Elsewhere: check, then kill (a window of microseconds).
+    """
     if pid <= 1 or pid in (os.getpid(), os.getppid()):
         return {"outcome": "protected"}
-    if not alive(pid, create_time):
-        return {"outcome": "gone"}
+    signum = getattr(signal, sig)
+    pidfd = _pidfd_open(pid)
     try:
-        os.kill(pid, getattr(signal, sig))
+        if not alive(pid, create_time):
+            return {"outcome": "gone"}
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signum)
+        else:
+            os.kill(pid, signum)
     except ProcessLookupError:
         return {"outcome": "gone"}
     except PermissionError:
         return {"outcome": "denied"}
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     return {"outcome": "sent"}
+
+
+def _pidfd_open(pid: int) -> int | None:
+    """A pidfd for `pid`, or None where there are none (old Python or kernel, not Linux) or the pid is
+    gone already (alive() then says so)."""
+    if not (hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # ESRCH: gone; ENOSYS: a kernel before 5.3
+        return None
 
 
 def wait_gone(procs: list, timeout: float) -> dict:
@@ -644,11 +757,14 @@ def remove_info_file(path: str) -> dict:
 
 
 def resolve_path(path: str, cwd: str | None = None) -> dict:
-    """An absolute, symlink-free path as this host sees it (`~` expanded, relative to `cwd` or home)."""
+    """An absolute, symlink-free path as this host sees it (`~` expanded, relative to `cwd` or home).
+    `exists`: it is an existing directory; `kind`: `directory`, `missing`, or `not a directory` (a file)."""
     path = os.path.expanduser(path)
     if not os.path.isabs(path):
         path = os.path.join(os.path.expanduser(cwd) if cwd else os.getcwd(), path)
-    return {"path": os.path.realpath(path), "exists": os.path.isdir(path)}
+    is_dir = os.path.isdir(path)
+    kind = "directory" if is_dir else "not a directory" if os.path.exists(path) else "missing"
+    return {"path": os.path.realpath(path), "exists": is_dir, "kind": kind}
 
 
 def whoami() -> dict:
@@ -662,7 +778,8 @@ OPS = {
     "launch": launch, "send_signal": send_signal, "wait_gone": wait_gone, "wait_ready": wait_ready,
     "http_get": http_get, "tail": tail, "remove_info_file": remove_info_file, "resolve_path": resolve_path,
     "whoami": whoami, "alive": lambda pid, create_time: {"alive": alive(pid, create_time)},
-    "ping": lambda: {}, "read_log": read_log,
+    "ping": lambda: {}, "read_log": read_log, "private_dir": private_dir,
+    "proc_info": lambda pid: {"info": _proc_info(pid)},
 }
 
 

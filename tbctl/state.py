@@ -6,7 +6,9 @@ JSON Lines rather than one JSON document so that a damaged file loses only its d
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -14,6 +16,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from tbctl.errors import TbctlError
+from tbctl.probe import open_private, private_dir
 
 RECORDS_FILE = "instances.jsonl"
 FORWARDS_FILE = "forwards.jsonl"
@@ -24,17 +29,35 @@ class StateStore:
         self.dir = state_dir
         self.path = state_dir / RECORDS_FILE
         self.warnings: list[str] = []
+        self._private: set[Path] = set()  # directories already made (or found) private
 
     @property
     def log_dir(self) -> Path:
         return self.dir / "logs"
 
+    def _private_dir(self, path: Path, *, create: bool = True) -> bool:
+        """Whether `path` (the state dir or one of its subdirs) exists and is ours alone: made 0700, or
+        refused in one line when it is another user's (or their symlink). With `create=False` a missing
+        one is left missing (reading needs no directory)."""
+        if path in self._private:
+            return True
+        if path != self.dir:
+            self._private_dir(self.dir, create=create)
+        if not create and not os.path.lexists(path):
+            return False
+        error = private_dir(str(path))["error"]
+        if error:
+            what = "state dir" if path == self.dir else "state subdir"
+            raise TbctlError(f"{what} {error}", hint="point TBCTL_STATE_DIR at a directory of your own")
+        self._private.add(path)
+        return True
+
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive lock between tbctl processes on this machine (held across check-then-launch)."""
         lock_dir = self.dir / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"{_safe(name)}.lock", "a+") as f:
+        self._private_dir(lock_dir)
+        with os.fdopen(_open(lock_dir / f"{_safe(name)}.lock", os.O_RDWR | os.O_CREAT), "r+b") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -51,8 +74,14 @@ class StateStore:
     def add(self, record: dict[str, Any]) -> None:
         self._append(self.path, _is_instance, record)
 
-    def remove(self, host: str, pids: set[int]) -> None:
-        self._remove(self.path, _is_instance, lambda r: r.get("host") == host and r.get("pid") in pids)
+    def remove(self, host: str, identities: set[tuple[int, float | None]]) -> None:
+        """Remove the records of these (pid, recorded create_time); a None create_time means any record of
+        that pid. By pid alone, cleaning one that exited would also drop a newer one that got its pid."""
+        def match(r: dict[str, Any]) -> bool:
+            return r.get("host") == host and any(
+                r.get("pid") == pid and (ct is None or r.get("create_time") == ct) for pid, ct in identities)
+
+        self._remove(self.path, _is_instance, match)
 
     # --- forwards: what the background forwarders should serve ---
 
@@ -75,15 +104,22 @@ class StateStore:
         return self.dir / "forwarders" / f"{_safe(host)}.json"
 
     def forwarder_log_path(self, host: str) -> Path:
-        return self.dir / "forwarders" / f"{_safe(host)}.log"
+        """The forwarder's log, created 0600 in a 0700 dir if missing, so that whoever opens it for
+        appending (the forwarder's parent) neither creates it world-readable nor follows a symlink."""
+        path = self.dir / "forwarders" / f"{_safe(host)}.log"
+        self._private_dir(path.parent)
+        os.close(_open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+        return path
 
     def write_forwarder_status(self, host: str, status: dict[str, Any]) -> None:
         path = self.forwarder_status_path(host)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._private_dir(path.parent)
         _atomic_write(path, json.dumps(status, sort_keys=True, indent=1) + "\n")
 
     def forwarder_statuses(self) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
+        if not self._private_dir(self.dir / "forwarders", create=False):
+            return out
         for path in sorted((self.dir / "forwarders").glob("*.json")):
             try:
                 status = json.loads(path.read_text(encoding="utf-8"))
@@ -99,54 +135,47 @@ class StateStore:
 
     # --- JSON Lines files ---
 
-    def _load(self, path: Path, valid: Callable[[Any], bool]) -> list[dict[str, Any]]:
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
+    def _load(self, path: Path, valid: Callable[[Any], bool], *, locked: bool = False) -> list[dict[str, Any]]:
+        if not self._private_dir(self.dir, create=False):
             return []
-        records: list[dict[str, Any]] = []
-        bad: list[str] = []
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if not valid(rec):
-                    raise ValueError("not a record")
-                records.append(rec)
-            except ValueError:
-                bad.append(line)
-        if bad:
-            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-            aside.write_text("\n".join(bad) + "\n", encoding="utf-8")
-            self._write(path, records)
-            self.warnings.append(
-                f"state file {path} had {len(bad)} damaged line(s); kept {len(records)} record(s), "
-                f"moved the rest to {aside}"
-            )
+        records, bad = _parse(path, valid)
+        if not bad:
+            return records
+        if not locked:
+            # A repair rewrites the file: only under the lock, or it could overwrite a concurrent add().
+            # Parse again once we hold it: the writer we waited for may have changed the file.
+            with self.lock("state"):
+                return self._load(path, valid, locked=True)
+        aside = _set_aside(path, bad)
+        self._write(path, records)
+        self.warnings.append(
+            f"state file {path} had {len(bad)} damaged line(s); kept {len(records)} record(s), "
+            f"moved the rest to {aside}"
+        )
         return records
 
     def _append(self, path: Path, valid: Callable[[Any], bool], record: dict[str, Any]) -> None:
         with self.lock("state"):
-            records = self._load(path, valid)
+            records = self._load(path, valid, locked=True)
             records.append(record)
             self._write(path, records)
 
     def _remove(self, path: Path, valid: Callable[[Any], bool], match: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         with self.lock("state"):
-            records = self._load(path, valid)
+            records = self._load(path, valid, locked=True)
             kept = [r for r in records if not match(r)]
             if len(kept) != len(records):
                 self._write(path, kept)
             return [r for r in records if match(r)]
 
     def _write(self, path: Path, records: list[dict[str, Any]]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._private_dir(self.dir)
         _atomic_write(path, "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records))
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of either."""
+    """Readers see the old file or the new one, never half of either. mkstemp creates it 0600, and
+    os.replace puts the file itself in place of a symlink there, never writing through it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -160,8 +189,67 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def _open(path: Path, flags: int) -> int:
+    """A file of tbctl's: created 0600, and a symlink in its place is refused in one line, not followed."""
+    try:
+        return open_private(str(path), flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TbctlError(f"{path} is a symlink; refusing to follow it", hint="remove it: tbctl made none there") from None
+        raise
+
+
+def _parse(path: Path, valid: Callable[[Any], bool]) -> tuple[list[dict[str, Any]], list[str]]:
+    """(readable records, damaged lines) of a JSON Lines file; a missing file has neither."""
+    try:
+        fd = _open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return [], []
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    records: list[dict[str, Any]] = []
+    bad: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not valid(rec):
+                raise ValueError("not a record")
+            records.append(rec)
+        except ValueError:
+            bad.append(line)
+    return records, bad
+
+
+def _set_aside(path: Path, lines: list[str]) -> Path:
+    """Write damaged lines to a new `NAME.corrupt-SECOND[-N]` file: never over an earlier repair's copy
+    (two repairs within one second would otherwise share a name)."""
+    stamp = int(time.time())
+    for n in range(1000):
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            fd = open_private(str(aside), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        return aside
+    raise FileExistsError(f"no free name for the damaged lines of {path}")
+
+
+_SAFE_CHARS = "-_."
+
+
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    """A file name for `name` (a host as typed), distinct for distinct names. A name of only letters,
+    digits and -_. is its own file name; any other gets its characters replaced (`a@b` → `a_b`) plus `~`
+    and a hash of the exact name, since replacing alone would give `a@b` and `a_b` one file. No plain
+    name has a `~`, so the two kinds never meet."""
+    if name and all(c.isalnum() or c in _SAFE_CHARS for c in name) and name.isascii():
+        return name
+    readable = "".join(c if c.isascii() and (c.isalnum() or c in _SAFE_CHARS) else "_" for c in name)[:64]
+    return f"{readable}~{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
 
 
 def _is_instance(rec: Any) -> bool:

@@ -18,6 +18,8 @@ __all__ = ["build_argv", "readiness_path", "classify", "flag_value", "tensorboar
 # Flags tbctl sets itself; letting them through after `--` would make the record lie about the instance.
 MANAGED_FLAGS = ("logdir", "logdir_spec", "port")
 _START_TIME_SLACK = 2.0  # info start_time is written ~1 s after the process starts
+_INFO_WRITE_DELAY = 600.0  # at most this long from a launch to its info file (a huge logdir loads slowly)
+_RECORD_TIME_SLACK = 0.15  # a record's create_time (from /proc or psutil) against a scan's
 
 
 def normalize_path_prefix(prefix: str | None) -> str:
@@ -46,9 +48,17 @@ def build_argv(executable: str, logdir: str, port: int, extra_args: Sequence[str
 
 
 def _info_matches(info: Mapping[str, Any], proc: Mapping[str, Any]) -> bool:
+    """Whether the info file was written by this process, not by an earlier one that had its pid: it was
+    started before the file's start_time, or (when a wall-clock step since makes the two times
+    incomparable) it serves what the file says, so it is the same instance or rewrote the file itself."""
+    if info.get("pid") != proc["pid"]:
+        return False
     ct = proc.get("create_time")
     start = info.get("start_time")
-    return info.get("pid") == proc["pid"] and (ct is None or not isinstance(start, (int, float)) or ct <= start + _START_TIME_SLACK)
+    if ct is None or not isinstance(start, (int, float)) or ct <= start + _START_TIME_SLACK:
+        return True
+    args = tensorboard_args(proc.get("cmdline") or []) or []
+    return info.get("logdir") == flag_value(args, "logdir") and str(info.get("port")) == flag_value(args, "port")
 
 
 def _working_directory(info: Mapping[str, Any]) -> str | None:
@@ -75,22 +85,33 @@ def classify(
     """Merge a probe scan (processes + info files) with tbctl's records into instances with a status.
 
     A zombie is dead. An info file is stale when its pid is gone, is a zombie, or was reused by a process
-    that started after the info file's start_time. The data-server child never reaches here (the probe
-    does not recognise it as TensorBoard).
+    that started after the info file's start_time. A record of tbctl's with neither a process nor an info
+    file is an instance that exited. The data-server child never reaches here (the probe does not
+    recognise it as TensorBoard).
     """
-    by_identity = {(r["pid"], round(float(r["create_time"]), 1)): r for r in records if r.get("pid") is not None}
+    records = list(records)
+    by_pid: dict[int, list[Mapping[str, Any]]] = {}
+    for r in records:
+        if isinstance(r.get("pid"), int):
+            by_pid.setdefault(r["pid"], []).append(r)
 
-    def record_for(pid: int | None, ct: float | None) -> Mapping[str, Any] | None:
-        if pid is None or ct is None:
-            return None
-        for delta in (0.0, -0.1, 0.1):
-            rec = by_identity.get((pid, round(ct + delta, 1)))
-            if rec is not None:
+    def record_for(proc: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """tbctl's record of this very process: same pid and same start. The start is compared in clock
+        ticks since boot where both sides have them (a wall-clock step moves create times, not ticks),
+        else by create time, for records made before ticks were kept or by psutil (macOS)."""
+        ticks, ct = proc.get("start_ticks"), proc.get("create_time")
+        for rec in by_pid.get(proc["pid"], ()):
+            if isinstance(rec.get("start_ticks"), int) and isinstance(ticks, int):
+                if rec["start_ticks"] == ticks:
+                    return rec
+            elif ct is not None and isinstance(rec.get("create_time"), (int, float)) \
+                    and abs(float(rec["create_time"]) - ct) < _RECORD_TIME_SLACK:
                 return rec
         return None
 
     infos = [i for i in scan.get("info_files", []) if isinstance(i.get("content"), dict)]
     used_infos: set[str] = set()
+    used_records: set[int] = set()
     out: list[TensorBoardInstance] = []
     for proc in scan.get("processes", []):
         if proc.get("zombie"):
@@ -107,7 +128,9 @@ def classify(
         listen_ports = sorted({s["port"] for s in proc.get("listen", [])})
         if port is None and listen_ports:
             port = listen_ports[0]
-        rec = record_for(proc["pid"], proc.get("create_time"))
+        rec = record_for(proc)
+        if rec is not None:
+            used_records.add(id(rec))
         started_by: StartedBy = "tbctl" if rec else "other"
         out.append(
             TensorBoardInstance(
@@ -125,6 +148,7 @@ def classify(
                 info_file=info["path"] if info else None,
                 log_path=rec.get("log_path") if rec else None,
                 cmdline=tuple(proc.get("cmdline") or ()),
+                recorded_create_time=rec.get("create_time") if rec else None,
             )
         )
     for info in infos:
@@ -133,6 +157,14 @@ def classify(
         content = info["content"]
         pid = content.get("pid") if isinstance(content.get("pid"), int) else None
         reused = info.get("pid_alive") and pid is not None
+        start = content.get("start_time")
+        # tbctl's record of the process that left this file (killed without its cleanup): one that started
+        # before the file was written, and not long before.
+        rec = next((r for r in by_pid.get(pid, ()) if id(r) not in used_records and isinstance(start, (int, float))
+                    and isinstance(r.get("create_time"), (int, float))
+                    and -_START_TIME_SLACK <= start - r["create_time"] <= _INFO_WRITE_DELAY), None) if pid is not None else None
+        if rec is not None:
+            used_records.add(id(rec))
         out.append(
             TensorBoardInstance(
                 host=host,
@@ -142,11 +174,38 @@ def classify(
                 logdir_arg=content.get("logdir"),
                 user=info.get("owner"),
                 status="stale",
-                started_by="other",
+                started_by="tbctl" if rec else "other",
                 create_time=content.get("start_time"),
                 path_prefix=normalize_path_prefix(content.get("path_prefix")),
                 info_file=info["path"],
+                log_path=rec.get("log_path") if rec else None,
                 note="pid now belongs to another process" if reused else "process is gone",
+                recorded_create_time=rec.get("create_time") if rec else None,
+            )
+        )
+    # What tbctl started and is neither running nor left an info file: it exited (a SIGTERM, from `kill`
+    # or `free-port`, lets TensorBoard remove its info file). Listed until `down` removes the record, as
+    # `logs` can still read its log.
+    for rec in records:
+        if id(rec) in used_records or not isinstance(rec.get("pid"), int):
+            continue
+        argv = [str(a) for a in rec.get("argv") or []]
+        out.append(
+            TensorBoardInstance(
+                host=host,
+                pid=rec["pid"],
+                port=rec.get("port") if isinstance(rec.get("port"), int) else None,
+                logdir=rec.get("logdir"),
+                logdir_arg=flag_value(argv, "logdir") or rec.get("logdir"),
+                user=scan.get("user"),  # tbctl's records on this machine are this user's
+                status="exited",
+                started_by="tbctl",
+                create_time=rec.get("create_time"),
+                path_prefix=normalize_path_prefix(flag_value(argv, "path_prefix")),
+                bind=flag_value(argv, "host") or "127.0.0.1",
+                log_path=rec.get("log_path"),
+                cmdline=tuple(argv),
+                recorded_create_time=rec.get("create_time"),
             )
         )
     return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Cli
 from tests.support.procs import ProcessReaper, start_plain_tensorboard
 
@@ -57,3 +59,37 @@ def test_ls_reports_a_stale_info_file_after_sigkill(cli: Cli, reaper: ProcessRea
 def test_ls_with_nothing_running_is_not_an_error(cli: Cli) -> None:
     # the machine may run other TensorBoards; the command must still succeed
     cli("ls")
+
+
+@pytest.mark.parametrize("by", ["port", "pid", "all"])
+def test_a_tensorboard_that_exited_cleanly_is_listed_as_exited_until_down_cleans_it(
+    cli: Cli, logdir: Path, port: int, by: str
+) -> None:
+    import os
+
+    import psutil
+
+    from tests.support.procs import wait_until
+
+    if by == "all":
+        mine = [r for r in cli("ls", "--json").json()["instances"]
+                if r["status"] != "stale" and r["user"] == psutil.Process().username()]
+        if mine:
+            pytest.skip(f"{len(mine)} other TensorBoard(s) of this user are running; down --all would stop them")
+    inst = cli.up(str(logdir), "--port", str(port))["instance"]
+    info = Path(f"/tmp/.tensorboard-info/pid-{inst['pid']}.info")
+    assert wait_until(info.exists, 10)
+    os.kill(inst["pid"], signal.SIGTERM)  # a plain `kill -TERM`: TensorBoard exits and removes its info file
+    assert wait_until(lambda: not info.exists(), 10)
+    assert wait_until(lambda: not psutil.pid_exists(inst["pid"])
+                      or psutil.Process(inst["pid"]).status() == psutil.STATUS_ZOMBIE, 10)
+    row = _row(cli("ls", "--json").json()["instances"], inst["pid"])
+    assert (row["status"], row["started_by"], row["port"], row["url"]) == ("exited", "tbctl", port, None)
+    assert row["log_path"] == inst["log_path"] and row["logdir"] == str(logdir)
+    assert any(str(inst["pid"]) in line and "exited" in line for line in cli("ls").stdout.splitlines())
+    assert cli("logs", str(port), "--json").json()["running"] is False
+    target = {"port": [str(port)], "pid": [str(inst["pid"])], "all": ["--all"]}[by]
+    out = cli("down", *target, "--json").json()["instances"]
+    assert [(o["instance"]["pid"], o["outcome"]) for o in out if o["instance"]["pid"] == inst["pid"]] == [(inst["pid"], "cleaned")]
+    assert not [r for r in cli("ls", "--json").json()["instances"] if r["pid"] == inst["pid"]]
+    cli("down", str(port), exit_code=4)  # the record is gone

@@ -143,3 +143,76 @@ def test_ctrl_c_while_waiting_exits_130_and_leaves_nothing(reaper: ProcessReaper
     assert proc.returncode == 130, err.decode()
     assert b"Traceback" not in err
     assert wait_until(lambda: not fake_running(), 10)
+
+
+def test_two_launches_with_one_log_name_keep_separate_logs(tmp_path: Path) -> None:
+    """Two TensorBoards launched on one port within one second are given the same log name by `up`;
+    the probe must never open an existing log for a new launch, so neither output is lost."""
+    from tbctl import probe
+
+    log = tmp_path / "logs" / "tensorboard-6006-20261123-091240.log"
+    launched = [probe.launch([sys.executable, "-c", f"print('output of launch {n}')"], str(log)) for n in (1, 2)]
+    assert not probe.wait_gone([[a["pid"], a["create_time"]] for a in launched], 10)["alive"]
+    paths = [Path(a["log_path"]) for a in launched]
+    assert paths[0] == log and paths[1] != log and paths[1].parent == log.parent
+    assert paths[1].name.startswith("tensorboard-6006-20261123-091240") and paths[1].suffix == ".log"
+    assert [p.read_text() for p in paths] == ["output of launch 1\n", "output of launch 2\n"]
+
+
+def test_up_of_a_regular_file_says_it_is_not_a_directory_and_exits_2(cli: Cli, reaper: ProcessReaper, tmp_path: Path,
+                                                                     port: int) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a logdir\n")
+    try:
+        err = cli("up", str(afile), "--port", str(port), exit_code=2).stderr
+    finally:  # one served in spite of it must not outlive the test
+        for pid in tensorboard_pids_for(afile):
+            reaper.adopt(pid)
+    assert f"logdir {afile} is not a directory" in err and "does not exist yet" not in err
+
+
+def test_remote_up_of_a_regular_file_says_it_is_not_a_directory_and_exits_2(ssh_env, cli: Cli, tmp_path: Path) -> None:
+    afile = tmp_path / "afile"  # the remote shares this filesystem
+    afile.write_text("not a logdir\n")
+    tensorboard = str(Path(sys.executable).parent / "tensorboard")
+    err = cli("up", "--host", ssh_env.alias, str(afile), "--tensorboard", tensorboard, exit_code=2).stderr
+    assert f"logdir {afile} is not a directory on {ssh_env.alias}" in err and "does not exist yet" not in err
+
+
+def _free_run(length: int) -> int:
+    """The first of `length` consecutive ports that are all free now."""
+    for _ in range(50):
+        first = free_port()
+        if first + length < 65536:
+            try:
+                for p in range(first, first + length):
+                    with socket.socket() as s:
+                        s.bind(("127.0.0.1", p))
+                return first
+            except OSError:
+                continue
+    raise RuntimeError("no run of free ports")
+
+
+def test_up_names_every_port_it_skipped_and_who_held_it_before_starting(
+    cli: Cli, reaper: ProcessReaper, logdir: Path, tmp_path: Path
+) -> None:
+    from tests.support.procs import start_plain_tensorboard
+
+    first = _free_run(3)
+    other = tmp_path / "other-runs"
+    other.mkdir()
+    tb = start_plain_tensorboard(reaper, other, first)
+    listener = start_listener(reaper, first + 1)
+    result = cli("up", "--json", str(logdir), "--port", str(first))
+    reaper.adopt(result.json()["instance"]["pid"])
+    assert result.json()["instance"]["port"] == first + 2
+    note = result.json()["port_note"]
+    # the part that tells TensorBoards apart (its logdir), not the path of the program cut short
+    assert f"port {first} is held by pid {tb.pid} (tensorboard --logdir {other}" in note
+    assert "/bin/tensorboard" not in note
+    assert f", {first + 1} by pid {listener.pid} (" in note and note.endswith(f"; using {first + 2}")
+    lines = result.stderr.splitlines()
+    noted = next(i for i, line in enumerate(lines) if f"port {first} is held by" in line)
+    starting = next(i for i, line in enumerate(lines) if line.startswith("starting TensorBoard on"))
+    assert noted < starting and lines[starting].endswith(f":{first + 2}"), result.stderr

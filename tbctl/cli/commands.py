@@ -93,7 +93,7 @@ def up(
 
             detach_warning(host)  # a refusal before TensorBoard starts, not after
         with env.status():  # closed before the URL is announced: the status line must not cover it
-            result = run_up(host, store, request, progress=env.progress)
+            result = run_up(host, store, request, progress=env.progress, notice=env.notice)
         inst = result.instance
         assert inst.port is not None
         stop_after = not (result.reused or keep)
@@ -127,8 +127,6 @@ def up(
             _flush_warnings(env, store)
             for warning in result.warnings:
                 env.warn(warning)
-            if result.port_note:
-                env.notice(result.port_note)
             if env.json:
                 render.print_json(env, result)
             else:

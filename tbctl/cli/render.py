@@ -56,7 +56,7 @@ def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], 
             inst.logdir or inst.logdir_arg or "-",
             inst.url or "-",
             inst.user or "-",
-            human_duration(inst.uptime) if inst.status != "stale" else "-",
+            human_duration(inst.uptime) if inst.status not in ("stale", "exited") else "-",
             inst.started_by,
             inst.status if not inst.note else f"{inst.status} ({inst.note})",
         ])
@@ -87,7 +87,7 @@ def forwards_table(env: Environment, forwards: Sequence[ForwardInfo]) -> None:
     table(env, ["host", "local", "remote", "url", "forwarder", "tensorboard", "tunnel"], rows, status_column=6)
 
 
-_STATUS_STYLE = {"serving": "green", "starting": "yellow", "stale": "red", "dead": "red", "down": "red",
+_STATUS_STYLE = {"serving": "green", "starting": "yellow", "stale": "red", "exited": "yellow", "dead": "red", "down": "red",
                  "up": "green", "reconnecting": "yellow", "error:": "red"}
 
 

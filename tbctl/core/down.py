@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tbctl.core.forwards import end_forwards
-from tbctl.core.instances import list_instances, select
+from tbctl.core.instances import launched_as, list_instances, select
 from tbctl.core.stopping import terminate
 from tbctl.errors import TbctlError, UsageError
 from tbctl.hosts.base import Host
@@ -54,17 +54,19 @@ def down_with_forwards(
 
 def _stop_forwarded_instances(opener: Callable[[str | None], Host], store: StateStore, closed: list[dict[str, Any]],
                               *, force: bool, timeout: float) -> tuple[list[StopOutcome], list[str]]:
-    """Stop the TensorBoards tbctl started for forwards that were just ended (not reused or kept ones)."""
-    by_host: dict[str, set[int]] = {}
+    """Stop the TensorBoards tbctl started for forwards that were just ended (not reused or kept ones):
+    each the very process the forward was made for, by pid *and* start, never whatever has its pid now."""
+    by_host: dict[str, list[tuple[int, float]]] = {}
     for rec in closed:
-        if rec.get("stop_instance") and rec.get("instance_pid") is not None:
-            by_host.setdefault(rec["host"], set()).add(rec["instance_pid"])
+        if rec.get("stop_instance") and rec.get("instance_pid") is not None and rec.get("instance_create_time") is not None:
+            by_host.setdefault(rec["host"], []).append((rec["instance_pid"], float(rec["instance_create_time"])))
     outcomes: list[StopOutcome] = []
     warnings: list[str] = []
-    for name, pids in by_host.items():
+    for name, identities in by_host.items():
         try:
             with opener(name) as host:
-                chosen = [i for i in list_instances(host, store) if i.pid in pids and i.status != "stale"]
+                chosen = [i for i in list_instances(host, store) if i.status in ("serving", "starting")
+                          and any(launched_as(i, pid, ct) for pid, ct in identities)]
                 outcomes += stop_instances(host, store, chosen, force=force, timeout=timeout)
         except TbctlError as exc:
             warnings.append(f"could not stop the TensorBoard(s) tbctl started on {name}: {exc.message}")
@@ -93,7 +95,7 @@ def stop_instances(
     results: list[StopOutcome] = []
     live: list[TensorBoardInstance] = []
     for inst in chosen:
-        if inst.status == "stale" or inst.pid is None:
+        if inst.status in ("stale", "exited") or inst.pid is None:  # nothing to stop: clean what it left
             removed = inst.info_file is not None and host.remove_info_file(inst.info_file)
             results.append(StopOutcome(inst, "cleaned", info_file_removed=removed))
         elif inst.user != host.user and host.user != "root":
@@ -109,5 +111,6 @@ def stop_instances(
         if outcome in ("killed", "gone") and inst.info_file is not None:
             removed = host.remove_info_file(inst.info_file)
         results.append(StopOutcome(inst, outcome, info_file_removed=removed))
-    store.remove(host.name, {r.instance.pid for r in results if r.instance.pid is not None and r.outcome not in FAILED})
+    store.remove(host.name, {(r.instance.pid, r.instance.recorded_create_time) for r in results
+                             if r.instance.pid is not None and r.outcome not in FAILED})
     return results

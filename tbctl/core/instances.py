@@ -12,6 +12,7 @@ from tbctl.config import parse_port
 from tbctl.errors import InstanceNotFound, TbctlError, UsageError
 from tbctl.hosts.base import Host
 from tbctl.models import ForwardInfo, TensorBoardInstance
+from tbctl.probe import CREATE_TIME_SLACK
 from tbctl.state import StateStore
 from tbctl.tensorboard import classify
 
@@ -54,6 +55,14 @@ def live_for_logdir(instances: list[TensorBoardInstance], logdir: str, user: str
         if inst.status == "serving" and inst.user == user and inst.logdir == logdir:
             return inst
     return None
+
+
+def launched_as(inst: TensorBoardInstance, pid: int, create_time: float) -> bool:
+    """Whether `inst` is the process another record of tbctl's names as (pid, create_time). Compared with
+    the create time tbctl recorded for it (the same clock as that other record's) when there is one, so a
+    wall-clock step since does not matter; else with the one the host shows now."""
+    ct = inst.recorded_create_time if inst.recorded_create_time is not None else inst.create_time
+    return inst.pid == pid and ct is not None and abs(ct - create_time) < CREATE_TIME_SLACK
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from tbctl.config import PORT_SEARCH_SPAN
 from tbctl.core.instances import list_instances, live_for_logdir
 from tbctl.core.stopping import terminate
-from tbctl.errors import PortBusy, TensorBoardFailed
+from tbctl.errors import PortBusy, TbctlError, TensorBoardFailed, UsageError
 from tbctl.hosts.base import Host, Launched
 from tbctl.models import PortHolder, TensorBoardInstance, UpResult
+from tbctl.probe import CREATE_TIME_SLACK
 from tbctl.state import StateStore
-from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path
+from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path, tensorboard_args
 
 BIND_RACE_RETRIES = 3  # another server may take the chosen port between our check and TensorBoard's bind
 _BIND_FAILURE_MARKERS = ("could not bind to port", "is in use by another program", "Address already in use")
@@ -32,27 +33,62 @@ class UpRequest:
 
 
 def describe_holders(holders: Sequence[PortHolder]) -> str:
-    parts = []
+    """Who holds a port, one entry per process: `pid 48213 (tensorboard --logdir /x/runs …) on 127.0.0.1`."""
+    by_pid: dict[int | None, list[PortHolder]] = {}
     for h in holders:
-        who = f"pid {h.pid}" if h.pid is not None else "a process of another user"
-        cmd = f" ({_short(h.command)})" if h.cmdline else ""
-        parts.append(f"{who}{cmd} on {h.addr}")
+        by_pid.setdefault(h.pid, []).append(h)
+    parts = []
+    for pid, same in by_pid.items():
+        who = f"pid {pid}" if pid is not None else "a process of another user"
+        cmd = f" ({short_command(same[0].cmdline)})" if same[0].cmdline else ""
+        addrs = " and ".join(dict.fromkeys(h.addr for h in same))
+        parts.append(f"{who}{cmd} on {addrs}")
     return ", ".join(parts)
 
 
-def _short(command: str, width: int = 60) -> str:
-    return command if len(command) <= width else command[: width - 1] + "…"
+def short_command(cmdline: Sequence[str], width: int = 80) -> str:
+    """A command line as a person tells it from others: the program by name, not its path (nor the python
+    that runs it); for TensorBoard, its logdir, which is what tells two of them apart."""
+    argv = list(cmdline)
+    args = tensorboard_args(argv)
+    if args is not None:
+        for flag in ("logdir", "logdir_spec"):
+            value = flag_value(args, flag)
+            if value is not None:
+                given = 1 if any(a.startswith(f"--{flag}=") for a in args) else 2
+                return f"tensorboard --{flag} {value}" + (" …" if len(args) > given else "")
+        return " ".join(["tensorboard", *args])
+    if len(argv) > 1 and _name(argv[0]).startswith("python") and not argv[1].startswith("-"):
+        argv = argv[1:]  # python SCRIPT ARGS: the script is the program
+    text = " ".join([_name(argv[0]), *argv[1:]]) if argv else "?"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[[str], None] = lambda _: None) -> UpResult:
+def _name(program: str) -> str:
+    return program.rstrip("/").rsplit("/", 1)[-1]
+
+
+def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[[str], None] = lambda _: None,
+       notice: Callable[[str], None] = lambda _: None) -> UpResult:
+    """`notice` gets the port note (why the port differs from the one asked for) as soon as it is known,
+    before the progress that names the port it explains; it is also in the result."""
     executable = host.find_tensorboard(request.tensorboard, request.env_prefix)
-    logdir, exists = host.resolve_path(request.logdir)
+    resolved = host.call("resolve_path", path=request.logdir)  # the kind too, which Host.resolve_path drops
+    logdir = str(resolved["path"])
     warnings: list[str] = []
-    if not exists:
+    if resolved.get("kind") == "not a directory":
+        where = f" on {host.name}" if host.is_remote else ""
+        raise UsageError(f"logdir {logdir} is not a directory{where}", hint="give the directory the event files are in")
+    if not resolved["exists"]:
         warnings.append(f"logdir {logdir} does not exist yet; TensorBoard will show runs once they appear")
     path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
     # One lock per host across check-then-launch: two `up`s of one logdir at once end with one instance.
     with store.lock(f"up-{host.name}"):
+        # After the lock, which vets the state dir the local log dir lives in. A log dir another user owns
+        # (or planted as a symlink) is refused here in one line, not by launch.
+        unsafe = host.call("private_dir", path=host.log_dir)["error"]
+        if unsafe:
+            raise TbctlError(f"log dir {unsafe}", hint="remove it, or fix its owner; tbctl keeps its logs there")
         if not request.new:
             reusable = live_for_logdir(list_instances(host, store), logdir, host.user)
             if reusable is not None:
@@ -61,6 +97,8 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
         wanted = request.port
         for attempt in range(BIND_RACE_RETRIES):
             port, note = _choose_port(host, wanted)
+            if note and not port_note:
+                notice(note)
             port_note = port_note or note
             progress(f"starting TensorBoard on {host.name}:{port}")
             argv = build_argv(executable, logdir, port, request.extra_args)
@@ -83,31 +121,47 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
         store.add({
             "host": host.name, "pid": launched.pid, "create_time": launched.create_time, "port": port,
             "logdir": logdir, "log_path": launched.log_path, "started_at": time.time(), "argv": argv,
+            "start_ticks": _start_ticks(host, launched),
         })
     instance = TensorBoardInstance(
         host=host.name, pid=launched.pid, port=port, logdir=logdir, logdir_arg=logdir, user=host.user,
         status="serving", started_by="tbctl", create_time=launched.create_time, path_prefix=path_prefix,
         bind=flag_value(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
+        recorded_create_time=launched.create_time,
     )
     return UpResult(instance=instance, url=instance.url or "", reused=False, port_note=port_note,
                     warnings=tuple(warnings), ready_seconds=ready.elapsed)
 
 
+def _start_ticks(host: Host, launched: Launched) -> int | None:
+    """The launched process's start in clock ticks since boot: with its pid, what identifies it in the
+    record whatever the wall clock does later (None where the host cannot tell: psutil, macOS)."""
+    info = host.call("proc_info", pid=launched.pid)["info"]
+    if info is None or info.get("create_time") is None or abs(info["create_time"] - launched.create_time) > CREATE_TIME_SLACK:
+        return None  # not the process launched (cannot happen while it is the probe's unreaped child)
+    ticks = info.get("start_ticks")
+    return ticks if isinstance(ticks, int) else None
+
+
 def _choose_port(host: Host, wanted: int) -> tuple[int, str]:
-    """The wanted port if free, else the next free one, and a note naming who held the wanted one."""
+    """The wanted port if free, else the next free one, and a note naming every port skipped and who held
+    each (`port 6006 is held by pid 1 (…) on 127.0.0.1, 6007 by pid 2 (…) on 127.0.0.1; using 6008`)."""
     candidates = list(range(wanted, min(wanted + PORT_SEARCH_SPAN, 65536)))
     port = host.first_free_port(candidates)
-    holders = host.port_holders(wanted) if port != wanted else []
     if port is None:
         raise PortBusy(
-            wanted, holders,
+            wanted, host.port_holders(wanted),
             f"no free port in {candidates[0]}-{candidates[-1]} on {host.name}",
             hint=f"`tbctl free-port {wanted}` shows who holds it",
         )
     if port == wanted:
         return port, ""
-    who = describe_holders(holders) if holders else "something that is not listening yet"
-    return port, f"port {wanted} is held by {who}; using {port}"
+    held = []
+    for skipped in range(wanted, port):
+        holders = host.port_holders(skipped)
+        held.append(describe_holders(holders) if holders else "something that is not listening yet")
+    others = "".join(f", {p} by {who}" for p, who in zip(range(wanted + 1, port), held[1:]))
+    return port, f"port {wanted} is held by {held[0]}{others}; using {port}"
 
 
 def _serves(body: str, logdir: str) -> bool:
