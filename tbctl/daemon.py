@@ -206,7 +206,7 @@ def _close_forwards_of_dead_instances(host: Any, store: StateStore, host_spec: s
         if pid is None:
             continue
         try:
-            alive = host.alive(pid, rec.get("instance_create_time"))
+            alive = host.alive(pid, rec.get("instance_create_time"), rec.get("instance_start_ticks"))
         except (SSHError, TbctlError, OSError):
             return  # the link went down meanwhile; the watcher handles it
         tensorboards[port] = "serving" if alive else "dead"

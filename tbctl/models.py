@@ -34,6 +34,7 @@ class TensorBoardInstance:
     # other records of that launch (a forward's instance_create_time) carry, even after a wall-clock step
     # moved create_time. Internal, so not in the JSON.
     recorded_create_time: float | None = field(default=None, metadata={"json": False})
+    start_ticks: int | None = field(default=None, metadata={"json": False})  # its start, in ticks since boot
 
     @property
     def url(self) -> str | None:

@@ -200,8 +200,9 @@ def _cmdline_fast(pid: int) -> list | None:
         return None
 
 
-def alive(pid: int, create_time: float | None) -> bool:
-    """True if `pid` is still the process that started at `create_time` and is not a zombie."""
+def alive(pid: int, create_time: float | None, start_ticks: int | None = None) -> bool:
+    """True if `pid` is still the process that started at `create_time` (or, where the caller knows it,
+    `start_ticks` after boot, which a wall-clock step does not move) and is not a zombie."""
     if pid in _LAUNCHED:  # our own child: waitpid answers (and reaps), no need to read /proc
         try:
             if os.waitpid(pid, os.WNOHANG)[0] == 0:
@@ -213,6 +214,8 @@ def alive(pid: int, create_time: float | None) -> bool:
     info = _proc_info(pid)
     if info is None or info["zombie"]:
         return False
+    if start_ticks is not None and isinstance(info.get("start_ticks"), int):
+        return info["start_ticks"] == start_ticks
     if create_time is not None and info["create_time"] is not None:
         return abs(info["create_time"] - create_time) < CREATE_TIME_SLACK
     return True
@@ -777,7 +780,7 @@ OPS = {
     "scan": scan, "holders": holders, "free_port": free_port, "find_tensorboard": find_tensorboard,
     "launch": launch, "send_signal": send_signal, "wait_gone": wait_gone, "wait_ready": wait_ready,
     "http_get": http_get, "tail": tail, "remove_info_file": remove_info_file, "resolve_path": resolve_path,
-    "whoami": whoami, "alive": lambda pid, create_time: {"alive": alive(pid, create_time)},
+    "whoami": whoami, "alive": lambda pid, create_time, start_ticks=None: {"alive": alive(pid, create_time, start_ticks)},
     "ping": lambda: {}, "read_log": read_log, "private_dir": private_dir,
     "proc_info": lambda pid: {"info": _proc_info(pid)},
 }

@@ -149,6 +149,7 @@ def classify(
                 log_path=rec.get("log_path") if rec else None,
                 cmdline=tuple(proc.get("cmdline") or ()),
                 recorded_create_time=rec.get("create_time") if rec else None,
+                start_ticks=rec.get("start_ticks") if rec else None,
             )
         )
     for info in infos:
@@ -181,6 +182,7 @@ def classify(
                 log_path=rec.get("log_path") if rec else None,
                 note="pid now belongs to another process" if reused else "process is gone",
                 recorded_create_time=rec.get("create_time") if rec else None,
+                start_ticks=rec.get("start_ticks") if rec else None,
             )
         )
     # What tbctl started and is neither running nor left an info file: it exited (a SIGTERM, from `kill`
@@ -206,6 +208,7 @@ def classify(
                 log_path=rec.get("log_path"),
                 cmdline=tuple(argv),
                 recorded_create_time=rec.get("create_time"),
+                start_ticks=rec.get("start_ticks"),
             )
         )
     return out

@@ -46,6 +46,7 @@ LS = {"instances": [INSTANCE], "forwards": [FORWARD], "errors": [HOST_ERROR]}
 STOP_OUTCOME = {"instance": INSTANCE, "outcome": str, "info_file_removed": bool}
 CLOSED_FORWARD = {
     "host": str, "local_port": int, "remote_port": int, "instance_pid": OptInt, "instance_create_time": OptNum,
+    "instance_start_ticks": OptInt,
     "logdir": OptStr, "path_prefix": str, "stop_instance": bool, "created_at": Num,
 }
 DOWN = {"instances": [STOP_OUTCOME], "forwards": [CLOSED_FORWARD]}

@@ -124,3 +124,17 @@ def test_a_pid_reused_after_the_identity_check_is_never_signalled(reaper: Proces
     time.sleep(0.2)
     assert reused[0].poll() is None, "the process that got the pid afterwards was signalled"
     assert answer["outcome"] == "gone"
+
+
+def test_alive_by_start_ticks_survives_a_clock_step(reaper: ProcessReaper) -> None:
+    """What a background forwarder asks of a forward's TensorBoard: its start in ticks since boot still
+    names it when the create time recorded before a wall-clock step no longer matches."""
+    from tbctl import probe
+
+    proc = reaper.popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    info = probe._proc_info(proc.pid)
+    assert info is not None and isinstance(info["start_ticks"], int)
+    stepped = info["create_time"] - 3600.0  # recorded an hour "earlier" by a clock that was then set right
+    assert not probe.alive(proc.pid, stepped)
+    assert probe.alive(proc.pid, stepped, info["start_ticks"])
+    assert not probe.alive(proc.pid, stepped, info["start_ticks"] + 1)  # another start: another process

@@ -54,11 +54,11 @@ def _info(row: dict[str, Any], status: dict[str, Any] | None, *, tunnel: str, si
 
 def add_forward(store: StateStore, *, host: str, local_port: int, remote_port: int, instance_pid: int | None,
                 instance_create_time: float | None, logdir: str | None, path_prefix: str,
-                stop_instance: bool) -> None:
+                stop_instance: bool, instance_start_ticks: int | None = None) -> None:
     store.add_forward({
         "host": host, "local_port": local_port, "remote_port": remote_port, "instance_pid": instance_pid,
-        "instance_create_time": instance_create_time, "logdir": logdir, "path_prefix": path_prefix,
-        "stop_instance": stop_instance, "created_at": time.time(),
+        "instance_create_time": instance_create_time, "instance_start_ticks": instance_start_ticks,
+        "logdir": logdir, "path_prefix": path_prefix, "stop_instance": stop_instance, "created_at": time.time(),
     })
 
 
@@ -113,6 +113,7 @@ def detach_forward(host: Host, local: Host, store: StateStore, *, backend: str, 
     add_forward(store, host=host.name, local_port=port, remote_port=remote_port,
                 instance_pid=instance.pid if instance else None,
                 instance_create_time=instance.create_time if instance else None,
+                instance_start_ticks=instance.start_ticks if instance else None,
                 logdir=instance.logdir if instance else None,
                 path_prefix=instance.path_prefix if instance else "", stop_instance=stop_instance)
     try:

@@ -118,16 +118,17 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
                 wanted = port + 1
                 continue
             raise _failure(ready.reason, request.timeout, tail, launched)
+        ticks = _start_ticks(host, launched)
         store.add({
             "host": host.name, "pid": launched.pid, "create_time": launched.create_time, "port": port,
             "logdir": logdir, "log_path": launched.log_path, "started_at": time.time(), "argv": argv,
-            "start_ticks": _start_ticks(host, launched),
+            "start_ticks": ticks,
         })
     instance = TensorBoardInstance(
         host=host.name, pid=launched.pid, port=port, logdir=logdir, logdir_arg=logdir, user=host.user,
         status="serving", started_by="tbctl", create_time=launched.create_time, path_prefix=path_prefix,
         bind=flag_value(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
-        recorded_create_time=launched.create_time,
+        recorded_create_time=launched.create_time, start_ticks=ticks,
     )
     return UpResult(instance=instance, url=instance.url or "", reused=False, port_note=port_note,
                     warnings=tuple(warnings), ready_seconds=ready.elapsed)

@@ -147,8 +147,10 @@ class Host(abc.ABC):
         answer = self.call("resolve_path", path=path)
         return answer["path"], answer["exists"]
 
-    def alive(self, pid: int, create_time: float | None) -> bool:
-        return bool(self.call("alive", pid=pid, create_time=create_time)["alive"])
+    def alive(self, pid: int, create_time: float | None, start_ticks: int | None = None) -> bool:
+        if start_ticks is None:  # a probe of an older tbctl knows no start_ticks argument
+            return bool(self.call("alive", pid=pid, create_time=create_time)["alive"])
+        return bool(self.call("alive", pid=pid, create_time=create_time, start_ticks=start_ticks)["alive"])
 
     def tail(self, path: str, lines: int = 20) -> str:
         return str(self.call("tail", path=path, lines=lines)["text"])
