@@ -5,6 +5,9 @@ import sys
 
 
 def main() -> None:
+    from tbctl.hosts import preconnect
+
+    preconnect.start(sys.argv[1:])  # the SSH connection opens while the CLI below is imported
     from tbctl.cli.app import run
 
     try:

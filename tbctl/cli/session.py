@@ -64,7 +64,15 @@ def open_host(env: Environment, spec: str | None, *, env_prefix: str | None = No
 
             raise UsageError("--env applies to a remote host", hint="locally, use --tensorboard PATH")
         return local_host(env)
+    from tbctl.hosts import preconnect
+
     env.progress(f"connecting to {spec}…")
+    per_host = env.settings.for_host(spec)
+    early = preconnect.take(preconnect.EarlyKey(
+        spec, ssh_backend(env, spec).name, connect_timeout or per_host.connect_timeout,
+        env_prefix or per_host.env_prefix, per_host.ssh_persist))
+    if early is not None:  # opened while the CLI was importing, exactly as it would be opened now
+        return early
     return unconnected_host(env, spec, env_prefix=env_prefix, connect_timeout=connect_timeout,
                             interactive=interactive).connect()
 
