@@ -1,5 +1,5 @@
 """What tbctl knows about TensorBoard: its command line, its info files, its readiness endpoint, and how
-to tell a live instance from a stale record (FACTS.md)."""
+to tell a live instance from a stale record."""
 
 from __future__ import annotations
 

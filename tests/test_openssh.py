@@ -238,3 +238,26 @@ def test_config_show_says_which_backend_and_why(ssh_backend: str, cli: Cli) -> N
     assert view["ssh_in_effect"] == ssh_backend and "TBCTL_SSH" in view["ssh_reason"]
     view = json.loads(cli("--ssh", "paramiko", "config", "show", "--json").stdout)
     assert view["ssh_in_effect"] == "paramiko" and "--ssh" in view["ssh_reason"]
+
+
+ODD_BLOCKS = {  # what real ssh_configs carry for a host; none of it may get in the way of tbctl's own use
+    "a RemoteCommand with a forced tty": "  RemoteCommand tmux new -A -s main\n  RequestTTY force\n",
+    "a LocalForward that must succeed": "  LocalForward 127.0.0.1:{free} 127.0.0.1:8888\n  ExitOnForwardFailure yes\n",
+    "debug logging": "  LogLevel DEBUG3\n",
+    "a tunnel-only block (ssh -f -N as config)": "  ForkAfterAuthentication yes\n  StdinNull yes\n  SessionType none\n",
+    "a LocalCommand": "  PermitLocalCommand yes\n  LocalCommand touch {marker}\n",
+    "agent forwarding and compression": "  ForwardAgent yes\n  Compression yes\n  ServerAliveInterval 30\n",
+}
+
+
+@pytest.mark.parametrize("block", list(ODD_BLOCKS))
+def test_odd_but_real_host_blocks_do_not_get_in_the_way(block: str, openssh: Any, cli: Cli, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.procs import free_port
+
+    marker = tmp_path / "LOCALCOMMAND_RAN"
+    extra = ODD_BLOCKS[block].format(free=free_port(), marker=marker)
+    _use_config(tmp_path, monkeypatch, _base_block(openssh, "tbodd") + extra)
+    assert cli("ls", "--host", "tbodd", "--json").json()["errors"] == []
+    assert cli("ls", "--host", "tbodd", "--json").json()["errors"] == []  # and again, riding the master
+    assert not marker.exists(), "tbctl's hidden master must not run the user's LocalCommand"

@@ -47,6 +47,19 @@ class _NoTerminal:
         return nullcontext()
 
 
+def _session_options() -> list[str]:
+    """A host block written for tunnels only (`ForkAfterAuthentication yes`, `SessionType none`, `StdinNull
+    yes`: `ssh -f -N` in config form) would background the probe's ssh or give it no session, and makes
+    even `ssh -G` fail. tbctl's commands need a session in the foreground (OpenSSH 8.7 has these options;
+    an older ssh rejects them, and has no such blocks to undo)."""
+    from tbctl.hosts.backends import openssh_client
+
+    version, _ = openssh_client()
+    if version is None or version < (8, 7):
+        return []
+    return ["-o", "ForkAfterAuthentication=no", "-o", "SessionType=default", "-o", "StdinNull=no"]
+
+
 class LinkTimeout(SSHError):
     """The probe did not answer in time: the link is presumed dead even if its master still thinks not."""
 
@@ -182,7 +195,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
         self.destination = ["-F", config_file] if config_file else []
         self.destination += (["-l", user] if user else []) + (["-p", str(port)] if port else [])
         self.host_arg = host
-        self.resolved = resolve(self.destination, host, spec)
+        self.resolved = resolve(self.mux_destination, host, spec)
         self.connect_timeout = connect_timeout or self.resolved.connect_timeout or DEFAULT_CONNECT_TIMEOUT
         self.master: Master | None = None
         self.forwards: list[OpenSSHForward] = []
@@ -213,6 +226,12 @@ class OpenSSHHost(remote_probe.RemoteHost):
 
     # --- the connection ---
 
+    @property
+    def mux_destination(self) -> list[str]:
+        """The destination options of a command to the master (`-O …`): a tunnel-only host block would make
+        even those fail ("Cannot fork into background without a command")."""
+        return [*self.destination, *_session_options()]
+
     def ssh_argv(self, *options: str, command: list[str] | None = None) -> list[str]:
         """`ssh [the user's destination options] OPTIONS -- HOST [COMMAND]`: options never after the host."""
         return ["ssh", *self.destination, *options, "--", self.host_arg, *(command or [])]
@@ -237,7 +256,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
         user_path = self.resolved.user_control_path
         if user_path and user_path != avoid:
             theirs = Master(host=self.name, control_path=user_path, owned=False,
-                            destination=tuple(self.destination), host_arg=self.host_arg)
+                            destination=tuple(self.mux_destination), host_arg=self.host_arg)
             if theirs.check():
                 return theirs
         ours = own_master(self)
@@ -261,7 +280,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
 
     def _start_probe(self) -> None:
         assert self.master is not None
-        probe = _Probe(self.ssh_argv(*self.master.client_options(), "-o", "RemoteCommand=none", "-T",
+        probe = _Probe(self.ssh_argv(*self.master.client_options(), *_session_options(), "-o", "RemoteCommand=none", "-T",
                                      command=[remote_probe.remote_command(self.python)]), on_exit=self._wake.set)
         deadline = time.monotonic() + self.connect_timeout + CALL_MARGIN
         try:

@@ -245,7 +245,7 @@ def _write_private(path: Path, text: str) -> None:
 
 def own_master(host: OpenSSHHost) -> Master:
     path = control_dir(host.state_dir) / host.resolved.digest[:16]
-    return Master(host=host.name, control_path=str(path), owned=True, destination=tuple(host.destination),
+    return Master(host=host.name, control_path=str(path), owned=True, destination=tuple(host.mux_destination),
                   host_arg=host.host_arg)
 
 
