@@ -10,7 +10,8 @@ Writes are non-blocking with a bounded buffer per direction: a slow reader stops
 peer (back-pressure through the SSH window), it never stalls the others.
 
 TCP_NODELAY is set on every socket we own; the SSH connection must already have run an exec (the probe
-does), because sshd turns Nagle off only once a session runs: with it off, a reply written in two sends waits ~40 ms for a delayed ACK.
+does), because sshd turns Nagle off only once a session runs (with Nagle on, a reply written in two sends waits
+~40 ms for a delayed ACK).
 Not sshtunnel: it binds 0.0.0.0 by default, never reads known_hosts and blocks on close.
 """
 

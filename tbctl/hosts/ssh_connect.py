@@ -160,7 +160,8 @@ def _tcp(target: SSHTarget) -> socket.socket:
         raise SSHError(f"{target.display} refused the connection", hint="is sshd running on that port?") from exc
     except OSError as exc:
         raise SSHError(f"cannot connect to {target.display}: {exc.strerror or exc}") from exc
-    # Nagle on the transport's socket delays small forwarded writes: with it off, a reply written in two sends waits ~40 ms for a delayed ACK.
+    # Nagle on the transport's socket delays small forwarded writes: a reply written in two sends waits ~40 ms
+    # for a delayed ACK.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.settimeout(None)
     return sock
