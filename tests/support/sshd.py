@@ -153,6 +153,10 @@ class SshServer:
     sshd_config: Path = Path()
     log: Path = Path()  # sshd's own log (LogLevel VERBOSE)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+    # How to enter the machine sshd runs in when that is more than a network namespace (e.g. `nsenter -t
+    # PID -n -m -u --` for a node with its own mounts and hostname); replaces `ip netns exec`.
+    enter: tuple[str, ...] = ()
+    reachable_here: bool = True  # False: only other namespaces route to it, so readiness is read from its log
 
     def ssh_args(self, *command: str) -> list[str]:
         """`ssh -F <config> <alias> command...` for subprocess."""
@@ -174,7 +178,7 @@ def _write(path: Path, text: str, mode: int = 0o600) -> Path:
 
 def start_sshd(
     workdir: Path, *, alias: str = "tbtest", netns: str | None = None, listen: str = "127.0.0.1",
-    port: int | None = None, home: Path | None = None,
+    port: int | None = None, home: Path | None = None, enter: tuple[str, ...] = (), reachable_here: bool = True,
 ) -> SshServer:
     """Generate keys and configs under `workdir`, start `sshd -D`, return once it greets.
 
@@ -232,7 +236,7 @@ def start_sshd(
         "",
     ]))
     server = SshServer(connect, port, user, client_key, known_hosts, ssh_config, host_key_pub, 0, netns,
-                       workdir, alias, cfg, workdir / "sshd.log")
+                       workdir, alias, cfg, workdir / "sshd.log", enter=enter, reachable_here=reachable_here)
     _ensure_privsep_dir()  # `sshd -t` checks it too, so before validating
     _run(SSHD, "-t", "-f", str(cfg))
     return _launch(server)
@@ -257,13 +261,19 @@ def _ensure_privsep_dir() -> None:
 def _launch(server: SshServer) -> SshServer:
     _ensure_privsep_dir()  # /run is a tmpfs: gone after a reboot
     cmd = [SSHD, "-D", "-e", "-E", str(server.log), "-f", str(server.sshd_config)]
-    if server.netns:
+    if server.enter:
+        cmd = [*server.enter, *cmd]  # nsenter execs too
+    elif server.netns:
         cmd = ["ip", "netns", "exec", server.netns, *cmd]  # `ip` execs: the pid is sshd's own
     with open(server.log, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     server.proc, server.pid = proc, proc.pid
     # True here with sshd still alive means it greeted (one probe: each logs a kex error line).
-    greeted = wait_until(lambda: proc.poll() is not None or _greets(server.host, server.port), 15, 0.02)
+    if server.reachable_here:
+        greeted = wait_until(lambda: proc.poll() is not None or _greets(server.host, server.port), 15, 0.02)
+    else:
+        greeted = wait_until(lambda: proc.poll() is not None or "Server listening on" in
+                             server.log.read_text(errors="replace"), 15, 0.02)
     if not greeted or proc.poll() is not None:
         stop_sshd(server)
         tail = server.log.read_text(errors="replace")[-2000:]
