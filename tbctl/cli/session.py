@@ -55,7 +55,7 @@ def local_host(env: Environment) -> Host:
 
 
 def open_host(env: Environment, spec: str | None, *, env_prefix: str | None = None,
-              connect_timeout: float | None = None, interactive: bool = True) -> Host:
+              connect_timeout: float | None = None, interactive: bool = True, jump: str | None = None) -> Host:
     """This machine when `spec` is None, else an SSH host, connected (paramiko is imported only when it
     is the backend in use)."""
     if spec is None:
@@ -64,13 +64,13 @@ def open_host(env: Environment, spec: str | None, *, env_prefix: str | None = No
 
             raise UsageError("--env applies to a remote host", hint="locally, use --tensorboard PATH")
         return local_host(env)
-    env.progress(f"connecting to {spec}…")
+    env.progress(f"connecting to {spec}" + (f" through {jump}…" if jump else "…"))
     return unconnected_host(env, spec, env_prefix=env_prefix, connect_timeout=connect_timeout,
-                            interactive=interactive).connect()
+                            interactive=interactive, jump=jump).connect()
 
 
 def unconnected_host(env: Environment, spec: str, *, env_prefix: str | None = None,
-                     connect_timeout: float | None = None, interactive: bool = False) -> Host:
+                     connect_timeout: float | None = None, interactive: bool = False, jump: str | None = None) -> Host:
     """An SSH host over the backend in effect, not connected yet (the background forwarder connects it in
     the background, and again whenever the link drops)."""
     from tbctl.hosts.backends import open_ssh_host
@@ -79,7 +79,7 @@ def unconnected_host(env: Environment, spec: str, *, env_prefix: str | None = No
     terminal = TerminalPrompter(env) if interactive else None  # several hosts at once: nobody to ask
     return open_ssh_host(spec, backend=ssh_backend(env, spec).name, state_dir=env.settings.state_dir,
                          terminal=terminal, connect_timeout=connect_timeout or per_host.connect_timeout,
-                         env_prefix=env_prefix or per_host.env_prefix, persist=per_host.ssh_persist)
+                         env_prefix=env_prefix or per_host.env_prefix, persist=per_host.ssh_persist, jump=jump)
 
 
 def ssh_backend(env: Environment, spec: str | None) -> BackendChoice:

@@ -172,6 +172,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
         env_prefix: str | None = None,
         persist: float = 600.0,
         config_file: str | None = None,
+        jump: str | None = None,
     ) -> None:
         user, host, port = parse_spec(spec)  # also refuses a spec that ssh would read as an option
         self.name = spec
@@ -181,6 +182,12 @@ class OpenSSHHost(remote_probe.RemoteHost):
         self._terminal = terminal or _NoTerminal()
         self.destination = ["-F", config_file] if config_file else []
         self.destination += (["-l", user] if user else []) + (["-p", str(port)] if port else [])
+        if jump is not None:  # a compute node through its login node: ssh's own ProxyJump, before `--`
+            from tbctl.hosts.backends import jumped_name
+
+            parse_spec(jump)
+            self.destination += ["-o", f"ProxyJump={jump}"]
+            self.name = jumped_name(jump, spec)
         self.host_arg = host
         self.resolved = resolve(self.destination, host, spec)
         self.connect_timeout = connect_timeout or self.resolved.connect_timeout or DEFAULT_CONNECT_TIMEOUT
