@@ -165,8 +165,12 @@ def _up_job(env: Environment, host_spec: str | None, store: StateStore, request:
     from tbctl.core.job_up import up_job
     from tbctl.tensorboard import readiness_path
 
+    from tbctl.core.slurm import check_job_id
+
     if request.job is None and request.job_name is None:
         raise UsageError("--node and --wait go with --job or --job-name")
+    if request.job is not None:
+        check_job_id(request.job)  # before connecting: a typo costs no login
     with env.status():
         login = open_host(env, host_spec, connect_timeout=connect_timeout)
     with login:
