@@ -16,6 +16,7 @@ from examples.make_example_logdir import write_example_logdir
 from tests.conftest import Cli
 from tests.support.procs import ProcessReaper, answers, http_get, wait_until
 from tests.support.slurm import LOGIN, NODE, Cluster, slurm_available, start_cluster, stop_cluster
+from tests.test_json_schema import LS, UP, conforms
 from tests.test_remote import Foreground
 
 TENSORBOARD = str(Path(sys.executable).parent / "tensorboard")
@@ -76,6 +77,7 @@ def test_up_job_serves_its_runs_through_the_login_node_as_a_step(cluster: Cluste
     job = _training_job(cluster, work)
     up = cli.up("--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--detach")
     _adopt_forwarders(reaper, state_dir)
+    conforms(up, UP)
     inst = up["instance"]
     assert inst["logdir"] == str(work / "runs")  # relative to the job's WorkDir
     assert (inst["job"], inst["node"], inst["job_state"]) == (job, NODE, "RUNNING")
@@ -87,6 +89,7 @@ def test_up_job_serves_its_runs_through_the_login_node_as_a_step(cluster: Cluste
     # the node's TensorBoard is not reachable from here except through the forward
     assert not answers(f"http://{cluster.node.addr}:{inst['port']}/data/logdir", timeout=1)
     rows = cli("ls", "--host", LOGIN, "--json").json()
+    conforms(rows, LS)
     mine = [r for r in rows["instances"] if r["job"] == job]
     assert [(r["status"], r["step"], r["url"]) for r in mine] == [("serving", inst["step"], up["url"])]
     assert [f["host"] for f in rows["forwards"]] == [f"{LOGIN}/{NODE}"]
@@ -178,8 +181,9 @@ def test_hostile_logdir_and_job_names_execute_nothing(cluster: Cluster, cli: Cli
     assert not marker.exists()
 
 
-def test_a_node_that_refuses_ssh_is_said_plainly(cluster: Cluster, cli: Cli, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_node_that_refuses_ssh_is_said_plainly_and_the_fallback_only_when_asked(
+        cluster: Cluster, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reaper: ProcessReaper,
+        state_dir: Path) -> None:
     config = tmp_path / "ssh_config"
     text = cluster.ssh_config.read_text()
     config.write_text(text.replace(f"Host {NODE}\n  Port 22", f"Host {NODE}\n  Port 2222"))  # nothing listens there
@@ -190,3 +194,17 @@ def test_a_node_that_refuses_ssh_is_said_plainly(cluster: Cluster, cli: Cli, tmp
     assert f"tbctl: cannot reach compute node {NODE} through {LOGIN}" in err
     assert "--bind-node-address" in err.split("hint:", 1)[1]
     assert not _tb_steps(cluster, job)  # nothing started
+    # asked for, the fallback: TensorBoard on the node's cluster address, forwarded from the login node
+    fg = Foreground(reaper, state_dir, "up", "--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD,
+                    "--bind-node-address")
+    reaper.adopt(fg.pid_from_stderr())
+    assert fg.wait_stderr("warning: TensorBoard listens on")
+    assert f"{NODE}'s cluster address {cluster.node.addr}: everyone on the cluster network can reach it" in fg.stderr
+    status, body = http_get(fg.url + "data/logdir")
+    assert status == 200 and str(tmp_path / "job" / "runs").encode() in body
+    [step] = _tb_steps(cluster, job)
+    listening = cluster.run("ss", "-Hltn", on=NODE).stdout
+    assert f"{cluster.node.addr}:" in listening
+    assert fg.interrupt() == 0, fg.stderr
+    assert wait_until(lambda: not _tb_steps(cluster, job), 15), cluster.steps(job)
+    assert cluster.job_state(job) == "RUNNING"

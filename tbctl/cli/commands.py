@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -63,6 +64,7 @@ def up(
     job_name: Annotated[Optional[str], typer.Option("--job-name", help="Slurm: your newest running job of this name.")] = None,
     node: Annotated[Optional[str], typer.Option("--node", help="Slurm: which node of a multi-node job (default: its batch host).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait for a pending job to start.")] = False,
+    bind_node_address: Annotated[bool, typer.Option("--bind-node-address", help="Slurm, where ssh to compute nodes is refused: bind the node's cluster address (everyone on that network can reach it) and forward from the login node.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Serve LOGDIR with TensorBoard on a free port, verified ready; reuse one already serving it.
@@ -91,12 +93,13 @@ def up(
     )
     wanted_local = parse_port(local_port, source="--local-port") if local_port is not None else per_host.local_port
     store = store_of(env)
-    if job is not None or job_name is not None or node is not None or wait:
+    if job is not None or job_name is not None or node is not None or wait or bind_node_address:
         from tbctl.core.job_up import JobUpRequest
 
         job_request = JobUpRequest(job=job, job_name=job_name, node=node, logdir=request.logdir, port=request.port,
                                    timeout=request.timeout, wait=wait, new=new, tensorboard=request.tensorboard,
-                                   env_prefix=env_prefix, extra_args=request.extra_args)
+                                   env_prefix=env_prefix, extra_args=request.extra_args,
+                                   bind_node_address=bind_node_address)
         _up_job(env, host_spec, store, job_request, wanted_local=wanted_local, keep=keep, detach=detach,
                 open_browser=open_browser, connect_timeout=connect_timeout)
         return
@@ -168,7 +171,9 @@ def _up_job(env: Environment, host_spec: str | None, store: StateStore, request:
     from tbctl.core.slurm import check_job_id
 
     if request.job is None and request.job_name is None:
-        raise UsageError("--node and --wait go with --job or --job-name")
+        raise UsageError("--node, --wait and --bind-node-address go with --job or --job-name")
+    if request.bind_node_address and detach:
+        raise UsageError("--bind-node-address forwards in the foreground only", hint="run it without --detach")
     if request.job is not None:
         check_job_id(request.job)  # before connecting: a typo costs no login
     with env.status():
@@ -198,7 +203,8 @@ def _up_job(env: Environment, host_spec: str | None, store: StateStore, request:
                 env.info(f"ended step {inst.step} (TensorBoard on {inst.node}); job {inst.job} keeps running")
 
         exposure = None
-        with node_host:
+        # the fallback serves through the login node's own connection: closed with it, not here
+        with contextlib.nullcontext(node_host) if node_host is login else node_host:
             try:
                 if detach:
                     from tbctl.cli.session import ssh_backend
@@ -215,7 +221,8 @@ def _up_job(env: Environment, host_spec: str | None, store: StateStore, request:
                     from tbctl.core.expose import expose
 
                     exposure = expose(node_host, local_host(env), inst.port, local_port=wanted_local,
-                                      check_path=readiness_path(inst.path_prefix))
+                                      check_path=readiness_path(inst.path_prefix),
+                                      remote_host=inst.bind if request.bind_node_address else "127.0.0.1")
                     forward_port = exposure.local_port if exposure.forwarder is not None else None
             except BaseException:
                 if stop_after:

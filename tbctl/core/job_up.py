@@ -38,6 +38,9 @@ class JobUpRequest:
     tensorboard: str | None = None
     env_prefix: str | None = None
     extra_args: tuple[str, ...] = ()
+    # The fallback where the cluster refuses ssh to compute nodes: TensorBoard binds the node's cluster
+    # address and the login node's connection forwards to it. Only when asked: anyone on that network can reach it.
+    bind_node_address: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ def up_job(login: Host, open_node: Callable[[str], Host], store: StateStore, req
     progress(f"asking Slurm on {login.name} about the job")
     job = find_job(login, request, progress)
     node_name = slurm.choose_node(login, job, request.node)
+    if request.bind_node_address:
+        address = slurm.node_address(login, node_name)
+        return _up_on_node(login, login, node_name, store, job, request, progress, notice, bind=address)
     try:
         node = open_node(node_name)
     except SSHError as exc:
@@ -91,7 +97,9 @@ def up_job(login: Host, open_node: Callable[[str], Host], store: StateStore, req
 
 
 def _up_on_node(login: Host, node: Host, node_name: str, store: StateStore, job: slurm.Job, request: JobUpRequest,
-                progress: Callable[[str], None], notice: Callable[[str], None]) -> JobUp:
+                progress: Callable[[str], None], notice: Callable[[str], None], bind: str | None = None) -> JobUp:
+    """`node` is the compute node's probe, or, with `bind` (the node's cluster address), the login node's:
+    the filesystem is the cluster's shared one, but the node's ports and processes are out of its sight."""
     resolved = node.call("resolve_path", path=request.logdir, cwd=job.work_dir)  # relative: to the job's WorkDir
     logdir = str(resolved["path"])
     warnings: list[str] = []
@@ -99,6 +107,9 @@ def _up_on_node(login: Host, node: Host, node_name: str, store: StateStore, job:
         raise UsageError(f"logdir {logdir} is not a directory on {node_name}", hint="give the directory the event files are in")
     if not resolved["exists"]:
         warnings.append(f"logdir {logdir} does not exist yet; TensorBoard will show runs once they appear")
+    if bind is not None:
+        warnings.append(f"TensorBoard listens on {node_name}'s cluster address {bind}: everyone on the cluster "
+                        "network can reach it, not only you (--bind-node-address)")
     executable = node.find_tensorboard(request.tensorboard, request.env_prefix)
     path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
     with store.lock(f"up-job-{login.name}-{job.id}"):
@@ -110,11 +121,11 @@ def _up_on_node(login: Host, node: Host, node_name: str, store: StateStore, job:
                              node, job, step)
         wanted, port_note = request.port, ""
         for attempt in range(BIND_RACE_RETRIES):
-            port, note = _choose_port(node, wanted)
+            port, note = _choose_port(node, wanted) if bind is None else (wanted, "")
             if note and not port_note:
                 notice(note)
             port_note = port_note or note
-            argv = build_argv(executable, logdir, port, request.extra_args)
+            argv = build_argv(executable, logdir, port, (*request.extra_args, *(("--host", bind) if bind else ())))
             srun = ["srun", f"--jobid={job.id}", "--overlap", f"--nodelist={node_name}", "--nodes=1", "--ntasks=1",
                     f"--job-name={STEP_NAME}-{port}", "--", *argv]
             log_path = f"{login.log_dir}/tensorboard-job{job.id}-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
@@ -124,7 +135,7 @@ def _up_on_node(login: Host, node: Host, node_name: str, store: StateStore, job:
             progress(f"waiting for TensorBoard on {node_name}:{port} to answer")
             try:
                 ready, reason, elapsed, body = _wait_ready(login, node, srun_proc, port, readiness_path(path_prefix),
-                                                           request.timeout)
+                                                           request.timeout, bind or "127.0.0.1")
             except BaseException:  # Ctrl-C while waiting: leave nothing running (srun ends its step)
                 terminate(login, [srun_proc], force=False, timeout=5.0)
                 raise
@@ -138,7 +149,9 @@ def _up_on_node(login: Host, node: Host, node_name: str, store: StateStore, job:
             raise _failure(reason, request.timeout, tail, launched["log_path"], job)
         try:
             step = _find_step(login, job, f"{STEP_NAME}-{port}")
-            proc = _find_process(node, port, logdir)
+            # unseen from the login node, the step's process is known by its srun client there
+            proc = _find_process(node, port, logdir) if bind is None else \
+                {"pid": srun_proc[0], "create_time": srun_proc[1], "start_ticks": None}
         except BaseException:
             terminate(login, [srun_proc], force=False, timeout=5.0)
             raise
@@ -161,12 +174,12 @@ def _up_on_node(login: Host, node: Host, node_name: str, store: StateStore, job:
 
 
 def _wait_ready(login: Host, node: Host, srun: tuple[int, float], port: int, path: str,
-                timeout: float) -> tuple[bool, str, float, str]:
+                timeout: float, address: str) -> tuple[bool, str, float, str]:
     """Poll through the node's probe in short windows, checking between them that srun still lives."""
     started = time.monotonic()
     while True:
         left = timeout - (time.monotonic() - started)
-        answer = node.call("wait_http", port=port, path=path, timeout=max(0.0, min(1.0, left)))
+        answer = node.call("wait_http", port=port, path=path, timeout=max(0.0, min(1.0, left)), host=address)
         if answer["ready"]:
             return True, "", time.monotonic() - started, str(answer.get("body", ""))
         if not login.alive(*srun):

@@ -176,3 +176,12 @@ def cancel_step(login: Host, job_id: str, step: str) -> str:
     """`scancel JOB.STEP`: that step only, never the job. Returns what scancel said when it failed."""
     rc, out, err = run(login, ["scancel", f"{job_id}.{step}"])
     return "" if rc == 0 else _said(out, err)
+
+
+def node_address(login: Host, node: str) -> str:
+    """The node's address on the cluster network (`scontrol show node -o`: NodeAddr)."""
+    rc, out, err = run(login, ["scontrol", "show", "node", "--oneliner", node])
+    found = re.search(r"(?:^|\s)NodeAddr=(\S+)", out) if rc == 0 else None
+    if found is None:
+        raise TbctlError(f"scontrol on {login.name} does not say {node}'s address: {_said(out, err)}")
+    return found.group(1)

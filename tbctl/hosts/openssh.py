@@ -137,8 +137,9 @@ class _Probe:
 class OpenSSHForward:
     """`-O forward -L 127.0.0.1:L:127.0.0.1:R` on the host's master; re-added on every reconnect."""
 
-    def __init__(self, host: OpenSSHHost, remote_port: int, local_port: int) -> None:
+    def __init__(self, host: OpenSSHHost, remote_port: int, local_port: int, remote_host: str = "127.0.0.1") -> None:
         self.host = host
+        self.remote_host = remote_host
         self.remote_port = remote_port
         self.local_port = local_port
         self.errors: list[BaseException] = []
@@ -147,7 +148,7 @@ class OpenSSHForward:
 
     @property
     def spec(self) -> str:
-        return f"127.0.0.1:{self.local_port}:127.0.0.1:{self.remote_port}"
+        return f"127.0.0.1:{self.local_port}:{self.remote_host}:{self.remote_port}"
 
     @property
     def listening(self) -> bool:
@@ -329,9 +330,9 @@ class OpenSSHHost(remote_probe.RemoteHost):
 
     # --- forwards ---
 
-    def forward(self, remote_port: int, *, local_port: int) -> OpenSSHForward:
+    def forward(self, remote_port: int, *, local_port: int, remote_host: str = "127.0.0.1") -> OpenSSHForward:
         self.keep_connected()
-        return OpenSSHForward(self, remote_port, local_port)
+        return OpenSSHForward(self, remote_port, local_port, remote_host)
 
     def add_forward(self, fwd: OpenSSHForward) -> None:
         with self._connect_lock:
