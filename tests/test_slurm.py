@@ -6,6 +6,9 @@ step on Ctrl-C (the job running on), and show the job's end when the job ends.""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,8 +74,14 @@ def _tb_steps(cluster: Cluster, job: str) -> list[str]:
     return [s for s in cluster.steps(job) if "tbctl-tensorboard" in s]
 
 
+BOTH = pytest.mark.parametrize("backend", ["openssh", "paramiko"])
+
+
+@BOTH
 def test_up_job_serves_its_runs_through_the_login_node_as_a_step(cluster: Cluster, cli: Cli, tmp_path: Path,
-                                                                 reaper: ProcessReaper, state_dir: Path) -> None:
+                                                                 reaper: ProcessReaper, state_dir: Path,
+                                                                 backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TBCTL_SSH", backend)
     work = _job_dir(tmp_path)
     job = _training_job(cluster, work)
     up = cli.up("--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--detach")
@@ -104,8 +113,11 @@ def test_up_job_serves_its_runs_through_the_login_node_as_a_step(cluster: Cluste
     assert wait_until(lambda: not answers(up["url"] + "data/logdir", timeout=1), 15)
 
 
+@BOTH
 def test_ctrl_c_ends_the_step_and_leaves_the_job_running(cluster: Cluster, tmp_path: Path, reaper: ProcessReaper,
-                                                         state_dir: Path) -> None:
+                                                         state_dir: Path, backend: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TBCTL_SSH", backend)
     job = _training_job(cluster, _job_dir(tmp_path))
     fg = Foreground(reaper, state_dir, "up", "--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD)
     reaper.adopt(fg.pid_from_stderr())
@@ -133,6 +145,32 @@ def test_pending_job_is_refused_with_its_reason_and_unknown_is_exit_4(cluster: C
     assert err.startswith("tbctl: '12;x' is not a Slurm job id\nhint: ")
 
 
+def test_wait_waits_for_a_pending_job_and_an_array_task_is_served_on_its_own(
+        cluster: Cluster, cli: Cli, tmp_path: Path, reaper: ProcessReaper, state_dir: Path) -> None:
+    work = _job_dir(tmp_path)
+    blocker = _training_job(cluster, work, "--cpus-per-task=2")  # the whole node
+    array = cluster.sbatch("--array=3-4", "--wrap", f"cp -r {EXAMPLE_RUNS} runs; sleep 600", workdir=work)
+    proc = reaper.popen([sys.executable, "-m", "tbctl", "up", "--host", LOGIN, "--job", f"{array}_4", "--wait",
+                         "--tensorboard", TENSORBOARD, "--detach", "--json"],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                        env=dict(os.environ, TBCTL_STATE_DIR=str(state_dir)))
+    assert proc.stderr is not None
+    said = ""
+    while "waiting for job" not in said:  # progress lines, plain on a pipe
+        line = proc.stderr.readline()
+        assert line, said
+        said += line
+    assert f"waiting for job {array}_4 to start (pending: " in said  # Resources or Priority
+    cluster.run("scancel", blocker)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    _adopt_forwarders(reaper, state_dir)
+    inst = json.loads(out)["instance"]
+    assert inst["job"] == f"{array}_4"
+    assert [s.split()[0] for s in _tb_steps(cluster, f"{array}_4")] == [f"{array}_4.{inst['step'].split('.')[1]}"]
+    assert answers(json.loads(out)["url"] + "data/logdir")
+
+
 def test_job_name_picks_the_newest_running_job_of_that_name(cluster: Cluster, cli: Cli, tmp_path: Path,
                                                             reaper: ProcessReaper, state_dir: Path) -> None:
     older = _training_job(cluster, _job_dir(tmp_path, "a"), "--job-name=train")
@@ -146,8 +184,11 @@ def test_job_name_picks_the_newest_running_job_of_that_name(cluster: Cluster, cl
     assert "no job of yours named 'nosuchname'" in err
 
 
-def test_scancel_shows_the_instance_ended_cancelled_and_closes_the_forward(cluster: Cluster, cli: Cli, tmp_path: Path,
-                                                                          reaper: ProcessReaper, state_dir: Path) -> None:
+@BOTH
+def test_scancel_shows_the_instance_ended_cancelled_and_closes_the_forward(
+        cluster: Cluster, cli: Cli, tmp_path: Path, reaper: ProcessReaper, state_dir: Path, backend: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TBCTL_SSH", backend)
     job = _training_job(cluster, _job_dir(tmp_path))
     up = cli.up("--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--detach")
     _adopt_forwarders(reaper, state_dir)
