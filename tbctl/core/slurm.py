@@ -172,9 +172,22 @@ def states(login: Host, job_ids: Iterable[str]) -> dict[str, str]:
     return out
 
 
+STEP_STOP_SECONDS = 5.0
+
+
 def cancel_step(login: Host, job_id: str, step: str) -> str:
-    """`scancel JOB.STEP`: that step only, never the job. Returns what scancel said when it failed."""
-    rc, out, err = run(login, ["scancel", f"{job_id}.{step}"])
+    """That step only, never the job: SIGTERM to its tasks first (`scancel --signal=TERM JOB.STEP`, so
+    TensorBoard exits cleanly and removes its info file), then `scancel JOB.STEP` if it is still listed
+    after a few seconds. Returns what scancel said when it failed, else ""."""
+    step_id = f"{job_id}.{step}"
+    rc, out, err = run(login, ["scancel", "--signal=TERM", step_id])
+    if rc == 0:
+        deadline = time.monotonic() + STEP_STOP_SECONDS
+        while time.monotonic() < deadline:
+            if all(s.step != step for s in steps(login, [job_id])):
+                return ""
+            time.sleep(0.1)
+    rc, out, err = run(login, ["scancel", step_id])
     return "" if rc == 0 else _said(out, err)
 
 

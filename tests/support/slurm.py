@@ -89,7 +89,8 @@ class Cluster:
         return res
 
     def sbatch(self, *args: str, workdir: Path) -> str:
-        return self.run("sbatch", "--parsable", f"--chdir={workdir}", *args).stdout.strip().split(";")[0]
+        return self.run("env", f"TMPDIR={self.dir / 'tmp'}", "sbatch", "--parsable", f"--chdir={workdir}",
+                        *args).stdout.strip().split(";")[0]
 
     def job_state(self, job: str) -> str:
         out = self.run("scontrol", "show", "job", "-o", job, check=False).stdout
@@ -169,7 +170,7 @@ def _slurm_conf(base: Path, login_addr: str, node_addr: str) -> str:
 def start_cluster(base: Path) -> Cluster:
     base = base.resolve()
     for sub in ("etc-slurm", "log", "ctld", "slurmd", f"{LOGIN}/run/sshd", f"{LOGIN}/run/munge",
-                f"{NODE}/run/sshd", f"{NODE}/run/munge", "home"):
+                f"{NODE}/run/sshd", f"{NODE}/run/munge", "home", "tmp"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     for d in (base, base / LOGIN, base / NODE, base / LOGIN / "run", base / NODE / "run",
               base / LOGIN / "run/munge", base / NODE / "run/munge"):
@@ -211,14 +212,14 @@ def start_cluster(base: Path) -> Cluster:
         cluster.daemons.append(_daemon(cluster, node, "slurmd", ["/usr/sbin/slurmd", "-D", "-N", NODE]))
         # sshd on each node, one client key for both (as one user's key works across a cluster)
         login_srv = start_sshd(base / "sshd-login", alias=LOGIN, netns=login_ns.name, listen=up_login, port=22,
-                               home=base / "home", enter=login.enter)
+                               home=base / "home", enter=login.enter, tmpdir=base / "tmp")
         cluster.servers.append(login_srv)
         node_dir = base / "sshd-node"
         node_dir.mkdir()
         for name in ("client_ed25519", "client_ed25519.pub"):
             shutil.copy2(login_srv.workdir / name, node_dir / name)
         node_srv = start_sshd(node_dir, alias=NODE, netns=node_ns, listen=node_addr, port=22, home=base / "home",
-                              enter=node.enter, reachable_here=False)
+                              enter=node.enter, reachable_here=False, tmpdir=base / "tmp")
         cluster.servers.append(node_srv)
         known = base / "known_hosts"
         node_key = " ".join(node_srv.host_key_pub.read_text().split()[:2])

@@ -179,6 +179,7 @@ def _write(path: Path, text: str, mode: int = 0o600) -> Path:
 def start_sshd(
     workdir: Path, *, alias: str = "tbtest", netns: str | None = None, listen: str = "127.0.0.1",
     port: int | None = None, home: Path | None = None, enter: tuple[str, ...] = (), reachable_here: bool = True,
+    tmpdir: Path | None = None,
 ) -> SshServer:
     """Generate keys and configs under `workdir`, start `sshd -D`, return once it greets.
 
@@ -217,7 +218,7 @@ def start_sshd(
         "MaxStartups 100",  # tests open many connections at once; the default drops some
         "MaxSessions 64",
         "LogLevel VERBOSE",
-        *([_session_env(home)] if home is not None else []),
+        *([_session_env(home, tmpdir)] if home is not None else []),
         "",
     ]))
     ssh_config = _write(workdir / "ssh_config", "\n".join([
@@ -242,12 +243,14 @@ def start_sshd(
     return _launch(server)
 
 
-def _session_env(home: Path) -> str:
+def _session_env(home: Path, tmpdir: Path | None = None) -> str:
     """sshd_config's SetEnv (OpenSSH >= 8.7) overrides the HOME sshd takes from passwd. A shell started
     with it reads that home's (empty) rc files, so root's ~/.bashrc (pyenv and all) no longer runs there:
     tests name the interpreter and tensorboard they need by absolute path."""
     env = {"HOME": home, "XDG_CONFIG_HOME": home / ".config", "XDG_CACHE_HOME": home / ".cache",
            "XDG_STATE_HOME": home / ".local" / "state", "XDG_DATA_HOME": home / ".local" / "share"}
+    if tmpdir is not None:  # TensorBoard's info files (and whatever a session writes to $TMPDIR) stay there
+        env["TMPDIR"] = tmpdir
     for path in env.values():
         path.mkdir(parents=True, exist_ok=True)
     return "SetEnv " + " ".join(f"{name}={path}" for name, path in env.items())
