@@ -56,6 +56,10 @@ def _adopt_forwarders(reaper: ProcessReaper, state_dir: Path) -> None:
         reaper.adopt(status["pid"], status.get("create_time"))
 
 
+def _forwarder_logs(state_dir: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in (state_dir / "forwarders").glob("*.log"))
+
+
 def _job_dir(tmp_path: Path, name: str = "job") -> Path:
     path = tmp_path / name
     path.mkdir()
@@ -192,7 +196,7 @@ def test_scancel_shows_the_instance_ended_cancelled_and_closes_the_forward(
     job = _training_job(cluster, _job_dir(tmp_path))
     up = cli.up("--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--detach")
     _adopt_forwarders(reaper, state_dir)
-    assert answers(up["url"] + "data/logdir")
+    assert answers(up["url"] + "data/logdir"), _forwarder_logs(state_dir)
     cluster.run("scancel", job)
 
     def mine() -> list[tuple[str, str | None]]:

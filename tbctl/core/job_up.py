@@ -6,6 +6,7 @@ host, and its probe resolves the logdir, picks the port, proves TensorBoard read
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,54 +75,96 @@ def node_unreachable(login: Host, node: str, exc: SSHError) -> SSHError:
     )
 
 
+class _Node:
+    """The compute node's connection, opened in the background (through the login node) while the login
+    node starts the step: the jump's handshakes overlap TensorBoard's start-up instead of preceding it."""
+
+    def __init__(self, login: Host, name: str, opener: Callable[[str], Host] | None) -> None:
+        self.login, self.name = login, name
+        self._host: Host | None = login if opener is None else None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if opener is not None:
+            self._thread = threading.Thread(target=self._open, args=(opener,), name="tbctl-node", daemon=True)
+            self._thread.start()
+
+    def _open(self, opener: Callable[[str], Host]) -> None:
+        try:
+            self._host = opener(self.name)
+        except BaseException as exc:  # handed to the thread that asks for the host
+            self._error = exc
+
+    @property
+    def ready(self) -> bool:
+        return self._thread is None or not self._thread.is_alive()
+
+    def get(self) -> Host:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            if isinstance(self._error, SSHError):
+                raise node_unreachable(self.login, self.name, self._error)
+            raise self._error
+        assert self._host is not None
+        return self._host
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            if self._host is not None:
+                self._host.close()
+
+
 def up_job(login: Host, open_node: Callable[[str], Host], store: StateStore, request: JobUpRequest, *,
            progress: Callable[[str], None] = lambda _: None, notice: Callable[[str], None] = lambda _: None) -> JobUp:
     """Find the job and its node, then reuse the step of tbctl's that serves this logdir there, or start
     one (`srun --jobid=J --overlap -w NODE -n1 tensorboard …`) and prove it ready. The caller closes the
-    node host it gets back."""
+    node host it gets back (the login host itself with --bind-node-address)."""
     progress(f"asking Slurm on {login.name} about the job")
     job = find_job(login, request, progress)
     node_name = slurm.choose_node(login, job, request.node)
     if request.bind_node_address:
         address = slurm.node_address(login, node_name)
-        return _up_on_node(login, login, node_name, store, job, request, progress, notice, bind=address)
+        return _up_on_node(login, _Node(login, node_name, None), store, job, request, progress, notice, bind=address)
+    node = _Node(login, node_name, open_node)
     try:
-        node = open_node(node_name)
-    except SSHError as exc:
-        raise node_unreachable(login, node_name, exc) from None
-    try:
-        return _up_on_node(login, node, node_name, store, job, request, progress, notice)
+        return _up_on_node(login, node, store, job, request, progress, notice)
     except BaseException:
         node.close()
         raise
 
 
-def _up_on_node(login: Host, node: Host, node_name: str, store: StateStore, job: slurm.Job, request: JobUpRequest,
+def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, request: JobUpRequest,
                 progress: Callable[[str], None], notice: Callable[[str], None], bind: str | None = None) -> JobUp:
-    """`node` is the compute node's probe, or, with `bind` (the node's cluster address), the login node's:
-    the filesystem is the cluster's shared one, but the node's ports and processes are out of its sight."""
-    resolved = node.call("resolve_path", path=request.logdir, cwd=job.work_dir)  # relative: to the job's WorkDir
+    """The logdir and the executable are found by the login node's probe, in the cluster's shared
+    filesystem, while the node's connection opens; the node's probe then picks ports when one is taken,
+    proves TensorBoard ready and finds its process. With `bind` (the node's cluster address) there is no
+    node connection: the login node does all, and the node's ports and processes are out of its sight."""
+    node_name = node.name
+    resolved = login.call("resolve_path", path=request.logdir, cwd=job.work_dir)  # relative: to the job's WorkDir
     logdir = str(resolved["path"])
     warnings: list[str] = []
     if resolved.get("kind") == "not a directory":
-        raise UsageError(f"logdir {logdir} is not a directory on {node_name}", hint="give the directory the event files are in")
+        raise UsageError(f"logdir {logdir} is not a directory", hint="give the directory the event files are in")
     if not resolved["exists"]:
         warnings.append(f"logdir {logdir} does not exist yet; TensorBoard will show runs once they appear")
     if bind is not None:
         warnings.append(f"TensorBoard listens on {node_name}'s cluster address {bind}: everyone on the cluster "
                         "network can reach it, not only you (--bind-node-address)")
-    executable = node.find_tensorboard(request.tensorboard, request.env_prefix)
+    executable = login.find_tensorboard(request.tensorboard, request.env_prefix)
     path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
     with store.lock(f"up-job-{login.name}-{job.id}"):
         if not request.new:
-            reused = _reusable(login, node, store, job, logdir)
+            reused = _reusable(login, store, job, logdir)
             if reused is not None:
                 inst, step = reused
                 return JobUp(UpResult(instance=inst, url=inst.url or "", reused=True, warnings=tuple(warnings)),
-                             node, job, step)
+                             node.get(), job, step)
         wanted, port_note = request.port, ""
         for attempt in range(BIND_RACE_RETRIES):
-            port, note = _choose_port(node, wanted) if bind is None else (wanted, "")
+            # the first try takes the port asked for unless the node is already there to say it is taken;
+            # a port taken after all fails TensorBoard's bind, and the next try asks the node
+            port, note = _choose_port(node.get(), wanted) if bind is None and (attempt or node.ready) else (wanted, "")
             if note and not port_note:
                 notice(note)
             port_note = port_note or note
@@ -132,11 +175,12 @@ def _up_on_node(login: Host, node: Host, node_name: str, store: StateStore, job:
             progress(f"starting TensorBoard in job {job.display} on {node_name}:{port}")
             launched = login.call("launch", argv=srun, log_path=log_path, cwd=job.work_dir)
             srun_proc = (int(launched["pid"]), float(launched["create_time"]))
-            progress(f"waiting for TensorBoard on {node_name}:{port} to answer")
             try:
-                ready, reason, elapsed, body = _wait_ready(login, node, srun_proc, port, readiness_path(path_prefix),
-                                                           request.timeout, bind or "127.0.0.1")
-            except BaseException:  # Ctrl-C while waiting: leave nothing running (srun ends its step)
+                progress(f"waiting for TensorBoard on {node_name}:{port} to answer")
+                ready, reason, elapsed, body = _wait_ready(login, node.get(), srun_proc, port,
+                                                           readiness_path(path_prefix), request.timeout,
+                                                           bind or "127.0.0.1")
+            except BaseException:  # Ctrl-C while waiting, or no way to the node: leave nothing running
                 terminate(login, [srun_proc], force=False, timeout=5.0)
                 raise
             if ready and _serves(body, logdir):
@@ -150,16 +194,17 @@ def _up_on_node(login: Host, node: Host, node_name: str, store: StateStore, job:
         try:
             step = _find_step(login, job, f"{STEP_NAME}-{port}")
             # unseen from the login node, the step's process is known by its srun client there
-            proc = _find_process(node, port, logdir) if bind is None else \
+            proc = _find_process(node.get(), port, logdir) if bind is None else \
                 {"pid": srun_proc[0], "create_time": srun_proc[1], "start_ticks": None}
         except BaseException:
             terminate(login, [srun_proc], force=False, timeout=5.0)
             raise
+        host = node.get()
         store.add({
             "host": login.name, "pid": proc["pid"], "create_time": proc.get("create_time"), "port": port,
             "logdir": logdir, "log_path": launched["log_path"], "started_at": time.time(), "argv": argv,
             "start_ticks": proc.get("start_ticks"),
-            "job": {"id": job.id, "display": job.display, "step": step, "node": node_name, "node_host": node.name,
+            "job": {"id": job.id, "display": job.display, "step": step, "node": node_name, "node_host": host.name,
                     "srun_pid": srun_proc[0], "srun_create_time": srun_proc[1]},
         })
     inst = TensorBoardInstance(
@@ -170,7 +215,7 @@ def _up_on_node(login: Host, node: Host, node_name: str, store: StateStore, job:
         job=job.display, job_state=job.state, node=node_name, step=f"{job.id}.{step}",
     )
     return JobUp(UpResult(instance=inst, url="", reused=False, port_note=port_note, warnings=tuple(warnings),
-                          ready_seconds=elapsed), node, job, step)
+                          ready_seconds=elapsed), host, job, step)
 
 
 def _wait_ready(login: Host, node: Host, srun: tuple[int, float], port: int, path: str,
@@ -209,15 +254,15 @@ def _find_process(node: Host, port: int, logdir: str) -> dict[str, Any]:
     raise TbctlError(f"TensorBoard answers on {node.name}:{port}, but its process is not to be seen there")
 
 
-def _reusable(login: Host, node: Host, store: StateStore, job: slurm.Job,
-              logdir: str) -> tuple[TensorBoardInstance, str] | None:
+def _reusable(login: Host, store: StateStore, job: slurm.Job, logdir: str) -> tuple[TensorBoardInstance, str] | None:
+    """tbctl's step of this job for this logdir, while squeue lists it (it lives as long as its TensorBoard)."""
     recs = [r for r in store.for_host(login.name) if isinstance(r.get("job"), dict) and r["job"].get("id") == job.id
             and r.get("logdir") == logdir]
     if not recs:
         return None
     live_steps = {s.step for s in slurm.steps(login, [job.id])}
     for rec in recs:
-        if rec["job"].get("step") in live_steps and node.alive(rec["pid"], rec.get("create_time"), rec.get("start_ticks")):
+        if rec["job"].get("step") in live_steps:
             return job_instance(rec, login.user, "serving", job.state), str(rec["job"]["step"])
     return None
 
