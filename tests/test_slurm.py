@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,10 @@ def _adopt_forwarders(reaper: ProcessReaper, state_dir: Path) -> None:
 
 def _forwarder_logs(state_dir: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in (state_dir / "forwarders").glob("*.log"))
+
+
+def inst_step(up: dict[str, Any]) -> str:
+    return str(up["instance"]["step"])
 
 
 def _job_dir(tmp_path: Path, name: str = "job") -> Path:
@@ -109,6 +114,8 @@ def test_up_job_serves_its_runs_through_the_login_node_as_a_step(cluster: Cluste
     # a second `up` of the same job and logdir reuses the step
     again = cli.up("--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--detach")
     assert again["reused"] and again["instance"]["step"] == inst["step"]
+    assert again["url"] == up["url"]  # and its forward
+    assert len(cli("ls", "--json").json()["forwards"]) == 1
     # `down --job` ends the step and its forward, not the job
     out = cli("down", "--job", job, "--host", LOGIN)
     assert f"step {inst['step']} of job {job}" in out.stdout
@@ -207,6 +214,9 @@ def test_scancel_shows_the_instance_ended_cancelled_and_closes_the_forward(
     assert "exited (job %s CANCELLED)" % job in cli("ls", "--host", LOGIN).stdout
     assert wait_until(lambda: not cli("ls", "--json").json()["forwards"], 20), "the forwarder should close the forward"
     assert not answers(up["url"] + "data/logdir", timeout=1)
+    out = cli("down", "--job", job, "--host", LOGIN).stdout  # only the record is left to remove
+    assert f"removed stale record of step {inst_step(up)} of job {job}" in out and "CANCELLED" in out
+    assert not [r for r in cli("ls", "--host", LOGIN, "--json").json()["instances"] if r["job"] == job]
 
 
 def test_hostile_logdir_and_job_names_execute_nothing(cluster: Cluster, cli: Cli, tmp_path: Path,

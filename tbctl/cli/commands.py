@@ -206,7 +206,10 @@ def _up_job(env: Environment, host_spec: str | None, store: StateStore, request:
         # the fallback serves through the login node's own connection: closed with it, not here
         with contextlib.nullcontext(node_host) if node_host is login else node_host:
             try:
-                if detach:
+                already = _live_forward(store, node_host.name, inst.port) if detach and result.reused else None
+                if already is not None:  # a reused step that a background forward already serves
+                    forward_port = already
+                elif detach:
                     from tbctl.cli.session import ssh_backend
                     from tbctl.core.forwards import detach_forward
 
@@ -251,6 +254,13 @@ def _up_job(env: Environment, host_spec: str | None, store: StateStore, request:
             else:
                 _hold_then_clean(env, node_host, store, exposure, None, stop_after=False, announce=announce,
                                  stop=stop_step if stop_after else None)
+
+
+def _live_forward(store: StateStore, host: str, remote_port: int) -> int | None:
+    from tbctl.core.forwards import list_forwards
+
+    return next((f.local_port for f in list_forwards(store) if f.host == host and f.remote_port == remote_port
+                 and f.tunnel in ("up", "reconnecting")), None)
 
 
 def _open_browser(env: Environment, url: str) -> None:

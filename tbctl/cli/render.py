@@ -154,7 +154,8 @@ def stop_outcomes(env: Environment, outcomes: Sequence[StopOutcome], *, closed_f
         inst = o.instance
         what = f"pid {inst.pid}" if inst.pid is not None else "TensorBoard"
         if inst.job:
-            what = f"step {inst.step} of job {inst.job} ({what} on {inst.node}; the job keeps running)"
+            then = "the job keeps running" if inst.job_state == "RUNNING" else f"job {inst.job_state}"
+            what = f"step {inst.step} of job {inst.job} ({what} on {inst.node}; {then})"
         where = ", ".join(x for x in (f"port {inst.port}" if inst.port else "", inst.logdir or "") if x)
         line = f"{_STOP_WORDS[o.outcome]} {what}" + (f" ({where})" if where else "")
         if o.info_file_removed and o.outcome != "cleaned":

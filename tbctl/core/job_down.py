@@ -19,18 +19,21 @@ def _records(store: StateStore, login: str, job: str | None = None) -> list[dict
             and (job is None or job in (str(r["job"].get("id")), str(r["job"].get("display"))))]
 
 
-def _end(login: Host, store: StateStore, rec: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """scancel the step while its job runs, close its forwards, drop the record: (what scancel said, forwards)."""
+def _end(login: Host, store: StateStore, rec: dict[str, Any]) -> tuple[str, list[dict[str, Any]], str, bool]:
+    """scancel the step while its job runs, close its forwards, drop the record: (what scancel said,
+    forwards, the job's state, whether a step was ended)."""
     job = rec["job"]
-    said = ""
-    if slurm.states(login, [str(job["id"])]).get(str(job["id"])) == "RUNNING":
+    said, ended = "", False
+    state = slurm.states(login, [str(job["id"])]).get(str(job["id"]), "UNKNOWN")
+    if state == "RUNNING":
         live = {s.step for s in slurm.steps(login, [str(job["id"])])}
         if str(job["step"]) in live:
             said = slurm.cancel_step(login, str(job["id"]), str(job["step"]))
+            ended = not said
     closed = end_forwards(store, lambda r: r["host"] == job.get("node_host") and r["remote_port"] == rec.get("port"))
     if not said:
         store.remove(login.name, {(rec["pid"], rec.get("create_time"))})
-    return said, closed
+    return said, closed, state, ended
 
 
 def end_step(login: Host, store: StateStore, inst: TensorBoardInstance) -> str:
@@ -51,12 +54,12 @@ def down_job(login: Host, store: StateStore, job: str) -> tuple[list[StopOutcome
     closed: list[dict[str, Any]] = []
     warnings: list[str] = []
     for rec in recs:
-        said, forwards = _end(login, store, rec)
+        said, forwards, state, ended = _end(login, store, rec)
         closed += forwards
-        inst = job_instance(rec, login.user, "exited", "")
+        inst = job_instance(rec, login.user, "exited", state)
         if said:
             warnings.append(f"scancel {inst.step}: {said}")
             outcomes.append(StopOutcome(inst, "survived"))
-        else:
-            outcomes.append(StopOutcome(inst, "stopped"))
+        else:  # a step that ended with its job leaves only its record to remove
+            outcomes.append(StopOutcome(inst, "stopped" if ended else "cleaned"))
     return outcomes, closed, warnings
