@@ -141,6 +141,17 @@ def test_ctrl_c_ends_the_step_and_leaves_the_job_running(cluster: Cluster, tmp_p
     assert not answers(fg.url + "data/logdir", timeout=1)
 
 
+def test_the_foreground_forward_ends_when_the_job_does(cluster: Cluster, tmp_path: Path, reaper: ProcessReaper,
+                                                       state_dir: Path) -> None:
+    job = _training_job(cluster, _job_dir(tmp_path))
+    fg = Foreground(reaper, state_dir, "up", "--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD)
+    reaper.adopt(fg.pid_from_stderr())
+    cluster.run("scancel", job)
+    assert fg.proc.wait(timeout=30) == 0
+    assert fg.wait_stderr(f"job {job} ended (CANCELLED), and TensorBoard's step with it"), fg.stderr
+    assert fg.wait_stderr("forward closed")
+
+
 def test_pending_job_is_refused_with_its_reason_and_unknown_is_exit_4(cluster: Cluster, cli: Cli,
                                                                       tmp_path: Path) -> None:
     work = _job_dir(tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -253,7 +254,29 @@ def _up_job(env: Environment, host_spec: str | None, store: StateStore, request:
                     env.info(f"forwarding in the background; `tbctl down --job {inst.job} --host {host_spec}` ends it")
             else:
                 _hold_then_clean(env, node_host, store, exposure, None, stop_after=False, announce=announce,
-                                 stop=stop_step if stop_after else None)
+                                 stop=stop_step if stop_after else None, ended=_job_watch(login, node_host, inst))
+
+
+def _job_watch(login: Host, node_host: Host, inst: TensorBoardInstance) -> Callable[[], str]:
+    """For the foreground forward of a job step: every few seconds, whether its TensorBoard still runs
+    (on the node; through squeue where the node is out of sight), and once it does not, why."""
+    from tbctl.core.job_up import step_ended
+
+    last = [time.monotonic()]
+
+    def ended() -> str:
+        if time.monotonic() - last[0] < JOB_WATCH_SECONDS:
+            return ""
+        last[0] = time.monotonic()
+        try:
+            return step_ended(login, node_host, inst)
+        except TbctlError:
+            return ""  # the link: the connection watcher reports it
+
+    return ended
+
+
+JOB_WATCH_SECONDS = 3.0
 
 
 def _live_forward(store: StateStore, host: str, remote_port: int) -> int | None:
@@ -276,7 +299,7 @@ def _stop_started(host: Host, store: StateStore, inst: TensorBoardInstance) -> N
 
 def _hold_then_clean(env: Environment, host: Host, store: StateStore, exposure: Exposure,
                      inst: TensorBoardInstance | None, *, stop_after: bool, announce: Callable[[], None],
-                     stop: Callable[[], None] | None = None) -> None:
+                     stop: Callable[[], None] | None = None, ended: Callable[[], str] | None = None) -> None:
     """Foreground: announce the URL, forward until Ctrl-C (or SIGTERM/SIGHUP), then close the forward and,
     when this command started it, stop TensorBoard. Exits 0: the user ended it on purpose."""
     from tbctl.core.expose import hold
@@ -291,7 +314,9 @@ def _hold_then_clean(env: Environment, host: Host, store: StateStore, exposure: 
         with interrupt_on_hangup():
             announce()  # inside: a Ctrl-C right after the URL appears must still clean up
             env.info("forwarding; press Ctrl-C to stop" + (" (TensorBoard stops too)" if stop_after or stop else ""))
-            hold(exposure, is_alive=host.connection_ok)
+            why = hold(exposure, is_alive=host.connection_ok, ended=ended)
+            if why:
+                env.info(why)
     except KeyboardInterrupt:
         pass
     finally:

@@ -110,11 +110,16 @@ def _verify(local: Host, exposure: Exposure, check_path: str | None) -> str:
     return f"{what} did not answer an HTTP request ({answer.get('error')}); forwarded as plain TCP"
 
 
-def hold(exposure: Exposure, *, is_alive: Callable[[], bool], poll: float = 1.0) -> None:
-    """Keep the forward open until interrupted (KeyboardInterrupt reaches the caller) or the connection dies."""
+def hold(exposure: Exposure, *, is_alive: Callable[[], bool], poll: float = 1.0,
+         ended: Callable[[], str] | None = None) -> str:
+    """Keep the forward open until interrupted (KeyboardInterrupt reaches the caller) or the connection dies,
+    or until `ended` says why there is nothing left to forward (that reason is returned)."""
     pause = threading.Event()
     while not pause.wait(poll):
         if exposure.forwarder is not None and exposure.forwarder.errors:
             raise exposure.forwarder.errors[0]
         if not is_alive():
             raise SSHError(f"the connection to {exposure.host} was lost", hint="run the command again")
+        why = ended() if ended is not None else ""
+        if why:
+            return why

@@ -305,6 +305,20 @@ def job_instances(login: Host, store: StateStore) -> list[TensorBoardInstance]:
     return out
 
 
+def step_ended(login: Host, node: Host, inst: TensorBoardInstance) -> str:
+    """"" while the step's TensorBoard runs, else what became of it (its job ended, or the step alone)."""
+    if node is not login and inst.pid is not None:
+        if node.alive(inst.pid, inst.create_time, inst.start_ticks):
+            return ""
+    job_id, _, step = str(inst.step).rpartition(".")
+    state = slurm.states(login, [job_id]).get(job_id, "")
+    if state == "RUNNING" and step in {s.step for s in slurm.steps(login, [job_id])}:
+        return ""
+    if state and state != "RUNNING":
+        return f"job {inst.job} ended ({state}), and TensorBoard's step with it"
+    return f"TensorBoard's step {inst.step} ended; job {inst.job} is {state or 'no longer known to Slurm'}"
+
+
 def _failure(reason: str, timeout: float, tail: str, log_path: str, job: slurm.Job) -> TensorBoardFailed:
     if reason == "timeout":
         return TensorBoardFailed(f"TensorBoard in job {job.display} did not answer within {timeout:g} s; stopped it",
