@@ -163,6 +163,9 @@ def test_pending_job_is_refused_with_its_reason_and_unknown_is_exit_4(cluster: C
     assert "Traceback" not in err
     err = cli("up", "--host", LOGIN, "--job", "987654", "--tensorboard", TENSORBOARD, exit_code=4).stderr
     assert "job 987654 is not known to Slurm" in err and "Invalid job id" in err
+    running = cluster.run("squeue", "-h", "-t", "R", "-o", "%A").stdout.split()[0]
+    err = cli("up", "--host", LOGIN, "--job", running, "--node", "node9", exit_code=2).stderr
+    assert f"tbctl: node node9 is not one of job {running}'s nodes ({NODE})" in err
     err = cli("up", "--host", LOGIN, "--job", "12;x", exit_code=2).stderr
     assert err.startswith("tbctl: '12;x' is not a Slurm job id\nhint: ")
 
