@@ -43,7 +43,7 @@ def running_status(store: StateStore, host: str) -> dict[str, Any] | None:
 
 
 def ensure_running(store: StateStore, host: str, *, backend: str, connect_timeout: float | None = None,
-                   env_prefix: str | None = None) -> dict[str, Any]:
+                   env_prefix: str | None = None, route: tuple[str, str] | None = None) -> dict[str, Any]:
     """The host's forwarder, started if it is not running (one per host, even when two commands race).
 
     It runs as `python -I -m tbctl` from `/`: isolated mode puts neither the caller's directory nor
@@ -54,7 +54,9 @@ def ensure_running(store: StateStore, host: str, *, backend: str, connect_timeou
             return status
         log_path = store.forwarder_log_path(host)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-I", "-m", "tbctl", "--ssh", backend, "_forwarder", host]
+        # a host behind a jump host is named JUMP/SPEC: the forwarder is told the spec and the jump apart
+        target = [route[0], "--jump", route[1]] if route is not None else [host]
+        argv = [sys.executable, "-I", "-m", "tbctl", "--ssh", backend, "_forwarder", *target]
         argv += ["--connect-timeout", str(connect_timeout)] if connect_timeout else []
         argv += ["--env", env_prefix] if env_prefix else []
         with open(log_path, "ab") as log:

@@ -30,6 +30,12 @@ class TensorBoardInstance:
     cmdline: tuple[str, ...] = ()
     note: str = ""
     forward_port: int | None = None  # the local end of a forward to this instance, when there is one
+    # A TensorBoard tbctl runs as a step of a Slurm job (`up --job`): the job as squeue shows it, its state,
+    # the compute node and the step (JOB.STEP). None elsewhere.
+    job: str | None = None
+    job_state: str | None = None
+    node: str | None = None
+    step: str | None = None
     # The create time in tbctl's record of this instance, in the clock of the moment it was launched: what
     # other records of that launch (a forward's instance_create_time) carry, even after a wall-clock step
     # moved create_time. Internal, so not in the JSON.

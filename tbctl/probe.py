@@ -655,10 +655,10 @@ def wait_gone(procs: list, timeout: float) -> dict:
         time.sleep(0.02)
 
 
-def _http_get(port: int, path: str, timeout: float) -> tuple:
+def _http_get(port: int, path: str, timeout: float, host: str = "127.0.0.1") -> tuple:
     import http.client
 
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
@@ -688,16 +688,52 @@ def wait_ready(pid: int, create_time: float | None, port: int, path: str, timeou
         time.sleep(0.01)
 
 
-def http_get(port: int, path: str, timeout: float = 2.0) -> dict:
+def http_get(port: int, path: str, timeout: float = 2.0, host: str = "127.0.0.1") -> dict:
     import http.client
 
     try:
-        status, body = _http_get(port, path, timeout)
+        status, body = _http_get(port, path, timeout, host)
         return {"status": status, "body": body}
     except (OSError, ValueError) as exc:  # RemoteDisconnected (closed without a word) is an OSError too
         return {"status": None, "error": str(exc)}
     except http.client.HTTPException as exc:  # it answered, but not in HTTP (BadStatusLine & co)
         return {"status": None, "not_http": True, "error": f"{type(exc).__name__}: {str(exc)[:80]}"}
+
+
+def wait_http(port: int, path: str, timeout: float, host: str = "127.0.0.1") -> dict:
+    """Poll `GET path` on host:port until it answers 200 or `timeout` runs out (for a server this probe did
+    not start, e.g. a Slurm job step: the caller watches its process elsewhere between calls)."""
+    started = time.monotonic()
+    while True:
+        try:
+            status, body = _http_get(port, path, 2.0, host)
+            if status == 200:
+                return {"ready": True, "body": body, "elapsed": time.monotonic() - started}
+        except Exception:
+            pass
+        if time.monotonic() - started >= timeout:
+            return {"ready": False, "elapsed": time.monotonic() - started}
+        time.sleep(0.02)
+
+
+def run(argv: list, timeout: float = 30.0, cwd: str | None = None) -> dict:
+    """Run a fixed argv (no shell: every word is passed as it is) and return its exit status and output,
+    for questions to a program on this host (Slurm's squeue, scontrol, scancel)."""
+    import subprocess
+
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError("argv must be a non-empty list of strings")
+    try:
+        res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             timeout=timeout, cwd=os.path.expanduser(cwd) if cwd else None, close_fds=True)
+    except FileNotFoundError:
+        return {"rc": None, "stdout": "", "stderr": "", "error": "%s: command not found" % argv[0]}
+    except subprocess.TimeoutExpired:
+        return {"rc": None, "stdout": "", "stderr": "", "error": "%s did not finish within %g s" % (argv[0], timeout)}
+    except OSError as exc:
+        return {"rc": None, "stdout": "", "stderr": "", "error": "%s: %s" % (argv[0], exc.strerror or exc)}
+    return {"rc": res.returncode, "stdout": res.stdout.decode("utf-8", "replace"),
+            "stderr": res.stderr.decode("utf-8", "replace"), "error": ""}
 
 
 def tail(path: str, lines: int = 20) -> dict:
@@ -782,7 +818,7 @@ OPS = {
     "http_get": http_get, "tail": tail, "remove_info_file": remove_info_file, "resolve_path": resolve_path,
     "whoami": whoami, "alive": lambda pid, create_time, start_ticks=None: {"alive": alive(pid, create_time, start_ticks)},
     "ping": lambda: {}, "read_log": read_log, "private_dir": private_dir,
-    "proc_info": lambda pid: {"info": _proc_info(pid)},
+    "proc_info": lambda pid: {"info": _proc_info(pid)}, "run": run, "wait_http": wait_http,
 }
 
 

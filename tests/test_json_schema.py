@@ -33,6 +33,7 @@ INSTANCE: dict[str, Any] = {
     "host": str, "pid": OptInt, "port": OptInt, "logdir": OptStr, "logdir_arg": OptStr, "user": OptStr,
     "status": str, "started_by": str, "create_time": OptNum, "path_prefix": str, "bind": str,
     "info_file": OptStr, "log_path": OptStr, "cmdline": [str], "note": str, "forward_port": OptInt,
+    "job": OptStr, "job_state": OptStr, "node": OptStr, "step": OptStr,
     "url": OptStr, "uptime": OptNum,
 }
 UP = {"instance": INSTANCE, "url": str, "reused": bool, "port_note": str, "warnings": [str], "ready_seconds": OptNum}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -59,12 +61,19 @@ def up(
     tensorboard: Annotated[Optional[str], typer.Option("--tensorboard", help="Path of the tensorboard executable.")] = None,
     env_prefix: EnvOption = None,
     connect_timeout: ConnectTimeoutOption = None,
+    job: Annotated[Optional[str], typer.Option("--job", help="Slurm: serve from inside this running job (ID or ARRAY_TASK), on its node.")] = None,
+    job_name: Annotated[Optional[str], typer.Option("--job-name", help="Slurm: your newest running job of this name.")] = None,
+    node: Annotated[Optional[str], typer.Option("--node", help="Slurm: which node of a multi-node job (default: its batch host).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait for a pending job to start.")] = False,
+    bind_node_address: Annotated[bool, typer.Option("--bind-node-address", help="Slurm, where ssh to compute nodes is refused: bind the node's cluster address (everyone on that network can reach it) and forward from the login node.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Serve LOGDIR with TensorBoard on a free port, verified ready; reuse one already serving it.
 
     With --host, TensorBoard runs on that machine and is forwarded to localhost:PORT+10000 until Ctrl-C
-    (or, with --detach, by a background tbctl process until `tbctl down`)."""
+    (or, with --detach, by a background tbctl process until `tbctl down`). With --job (or --job-name),
+    --host is the Slurm login node: TensorBoard runs as a step of that job on its node, forwarded through
+    the login node; a relative LOGDIR is relative to the job's WorkDir."""
     from tbctl.config import parse_port
     from tbctl.core.up import UpRequest, up as run_up
     from tbctl.tensorboard import readiness_path
@@ -85,6 +94,16 @@ def up(
     )
     wanted_local = parse_port(local_port, source="--local-port") if local_port is not None else per_host.local_port
     store = store_of(env)
+    if job is not None or job_name is not None or node is not None or wait or bind_node_address:
+        from tbctl.core.job_up import JobUpRequest
+
+        job_request = JobUpRequest(job=job, job_name=job_name, node=node, logdir=request.logdir, port=request.port,
+                                   timeout=request.timeout, wait=wait, new=new, tensorboard=request.tensorboard,
+                                   env_prefix=env_prefix, extra_args=request.extra_args,
+                                   bind_node_address=bind_node_address)
+        _up_job(env, host_spec, store, job_request, wanted_local=wanted_local, keep=keep, detach=detach,
+                open_browser=open_browser, connect_timeout=connect_timeout)
+        return
     with env.status():
         host = open_host(env, host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout)
     with host:
@@ -143,6 +162,130 @@ def up(
             _hold_then_clean(env, host, store, exposure, inst, stop_after=stop_after, announce=announce)
 
 
+def _up_job(env: Environment, host_spec: str | None, store: StateStore, request: Any, *, wanted_local: int | None,
+            keep: bool, detach: bool, open_browser: bool, connect_timeout: float | None) -> None:
+    """`up --job`: the login node (--host) schedules; TensorBoard runs as a job step on the node, reached
+    through the login node as a jump host."""
+    from tbctl.core.job_up import up_job
+    from tbctl.tensorboard import readiness_path
+
+    from tbctl.core.slurm import check_job_id
+
+    if request.job is None and request.job_name is None:
+        raise UsageError("--node, --wait and --bind-node-address go with --job or --job-name")
+    if request.bind_node_address and detach:
+        raise UsageError("--bind-node-address forwards in the foreground only", hint="run it without --detach")
+    if request.job is not None:
+        check_job_id(request.job)  # before connecting: a typo costs no login
+    with env.status():
+        login = open_host(env, host_spec, connect_timeout=connect_timeout)
+    with login:
+        if detach:
+            from tbctl.core.forwards import detach_warning
+
+            detach_warning(login)
+
+        def open_node(name: str) -> Host:
+            return open_host(env, name, env_prefix=request.env_prefix, connect_timeout=connect_timeout, jump=host_spec)
+
+        with env.status():
+            started = up_job(login, open_node, store, request, progress=env.progress, notice=env.notice)
+        result, node_host, inst = started.result, started.node_host, started.result.instance
+        assert inst.port is not None
+        stop_after = not (result.reused or keep)
+
+        def stop_step() -> None:
+            from tbctl.core.job_down import end_step
+
+            said = end_step(login, store, inst)
+            if said:
+                env.warn(f"could not end step {inst.step} of job {inst.job}: {said}")
+            else:
+                env.info(f"ended step {inst.step} (TensorBoard on {inst.node}); job {inst.job} keeps running")
+
+        exposure = None
+        # the fallback serves through the login node's own connection: closed with it, not here
+        with contextlib.nullcontext(node_host) if node_host is login else node_host:
+            try:
+                already = _live_forward(store, node_host.name, inst.port) if detach and result.reused else None
+                if already is not None:  # a reused step that a background forward already serves
+                    forward_port = already
+                elif detach:
+                    from tbctl.cli.session import ssh_backend
+                    from tbctl.core.forwards import detach_forward
+
+                    detached = detach_forward(node_host, local_host(env), store, backend=ssh_backend(env, host_spec).name,
+                                              remote_port=inst.port, local_port=wanted_local, instance=inst,
+                                              stop_instance=False, check_path=readiness_path(inst.path_prefix),
+                                              connect_timeout=connect_timeout, env_prefix=request.env_prefix,
+                                              route=(str(inst.node), str(host_spec)) if host_spec else None)
+                    forward_port = detached.local_port
+                    result = dataclasses.replace(result, warnings=(*result.warnings, *filter(None, [detached.warning])))
+                else:
+                    from tbctl.core.expose import expose
+
+                    exposure = expose(node_host, local_host(env), inst.port, local_port=wanted_local,
+                                      check_path=readiness_path(inst.path_prefix),
+                                      remote_host=inst.bind if request.bind_node_address else "127.0.0.1")
+                    forward_port = exposure.local_port if exposure.forwarder is not None else None
+            except BaseException:
+                if stop_after:
+                    stop_step()
+                raise
+            if forward_port is not None:
+                inst = dataclasses.replace(inst, forward_port=forward_port)
+                result = dataclasses.replace(result, instance=inst, url=inst.url or result.url)
+
+            def announce() -> None:
+                _flush_warnings(env, store)
+                for warning in result.warnings:
+                    env.warn(warning)
+                if env.json:
+                    render.print_json(env, result)
+                else:
+                    render.up_result(env, result)
+                env.stdout.flush()
+                if open_browser:
+                    _open_browser(env, result.url)
+
+            if exposure is None or exposure.forwarder is None:
+                announce()
+                if forward_port is not None:
+                    env.info(f"forwarding in the background; `tbctl down --job {inst.job} --host {host_spec}` ends it")
+            else:
+                _hold_then_clean(env, node_host, store, exposure, None, stop_after=False, announce=announce,
+                                 stop=stop_step if stop_after else None, ended=_job_watch(login, node_host, inst))
+
+
+def _job_watch(login: Host, node_host: Host, inst: TensorBoardInstance) -> Callable[[], str]:
+    """For the foreground forward of a job step: every few seconds, whether its TensorBoard still runs
+    (on the node; through squeue where the node is out of sight), and once it does not, why."""
+    from tbctl.core.job_up import step_ended
+
+    last = [time.monotonic()]
+
+    def ended() -> str:
+        if time.monotonic() - last[0] < JOB_WATCH_SECONDS:
+            return ""
+        last[0] = time.monotonic()
+        try:
+            return step_ended(login, node_host, inst)
+        except TbctlError:
+            return ""  # the link: the connection watcher reports it
+
+    return ended
+
+
+JOB_WATCH_SECONDS = 3.0
+
+
+def _live_forward(store: StateStore, host: str, remote_port: int) -> int | None:
+    from tbctl.core.forwards import list_forwards
+
+    return next((f.local_port for f in list_forwards(store) if f.host == host and f.remote_port == remote_port
+                 and f.tunnel in ("up", "reconnecting")), None)
+
+
 def _open_browser(env: Environment, url: str) -> None:
     if not browse(url):
         env.info(f"no browser available; open {url}")
@@ -155,7 +298,8 @@ def _stop_started(host: Host, store: StateStore, inst: TensorBoardInstance) -> N
 
 
 def _hold_then_clean(env: Environment, host: Host, store: StateStore, exposure: Exposure,
-                     inst: TensorBoardInstance | None, *, stop_after: bool, announce: Callable[[], None]) -> None:
+                     inst: TensorBoardInstance | None, *, stop_after: bool, announce: Callable[[], None],
+                     stop: Callable[[], None] | None = None, ended: Callable[[], str] | None = None) -> None:
     """Foreground: announce the URL, forward until Ctrl-C (or SIGTERM/SIGHUP), then close the forward and,
     when this command started it, stop TensorBoard. Exits 0: the user ended it on purpose."""
     from tbctl.core.expose import hold
@@ -169,12 +313,16 @@ def _hold_then_clean(env: Environment, host: Host, store: StateStore, exposure: 
     try:
         with interrupt_on_hangup():
             announce()  # inside: a Ctrl-C right after the URL appears must still clean up
-            env.info("forwarding; press Ctrl-C to stop" + (" (TensorBoard stops too)" if stop_after else ""))
-            hold(exposure, is_alive=host.connection_ok)
+            env.info("forwarding; press Ctrl-C to stop" + (" (TensorBoard stops too)" if stop_after or stop else ""))
+            why = hold(exposure, is_alive=host.connection_ok, ended=ended)
+            if why:
+                env.info(why)
     except KeyboardInterrupt:
         pass
     finally:
         exposure.close()
+        if stop is not None:
+            stop()
         if stop_after and inst is not None:
             try:
                 _stop_started(host, store, inst)
@@ -243,14 +391,17 @@ def tunnel(
 
 @app.command("_forwarder", hidden=True)
 def forwarder_process(ctx: typer.Context, host_spec: Annotated[str, typer.Argument(metavar="HOST")],
-                      connect_timeout: ConnectTimeoutOption = None, env_prefix: EnvOption = None) -> None:
+                      connect_timeout: ConnectTimeoutOption = None, env_prefix: EnvOption = None,
+                      jump: Annotated[Optional[str], typer.Option("--jump")] = None) -> None:
     """The background forwarder for HOST (started by --detach; not for direct use)."""
     from tbctl import daemon
     from tbctl.cli.session import unconnected_host
+    from tbctl.hosts.backends import jumped_name
 
     env = command_env(ctx, False)
-    raise typer.Exit(daemon.serve(host_spec, store_of(env), lambda: unconnected_host(
-        env, host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout)))
+    name = jumped_name(jump, host_spec) if jump else host_spec
+    raise typer.Exit(daemon.serve(name, store_of(env), lambda: unconnected_host(
+        env, host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout, jump=jump)))
 
 
 @app.command("ls")
@@ -310,6 +461,7 @@ def down(
     host_spec: HostOption = None,
     timeout: TimeoutOption = None,
     connect_timeout: ConnectTimeoutOption = None,
+    job: Annotated[Optional[str], typer.Option("--job", help="Slurm: end what tbctl started in this job (with --host LOGIN).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Stop TensorBoard gracefully (SIGTERM, then SIGKILL after --timeout); pid-reuse safe.
@@ -320,6 +472,22 @@ def down(
 
     env = command_env(ctx, json_output)
     store = store_of(env)
+    if job is not None:
+        from tbctl.core.job_down import down_job
+
+        if target is not None or all_instances:
+            raise UsageError("--job names what to end; give no target and no --all with it")
+        with open_host(env, host_spec, connect_timeout=connect_timeout) as login:
+            outcomes, closed, warnings = down_job(login, store, job)
+        for warning in warnings:
+            env.warn(warning)
+        if env.json:
+            render.print_json(env, {"instances": outcomes, "forwards": closed})
+        else:
+            render.stop_outcomes(env, outcomes, closed_forwards=closed)
+        if any(o.outcome in FAILED for o in outcomes):
+            raise TbctlError("a step could not be ended")
+        return
     result = down_with_forwards(lambda spec: open_host(env, spec, connect_timeout=connect_timeout), store, target,
                                 host_spec=host_spec, all_instances=all_instances, force=force,
                                 timeout=timeout or env.settings.stop_timeout)

@@ -47,9 +47,12 @@ def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], 
     if not instances and not errors:
         env.info("no TensorBoard running")
         return
-    columns = (["host"] if show_host else []) + ["pid", "port", "logdir", "url", "user", "uptime", "started-by", "status"]
+    jobs = any(inst.job for inst in instances)  # Slurm job steps: which job, which node
+    columns = (["host"] if show_host else []) + ["pid", "port", "logdir", "url", "user", "uptime", "started-by"] \
+        + (["job"] if jobs else []) + ["status"]
     rows = []
     for inst in instances:
+        job = [f"{inst.step} on {inst.node}" if inst.job else "-"] if jobs else []
         rows.append(([inst.host] if show_host else []) + [
             str(inst.pid) if inst.pid is not None else "-",
             str(inst.port) if inst.port is not None else "-",
@@ -58,10 +61,11 @@ def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], 
             inst.user or "-",
             human_duration(inst.uptime) if inst.status not in ("stale", "exited") else "-",
             inst.started_by,
+            *job,
             inst.status if not inst.note else f"{inst.status} ({inst.note})",
         ])
     for err in errors:
-        rows.append(([err.host] if show_host else []) + ["-"] * 7 + [f"error: {err.error}"])
+        rows.append(([err.host] if show_host else []) + ["-"] * (8 if jobs else 7) + [f"error: {err.error}"])
     table(env, columns, rows, status_column=len(columns) - 1)
 
 
@@ -121,7 +125,8 @@ def up_result(env: Environment, result: UpResult) -> None:
         env.info(f"reusing TensorBoard pid {inst.pid} serving {inst.logdir} (tbctl up --new starts another)")
     else:
         ready = f", ready in {result.ready_seconds:.1f} s" if result.ready_seconds is not None else ""
-        env.info(f"TensorBoard pid {inst.pid} serving {inst.logdir}{ready}")
+        where = f" (step {inst.step} of job {inst.job} on {inst.node})" if inst.job else ""
+        env.info(f"TensorBoard pid {inst.pid}{where} serving {inst.logdir}{ready}")
         if inst.log_path:
             env.info(f"log: {inst.log_path}")
     # The URL alone on stdout, so `$(tbctl up -q runs)` is the URL.
@@ -148,6 +153,9 @@ def stop_outcomes(env: Environment, outcomes: Sequence[StopOutcome], *, closed_f
     for o in outcomes:
         inst = o.instance
         what = f"pid {inst.pid}" if inst.pid is not None else "TensorBoard"
+        if inst.job:
+            then = "the job keeps running" if inst.job_state == "RUNNING" else f"job {inst.job_state}"
+            what = f"step {inst.step} of job {inst.job} ({what} on {inst.node}; {then})"
         where = ", ".join(x for x in (f"port {inst.port}" if inst.port else "", inst.logdir or "") if x)
         line = f"{_STOP_WORDS[o.outcome]} {what}" + (f" ({where})" if where else "")
         if o.info_file_removed and o.outcome != "cleaned":

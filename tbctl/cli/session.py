@@ -55,7 +55,7 @@ def local_host(env: Environment) -> Host:
 
 
 def open_host(env: Environment, spec: str | None, *, env_prefix: str | None = None,
-              connect_timeout: float | None = None, interactive: bool = True) -> Host:
+              connect_timeout: float | None = None, interactive: bool = True, jump: str | None = None) -> Host:
     """This machine when `spec` is None, else an SSH host, connected (paramiko is imported only when it
     is the backend in use)."""
     if spec is None:
@@ -66,19 +66,19 @@ def open_host(env: Environment, spec: str | None, *, env_prefix: str | None = No
         return local_host(env)
     from tbctl.hosts import preconnect
 
-    env.progress(f"connecting to {spec}…")
+    env.progress(f"connecting to {spec}" + (f" through {jump}…" if jump else "…"))
     per_host = env.settings.for_host(spec)
-    early = preconnect.take(preconnect.EarlyKey(
+    early = None if jump else preconnect.take(preconnect.EarlyKey(
         spec, ssh_backend(env, spec).name, connect_timeout or per_host.connect_timeout,
         env_prefix or per_host.env_prefix, per_host.ssh_persist))
     if early is not None:  # opened while the CLI was importing, exactly as it would be opened now
         return early
     return unconnected_host(env, spec, env_prefix=env_prefix, connect_timeout=connect_timeout,
-                            interactive=interactive).connect()
+                            interactive=interactive, jump=jump).connect()
 
 
 def unconnected_host(env: Environment, spec: str, *, env_prefix: str | None = None,
-                     connect_timeout: float | None = None, interactive: bool = False) -> Host:
+                     connect_timeout: float | None = None, interactive: bool = False, jump: str | None = None) -> Host:
     """An SSH host over the backend in effect, not connected yet (the background forwarder connects it in
     the background, and again whenever the link drops)."""
     from tbctl.hosts.backends import open_ssh_host
@@ -87,7 +87,7 @@ def unconnected_host(env: Environment, spec: str, *, env_prefix: str | None = No
     terminal = TerminalPrompter(env) if interactive else None  # several hosts at once: nobody to ask
     return open_ssh_host(spec, backend=ssh_backend(env, spec).name, state_dir=env.settings.state_dir,
                          terminal=terminal, connect_timeout=connect_timeout or per_host.connect_timeout,
-                         env_prefix=env_prefix or per_host.env_prefix, persist=per_host.ssh_persist)
+                         env_prefix=env_prefix or per_host.env_prefix, persist=per_host.ssh_persist, jump=jump)
 
 
 def ssh_backend(env: Environment, spec: str | None) -> BackendChoice:

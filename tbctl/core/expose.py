@@ -61,7 +61,8 @@ def require_listener(host: Host, port: int) -> None:
 
 
 def expose(
-    host: Host, local: Host, remote_port: int, *, local_port: int | None = None, check_path: str | None = None
+    host: Host, local: Host, remote_port: int, *, local_port: int | None = None, check_path: str | None = None,
+    remote_host: str = "127.0.0.1",
 ) -> Exposure:
     """Forward `remote_port` of `host` to this machine when it is elsewhere; verify it answers through
     the forward before returning: `GET check_path` gives 200, or, with no check_path (anything that
@@ -70,7 +71,8 @@ def expose(
         return Exposure(host=host.name, remote_port=remote_port, local_port=remote_port, forwarder=None)
     if check_path is None:
         require_listener(host, remote_port)
-    forwarder = host.forward(remote_port, local_port=choose_local_port(local, remote_port, local_port))
+    forwarder = host.forward(remote_port, local_port=choose_local_port(local, remote_port, local_port),
+                             remote_host=remote_host)
     assert forwarder is not None
     forwarder.start()
     exposure = Exposure(host=host.name, remote_port=remote_port, local_port=forwarder.local_port, forwarder=forwarder)
@@ -108,11 +110,16 @@ def _verify(local: Host, exposure: Exposure, check_path: str | None) -> str:
     return f"{what} did not answer an HTTP request ({answer.get('error')}); forwarded as plain TCP"
 
 
-def hold(exposure: Exposure, *, is_alive: Callable[[], bool], poll: float = 1.0) -> None:
-    """Keep the forward open until interrupted (KeyboardInterrupt reaches the caller) or the connection dies."""
+def hold(exposure: Exposure, *, is_alive: Callable[[], bool], poll: float = 1.0,
+         ended: Callable[[], str] | None = None) -> str:
+    """Keep the forward open until interrupted (KeyboardInterrupt reaches the caller) or the connection dies,
+    or until `ended` says why there is nothing left to forward (that reason is returned)."""
     pause = threading.Event()
     while not pause.wait(poll):
         if exposure.forwarder is not None and exposure.forwarder.errors:
             raise exposure.forwarder.errors[0]
         if not is_alive():
             raise SSHError(f"the connection to {exposure.host} was lost", hint="run the command again")
+        why = ended() if ended is not None else ""
+        if why:
+            return why

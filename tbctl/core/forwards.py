@@ -104,8 +104,9 @@ class Detached:
 def detach_forward(host: Host, local: Host, store: StateStore, *, backend: str, remote_port: int,
                    local_port: int | None, instance: TensorBoardInstance | None, stop_instance: bool,
                    check_path: str | None, connect_timeout: float | None = None,
-                   env_prefix: str | None = None) -> Detached:
-    """Hand a forward to the host's background forwarder and verify it answers."""
+                   env_prefix: str | None = None, route: tuple[str, str] | None = None) -> Detached:
+    """Hand a forward to the host's background forwarder and verify it answers. `route` (spec, jump): the
+    host is reached through a jump host (a job's compute node through its login node)."""
     warning = detach_warning(host)
     if check_path is None:
         require_listener(host, remote_port)
@@ -118,7 +119,7 @@ def detach_forward(host: Host, local: Host, store: StateStore, *, backend: str, 
                 path_prefix=instance.path_prefix if instance else "", stop_instance=stop_instance)
     try:
         daemon.ensure_running(store, host.name, backend=backend, connect_timeout=connect_timeout,
-                              env_prefix=env_prefix)
+                              env_prefix=env_prefix, route=route)
         daemon.wait_listening(store, host.name, port)
         if check_path is not None:
             verify_http(local, port, check_path, what=f"{host.name}:{remote_port}")

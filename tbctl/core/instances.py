@@ -18,8 +18,18 @@ from tbctl.tensorboard import classify
 
 
 def list_instances(host: Host, store: StateStore) -> list[TensorBoardInstance]:
-    """Every TensorBoard on `host`, ours or not, live or stale, sorted by port."""
-    instances = classify(host.scan(), host=host.name, records=store.for_host(host.name))
+    """Every TensorBoard on `host`, ours or not, live or stale, sorted by port; and those tbctl runs as steps
+    of Slurm jobs that `host` (a login node) schedules, which run on the jobs' nodes."""
+    records = store.for_host(host.name)
+    instances = classify(host.scan(), host=host.name, records=[r for r in records if "job" not in r])
+    if any("job" in r for r in records):
+        from tbctl.core.job_up import job_instances
+
+        steps = job_instances(host, store)
+        # Where the login node sees the nodes' processes (no PID namespace between them), a step's
+        # TensorBoard is listed once, as the step.
+        ours = {(i.pid, i.port) for i in steps}
+        instances = [i for i in instances if (i.pid, i.port) not in ours] + steps
     return sorted(instances, key=lambda i: (i.port is None, i.port or 0, i.pid or 0))
 
 
@@ -111,6 +121,12 @@ def list_many(
 
 def with_forwards(instances: list[TensorBoardInstance], forwards: Sequence[ForwardInfo]) -> list[TensorBoardInstance]:
     """Remote instances that a live forward serves get its local port (so their URL opens from here)."""
+    from tbctl.hosts.backends import jumped_name
+
     live = {(f.host, f.remote_port): f.local_port for f in forwards if f.tunnel in ("up", "reconnecting")}
-    return [dataclasses.replace(i, forward_port=live[(i.host, i.port)]) if (i.host, i.port) in live and i.forward_port is None
-            else i for i in instances]
+
+    def where(i: TensorBoardInstance) -> tuple[str, int | None]:  # a job step's forward goes to its node
+        return (jumped_name(i.host, i.node), i.port) if i.node is not None else (i.host, i.port)
+
+    return [dataclasses.replace(i, forward_port=live[where(i)]) if where(i) in live and i.forward_port is None
+            and i.status == "serving" else i for i in instances]

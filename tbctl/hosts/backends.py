@@ -63,16 +63,33 @@ def choose(requested: str | None, source: str = "default") -> BackendChoice:
 
 
 def open_ssh_host(spec: str, *, backend: str, state_dir: Path, terminal: Any = None, connect_timeout: float | None,
-                  env_prefix: str | None, persist: float) -> Host:
-    """An unconnected Host for `spec` over `backend` (paramiko is imported only when it is the one)."""
+                  env_prefix: str | None, persist: float, jump: str | None = None) -> Host:
+    """An unconnected Host for `spec` over `backend` (paramiko is imported only when it is the one).
+    With `jump`, the host is reached through that one as a jump host (ProxyJump, the user's own config for
+    the jump applies) and is named `JUMP/SPEC` in tbctl's records: a compute node behind a login node."""
     if backend == "openssh":
         from tbctl.hosts.openssh import OpenSSHHost
 
         return OpenSSHHost(spec, state_dir=state_dir, terminal=terminal, connect_timeout=connect_timeout,
-                           env_prefix=env_prefix, persist=persist, config_file=ssh_config_override())
-    from tbctl.hosts.ssh import SSHHost
+                           env_prefix=env_prefix, persist=persist, config_file=ssh_config_override(), jump=jump)
+    from dataclasses import replace
 
-    return SSHHost(spec, prompter=terminal, connect_timeout=connect_timeout, env_prefix=env_prefix)
+    from tbctl.hosts.ssh import SSHHost
+    from tbctl.hosts.ssh_config import parse_spec, resolve
+
+    target = None
+    if jump is not None:
+        parse_spec(jump)  # refuses a jump host that would read as an option
+        target = replace(resolve(spec, connect_timeout=connect_timeout), proxy_jump=(jump,), proxy_command=None)
+    host = SSHHost(spec, prompter=terminal, connect_timeout=connect_timeout, env_prefix=env_prefix, target=target)
+    if jump is not None:
+        host.name = jumped_name(jump, spec)
+    return host
+
+
+def jumped_name(jump: str, spec: str) -> str:
+    """What tbctl calls a host reached through a jump host (records, `ls`, the forwarder's files)."""
+    return f"{jump}/{spec}"
 
 
 def ssh_config_override() -> str | None:

@@ -69,9 +69,10 @@ class Host(abc.ABC):
     def close(self) -> None:
         """Release connections; a no-op for the local machine."""
 
-    def forward(self, remote_port: int, *, local_port: int) -> Forward | None:
+    def forward(self, remote_port: int, *, local_port: int, remote_host: str = "127.0.0.1") -> Forward | None:
         """A forward (not yet started) that makes `remote_port` on this host reachable on this machine's
-        `local_port`, or None when this host *is* this machine and the port is reachable as it is."""
+        `local_port`, or None when this host *is* this machine and the port is reachable as it is.
+        `remote_host`: where the host connects to (its loopback, or a machine on its network)."""
         return None
 
     def watch_connection(self, callback: Callable[[LinkState], None]) -> None:

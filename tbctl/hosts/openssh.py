@@ -150,8 +150,9 @@ class _Probe:
 class OpenSSHForward:
     """`-O forward -L 127.0.0.1:L:127.0.0.1:R` on the host's master; re-added on every reconnect."""
 
-    def __init__(self, host: OpenSSHHost, remote_port: int, local_port: int) -> None:
+    def __init__(self, host: OpenSSHHost, remote_port: int, local_port: int, remote_host: str = "127.0.0.1") -> None:
         self.host = host
+        self.remote_host = remote_host
         self.remote_port = remote_port
         self.local_port = local_port
         self.errors: list[BaseException] = []
@@ -160,7 +161,7 @@ class OpenSSHForward:
 
     @property
     def spec(self) -> str:
-        return f"127.0.0.1:{self.local_port}:127.0.0.1:{self.remote_port}"
+        return f"127.0.0.1:{self.local_port}:{self.remote_host}:{self.remote_port}"
 
     @property
     def listening(self) -> bool:
@@ -185,6 +186,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
         env_prefix: str | None = None,
         persist: float = 600.0,
         config_file: str | None = None,
+        jump: str | None = None,
     ) -> None:
         user, host, port = parse_spec(spec)  # also refuses a spec that ssh would read as an option
         self.name = spec
@@ -194,6 +196,12 @@ class OpenSSHHost(remote_probe.RemoteHost):
         self._terminal = terminal or _NoTerminal()
         self.destination = ["-F", config_file] if config_file else []
         self.destination += (["-l", user] if user else []) + (["-p", str(port)] if port else [])
+        if jump is not None:  # a compute node through its login node: ssh's own ProxyJump, before `--`
+            from tbctl.hosts.backends import jumped_name
+
+            parse_spec(jump)
+            self.destination += ["-o", f"ProxyJump={jump}"]
+            self.name = jumped_name(jump, spec)
         self.host_arg = host
         self.resolved = resolve(self.mux_destination, host, spec)
         self.connect_timeout = connect_timeout or self.resolved.connect_timeout or DEFAULT_CONNECT_TIMEOUT
@@ -341,9 +349,9 @@ class OpenSSHHost(remote_probe.RemoteHost):
 
     # --- forwards ---
 
-    def forward(self, remote_port: int, *, local_port: int) -> OpenSSHForward:
+    def forward(self, remote_port: int, *, local_port: int, remote_host: str = "127.0.0.1") -> OpenSSHForward:
         self.keep_connected()
-        return OpenSSHForward(self, remote_port, local_port)
+        return OpenSSHForward(self, remote_port, local_port, remote_host)
 
     def add_forward(self, fwd: OpenSSHForward) -> None:
         with self._connect_lock:

@@ -195,11 +195,11 @@ class SSHHost(remote_probe.RemoteHost):
         when connecting may be what fails."""
         return self._asked_for
 
-    def forward(self, remote_port: int, *, local_port: int) -> Forwarder:
+    def forward(self, remote_port: int, *, local_port: int, remote_host: str = "127.0.0.1") -> Forwarder:
         """A forward whose channels ride the current connection, reconnecting when it drops."""
         self.keep_connected()
         assert self._link is not None
-        return Forwarder(self._link.open_channel, remote_port, local_port=local_port)
+        return Forwarder(self._link.open_channel, remote_port, local_port=local_port, remote_host=remote_host)
 
     def keep_connected(self) -> None:
         """Ping the link and reconnect with backoff when it drops (connecting first in the background when

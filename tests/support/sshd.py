@@ -153,6 +153,10 @@ class SshServer:
     sshd_config: Path = Path()
     log: Path = Path()  # sshd's own log (LogLevel VERBOSE)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+    # How to enter the machine sshd runs in when that is more than a network namespace (e.g. `nsenter -t
+    # PID -n -m -u --` for a node with its own mounts and hostname); replaces `ip netns exec`.
+    enter: tuple[str, ...] = ()
+    reachable_here: bool = True  # False: only other namespaces route to it, so readiness is read from its log
 
     def ssh_args(self, *command: str) -> list[str]:
         """`ssh -F <config> <alias> command...` for subprocess."""
@@ -174,7 +178,8 @@ def _write(path: Path, text: str, mode: int = 0o600) -> Path:
 
 def start_sshd(
     workdir: Path, *, alias: str = "tbtest", netns: str | None = None, listen: str = "127.0.0.1",
-    port: int | None = None, home: Path | None = None,
+    port: int | None = None, home: Path | None = None, enter: tuple[str, ...] = (), reachable_here: bool = True,
+    tmpdir: Path | None = None,
 ) -> SshServer:
     """Generate keys and configs under `workdir`, start `sshd -D`, return once it greets.
 
@@ -213,7 +218,7 @@ def start_sshd(
         "MaxStartups 100",  # tests open many connections at once; the default drops some
         "MaxSessions 64",
         "LogLevel VERBOSE",
-        *([_session_env(home)] if home is not None else []),
+        *([_session_env(home, tmpdir)] if home is not None else []),
         "",
     ]))
     ssh_config = _write(workdir / "ssh_config", "\n".join([
@@ -232,18 +237,20 @@ def start_sshd(
         "",
     ]))
     server = SshServer(connect, port, user, client_key, known_hosts, ssh_config, host_key_pub, 0, netns,
-                       workdir, alias, cfg, workdir / "sshd.log")
+                       workdir, alias, cfg, workdir / "sshd.log", enter=enter, reachable_here=reachable_here)
     _ensure_privsep_dir()  # `sshd -t` checks it too, so before validating
     _run(SSHD, "-t", "-f", str(cfg))
     return _launch(server)
 
 
-def _session_env(home: Path) -> str:
+def _session_env(home: Path, tmpdir: Path | None = None) -> str:
     """sshd_config's SetEnv (OpenSSH >= 8.7) overrides the HOME sshd takes from passwd. A shell started
     with it reads that home's (empty) rc files, so root's ~/.bashrc (pyenv and all) no longer runs there:
     tests name the interpreter and tensorboard they need by absolute path."""
     env = {"HOME": home, "XDG_CONFIG_HOME": home / ".config", "XDG_CACHE_HOME": home / ".cache",
            "XDG_STATE_HOME": home / ".local" / "state", "XDG_DATA_HOME": home / ".local" / "share"}
+    if tmpdir is not None:  # TensorBoard's info files (and whatever a session writes to $TMPDIR) stay there
+        env["TMPDIR"] = tmpdir
     for path in env.values():
         path.mkdir(parents=True, exist_ok=True)
     return "SetEnv " + " ".join(f"{name}={path}" for name, path in env.items())
@@ -257,13 +264,19 @@ def _ensure_privsep_dir() -> None:
 def _launch(server: SshServer) -> SshServer:
     _ensure_privsep_dir()  # /run is a tmpfs: gone after a reboot
     cmd = [SSHD, "-D", "-e", "-E", str(server.log), "-f", str(server.sshd_config)]
-    if server.netns:
+    if server.enter:
+        cmd = [*server.enter, *cmd]  # nsenter execs too
+    elif server.netns:
         cmd = ["ip", "netns", "exec", server.netns, *cmd]  # `ip` execs: the pid is sshd's own
     with open(server.log, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     server.proc, server.pid = proc, proc.pid
     # True here with sshd still alive means it greeted (one probe: each logs a kex error line).
-    greeted = wait_until(lambda: proc.poll() is not None or _greets(server.host, server.port), 15, 0.02)
+    if server.reachable_here:
+        greeted = wait_until(lambda: proc.poll() is not None or _greets(server.host, server.port), 15, 0.02)
+    else:
+        greeted = wait_until(lambda: proc.poll() is not None or "Server listening on" in
+                             server.log.read_text(errors="replace"), 15, 0.02)
     if not greeted or proc.poll() is not None:
         stop_sshd(server)
         tail = server.log.read_text(errors="replace")[-2000:]

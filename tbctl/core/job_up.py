@@ -1,0 +1,330 @@
+"""`up --job`: TensorBoard inside a running Slurm job's allocation, as a step of that job.
+
+The login node is asked about the job and runs the step's `srun` client, detached (its own session, stdin
+from /dev/null, its output to a log there); the compute node is reached through the login node as a jump
+host, and its probe resolves the logdir, picks the port, proves TensorBoard ready and finds its pid."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tbctl.core import slurm
+from tbctl.core.stopping import terminate
+from tbctl.core.up import _BIND_FAILURE_MARKERS, BIND_RACE_RETRIES, _choose_port, _serves
+from tbctl.errors import SSHError, TbctlError, TensorBoardFailed, UsageError
+from tbctl.hosts.base import Host
+from tbctl.models import TensorBoardInstance, UpResult
+from tbctl.probe import tensorboard_args
+from tbctl.state import StateStore
+from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path
+
+STEP_NAME = "tbctl-tensorboard"
+STEP_SEEN_TIMEOUT = 15.0  # seconds from TensorBoard answering to squeue listing its step
+
+
+@dataclass(frozen=True)
+class JobUpRequest:
+    job: str | None
+    job_name: str | None
+    node: str | None
+    logdir: str
+    port: int
+    timeout: float
+    wait: bool = False
+    new: bool = False
+    tensorboard: str | None = None
+    env_prefix: str | None = None
+    extra_args: tuple[str, ...] = ()
+    # The fallback where the cluster refuses ssh to compute nodes: TensorBoard binds the node's cluster
+    # address and the login node's connection forwards to it. Only when asked: anyone on that network can reach it.
+    bind_node_address: bool = False
+
+
+@dataclass(frozen=True)
+class JobUp:
+    result: UpResult
+    node_host: Host
+    job: slurm.Job
+    step: str
+
+
+def find_job(login: Host, request: JobUpRequest, progress: Callable[[str], None]) -> slurm.Job:
+    if (request.job is None) == (request.job_name is None):
+        raise UsageError("give a job: --job ID or --job-name NAME (one of them)")
+    if request.job is not None:
+        job_id = slurm.check_job_id(request.job)
+        job = slurm.show_job(login, job_id)
+        refetch = lambda: slurm.show_job(login, job_id)  # noqa: E731
+    else:
+        assert request.job_name is not None
+        name = request.job_name
+        job = slurm.newest_named(login, name)
+        refetch = lambda: slurm.newest_named(login, name)  # noqa: E731
+    return slurm.require_running(login, job, wait=request.wait, timeout=None, progress=progress, refetch=refetch)
+
+
+def node_unreachable(login: Host, node: str, exc: SSHError) -> SSHError:
+    return SSHError(
+        f"cannot reach compute node {node} through {login.name}: {exc.message}",
+        hint=("if this cluster refuses ssh to compute nodes, `--bind-node-address` serves TensorBoard on the "
+              "node's cluster address instead (everyone on the cluster network can reach it)"),
+    )
+
+
+class _Node:
+    """The compute node's connection, opened in the background (through the login node) while the login
+    node starts the step: the jump's handshakes overlap TensorBoard's start-up instead of preceding it."""
+
+    def __init__(self, login: Host, name: str, opener: Callable[[str], Host] | None) -> None:
+        self.login, self.name = login, name
+        self._host: Host | None = login if opener is None else None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if opener is not None:
+            self._thread = threading.Thread(target=self._open, args=(opener,), name="tbctl-node", daemon=True)
+            self._thread.start()
+
+    def _open(self, opener: Callable[[str], Host]) -> None:
+        try:
+            self._host = opener(self.name)
+        except BaseException as exc:  # handed to the thread that asks for the host
+            self._error = exc
+
+    @property
+    def ready(self) -> bool:
+        return self._thread is None or not self._thread.is_alive()
+
+    def get(self) -> Host:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            if isinstance(self._error, SSHError):
+                raise node_unreachable(self.login, self.name, self._error)
+            raise self._error
+        assert self._host is not None
+        return self._host
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            if self._host is not None:
+                self._host.close()
+
+
+def up_job(login: Host, open_node: Callable[[str], Host], store: StateStore, request: JobUpRequest, *,
+           progress: Callable[[str], None] = lambda _: None, notice: Callable[[str], None] = lambda _: None) -> JobUp:
+    """Find the job and its node, then reuse the step of tbctl's that serves this logdir there, or start
+    one (`srun --jobid=J --overlap -w NODE -n1 tensorboard …`) and prove it ready. The caller closes the
+    node host it gets back (the login host itself with --bind-node-address)."""
+    progress(f"asking Slurm on {login.name} about the job")
+    job = find_job(login, request, progress)
+    node_name = slurm.choose_node(login, job, request.node)
+    if request.bind_node_address:
+        address = slurm.node_address(login, node_name)
+        return _up_on_node(login, _Node(login, node_name, None), store, job, request, progress, notice, bind=address)
+    node = _Node(login, node_name, open_node)
+    try:
+        return _up_on_node(login, node, store, job, request, progress, notice)
+    except BaseException:
+        node.close()
+        raise
+
+
+def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, request: JobUpRequest,
+                progress: Callable[[str], None], notice: Callable[[str], None], bind: str | None = None) -> JobUp:
+    """The logdir and the executable are found by the login node's probe, in the cluster's shared
+    filesystem, while the node's connection opens; the node's probe then picks ports when one is taken,
+    proves TensorBoard ready and finds its process. With `bind` (the node's cluster address) there is no
+    node connection: the login node does all, and the node's ports and processes are out of its sight."""
+    node_name = node.name
+    resolved = login.call("resolve_path", path=request.logdir, cwd=job.work_dir)  # relative: to the job's WorkDir
+    logdir = str(resolved["path"])
+    warnings: list[str] = []
+    if resolved.get("kind") == "not a directory":
+        raise UsageError(f"logdir {logdir} is not a directory", hint="give the directory the event files are in")
+    if not resolved["exists"]:
+        warnings.append(f"logdir {logdir} does not exist yet; TensorBoard will show runs once they appear")
+    if bind is not None:
+        warnings.append(f"TensorBoard listens on {node_name}'s cluster address {bind}: everyone on the cluster "
+                        "network can reach it, not only you (--bind-node-address)")
+    executable = login.find_tensorboard(request.tensorboard, request.env_prefix)
+    path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
+    with store.lock(f"up-job-{login.name}-{job.id}"):
+        if not request.new:
+            reused = _reusable(login, store, job, logdir)
+            if reused is not None:
+                inst, step = reused
+                return JobUp(UpResult(instance=inst, url=inst.url or "", reused=True, warnings=tuple(warnings)),
+                             node.get(), job, step)
+        wanted, port_note = request.port, ""
+        for attempt in range(BIND_RACE_RETRIES):
+            # the first try takes the port asked for unless the node is already there to say it is taken;
+            # a port taken after all fails TensorBoard's bind, and the next try asks the node
+            port, note = _choose_port(node.get(), wanted) if bind is None and (attempt or node.ready) else (wanted, "")
+            if note and not port_note:
+                notice(note)
+            port_note = port_note or note
+            argv = build_argv(executable, logdir, port, (*request.extra_args, *(("--host", bind) if bind else ())))
+            srun = ["srun", f"--jobid={job.id}", "--overlap", f"--nodelist={node_name}", "--nodes=1", "--ntasks=1",
+                    f"--job-name={STEP_NAME}-{port}", "--", *argv]
+            log_path = f"{login.log_dir}/tensorboard-job{job.id}-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+            progress(f"starting TensorBoard in job {job.display} on {node_name}:{port}")
+            launched = login.call("launch", argv=srun, log_path=log_path, cwd=job.work_dir)
+            srun_proc = (int(launched["pid"]), float(launched["create_time"]))
+            try:
+                progress(f"waiting for TensorBoard on {node_name}:{port} to answer")
+                ready, reason, elapsed, body = _wait_ready(login, node.get(), srun_proc, port,
+                                                           readiness_path(path_prefix), request.timeout,
+                                                           bind or "127.0.0.1")
+            except BaseException:  # Ctrl-C while waiting, or no way to the node: leave nothing running
+                terminate(login, [srun_proc], force=False, timeout=5.0)
+                raise
+            if ready and _serves(body, logdir):
+                break
+            tail = login.tail(launched["log_path"], 15)
+            terminate(login, [srun_proc], force=False, timeout=5.0)
+            if reason == "exited" and any(m in tail for m in _BIND_FAILURE_MARKERS) and attempt + 1 < BIND_RACE_RETRIES:
+                wanted = port + 1
+                continue
+            raise _failure(reason, request.timeout, tail, launched["log_path"], job)
+        try:
+            step = _find_step(login, job, f"{STEP_NAME}-{port}")
+            # unseen from the login node, the step's process is known by its srun client there
+            proc = _find_process(node.get(), port, logdir) if bind is None else \
+                {"pid": srun_proc[0], "create_time": srun_proc[1], "start_ticks": None}
+        except BaseException:
+            terminate(login, [srun_proc], force=False, timeout=5.0)
+            raise
+        host = node.get()
+        store.add({
+            "host": login.name, "pid": proc["pid"], "create_time": proc.get("create_time"), "port": port,
+            "logdir": logdir, "log_path": launched["log_path"], "started_at": time.time(), "argv": argv,
+            "start_ticks": proc.get("start_ticks"),
+            "job": {"id": job.id, "display": job.display, "step": step, "node": node_name, "node_host": host.name,
+                    "srun_pid": srun_proc[0], "srun_create_time": srun_proc[1]},
+        })
+    inst = TensorBoardInstance(
+        host=login.name, pid=proc["pid"], port=port, logdir=logdir, logdir_arg=logdir, user=login.user,
+        status="serving", started_by="tbctl", create_time=proc.get("create_time"), path_prefix=path_prefix,
+        bind=flag_value(argv, "host") or "::", log_path=launched["log_path"], cmdline=tuple(argv),
+        recorded_create_time=proc.get("create_time"), start_ticks=proc.get("start_ticks"),
+        job=job.display, job_state=job.state, node=node_name, step=f"{job.id}.{step}",
+    )
+    return JobUp(UpResult(instance=inst, url="", reused=False, port_note=port_note, warnings=tuple(warnings),
+                          ready_seconds=elapsed), host, job, step)
+
+
+def _wait_ready(login: Host, node: Host, srun: tuple[int, float], port: int, path: str,
+                timeout: float, address: str) -> tuple[bool, str, float, str]:
+    """Poll through the node's probe in short windows, checking between them that srun still lives."""
+    started = time.monotonic()
+    while True:
+        left = timeout - (time.monotonic() - started)
+        answer = node.call("wait_http", port=port, path=path, timeout=max(0.0, min(1.0, left)), host=address)
+        if answer["ready"]:
+            return True, "", time.monotonic() - started, str(answer.get("body", ""))
+        if not login.alive(*srun):
+            return False, "exited", time.monotonic() - started, ""
+        if time.monotonic() - started >= timeout:
+            return False, "timeout", time.monotonic() - started, ""
+
+
+def _find_step(login: Host, job: slurm.Job, name: str) -> str:
+    deadline = time.monotonic() + STEP_SEEN_TIMEOUT
+    while True:
+        for step in slurm.steps(login, [job.id]):
+            if step.name == name:
+                return step.step
+        if time.monotonic() >= deadline:
+            raise TbctlError(f"TensorBoard answers, but squeue on {login.name} lists no step {name} of job {job.display}")
+        time.sleep(0.2)
+
+
+def _find_process(node: Host, port: int, logdir: str) -> dict[str, Any]:
+    """The TensorBoard process the step runs on the node (what the background forwarder watches)."""
+    for proc in node.scan().get("processes", []):
+        args = tensorboard_args(proc.get("cmdline") or []) or []
+        if not proc.get("zombie") and flag_value(args, "port") == str(port) and flag_value(args, "logdir") == logdir:
+            info = node.call("proc_info", pid=proc["pid"])["info"] or {}
+            return {"pid": proc["pid"], "create_time": proc.get("create_time"), "start_ticks": info.get("start_ticks")}
+    raise TbctlError(f"TensorBoard answers on {node.name}:{port}, but its process is not to be seen there")
+
+
+def _reusable(login: Host, store: StateStore, job: slurm.Job, logdir: str) -> tuple[TensorBoardInstance, str] | None:
+    """tbctl's step of this job for this logdir, while squeue lists it (it lives as long as its TensorBoard)."""
+    recs = [r for r in store.for_host(login.name) if isinstance(r.get("job"), dict) and r["job"].get("id") == job.id
+            and r.get("logdir") == logdir]
+    if not recs:
+        return None
+    live_steps = {s.step for s in slurm.steps(login, [job.id])}
+    for rec in recs:
+        if rec["job"].get("step") in live_steps:
+            return job_instance(rec, login.user, "serving", job.state), str(rec["job"]["step"])
+    return None
+
+
+def job_instance(rec: dict[str, Any], user: str | None, status: str, job_state: str, note: str = "") -> TensorBoardInstance:
+    """A record of a TensorBoard tbctl started as a job step, as an instance of the login node's listing."""
+    job = rec["job"]
+    argv = [str(a) for a in rec.get("argv") or []]
+    return TensorBoardInstance(
+        host=rec["host"], pid=rec.get("pid"), port=rec.get("port"), logdir=rec.get("logdir"),
+        logdir_arg=rec.get("logdir"), user=user, status=status, started_by="tbctl",  # type: ignore[arg-type]
+        create_time=rec.get("create_time"), path_prefix=normalize_path_prefix(flag_value(argv, "path_prefix")),
+        bind=flag_value(argv, "host") or "127.0.0.1", log_path=rec.get("log_path"), cmdline=tuple(argv), note=note,
+        recorded_create_time=rec.get("create_time"), start_ticks=rec.get("start_ticks"),
+        job=job.get("display"), job_state=job_state, node=job.get("node"), step=f"{job.get('id')}.{job.get('step')}",
+    )
+
+
+def job_instances(login: Host, store: StateStore) -> list[TensorBoardInstance]:
+    """tbctl's job-step TensorBoards recorded for this login node, with their jobs' states from squeue:
+    serving while the job runs and the step is listed, else ended with the job's final state."""
+    recs = [r for r in store.for_host(login.name) if isinstance(r.get("job"), dict)]
+    if not recs:
+        return []
+    ids = [str(r["job"]["id"]) for r in recs]
+    known = slurm.states(login, ids)
+    live = {s.id for s in slurm.steps(login, [i for i in ids if known.get(i) == "RUNNING"])}
+    out = []
+    for rec in recs:
+        job = rec["job"]
+        state = known.get(str(job["id"]), "")
+        step_id = f"{job['id']}.{job['step']}"
+        shown = {s.split(".", 1)[1] for s in live if s.startswith(f"{job['display']}.") or s.startswith(f"{job['id']}.")}
+        if state == "RUNNING" and str(job["step"]) in shown:
+            out.append(job_instance(rec, login.user, "serving", state))
+        else:
+            why = f"job {job['display']} {state}" if state and state != "RUNNING" else \
+                f"step {step_id} ended" if state else f"job {job['display']} is no longer known to Slurm"
+            out.append(job_instance(rec, login.user, "exited", state or "UNKNOWN", note=why))
+    return out
+
+
+def step_ended(login: Host, node: Host, inst: TensorBoardInstance) -> str:
+    """"" while the step's TensorBoard runs, else what became of it (its job ended, or the step alone)."""
+    if node is not login and inst.pid is not None:
+        if node.alive(inst.pid, inst.create_time, inst.start_ticks):
+            return ""
+    job_id, _, step = str(inst.step).rpartition(".")
+    state = slurm.states(login, [job_id]).get(job_id, "")
+    if state == "RUNNING" and step in {s.step for s in slurm.steps(login, [job_id])}:
+        return ""
+    if state and state != "RUNNING":
+        return f"job {inst.job} ended ({state}), and TensorBoard's step with it"
+    return f"TensorBoard's step {inst.step} ended; job {inst.job} is {state or 'no longer known to Slurm'}"
+
+
+def _failure(reason: str, timeout: float, tail: str, log_path: str, job: slurm.Job) -> TensorBoardFailed:
+    if reason == "timeout":
+        return TensorBoardFailed(f"TensorBoard in job {job.display} did not answer within {timeout:g} s; stopped it",
+                                 log_tail=tail, log_path=log_path, hint="a large logdir can take longer: raise --timeout")
+    if reason == "exited":
+        return TensorBoardFailed(f"TensorBoard's step in job {job.display} exited before it was ready",
+                                 log_tail=tail, log_path=log_path)
+    return TensorBoardFailed("TensorBoard answered, but not for this logdir (another server holds the port?)",
+                             log_tail=tail, log_path=log_path)
