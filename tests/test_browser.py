@@ -138,15 +138,12 @@ def _rendered(facts: dict[str, Any]) -> bool:
     return RUNS <= set(facts["texts"]) and set(cards) == TAGS and all(n >= 2 * len(RUNS) for n in cards.values())
 
 
-def test_chromium_renders_the_scalars_dashboard_through_the_forward(ssh_env: Any, reaper: ProcessReaper,
-                                                                    state_dir: Path, logdir: Path) -> None:
+def render_scalars(reaper: ProcessReaper, url: str, shot_name: str) -> tuple[dict[str, Any], bytes]:
+    """Load `url`'s scalars dashboard in headless Chromium until the example runs' curves are drawn (or time
+    runs out); what the page shows, and a screenshot (kept in test-artifacts/)."""
     chromium = _chromium()
-    remote = ssh_env
-    fg = Foreground(reaper, state_dir, "up", "--host", remote.alias, str(logdir), "--tensorboard", TENSORBOARD,
-                    "--port", "6700")
-    reaper.adopt(fg.pid_from_stderr())
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "browser-scalars.png"
+    shot = ARTIFACTS / f"{shot_name}.png"
     shot.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="tbctl-chromium-") as tmp:
         browser = DevTools(reaper, chromium, Path(tmp) / "profile")
@@ -154,7 +151,7 @@ def test_chromium_renders_the_scalars_dashboard_through_the_forward(ssh_env: Any
             browser.page("Page.enable")
             browser.page("Emulation.setDeviceMetricsOverride",
                          {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False})
-            browser.page("Page.navigate", {"url": fg.url + "#scalars"})
+            browser.page("Page.navigate", {"url": url + "#scalars"})
             deadline = time.monotonic() + RENDER_TIMEOUT
             facts = browser.evaluate(PAGE_FACTS)
             while not _rendered(facts) and time.monotonic() < deadline:
@@ -163,12 +160,26 @@ def test_chromium_renders_the_scalars_dashboard_through_the_forward(ssh_env: Any
             time.sleep(0.5)  # let the last frame paint before the screenshot
             png = base64.b64decode(browser.page("Page.captureScreenshot", {"format": "png"})["data"])
             shot.write_bytes(png)
-            (ARTIFACTS / "browser-scalars.json").write_text(json.dumps(facts, indent=1, sort_keys=True))
+            (ARTIFACTS / f"{shot_name}.json").write_text(json.dumps(facts, indent=1, sort_keys=True))
         finally:
             browser.close()
+    return facts, png
+
+
+def assert_scalars_rendered(facts: dict[str, Any], png: bytes) -> None:
     assert facts["title"] == "TensorBoard" and facts["hash"] == "#scalars", facts
     assert RUNS <= set(facts["texts"]), f"runs not listed: {sorted(facts['texts'])[:80]}"
     assert {c["tag"] for c in facts["cards"]} == TAGS, facts["cards"]
     assert all(c["curves"] >= 2 * len(RUNS) for c in facts["cards"]), f"curves not drawn: {facts['cards']}"
     assert png.startswith(b"\x89PNG") and len(png) > 20_000  # a blank page compresses to a few KB
+
+
+def test_chromium_renders_the_scalars_dashboard_through_the_forward(ssh_env: Any, reaper: ProcessReaper,
+                                                                    state_dir: Path, logdir: Path) -> None:
+    _chromium()
+    fg = Foreground(reaper, state_dir, "up", "--host", ssh_env.alias, str(logdir), "--tensorboard", TENSORBOARD,
+                    "--port", "6700")
+    reaper.adopt(fg.pid_from_stderr())
+    facts, png = render_scalars(reaper, fg.url, "browser-scalars")
+    assert_scalars_rendered(facts, png)
     assert fg.interrupt() == 0, fg.stderr

@@ -277,3 +277,17 @@ def test_a_node_that_refuses_ssh_is_said_plainly_and_the_fallback_only_when_aske
     assert fg.interrupt() == 0, fg.stderr
     assert wait_until(lambda: not _tb_steps(cluster, job), 15), cluster.steps(job)
     assert cluster.job_state(job) == "RUNNING"
+
+
+def test_chromium_renders_the_jobs_scalars_through_the_forward(cluster: Cluster, cli: Cli, tmp_path: Path,
+                                                               reaper: ProcessReaper, state_dir: Path) -> None:
+    from tests.test_browser import _chromium, assert_scalars_rendered, render_scalars
+
+    _chromium()  # skips, saying why, where Chromium is absent
+    work = _job_dir(tmp_path)
+    job = _training_job(cluster, work)
+    up = cli.up("--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--detach")
+    _adopt_forwarders(reaper, state_dir)
+    facts, png = render_scalars(reaper, up["url"], "browser-job-scalars")
+    assert_scalars_rendered(facts, png)
+    cli("down", "--job", job, "--host", LOGIN)
