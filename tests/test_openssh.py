@@ -133,7 +133,7 @@ def test_ssh_persist_0_closes_the_master_with_the_command(openssh: Any, cli: Cli
                or any(a.startswith("/tmp/tbctl-ssh-") for a in p.info["cmdline"] or [])]
     from tbctl.hosts.openssh_masters import kept_connections
 
-    assert wait_until(lambda: not kept_connections(state_dir), 5), "ControlPersist=1: gone a second after"
+    assert wait_until(lambda: not kept_connections(state_dir), 5), "told to stop when the command ended"
     assert wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in masters), 5)
 
 

@@ -471,5 +471,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
         with self._connect_lock:
             for fwd in list(self.forwards):
                 self.cancel_forward(fwd)
+            if self.persist < 1 and self.master is not None and self.master.owned:
+                self.master.stop()  # ssh_persist 0: gone with this command (or with the last one riding it)
             self._drop_probe()
 

@@ -154,6 +154,13 @@ class Master:
         # rc 0 even when no such forward exists ("port not forwarded" on stderr): nothing to check
         self._mux("-O", "cancel", "-L", spec)
 
+    def stop(self) -> None:
+        """`-O stop`: no new clients; the master exits once the sessions riding it (a background forwarder's
+        too) have ended."""
+        self._mux("-O", "stop")
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.control_path + ".json").unlink()
+
     def exit(self) -> None:
         self._mux("-O", "exit")
         with contextlib.suppress(FileNotFoundError):
@@ -173,7 +180,10 @@ class Master:
         """`ssh -M -N -f`: returns once authenticated, the master then in the background in its own session."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.control_path)  # a SIGKILLed master leaves its socket; ssh -M would then not listen
-        persist = max(1, math.ceil(host.persist))  # 0 means "for ever" to ssh; 1 s is "with the command"
+        # 0 means "for ever" to ssh. A master of ssh_persist 0 is told to stop when the command closes the
+        # host; until then (and if tbctl is killed before) it idles out after 10 s, which also leaves the
+        # probe time to attach however loaded the machine is.
+        persist = math.ceil(host.persist) if host.persist >= 1 else 10
         options = ["-M", "-N", "-f", "-S", self.control_path, "-o", f"ControlPersist={persist}",
                    # the user's LocalForward/RemoteForward and LocalCommand belong to their own sessions
                    "-o", "ClearAllForwardings=yes", "-o", "PermitLocalCommand=no",
