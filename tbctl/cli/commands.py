@@ -142,24 +142,31 @@ def up(
             inst = dataclasses.replace(inst, forward_port=forward_port)
             result = dataclasses.replace(result, instance=inst, url=inst.url or result.url)
 
-        def announce() -> None:
-            _flush_warnings(env, store)
-            for warning in result.warnings:
-                env.warn(warning)
-            if env.json:
-                render.print_json(env, result)
-            else:
-                render.up_result(env, result)
-            env.stdout.flush()
-            if open_browser:
-                _open_browser(env, result.url)
-
+        announce = _announcer(env, store, result, open_browser=open_browser)
         if exposure is None or exposure.forwarder is None:
             announce()
             if forward_port is not None:
                 env.info(f"forwarding in the background; `tbctl down {forward_port}` ends it")
         else:
             _hold_then_clean(env, host, store, exposure, inst, stop_after=stop_after, announce=announce)
+
+
+def _announcer(env: Environment, store: StateStore, result: Any, *, open_browser: bool) -> Callable[[], None]:
+    """What `up` prints once the URL answers (warnings, then the record), and the browser it opens."""
+
+    def announce() -> None:
+        _flush_warnings(env, store)
+        for warning in result.warnings:
+            env.warn(warning)
+        if env.json:
+            render.print_json(env, result)
+        else:
+            render.up_result(env, result)
+        env.stdout.flush()
+        if open_browser:
+            _open_browser(env, result.url)
+
+    return announce
 
 
 def _open_browser(env: Environment, url: str) -> None:

@@ -9,8 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tbctl.cli import render
-from tbctl.cli.commands import _flush_warnings, _hold_then_clean, _open_browser
+from tbctl.cli.commands import _announcer, _hold_then_clean
 from tbctl.cli.environment import Environment
 from tbctl.cli.session import local_host, open_host
 from tbctl.errors import TbctlError, UsageError
@@ -95,18 +94,7 @@ def up_job(env: Environment, host_spec: str | None, store: StateStore, request: 
                 inst = dataclasses.replace(inst, forward_port=forward_port)
                 result = dataclasses.replace(result, instance=inst, url=inst.url or result.url)
 
-            def announce() -> None:
-                _flush_warnings(env, store)
-                for warning in result.warnings:
-                    env.warn(warning)
-                if env.json:
-                    render.print_json(env, result)
-                else:
-                    render.up_result(env, result)
-                env.stdout.flush()
-                if open_browser:
-                    _open_browser(env, result.url)
-
+            announce = _announcer(env, store, result, open_browser=open_browser)
             if exposure is None or exposure.forwarder is None:
                 announce()
                 if forward_port is not None:
