@@ -32,7 +32,7 @@ START_TIMEOUT = 15.0
 
 def is_running(status: dict[str, Any]) -> bool:
     """The forwarder that wrote `status` is still that process (pid and start time), not a reused pid."""
-    return probe.alive(int(status["pid"]), status.get("create_time"))
+    return probe.Probe().alive(int(status["pid"]), status.get("create_time"))
 
 
 def running_status(store: StateStore, host: str) -> dict[str, Any] | None:
@@ -98,10 +98,11 @@ def wait_listening(store: StateStore, host: str, local_port: int, timeout: float
 def stop(status: dict[str, Any], timeout: float = 5.0) -> None:
     """Stop a forwarder (SIGTERM, then SIGKILL), pid-reuse safe."""
     pid, ct = int(status["pid"]), status.get("create_time")
-    if probe.send_signal(pid, ct, "SIGTERM")["outcome"] == "sent":
-        if probe.wait_gone([[pid, ct]], timeout)["alive"]:
-            probe.send_signal(pid, ct, "SIGKILL")
-            probe.wait_gone([[pid, ct]], 5.0)
+    local = probe.Probe()
+    if local.send_signal(pid, ct, "SIGTERM")["outcome"] == "sent":
+        if local.wait_gone([[pid, ct]], timeout)["alive"]:
+            local.send_signal(pid, ct, "SIGKILL")
+            local.wait_gone([[pid, ct]], 5.0)
 
 
 def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> int:
@@ -110,7 +111,7 @@ def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> i
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
-    me = probe._proc_info(os.getpid()) or {}
+    me = probe.default_backend().proc_info(os.getpid()) or {}
     base = {"host": host_spec, "pid": os.getpid(), "create_time": me.get("create_time"),
             "log_path": str(store.forwarder_log_path(host_spec)), "started_at": time.time()}
     link_view: dict[str, Any] = {"state": "reconnecting", "since": time.time(), "attempts": 0, "error": "starting",

@@ -1,16 +1,20 @@
 """What tbctl asks of a machine, answered from that machine.
 
-Stdlib-only and Python 3.8-compatible on purpose: LocalHost calls `handle()` in-process, SSHHost sends this
-file to the remote `python3` and talks to `serve()` in JSON lines over the exec channel's stdin/stdout. On
-Linux it reads /proc (and asks the kernel's sock_diag for sockets) and never imports psutil, which costs
-~40 ms of start-up for nothing /proc does not answer; elsewhere (macOS) it uses psutil. So a server needs
-nothing installed beyond python3 and tensorboard. TBCTL_PROBE_PSUTIL=1 forces the psutil path (tests).
+Stdlib-only and Python 3.8-compatible on purpose: LocalHost holds a `Probe` and calls its `handle()`
+in-process, SSHHost sends this file to the remote `python3` and talks to `serve()` in JSON lines over the
+exec channel's stdin/stdout. So a server needs nothing installed beyond python3 and tensorboard.
+
+How processes and sockets are seen is a backend, chosen once per process by `default_backend()`:
+`ProcBackend` reads /proc (and asks the kernel's sock_diag for sockets) and never imports psutil, which
+costs ~40 ms of start-up for nothing /proc does not answer; `PsutilBackend` serves where there is no /proc
+(macOS), or where TBCTL_PROBE_PSUTIL=1 asks for it.
 
 Answers are plain JSON-able facts (no judgement): `tbctl/core` decides what they mean.
 """
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import pwd
@@ -21,20 +25,9 @@ import struct
 import sys
 import time
 
-_HAS_PROC = os.path.isdir("/proc/self")
-
-
-def _load_psutil():  # type: ignore[no-untyped-def]
-    if _HAS_PROC and not os.environ.get("TBCTL_PROBE_PSUTIL"):
-        return None
-    try:
-        import psutil as module
-    except ImportError:  # a remote without psutil: /proc, or nothing we can do off Linux
-        return None
-    return module
-
-
-psutil = _load_psutil()
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # names for annotations only: importing typing would slow every remote probe's start
+    from typing import Any, Callable, TextIO
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 CREATE_TIME_SLACK = 0.05  # seconds; /proc and psutil round start times differently
@@ -88,7 +81,7 @@ def flag_value(args: list, name: str) -> str | None:
     return value
 
 
-# --- processes ---------------------------------------------------------------------------------------------
+# --- backends: how this machine's processes and sockets are seen -------------------------------------------
 
 
 def username_of(uid: int) -> str:
@@ -98,187 +91,9 @@ def username_of(uid: int) -> str:
         return str(uid)
 
 
-_BOOT_TIME = []  # cached: read once per process
-
-
-def _boot_time() -> float:
-    if not _BOOT_TIME:
-        value = 0.0
-        with open("/proc/stat") as f:
-            for line in f:
-                if line.startswith("btime"):
-                    value = float(line.split()[1])
-                    break
-        _BOOT_TIME.append(value)
-    return _BOOT_TIME[0]
-
-
-def _proc_stat(pid: int) -> tuple:
-    """(state, ppid, create_time, start_ticks) from /proc/PID/stat.
-
-    start_ticks (field 22: clock ticks from boot to the process's start) is what identifies a process
-    with its pid: it never changes. create_time (epoch seconds, for people) adds btime, which the kernel
-    derives from the wall clock when /proc/stat is read, so a clock step moves it for later readers.
-    """
-    with open("/proc/%d/stat" % pid) as f:
-        data = f.read()
-    fields = data[data.rindex(")") + 2 :].split()
-    ticks = int(fields[19])
-    return fields[0], int(fields[1]), _boot_time() + ticks / _CLK_TCK, ticks
-
-
-def _proc_info(pid: int) -> dict | None:
-    """A process's facts, or None if it is gone. Fields we may not read come back as None."""
-    if psutil is not None:
-        try:
-            p = psutil.Process(pid)
-            with p.oneshot():
-                info = {
-                    "pid": pid,
-                    "ppid": p.ppid(),
-                    "create_time": p.create_time(),
-                    "start_ticks": None,  # psutil (macOS) tells only the create time
-                    "zombie": p.status() == psutil.STATUS_ZOMBIE,
-                    "username": _safe(p.username),
-                    "cmdline": _safe(p.cmdline) or [],
-                    "cwd": _safe(p.cwd),
-                }
-            return info
-        except psutil.NoSuchProcess:
-            return None
-    try:
-        state, ppid, create_time, start_ticks = _proc_stat(pid)
-        uid = os.stat("/proc/%d" % pid).st_uid
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            cmdline = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    except PermissionError:
-        return {"pid": pid, "ppid": None, "create_time": None, "start_ticks": None, "zombie": False, "username": None,
-                "cmdline": [], "cwd": None}
-    try:
-        cwd = os.readlink("/proc/%d/cwd" % pid)
-    except OSError:
-        cwd = None
-    return {"pid": pid, "ppid": ppid, "create_time": create_time, "start_ticks": start_ticks, "zombie": state == "Z",
-            "username": username_of(uid), "cmdline": cmdline, "cwd": cwd}
-
-
-def _safe(getter):  # type: ignore[no-untyped-def]
-    try:
-        return getter()
-    except (psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-
-
-_LAUNCHED = set()  # pids this process started (launch), which only it can reap
-
-
-def _all_pids() -> list:
-    if psutil is None:
-        return [int(d) for d in os.listdir("/proc") if d.isdigit()]
-    return psutil.pids()
-
-
-def _cmdline_fast(pid: int) -> list | None:
-    """Just the command line: the cheap first pass of a scan (most processes are not TensorBoard).
-
-    On Linux one read of /proc/PID/cmdline; psutil.Process() would also read /proc/PID/stat per process.
-    """
-    if psutil is None:
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                raw = f.read()
-        except OSError:
-            return None
-        if b"tensorboard" not in raw:  # nearly every process: skip the decoding
-            return None
-        return [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0")[:-1]]
-    try:
-        return psutil.Process(pid).cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-
-
-def alive(pid: int, create_time: float | None, start_ticks: int | None = None) -> bool:
-    """True if `pid` is still the process that started at `create_time` (or, where the caller knows it,
-    `start_ticks` after boot, which a wall-clock step does not move) and is not a zombie."""
-    if pid in _LAUNCHED:  # our own child: waitpid answers (and reaps), no need to read /proc
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                return True
-        except OSError:
-            pass
-        _LAUNCHED.discard(pid)
-        return False
-    info = _proc_info(pid)
-    if info is None or info["zombie"]:
-        return False
-    if start_ticks is not None and isinstance(info.get("start_ticks"), int):
-        return info["start_ticks"] == start_ticks
-    if create_time is not None and info["create_time"] is not None:
-        return abs(info["create_time"] - create_time) < CREATE_TIME_SLACK
-    return True
-
-
-# --- sockets -----------------------------------------------------------------------------------------------
-
-
-def _listen_sockets() -> list:
-    """(family, addr, port, inode, uid) of every LISTEN TCP socket in this network namespace."""
-    try:
-        return _listen_sockets_netlink()
-    except OSError:
-        return _listen_sockets_proc()
-
-
-def _listen_sockets_netlink() -> list:
-    """Ask the kernel (sock_diag, as `ss` does) for LISTEN sockets only: ~0.2 ms, where reading
-    /proc/net/tcp{,6} costs ~5 ms per file even when they are nearly empty."""
-    out = []
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4) as nl:  # NETLINK_SOCK_DIAG
-        nl.settimeout(2.0)
-        for family in (socket.AF_INET, socket.AF_INET6):
-            # inet_diag_req_v2: family, protocol, ext, pad, states (1 << TCP_LISTEN), an empty sockid
-            req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10) + b"\0" * 48
-            # nlmsghdr: len, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, pid
-            nl.send(struct.pack("=IHHII", 16 + len(req), 20, 0x301, 1, 0) + req)
-            done = False
-            while not done:
-                data = nl.recv(65536)
-                off = 0
-                while off + 16 <= len(data):
-                    length, kind = struct.unpack_from("=IH", data, off)
-                    if kind == 3:  # NLMSG_DONE
-                        done = True
-                        break
-                    if kind == 2 or length < 16:  # NLMSG_ERROR
-                        raise OSError("sock_diag refused the request")
-                    body = data[off + 16 : off + length]
-                    fam = body[0]
-                    port = struct.unpack_from(">H", body, 4)[0]
-                    raw = body[8:24] if fam == socket.AF_INET6 else body[8:12]
-                    uid, inode = struct.unpack_from("=II", body, 64)
-                    out.append(("ipv6" if fam == socket.AF_INET6 else "ipv4", socket.inet_ntop(fam, raw), port, inode, uid))
-                    off += (length + 3) & ~3
-    return out
-
-
-def _listen_sockets_proc() -> list:
-    out = []
-    for family, path in (("ipv4", "/proc/net/tcp"), ("ipv6", "/proc/net/tcp6")):
-        try:
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[3] != "0A":
-                        continue
-                    addr_hex, port_hex = parts[1].split(":")
-                    out.append((family, _decode_addr(addr_hex), int(port_hex, 16), int(parts[9]), int(parts[7])))
-        except FileNotFoundError:
-            continue
-    return out
+def _split_cmdline(raw: bytes) -> list:
+    """The arguments in /proc/PID/cmdline (each ends with a NUL), whatever bytes they are made of."""
+    return [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0")[:-1]]
 
 
 def _decode_addr(addr_hex: str) -> str:
@@ -289,84 +104,265 @@ def _decode_addr(addr_hex: str) -> str:
     return socket.inet_ntop(socket.AF_INET6, words)
 
 
-def _socket_owners(inodes: set) -> dict:
-    """inode -> pid for the sockets we may see (our own processes, or all as root)."""
-    owners = {}
-    if not inodes:
-        return owners
-    for pid in _all_pids():
-        for inode in _fd_inodes(pid) & inodes:
-            owners[inode] = pid
-    return owners
+class Backend(abc.ABC):
+    """What the probe asks of the operating system; the rest of the probe is the same on every machine."""
+
+    uses_psutil = False  # the hello tells the client (whoami's `psutil`)
+
+    @abc.abstractmethod
+    def pids(self) -> list:
+        """Every pid on this machine."""
+
+    @abc.abstractmethod
+    def candidate_cmdline(self, pid: int) -> list | None:
+        """The command line of `pid` if it may be TensorBoard's, else None: the cheap first pass of a scan
+        (most processes are not TensorBoard, and are dropped here without reading anything else)."""
+
+    @abc.abstractmethod
+    def proc_info(self, pid: int) -> dict | None:
+        """A process's facts, or None if it is gone. Fields we may not read come back as None."""
+
+    @abc.abstractmethod
+    def listening(self, ports: set | None, pids: list | None) -> list:
+        """Every LISTEN TCP socket (IPv4 and IPv6) on `ports`, or of `pids` (None: any). Each row: family,
+        addr, port, pid (None when the owner is another user's and we are not root), uid (None if unknown)."""
 
 
-def listening(ports: list | None = None, pids: list | None = None) -> list:
-    """Every LISTEN TCP socket (IPv4 and IPv6) on `ports`, or of `pids`: never a mere client of a port.
+class ProcBackend(Backend):
+    """Linux: /proc for processes, sock_diag (else /proc/net/tcp{,6}) for sockets."""
 
-    Each row: family, addr, port, pid (None when the owner is another user's and we are not root).
-    On Linux, /proc/net/tcp{,6} first and file descriptors only when there is something to attribute:
-    psutil's net_connections walks every process's descriptors up front (9-60 ms here).
-    """
-    port_set = set(ports) if ports is not None else None
-    if psutil is None:
-        socks = [s for s in _listen_sockets() if port_set is None or s[2] in port_set]
+    def __init__(self) -> None:
+        self._boot_time: float | None = None
+
+    def boot_time(self) -> float:
+        """/proc/stat's btime, read once: what /proc's start ticks count from, in epoch seconds."""
+        if self._boot_time is None:
+            value = 0.0
+            with open("/proc/stat") as f:
+                for line in f:
+                    if line.startswith("btime"):
+                        value = float(line.split()[1])
+                        break
+            self._boot_time = value
+        return self._boot_time
+
+    def _stat(self, pid: int) -> tuple:
+        """(state, ppid, create_time, start_ticks) from /proc/PID/stat.
+
+        start_ticks (field 22: clock ticks from boot to the process's start) is what identifies a process
+        with its pid: it never changes. create_time (epoch seconds, for people) adds btime, which the kernel
+        derives from the wall clock when /proc/stat is read, so a clock step moves it for later readers.
+        """
+        with open("/proc/%d/stat" % pid) as f:
+            data = f.read()
+        fields = data[data.rindex(")") + 2 :].split()
+        ticks = int(fields[19])
+        return fields[0], int(fields[1]), self.boot_time() + ticks / _CLK_TCK, ticks
+
+    def pids(self) -> list:
+        return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+    def candidate_cmdline(self, pid: int) -> list | None:
+        """One read of /proc/PID/cmdline; psutil.Process() would also read /proc/PID/stat per process."""
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                raw = f.read()
+        except OSError:
+            return None
+        if b"tensorboard" not in raw:  # nearly every process: skip the decoding
+            return None
+        return _split_cmdline(raw)
+
+    def proc_info(self, pid: int) -> dict | None:
+        try:
+            state, ppid, create_time, start_ticks = self._stat(pid)
+            uid = os.stat("/proc/%d" % pid).st_uid
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                cmdline = _split_cmdline(f.read())
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except PermissionError:
+            return {"pid": pid, "ppid": None, "create_time": None, "start_ticks": None, "zombie": False,
+                    "username": None, "cmdline": [], "cwd": None}
+        try:
+            cwd = os.readlink("/proc/%d/cwd" % pid)
+        except OSError:
+            cwd = None
+        return {"pid": pid, "ppid": ppid, "create_time": create_time, "start_ticks": start_ticks,
+                "zombie": state == "Z", "username": username_of(uid), "cmdline": cmdline, "cwd": cwd}
+
+    def listening(self, ports: set | None, pids: list | None) -> list:
+        """The sockets first and file descriptors only when there is something to attribute: psutil's
+        net_connections walks every process's descriptors up front (9-60 ms here)."""
+        socks = [s for s in self._listen_sockets() if ports is None or s[2] in ports]
         if not socks:
             return []
+        owners: dict = {}
         if pids is not None:
-            owners = {}
             for pid in pids:
-                owners.update({i: pid for i in _fd_inodes(pid)})
+                owners.update({i: pid for i in self._fd_inodes(pid)})
         else:
-            owners = _socket_owners({s[3] for s in socks})
+            owners = self._socket_owners({s[3] for s in socks})
         return [{"family": f, "addr": a, "port": p, "pid": owners.get(i), "uid": uid}
                 for f, a, p, i, uid in socks if pids is None or i in owners]
-    rows = []
-    if pids is not None:  # macOS: only our own processes' sockets are readable without root
-        conns = []
-        for pid in pids:
+
+    def _listen_sockets(self) -> list:
+        """(family, addr, port, inode, uid) of every LISTEN TCP socket in this network namespace."""
+        try:
+            return self._listen_sockets_netlink()
+        except OSError:
+            return self._listen_sockets_proc()
+
+    @staticmethod
+    def _listen_sockets_netlink() -> list:
+        """Ask the kernel (sock_diag, as `ss` does) for LISTEN sockets only: ~0.2 ms, where reading
+        /proc/net/tcp{,6} costs ~5 ms per file even when they are nearly empty."""
+        out = []
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4) as nl:  # NETLINK_SOCK_DIAG
+            nl.settimeout(2.0)
+            for family in (socket.AF_INET, socket.AF_INET6):
+                # inet_diag_req_v2: family, protocol, ext, pad, states (1 << TCP_LISTEN), an empty sockid
+                req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10) + b"\0" * 48
+                # nlmsghdr: len, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, pid
+                nl.send(struct.pack("=IHHII", 16 + len(req), 20, 0x301, 1, 0) + req)
+                done = False
+                while not done:
+                    data = nl.recv(65536)
+                    off = 0
+                    while off + 16 <= len(data):
+                        length, kind = struct.unpack_from("=IH", data, off)
+                        if kind == 3:  # NLMSG_DONE
+                            done = True
+                            break
+                        if kind == 2 or length < 16:  # NLMSG_ERROR
+                            raise OSError("sock_diag refused the request")
+                        body = data[off + 16 : off + length]
+                        fam = body[0]
+                        port = struct.unpack_from(">H", body, 4)[0]
+                        raw = body[8:24] if fam == socket.AF_INET6 else body[8:12]
+                        uid, inode = struct.unpack_from("=II", body, 64)
+                        out.append(("ipv6" if fam == socket.AF_INET6 else "ipv4", socket.inet_ntop(fam, raw),
+                                    port, inode, uid))
+                        off += (length + 3) & ~3
+        return out
+
+    @staticmethod
+    def _listen_sockets_proc() -> list:
+        out = []
+        for family, path in (("ipv4", "/proc/net/tcp"), ("ipv6", "/proc/net/tcp6")):
             try:
-                conns.extend((pid, c) for c in psutil.Process(pid).net_connections(kind="tcp"))
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                with open(path) as f:
+                    next(f)
+                    for line in f:
+                        parts = line.split()
+                        if parts[3] != "0A":
+                            continue
+                        addr_hex, port_hex = parts[1].split(":")
+                        out.append((family, _decode_addr(addr_hex), int(port_hex, 16), int(parts[9]), int(parts[7])))
+            except FileNotFoundError:
                 continue
-    else:
-        conns = [(c.pid, c) for c in psutil.net_connections(kind="tcp")]
-    for pid, c in conns:
-        if c.status == psutil.CONN_LISTEN and (port_set is None or c.laddr.port in port_set):
-            fam = "ipv6" if c.family == socket.AF_INET6 else "ipv4"
-            rows.append({"family": fam, "addr": c.laddr.ip, "port": c.laddr.port, "pid": pid, "uid": None})
-    return rows
+        return out
 
 
-def _fd_inodes(pid: int) -> set:
-    out = set()
-    fd_dir = "/proc/%d/fd" % pid
+    def _socket_owners(self, inodes: set) -> dict:
+        """inode -> pid for the sockets we may see (our own processes, or all as root)."""
+        owners: dict = {}
+        if not inodes:
+            return owners
+        for pid in self.pids():
+            for inode in self._fd_inodes(pid) & inodes:
+                owners[inode] = pid
+        return owners
+
+    @staticmethod
+    def _fd_inodes(pid: int) -> set:
+        out = set()
+        fd_dir = "/proc/%d/fd" % pid
+        try:
+            for fd in os.listdir(fd_dir):
+                try:
+                    target = os.readlink(fd_dir + "/" + fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    out.add(int(target[8:-1]))
+        except OSError:
+            pass
+        return out
+
+
+class PsutilBackend(Backend):
+    """psutil, where there is no /proc (macOS). ImportError where psutil is not installed."""
+
+    uses_psutil = True
+
+    def __init__(self) -> None:
+        import psutil  # here, not at import: the /proc probe never pays for it
+
+        self._psutil = psutil
+        self._unreadable = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
+
+    def pids(self) -> list:
+        return self._psutil.pids()
+
+    def candidate_cmdline(self, pid: int) -> list | None:
+        try:
+            return self._psutil.Process(pid).cmdline()
+        except self._unreadable:
+            return None
+
+    def proc_info(self, pid: int) -> dict | None:
+        try:
+            p = self._psutil.Process(pid)
+            with p.oneshot():
+                return {
+                    "pid": pid,
+                    "ppid": p.ppid(),
+                    "create_time": p.create_time(),
+                    "start_ticks": None,  # psutil (macOS) tells only the create time
+                    "zombie": p.status() == self._psutil.STATUS_ZOMBIE,
+                    "username": self._readable(p.username),
+                    "cmdline": self._readable(p.cmdline) or [],
+                    "cwd": self._readable(p.cwd),
+                }
+        except self._psutil.NoSuchProcess:
+            return None
+
+    def _readable(self, getter: Callable[[], Any]) -> Any:
+        """`getter()`, or None where this user may not read it or the process is a zombie."""
+        try:
+            return getter()
+        except (self._psutil.AccessDenied, self._psutil.ZombieProcess):
+            return None
+
+    def listening(self, ports: set | None, pids: list | None) -> list:
+        if pids is not None:  # macOS: only our own processes' sockets are readable without root
+            conns: list = []
+            for pid in pids:
+                try:
+                    conns.extend((pid, c) for c in self._psutil.Process(pid).net_connections(kind="tcp"))
+                except self._unreadable:
+                    continue
+        else:
+            conns = [(c.pid, c) for c in self._psutil.net_connections(kind="tcp")]
+        return [{"family": "ipv6" if c.family == socket.AF_INET6 else "ipv4", "addr": c.laddr.ip, "port": c.laddr.port,
+                 "pid": pid, "uid": None}
+                for pid, c in conns
+                if c.status == self._psutil.CONN_LISTEN and (ports is None or c.laddr.port in ports)]
+
+
+def default_backend() -> Backend:
+    """This machine's backend: /proc where there is one, unless TBCTL_PROBE_PSUTIL=1; else psutil; else
+    /proc all the same (a host without psutil has nothing else that could answer)."""
+    if os.path.isdir("/proc/self") and not os.environ.get("TBCTL_PROBE_PSUTIL"):
+        return ProcBackend()
     try:
-        for fd in os.listdir(fd_dir):
-            try:
-                target = os.readlink(fd_dir + "/" + fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                out.add(int(target[8:-1]))
-    except OSError:
-        pass
-    return out
+        return PsutilBackend()
+    except ImportError:
+        return ProcBackend()
 
 
-def holders(port: int) -> list:
-    """Who LISTENs on `port`, with what we can tell about each process."""
-    rows = []
-    for sock in listening([port]):
-        info = _proc_info(sock["pid"]) if sock["pid"] is not None else None
-        row = dict(sock)
-        row.update({
-            "username": info["username"] if info else (username_of(sock["uid"]) if sock.get("uid") is not None else None),
-            "cmdline": info["cmdline"] if info else [],
-            "create_time": info["create_time"] if info else None,
-            "is_tensorboard": bool(info and tensorboard_args(info["cmdline"]) is not None),
-        })
-        rows.append(row)
-    return rows
+# --- ports -------------------------------------------------------------------------------------------------
 
 
 def bindable(port: int) -> bool:
@@ -380,17 +376,6 @@ def bindable(port: int) -> bool:
         return False
     finally:
         sock.close()
-
-
-def free_port(candidates: list) -> dict:
-    """The first candidate port nobody listens on (either family) and that binds; and who holds the others."""
-    taken = {}
-    for row in listening(candidates):
-        taken.setdefault(row["port"], True)
-    for port in candidates:
-        if port not in taken and bindable(port):
-            return {"port": port}
-    return {"port": None}
 
 
 # --- TensorBoard discovery ---------------------------------------------------------------------------------
@@ -411,57 +396,6 @@ def info_dirs(extra: list | None = None) -> list:
         if d not in seen:
             seen.append(d)
     return seen
-
-
-def scan(extra_info_dirs: list | None = None) -> dict:
-    """Every TensorBoard process (any user) and every info file, with the facts needed to judge liveness."""
-    me = os.getpid()
-    processes = []
-    for pid in _all_pids():
-        if pid == me:
-            continue
-        cmdline = _cmdline_fast(pid)
-        if not cmdline or tensorboard_args(cmdline) is None:
-            continue
-        info = _proc_info(pid)
-        if info is None:
-            continue
-        processes.append(info)
-    socks = listening(pids=[p["pid"] for p in processes if not p["zombie"]]) if processes else []
-    for p in processes:
-        p["listen"] = [s for s in socks if s["pid"] == p["pid"]]
-        # Resolve a relative --logdir against the process's own cwd here, where that cwd means something.
-        logdir = flag_value(tensorboard_args(p["cmdline"]) or [], "logdir")
-        p["logdir_abs"] = None
-        if logdir and "://" not in logdir and p["cwd"] is not None:
-            p["logdir_abs"] = os.path.realpath(os.path.join(p["cwd"], os.path.expanduser(logdir)))
-    infos = []
-    for d in info_dirs(extra_info_dirs):
-        try:
-            names = sorted(os.listdir(d))
-        except OSError:
-            continue
-        for name in names:
-            if not (name.startswith("pid-") and name.endswith(".info")):
-                continue
-            path = os.path.join(d, name)
-            try:
-                owner = username_of(os.stat(path).st_uid)
-                with open(path) as f:
-                    content = json.load(f)
-                error = None
-            except (OSError, ValueError) as exc:
-                content, error, owner = None, str(exc), None
-            pid = content.get("pid") if isinstance(content, dict) else None
-            infos.append({
-                "path": path,
-                "owner": owner,
-                "content": content,
-                "error": error,
-                "pid_alive": alive(pid, None) if isinstance(pid, int) else False,
-                "pid_create_time": (_proc_info(pid) or {}).get("create_time") if isinstance(pid, int) else None,
-            })
-    return {"processes": processes, "info_files": infos, "user": username_of(os.getuid()), "now": time.time()}
 
 
 def find_tensorboard(explicit: str | None = None, env_prefix: str | None = None, login_shell: bool = False) -> dict:
@@ -567,27 +501,7 @@ def open_private(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
 
 
-# --- acting ------------------------------------------------------------------------------------------------
-
-
-def launch(argv: list, log_path: str, cwd: str | None = None) -> dict:
-    """Start `argv` detached: its own session (no SIGHUP when the terminal or SSH session closes),
-    stdin from /dev/null, stdout and stderr appended to `log_path`."""
-    import subprocess
-
-    log_path = os.path.expanduser(log_path)
-    log_dir = os.path.dirname(log_path)
-    # tbctl's log dir is `<state dir>/logs` here and `~/.cache/tbctl/logs` on a remote: it and its parent
-    # hold nothing but tbctl's files, so both are made private.
-    ensure_private_dir(os.path.dirname(log_dir))
-    ensure_private_dir(log_dir)
-    fd, log_path = _new_log(log_path)
-    with os.fdopen(fd, "ab") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=os.path.expanduser(cwd) if cwd else None, start_new_session=True, close_fds=True)
-    _LAUNCHED.add(proc.pid)
-    info = _proc_info(proc.pid)
-    return {"pid": proc.pid, "create_time": info["create_time"] if info else time.time(), "log_path": log_path}
+# --- logs, HTTP, programs, files: what needs no backend ----------------------------------------------------
 
 
 def _new_log(path: str) -> tuple:
@@ -604,35 +518,6 @@ def _new_log(path: str) -> tuple:
     raise FileExistsError("no free log name like %s" % path)
 
 
-def send_signal(pid: int, create_time: float | None, sig: str) -> dict:
-    """Signal `pid` only if it is still the process first seen (pid-reuse safe). Outcome:
-    sent | gone | denied | protected.
-
-    Where Linux has pidfds (Python >= 3.9, Linux >= 5.3) the process is pinned with one *before* its
-    identity is checked and signalled through it: if it exits after the check and its pid is reused, the
-    signal fails instead of hitting the newcomer. Elsewhere: check, then kill (a window of microseconds).
-    """
-    if pid <= 1 or pid in (os.getpid(), os.getppid()):
-        return {"outcome": "protected"}
-    signum = getattr(signal, sig)
-    pidfd = _pidfd_open(pid)
-    try:
-        if not alive(pid, create_time):
-            return {"outcome": "gone"}
-        if pidfd is not None:
-            signal.pidfd_send_signal(pidfd, signum)
-        else:
-            os.kill(pid, signum)
-    except ProcessLookupError:
-        return {"outcome": "gone"}
-    except PermissionError:
-        return {"outcome": "denied"}
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-    return {"outcome": "sent"}
-
-
 def _pidfd_open(pid: int) -> int | None:
     """A pidfd for `pid`, or None where there are none (old Python or kernel, not Linux) or the pid is
     gone already (alive() then says so)."""
@@ -642,17 +527,6 @@ def _pidfd_open(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except OSError:  # ESRCH: gone; ENOSYS: a kernel before 5.3
         return None
-
-
-def wait_gone(procs: list, timeout: float) -> dict:
-    """Wait until every (pid, create_time) has exited (zombies count as exited). Returns those still alive."""
-    deadline = time.monotonic() + timeout
-    remaining = [tuple(p) for p in procs]
-    while True:
-        remaining = [p for p in remaining if alive(p[0], p[1])]
-        if not remaining or time.monotonic() >= deadline:
-            return {"alive": [list(p) for p in remaining]}
-        time.sleep(0.02)
 
 
 def _http_get(port: int, path: str, timeout: float, host: str = "127.0.0.1") -> tuple:
@@ -665,27 +539,6 @@ def _http_get(port: int, path: str, timeout: float, host: str = "127.0.0.1") -> 
         return resp.status, resp.read().decode("utf-8", "replace")
     finally:
         conn.close()
-
-
-def wait_ready(pid: int, create_time: float | None, port: int, path: str, timeout: float) -> dict:
-    """Poll `GET path` on 127.0.0.1:port until it answers 200, the process dies, or time runs out.
-
-    Done here, on the host, so a remote start costs one round trip, not one per poll.
-    """
-    started = time.monotonic()
-    deadline = started + timeout
-    while True:
-        if not alive(pid, create_time):
-            return {"ready": False, "reason": "exited", "elapsed": time.monotonic() - started}
-        try:
-            status, body = _http_get(port, path, 2.0)
-            if status == 200:
-                return {"ready": True, "body": body, "elapsed": time.monotonic() - started}
-        except Exception:  # not answering yet, or something that is not HTTP holds the port meanwhile
-            pass
-        if time.monotonic() >= deadline:
-            return {"ready": False, "reason": "timeout", "elapsed": time.monotonic() - started}
-        time.sleep(0.01)
 
 
 def http_get(port: int, path: str, timeout: float = 2.0, host: str = "127.0.0.1") -> dict:
@@ -747,41 +600,6 @@ def tail(path: str, lines: int = 20) -> dict:
     return {"text": "\n".join(text.splitlines()[-lines:])}
 
 
-def read_log(path: str, offset: int | None = None, lines: int = 20, max_bytes: int = 256 * 1024,
-             pid: int | None = None, create_time: float | None = None) -> dict:
-    """A log as it grows (`tbctl logs [-f]`): the last `lines` lines when `offset` is None, else what was
-    appended since `offset` (from 0 again if the file shrank). `offset` in the answer is where the next
-    read starts; it stops before a UTF-8 character cut in half. `alive` is checked *before* reading, so
-    once it is False the text read includes everything the process wrote."""
-    answer = {"alive": alive(pid, create_time) if pid is not None else None, "truncated": False}
-    try:
-        with open(os.path.expanduser(path), "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            if offset is None:
-                start = max(0, size - 64 * 1024)
-            elif offset > size:
-                start, answer["truncated"] = 0, True
-            else:
-                start = offset
-            f.seek(start)
-            data = f.read(max_bytes if offset is not None else size - start)
-    except OSError as exc:
-        return dict(answer, text="", offset=offset or 0, size=0, error=exc.strerror or str(exc))
-    cut = len(data)
-    for back in range(1, min(4, len(data)) + 1):  # a lead byte whose sequence runs past the end
-        byte = data[-back]
-        if byte & 0xC0 != 0x80:
-            need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
-            if need > back:
-                cut = len(data) - back
-            break
-    text = data[:cut].decode("utf-8", "replace")
-    if offset is None:  # whole lines, as the file has them; a window that began mid-line drops that line
-        kept = text.splitlines(True)[1 if start > 0 else 0:]
-        text = "".join(kept[-lines:]) if lines > 0 else ""
-    return dict(answer, text=text, offset=start + cut, size=size)
-
-
 def remove_info_file(path: str) -> dict:
     """Remove a TensorBoard info file (and nothing else: the name is checked)."""
     if os.path.basename(os.path.dirname(path)) != ".tensorboard-info" or not os.path.basename(path).startswith("pid-"):
@@ -806,53 +624,272 @@ def resolve_path(path: str, cwd: str | None = None) -> dict:
     return {"path": os.path.realpath(path), "exists": is_dir, "kind": kind}
 
 
-def whoami() -> dict:
-    return {"user": username_of(os.getuid()), "home": os.path.expanduser("~"), "pid": os.getpid(),
-            "psutil": psutil is not None, "python": sys.version.split()[0],
-            "cache_dir": os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tbctl")}
+# --- the probe of one process ------------------------------------------------------------------------------
 
 
-OPS = {
-    "scan": scan, "holders": holders, "free_port": free_port, "find_tensorboard": find_tensorboard,
-    "launch": launch, "send_signal": send_signal, "wait_gone": wait_gone, "wait_ready": wait_ready,
-    "http_get": http_get, "tail": tail, "remove_info_file": remove_info_file, "resolve_path": resolve_path,
-    "whoami": whoami, "alive": lambda pid, create_time, start_ticks=None: {"alive": alive(pid, create_time, start_ticks)},
-    "ping": lambda: {}, "read_log": read_log, "private_dir": private_dir,
-    "proc_info": lambda pid: {"info": _proc_info(pid)}, "run": run, "wait_http": wait_http,
-}
+class Probe:
+    """What one process asks of this machine: through the backend chosen for it, and knowing the children
+    it launched, which only it can reap (waitpid tells whether they live, and reaps them once they exit).
+    serve() makes one for its connection; LocalHost holds one."""
 
+    def __init__(self, backend: Backend | None = None) -> None:
+        self.backend = backend if backend is not None else default_backend()
+        self._launched: set = set()  # pids launch() started
+        # The wire protocol: each op name and what answers it, called with the request's args by name.
+        self._ops: dict[str, Callable[..., Any]] = {
+            "scan": self.scan, "holders": self.holders, "free_port": self.free_port,
+            "find_tensorboard": find_tensorboard, "launch": self.launch, "send_signal": self.send_signal,
+            "wait_gone": self.wait_gone, "wait_ready": self.wait_ready, "http_get": http_get, "tail": tail,
+            "remove_info_file": remove_info_file, "resolve_path": resolve_path, "whoami": self.whoami,
+            "alive": lambda pid, create_time, start_ticks=None: {"alive": self.alive(pid, create_time, start_ticks)},
+            "ping": lambda: {}, "read_log": self.read_log, "private_dir": private_dir,
+            "proc_info": lambda pid: {"info": self.backend.proc_info(pid)}, "run": run, "wait_http": wait_http,
+        }
 
-def handle(op: str, args: dict) -> dict:
-    return OPS[op](**args)
+    def handle(self, op: str, args: dict) -> Any:
+        """One request's answer: `op` called with `args` by name (KeyError for an op this probe lacks)."""
+        return self._ops[op](**args)
+
+    def alive(self, pid: int, create_time: float | None, start_ticks: int | None = None) -> bool:
+        """True if `pid` is still the process that started at `create_time` (or, where the caller knows it,
+        `start_ticks` after boot, which a wall-clock step does not move) and is not a zombie."""
+        if pid in self._launched:  # our own child: waitpid answers (and reaps), no need to read /proc
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    return True
+            except OSError:
+                pass
+            self._launched.discard(pid)
+            return False
+        info = self.backend.proc_info(pid)
+        if info is None or info["zombie"]:
+            return False
+        if start_ticks is not None and isinstance(info.get("start_ticks"), int):
+            return info["start_ticks"] == start_ticks
+        if create_time is not None and info["create_time"] is not None:
+            return abs(info["create_time"] - create_time) < CREATE_TIME_SLACK
+        return True
+
+    def listening(self, ports: list | None = None, pids: list | None = None) -> list:
+        """Every LISTEN TCP socket on `ports`, or of `pids`: never a mere client of a port."""
+        return self.backend.listening(set(ports) if ports is not None else None, pids)
+
+    def holders(self, port: int) -> list:
+        """Who LISTENs on `port`, with what we can tell about each process."""
+        rows = []
+        for sock in self.listening([port]):
+            info = self.backend.proc_info(sock["pid"]) if sock["pid"] is not None else None
+            row = dict(sock)
+            row.update({
+                "username": info["username"] if info else (
+                    username_of(sock["uid"]) if sock.get("uid") is not None else None),
+                "cmdline": info["cmdline"] if info else [],
+                "create_time": info["create_time"] if info else None,
+                "is_tensorboard": bool(info and tensorboard_args(info["cmdline"]) is not None),
+            })
+            rows.append(row)
+        return rows
+
+    def free_port(self, candidates: list) -> dict:
+        """The first candidate port nobody listens on (either family) and that binds; and who holds the others."""
+        taken: dict = {}
+        for row in self.listening(candidates):
+            taken.setdefault(row["port"], True)
+        for port in candidates:
+            if port not in taken and bindable(port):
+                return {"port": port}
+        return {"port": None}
+
+    def scan(self, extra_info_dirs: list | None = None) -> dict:
+        """Every TensorBoard process (any user) and every info file, with the facts needed to judge liveness."""
+        me = os.getpid()
+        processes = []
+        for pid in self.backend.pids():
+            if pid == me:
+                continue
+            cmdline = self.backend.candidate_cmdline(pid)
+            if not cmdline or tensorboard_args(cmdline) is None:
+                continue
+            info = self.backend.proc_info(pid)
+            if info is None:
+                continue
+            processes.append(info)
+        socks = self.listening(pids=[p["pid"] for p in processes if not p["zombie"]]) if processes else []
+        for p in processes:
+            p["listen"] = [s for s in socks if s["pid"] == p["pid"]]
+            # Resolve a relative --logdir against the process's own cwd here, where that cwd means something.
+            logdir = flag_value(tensorboard_args(p["cmdline"]) or [], "logdir")
+            p["logdir_abs"] = None
+            if logdir and "://" not in logdir and p["cwd"] is not None:
+                p["logdir_abs"] = os.path.realpath(os.path.join(p["cwd"], os.path.expanduser(logdir)))
+        infos = []
+        for d in info_dirs(extra_info_dirs):
+            try:
+                names = sorted(os.listdir(d))
+            except OSError:
+                continue
+            for name in names:
+                if not (name.startswith("pid-") and name.endswith(".info")):
+                    continue
+                path = os.path.join(d, name)
+                try:
+                    owner = username_of(os.stat(path).st_uid)
+                    with open(path) as f:
+                        content = json.load(f)
+                    error = None
+                except (OSError, ValueError) as exc:
+                    content, error, owner = None, str(exc), None
+                pid = content.get("pid") if isinstance(content, dict) else None
+                infos.append({
+                    "path": path,
+                    "owner": owner,
+                    "content": content,
+                    "error": error,
+                    "pid_alive": self.alive(pid, None) if isinstance(pid, int) else False,
+                    "pid_create_time": (
+                        (self.backend.proc_info(pid) or {}).get("create_time") if isinstance(pid, int) else None),
+                })
+        return {"processes": processes, "info_files": infos, "user": username_of(os.getuid()), "now": time.time()}
+
+    def launch(self, argv: list, log_path: str, cwd: str | None = None) -> dict:
+        """Start `argv` detached: its own session (no SIGHUP when the terminal or SSH session closes),
+        stdin from /dev/null, stdout and stderr appended to `log_path`."""
+        import subprocess
+
+        log_path = os.path.expanduser(log_path)
+        log_dir = os.path.dirname(log_path)
+        # tbctl's log dir is `<state dir>/logs` here and `~/.cache/tbctl/logs` on a remote: it and its parent
+        # hold nothing but tbctl's files, so both are made private.
+        ensure_private_dir(os.path.dirname(log_dir))
+        ensure_private_dir(log_dir)
+        fd, log_path = _new_log(log_path)
+        with os.fdopen(fd, "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    cwd=os.path.expanduser(cwd) if cwd else None, start_new_session=True,
+                                    close_fds=True)
+        self._launched.add(proc.pid)
+        info = self.backend.proc_info(proc.pid)
+        return {"pid": proc.pid, "create_time": info["create_time"] if info else time.time(), "log_path": log_path}
+
+    def send_signal(self, pid: int, create_time: float | None, sig: str) -> dict:
+        """Signal `pid` only if it is still the process first seen (pid-reuse safe). Outcome:
+        sent | gone | denied | protected.
+
+        Where Linux has pidfds (Python >= 3.9, Linux >= 5.3) the process is pinned with one *before* its
+        identity is checked and signalled through it: if it exits after the check and its pid is reused, the
+        signal fails instead of hitting the newcomer. Elsewhere: check, then kill (a window of microseconds).
+        """
+        if pid <= 1 or pid in (os.getpid(), os.getppid()):
+            return {"outcome": "protected"}
+        signum = getattr(signal, sig)
+        pidfd = _pidfd_open(pid)
+        try:
+            if not self.alive(pid, create_time):
+                return {"outcome": "gone"}
+            if pidfd is not None:
+                signal.pidfd_send_signal(pidfd, signum)
+            else:
+                os.kill(pid, signum)
+        except ProcessLookupError:
+            return {"outcome": "gone"}
+        except PermissionError:
+            return {"outcome": "denied"}
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        return {"outcome": "sent"}
+
+    def wait_gone(self, procs: list, timeout: float) -> dict:
+        """Wait until every (pid, create_time) has exited (zombies count as exited). Returns those still alive."""
+        deadline = time.monotonic() + timeout
+        remaining = [tuple(p) for p in procs]
+        while True:
+            remaining = [p for p in remaining if self.alive(p[0], p[1])]
+            if not remaining or time.monotonic() >= deadline:
+                return {"alive": [list(p) for p in remaining]}
+            time.sleep(0.02)
+
+    def wait_ready(self, pid: int, create_time: float | None, port: int, path: str, timeout: float) -> dict:
+        """Poll `GET path` on 127.0.0.1:port until it answers 200, the process dies, or time runs out.
+
+        Done here, on the host, so a remote start costs one round trip, not one per poll.
+        """
+        started = time.monotonic()
+        deadline = started + timeout
+        while True:
+            if not self.alive(pid, create_time):
+                return {"ready": False, "reason": "exited", "elapsed": time.monotonic() - started}
+            try:
+                status, body = _http_get(port, path, 2.0)
+                if status == 200:
+                    return {"ready": True, "body": body, "elapsed": time.monotonic() - started}
+            except Exception:  # not answering yet, or something that is not HTTP holds the port meanwhile
+                pass
+            if time.monotonic() >= deadline:
+                return {"ready": False, "reason": "timeout", "elapsed": time.monotonic() - started}
+            time.sleep(0.01)
+
+    def read_log(self, path: str, offset: int | None = None, lines: int = 20, max_bytes: int = 256 * 1024,
+                 pid: int | None = None, create_time: float | None = None) -> dict:
+        """A log as it grows (`tbctl logs [-f]`): the last `lines` lines when `offset` is None, else what was
+        appended since `offset` (from 0 again if the file shrank). `offset` in the answer is where the next
+        read starts; it stops before a UTF-8 character cut in half. `alive` is checked *before* reading, so
+        once it is False the text read includes everything the process wrote."""
+        answer = {"alive": self.alive(pid, create_time) if pid is not None else None, "truncated": False}
+        try:
+            with open(os.path.expanduser(path), "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                if offset is None:
+                    start = max(0, size - 64 * 1024)
+                elif offset > size:
+                    start, answer["truncated"] = 0, True
+                else:
+                    start = offset
+                f.seek(start)
+                data = f.read(max_bytes if offset is not None else size - start)
+        except OSError as exc:
+            return dict(answer, text="", offset=offset or 0, size=0, error=exc.strerror or str(exc))
+        cut = len(data)
+        for back in range(1, min(4, len(data)) + 1):  # a lead byte whose sequence runs past the end
+            byte = data[-back]
+            if byte & 0xC0 != 0x80:
+                need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
+                if need > back:
+                    cut = len(data) - back
+                break
+        text = data[:cut].decode("utf-8", "replace")
+        if offset is None:  # whole lines, as the file has them; a window that began mid-line drops that line
+            kept = text.splitlines(True)[1 if start > 0 else 0:]
+            text = "".join(kept[-lines:]) if lines > 0 else ""
+        return dict(answer, text=text, offset=start + cut, size=size)
+
+    def whoami(self) -> dict:
+        return {"user": username_of(os.getuid()), "home": os.path.expanduser("~"), "pid": os.getpid(),
+                "psutil": self.backend.uses_psutil, "python": sys.version.split()[0],
+                "cache_dir": os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tbctl")}
 
 
 HELLO_SENTINEL = b"\x1etbctl-probe "  # the hello line's prefix: a login shell may have printed lines before it
 
 
-def serve(stdin=None, stdout=None) -> None:  # type: ignore[no-untyped-def]
+def serve(stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
     """JSON lines: {"op", "args"} in, {"ok": result} or {"error": {"type", "message"}} out, until EOF.
     The first line is the hello (whoami), after HELLO_SENTINEL."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
-    stdout.write(HELLO_SENTINEL.decode() + json.dumps({"ok": whoami()}) + "\n")
+    probe = Probe()
+    stdout.write(HELLO_SENTINEL.decode() + json.dumps({"ok": probe.whoami()}) + "\n")
     stdout.flush()
     for line in stdin:
         if not line.strip():
             continue
         try:
             request = json.loads(line)
-            reply = {"ok": handle(request["op"], request.get("args") or {})}
+            reply = {"ok": probe.handle(request["op"], request.get("args") or {})}
         except Exception as exc:  # the client turns this into a ProbeError with the type and message
             reply = {"error": {"type": type(exc).__name__, "message": str(exc)}}
         stdout.write(json.dumps(reply) + "\n")
         stdout.flush()
-
-
-def quote_argv(argv: list) -> str:
-    """A POSIX shell command line that runs exactly `argv` (for exec channels, which take a string)."""
-    import shlex
-
-    return " ".join(shlex.quote(a) for a in argv)
 
 
 if __name__ == "__main__":

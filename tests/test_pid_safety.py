@@ -27,7 +27,8 @@ def step_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """As if the wall clock were stepped forward an hour now: /proc/stat's btime moves with the wall clock,
     and the probe derives create times from it. Stepping the real clock would disturb everything else on
     the machine, so the btime the probe read is shifted instead."""
-    monkeypatch.setattr(probe, "_BOOT_TIME", [probe._boot_time() + STEP])
+    stepped = probe.ProcBackend().boot_time() + STEP
+    monkeypatch.setattr(probe.ProcBackend, "boot_time", lambda self: stepped)
 
 
 def _forward(pid: int, create_time: float) -> dict:
@@ -52,7 +53,7 @@ def test_a_wall_clock_step_does_not_make_a_live_instance_look_gone(cli: Cli, log
                                                                     state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     inst = cli.up(str(logdir), "--port", str(port))["instance"]
     step_the_clock(monkeypatch)
-    shown = probe._proc_info(inst["pid"])
+    shown = probe.ProcBackend().proc_info(inst["pid"])
     assert shown is not None and shown["create_time"] == pytest.approx(inst["create_time"] + STEP, abs=0.05)
     rows = [r for r in cli("ls", "--json").json()["instances"] if r["pid"] == inst["pid"] or r["port"] == port]
     assert [(r["status"], r["started_by"], r["log_path"]) for r in rows] == [("serving", "tbctl", inst["log_path"])]
@@ -66,10 +67,11 @@ def test_a_wall_clock_step_does_not_make_a_live_instance_look_gone(cli: Cli, log
 def test_start_ticks_identify_a_process_whatever_the_wall_clock(reaper: ProcessReaper,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     proc = reaper.popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    before = probe._proc_info(proc.pid)
+    seen = probe.ProcBackend()
+    before = seen.proc_info(proc.pid)
     assert before is not None and isinstance(before["start_ticks"], int)
     step_the_clock(monkeypatch)
-    after = probe._proc_info(proc.pid)
+    after = seen.proc_info(proc.pid)
     assert after is not None and after["start_ticks"] == before["start_ticks"]
     assert after["create_time"] == pytest.approx(before["create_time"] + STEP)  # shown as epoch seconds
 
@@ -98,10 +100,11 @@ def test_a_pid_reused_after_the_identity_check_is_never_signalled(reaper: Proces
     if not os.access(_NS_LAST_PID, os.W_OK):
         pytest.skip("reusing a chosen pid needs root (ns_last_pid)")
     target = reaper.popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    assert wait_until(lambda: probe._proc_info(target.pid) is not None, 5)
-    identity = probe._proc_info(target.pid)
+    local = probe.Probe()
+    assert wait_until(lambda: local.backend.proc_info(target.pid) is not None, 5)
+    identity = local.backend.proc_info(target.pid)
     assert identity is not None
-    real_alive = probe.alive
+    real_alive = local.alive
     reused: list[subprocess.Popen] = []
 
     # The one hook in this test (not a mock of what is tested): the race window between the identity
@@ -118,8 +121,8 @@ def test_a_pid_reused_after_the_identity_check_is_never_signalled(reaper: Proces
             reused.append(other)
         return answer
 
-    monkeypatch.setattr(probe, "alive", alive_then_pid_reused)
-    answer = probe.send_signal(target.pid, identity["create_time"], "SIGTERM")
+    monkeypatch.setattr(local, "alive", alive_then_pid_reused)
+    answer = local.send_signal(target.pid, identity["create_time"], "SIGTERM")
     assert reused, "send_signal did not check the identity"
     time.sleep(0.2)
     assert reused[0].poll() is None, "the process that got the pid afterwards was signalled"
@@ -132,9 +135,10 @@ def test_alive_by_start_ticks_survives_a_clock_step(reaper: ProcessReaper) -> No
     from tbctl import probe
 
     proc = reaper.popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    info = probe._proc_info(proc.pid)
+    local = probe.Probe()
+    info = local.backend.proc_info(proc.pid)
     assert info is not None and isinstance(info["start_ticks"], int)
     stepped = info["create_time"] - 3600.0  # recorded an hour "earlier" by a clock that was then set right
-    assert not probe.alive(proc.pid, stepped)
-    assert probe.alive(proc.pid, stepped, info["start_ticks"])
-    assert not probe.alive(proc.pid, stepped, info["start_ticks"] + 1)  # another start: another process
+    assert not local.alive(proc.pid, stepped)
+    assert local.alive(proc.pid, stepped, info["start_ticks"])
+    assert not local.alive(proc.pid, stepped, info["start_ticks"] + 1)  # another start: another process

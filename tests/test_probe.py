@@ -3,9 +3,12 @@ safety rules hold."""
 
 from __future__ import annotations
 
-import importlib
+import io
+import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,27 +17,30 @@ from tbctl import probe
 from tests.support.procs import ProcessReaper, free_port, start_listener, start_plain_tensorboard
 
 
-def test_linux_path_does_not_import_psutil() -> None:
-    assert probe.psutil is None or not probe._HAS_PROC
-    assert probe.whoami()["psutil"] is (probe.psutil is not None)
+def test_where_there_is_proc_the_probe_reads_it_and_never_imports_psutil() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TBCTL_PROBE_PSUTIL"}
+    code = ("import sys; from tbctl import probe; p = probe.Probe(); p.scan(); p.holders(22)\n"
+            "print(type(p.backend).__name__, p.whoami()['psutil'], 'psutil' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["ProcBackend", "False", "False"]
 
 
-def test_proc_and_psutil_answers_agree(reaper: ProcessReaper, logdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tbctl_probe_psutil_chooses_the_psutil_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TBCTL_PROBE_PSUTIL", "1")
+    chosen = probe.default_backend()
+    assert isinstance(chosen, probe.PsutilBackend) and probe.Probe(chosen).whoami()["psutil"] is True
+
+
+def test_proc_and_psutil_answers_agree(reaper: ProcessReaper, logdir: Path) -> None:
     tb_port, v4, v6 = free_port(), free_port(), free_port(socket.AF_INET6)
     tb = start_plain_tensorboard(reaper, logdir, tb_port)
     start_listener(reaper, v4)
     start_listener(reaper, v6, family=socket.AF_INET6)
-    proc_view = {p: probe.holders(p) for p in (tb_port, v4, v6)}
-    proc_scan = probe.scan()
-    monkeypatch.setenv("TBCTL_PROBE_PSUTIL", "1")
-    forced = importlib.reload(probe)
-    try:
-        assert forced.psutil is not None
-        ps_view = {p: forced.holders(p) for p in (tb_port, v4, v6)}
-        ps_scan = forced.scan()
-    finally:
-        monkeypatch.delenv("TBCTL_PROBE_PSUTIL")
-        importlib.reload(probe)
+    by_proc, by_psutil = probe.Probe(probe.ProcBackend()), probe.Probe(probe.PsutilBackend())
+    proc_view = {p: by_proc.holders(p) for p in (tb_port, v4, v6)}
+    proc_scan = by_proc.scan()
+    ps_view = {p: by_psutil.holders(p) for p in (tb_port, v4, v6)}
+    ps_scan = by_psutil.scan()
 
     def key(rows: list[dict]) -> list[tuple]:
         return sorted((r["pid"], r["family"], r["addr"], r["port"], r["username"], r["is_tensorboard"]) for r in rows)
@@ -51,17 +57,42 @@ def test_proc_and_psutil_answers_agree(reaper: ProcessReaper, logdir: Path, monk
     assert [(s["addr"], s["port"]) for s in mine[0]["listen"]] == [(s["addr"], s["port"]) for s in theirs[0]["listen"]]
 
 
+@pytest.mark.parametrize("backend", [probe.ProcBackend, probe.PsutilBackend])
+def test_both_backends_tell_a_live_process_from_a_gone_one(reaper: ProcessReaper,
+                                                           backend: type[probe.Backend]) -> None:
+    listener = start_listener(reaper, free_port())
+    seen = probe.Probe(backend())
+    info = seen.backend.proc_info(listener.pid)
+    assert info is not None and info["cmdline"] and info["zombie"] is False
+    assert seen.alive(listener.pid, info["create_time"]) and not seen.alive(listener.pid, info["create_time"] - 100.0)
+    listener.kill()
+    listener.wait()
+    assert seen.backend.proc_info(listener.pid) is None and not seen.alive(listener.pid, info["create_time"])
+
+
+def test_serve_speaks_json_lines_after_the_hello() -> None:
+    requests = [{"op": "ping"}, {"op": "alive", "args": {"pid": os.getpid(), "create_time": None}}, {"op": "nope"}]
+    out = io.StringIO()
+    probe.serve(io.StringIO("".join(json.dumps(r) + "\n" for r in requests)), out)
+    hello, *replies = out.getvalue().rstrip("\n").split("\n")  # not splitlines: the sentinel is \x1e
+    assert hello.startswith(probe.HELLO_SENTINEL.decode())
+    assert json.loads(hello[len(probe.HELLO_SENTINEL):])["ok"]["pid"] == os.getpid()
+    assert [json.loads(r) for r in replies] == [{"ok": {}}, {"ok": {"alive": True}},
+                                                {"error": {"type": "KeyError", "message": "'nope'"}}]
+
+
 def test_never_signals_pid_1_itself_or_its_parent() -> None:
     for pid in (1, os.getpid(), os.getppid()):
-        assert probe.send_signal(pid, None, "SIGTERM") == {"outcome": "protected"}
+        assert probe.Probe().send_signal(pid, None, "SIGTERM") == {"outcome": "protected"}
 
 
 def test_a_reused_pid_is_never_signalled(reaper: ProcessReaper) -> None:
     listener = start_listener(reaper, free_port())
-    real = probe._proc_info(listener.pid)["create_time"]
-    assert probe.send_signal(listener.pid, real - 100.0, "SIGTERM") == {"outcome": "gone"}  # "another" process
+    local = probe.Probe()
+    real = local.backend.proc_info(listener.pid)["create_time"]
+    assert local.send_signal(listener.pid, real - 100.0, "SIGTERM") == {"outcome": "gone"}  # "another" process
     assert listener.poll() is None
-    assert probe.send_signal(listener.pid, real, "SIGTERM") == {"outcome": "sent"}
+    assert local.send_signal(listener.pid, real, "SIGTERM") == {"outcome": "sent"}
     assert listener.wait(timeout=5) is not None
 
 

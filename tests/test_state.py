@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import Cli, tensorboard_pids_for
 from tests.support.procs import ProcessReaper
+from tbctl.probe import Probe
 from tbctl.state import StateStore
 
 GOOD = {"host": "localhost", "pid": 111, "create_time": 1.0}
@@ -126,22 +127,21 @@ def test_the_probe_makes_its_log_dirs_and_logs_private_and_follows_no_symlink(tm
     victim = tmp_path / "victim"
     victim.write_text("not yours\n")
     log = cache / "logs" / "tensorboard-1-x.log"
-    first = probe.launch(["/bin/sh", "-c", "echo hello"], str(log))
-    _reap(first)
+    local = probe.Probe()
+    first = local.launch(["/bin/sh", "-c", "echo hello"], str(log))
+    _reap(local, first)
     assert _mode(cache) == 0o700 and _mode(cache / "logs") == 0o700
     assert _mode(Path(first["log_path"])) == 0o600
     planted = cache / "logs" / "planted.log"
     planted.symlink_to(victim)
-    second = probe.launch(["/bin/sh", "-c", "echo second"], str(planted))
-    _reap(second)
+    second = local.launch(["/bin/sh", "-c", "echo second"], str(planted))
+    _reap(local, second)
     assert victim.read_text() == "not yours\n" and second["log_path"] != str(planted)
 
 
-def _reap(launched: dict) -> None:
+def _reap(launcher: Probe, launched: dict) -> None:
     """Wait for a short command the probe launched (the probe reaps its own children)."""
-    from tbctl import probe
-
-    assert not probe.wait_gone([[launched["pid"], launched["create_time"]]], 10)["alive"]
+    assert not launcher.wait_gone([[launched["pid"], launched["create_time"]]], 10)["alive"]
 
 
 def _foreign_symlink(tmp_path: Path, name: str) -> Path:
@@ -194,8 +194,8 @@ def test_a_log_dir_that_is_another_users_symlink_is_refused(tmp_path: Path) -> N
     if os.getuid() != 0:
         pytest.skip("needs root to make files owned by another user")
     link = _foreign_symlink(tmp_path, "logs")
-    answer = probe.handle("private_dir", {"path": str(link)})
+    answer = probe.Probe().handle("private_dir", {"path": str(link)})
     assert answer["error"] == f"{link} is a symlink owned by nobody; refusing to use it"
     with pytest.raises(OSError):
-        probe.launch(["/bin/true"], str(link / "tensorboard-1.log"))
+        probe.Probe().launch(["/bin/true"], str(link / "tensorboard-1.log"))
     assert not list(link.iterdir())

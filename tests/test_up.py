@@ -151,8 +151,9 @@ def test_two_launches_with_one_log_name_keep_separate_logs(tmp_path: Path) -> No
     from tbctl import probe
 
     log = tmp_path / "logs" / "tensorboard-6006-20261123-091240.log"
-    launched = [probe.launch([sys.executable, "-c", f"print('output of launch {n}')"], str(log)) for n in (1, 2)]
-    assert not probe.wait_gone([[a["pid"], a["create_time"]] for a in launched], 10)["alive"]
+    local = probe.Probe()
+    launched = [local.launch([sys.executable, "-c", f"print('output of launch {n}')"], str(log)) for n in (1, 2)]
+    assert not local.wait_gone([[a["pid"], a["create_time"]] for a in launched], 10)["alive"]
     paths = [Path(a["log_path"]) for a in launched]
     assert paths[0] == log and paths[1] != log and paths[1].parent == log.parent
     assert paths[1].name.startswith("tensorboard-6006-20261123-091240") and paths[1].suffix == ".log"

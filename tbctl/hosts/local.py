@@ -1,4 +1,4 @@
-"""This machine: the probe runs in this process, with psutil (a dependency of tbctl)."""
+"""This machine: the probe runs in this process (the /proc backend on Linux, psutil elsewhere)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ class LocalHost(Host):
 
     def __init__(self, state_dir: Path) -> None:
         self._log_dir = str(state_dir / "logs")
+        self._probe = probe.Probe()
 
     def call(self, op: str, **args: Any) -> Any:
-        return probe.handle(op, args)
+        return self._probe.handle(op, args)
 
     @property
     def log_dir(self) -> str:

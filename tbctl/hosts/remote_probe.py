@@ -8,6 +8,7 @@ everything before it is kept to show the user if the hello never comes."""
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,16 @@ class RemoteHost(Host):
         return super().find_tensorboard(explicit, env_prefix or self.env_prefix)
 
 
+def quote_argv(argv: list[str]) -> str:
+    """A POSIX shell command line that runs exactly `argv` (for exec channels, which take a string)."""
+    return shlex.join(argv)
+
+
 def remote_command(python: str) -> str:
     """The command line for the remote shell. A remote `~` must stay for that shell to expand, so only
     the python path is quoted (and the bootstrap, which is ours)."""
-    quoted = python if python == "python3" else probe.quote_argv([python]).replace("'~/", "~/'")
-    return f"{quoted} -c {probe.quote_argv([BOOTSTRAP])}"
+    quoted = python if python == "python3" else quote_argv([python]).replace("'~/", "~/'")
+    return f"{quoted} -c {quote_argv([BOOTSTRAP])}"
 
 
 def read_hello(readline: Callable[[], bytes], *, host: str, python: str,
