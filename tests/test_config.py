@@ -14,7 +14,8 @@ import pytest
 from tests.conftest import Cli
 from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
 from tests.test_remote import TENSORBOARD, Foreground
-from tbctl.config import load_settings, locate_key
+from tbctl.config import load_settings
+from tbctl.config_lines import locate_key
 
 
 @pytest.fixture(autouse=True)
