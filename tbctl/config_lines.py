@@ -1,11 +1,95 @@
-"""Finding the line of a key in a TOML text, so an error can name it: tomllib gives values, not positions.
+"""The config file as TOML text, and errors that name its file, line and key.
 
-Follows [table] headers, dotted and quoted keys, and skips multi-line strings; it needs no second parser.
+tomllib gives values, not positions: `locate_key` finds the line that sets a key by following [table]
+headers, dotted and quoted keys and skipping multi-line strings, without a second parser. Nothing here knows
+tbctl's settings (config.py has their table).
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
+
+from tbctl.errors import UsageError
+
+
+class ConfigError(UsageError):
+    """The config file is malformed: names the file, the line and the key."""
+
+    def __init__(self, path: Path, problem: str, *, line: int | None = None, key: str | None = None,
+                 line_text: str | None = None, hint: str | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        what = f"{key}: {problem}" if key else problem
+        if hint is None and line_text is not None:
+            hint = f"line {line} reads: {line_text.strip()}"
+        super().__init__(f"config file {where}: {what}", hint=hint)
+        self.path = path
+        self.line = line
+        self.key = key
+        self.problem = problem
+
+
+def read_toml(path: Path) -> tuple[str, dict[str, Any]] | None:
+    """The text of `path` and what it says; None when there is no such file; ConfigError when it cannot be
+    read or is not TOML."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise ConfigError(path, "is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(path, f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(path, "is not UTF-8 text", line=line) from None
+    return text, _parse_toml(path, text)
+
+
+def fail_at(path: Path, text: str, key: tuple[str, ...], problem: str, *, hint: str | None = None) -> None:
+    line = locate_key(text, key)
+    line_text = text.splitlines()[line - 1] if line is not None else None
+    raise ConfigError(path, problem, line=line, key=dotted(key), line_text=line_text, hint=hint)
+
+
+def toml_repr(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"' if value else 'an empty string ""'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return f"a list {value!r}"
+    return repr(value)
+
+
+def _parse_toml(path: Path, text: str) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        line = getattr(exc, "lineno", None)
+        found = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        if line is None and found:
+            line = int(found.group(1))
+        problem = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
+        if found:
+            problem += f" (column {found.group(2)})"
+        lines = text.splitlines()
+        line_text = lines[line - 1] if line is not None and 0 < line <= len(lines) else None
+        key = key_of_line(line_text) if line_text is not None else None
+        raise ConfigError(path, f"invalid TOML: {problem}", line=line, key=key, line_text=line_text) from None
+
+
+# --- finding the line of a key ------------------------------------------------------------------------------
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 

@@ -3,8 +3,10 @@ line and key, `tbctl config path|show`, and a host's section used by a real `up 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,11 @@ import pytest
 from tests.conftest import Cli
 from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
 from tests.test_remote import TENSORBOARD, Foreground
-from tbctl.config import load_settings
+from tbctl import config
+from tbctl.config import SETTINGS, HostSettings, Settings, load_settings, read_config
 from tbctl.config_lines import locate_key
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +29,9 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "tbctl-config" / "config.toml"
     path.parent.mkdir()
     monkeypatch.setenv("TBCTL_CONFIG", str(path))
-    for name in ("TBCTL_PORT", "TBCTL_LOGDIR", "TBCTL_TIMEOUT", "TBCTL_STOP_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
+    for setting in SETTINGS:
+        if setting.env is not None:
+            monkeypatch.delenv(setting.env, raising=False)
     return path
 
 
@@ -298,3 +304,78 @@ def test_config_show_gives_connect_timeouts_real_default(cli: Cli) -> None:
     shown = cli("config", "show", "--json").json()
     assert (shown["connect_timeout"], shown["sources"]["connect_timeout"]) == (DEFAULT_CONNECT_TIMEOUT, "default")
     assert f"(default {DEFAULT_CONNECT_TIMEOUT:g})" in " ".join(cli("up", "--help").stdout.split())
+
+
+# --- the table ------------------------------------------------------------------------------------------------
+
+
+def test_every_row_of_the_table_has_its_field_and_a_reader_for_its_variable() -> None:
+    fields = {"settings": {f.name for f in dataclasses.fields(Settings)},
+              "host": {f.name for f in dataclasses.fields(HostSettings)}}
+    host_rows = {config._HOST_FIELDS.get(s.name, s.name) for s in SETTINGS if s.scope != "top"}
+    assert fields["host"] == host_rows, "HostSettings needs one field per row a [hosts.NAME] section may set"
+    for setting in SETTINGS:
+        if config.on_settings(setting):
+            assert config._SETTINGS_FIELDS.get(setting.name, setting.name) in fields["settings"], setting.name
+        assert setting.env is None or setting.kind.from_env is not None, f"{setting.name}: {setting.env} unread"
+        assert setting.scope != "host" or setting.env is None, f"{setting.name}: a variable beats the top level"
+
+
+# One file value and one environment value of each kind, and what each gives.
+EXAMPLES = {
+    config.PORT: ("7001", 7001, "7002", 7002),
+    config.SECONDS: ("3", 3.0, "4.5", 4.5),
+    config.SECONDS_OR_ZERO: ("0", 0.0, "7", 7.0),
+    config.BACKEND: ('"paramiko"', "paramiko", "openssh", "openssh"),
+}
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.env is not None], ids=lambda s: s.name)
+def test_each_variable_beats_the_file_which_beats_the_default(config_file: Path, setting: config.Setting) -> None:
+    in_file, from_file, in_env, from_env = EXAMPLES.get(setting.kind, ('"file-value"', "file-value", "env-value",
+                                                                       "env-value"))
+    shown = {row.key: row for row in config.top_level_rows(load_settings({"TBCTL_CONFIG": str(config_file)}))}
+    assert (shown[setting.name].value, shown[setting.name].source) == (config._as_json(setting.default), "default")
+    section = f"[hosts.gpu1]\n{setting.name} = {in_file}\n" if setting.scope == "both" else ""
+    config_file.write_text(f"{setting.name} = {in_file}\n{section}")
+    settings = load_settings({"TBCTL_CONFIG": str(config_file)})
+    shown = {row.key: row for row in config.top_level_rows(settings)}
+    assert (shown[setting.name].value, shown[setting.name].source) == (from_file, "file")
+    settings = load_settings({"TBCTL_CONFIG": str(config_file), setting.env: in_env})
+    shown = {row.key: row for row in config.top_level_rows(settings)}
+    assert (shown[setting.name].value, shown[setting.name].source) == (from_env, f"env:{setting.env}")
+    if section:
+        assert config.host_rows(settings.for_host("gpu1"))[setting.name] == from_env  # a section too
+
+
+def _settings_list() -> str:
+    """The README's list, from the table."""
+    where = {"top": "top level", "host": "`[hosts.NAME]`", "both": "top level, `[hosts.NAME]`"}
+    rows = ["| key | where | variable | default | what it is |", "| --- | --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = "" if s.default is None else f"`{_toml_text(config._as_json(s.default))}`"
+        rows.append(f"| `{s.name}` | {where[s.scope]} | {f'`{s.env}`' if s.env else ''} | {default} | {s.help} |")
+    return "\n".join(rows)
+
+
+def _toml_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return json.dumps(value)
+
+
+def test_the_readme_lists_the_table() -> None:
+    found = re.search(r"<!-- settings: begin -->\n(.*?)\n?<!-- settings: end -->", README.read_text(), re.S)
+    assert found, "README.md has lost its <!-- settings: begin/end --> markers"
+    assert found.group(1) == _settings_list(), (
+        "README.md's list of settings differs from SETTINGS in tbctl/config.py; between its markers put:\n"
+        + _settings_list())
+
+
+def test_the_readmes_example_file_is_valid_and_sets_every_key(tmp_path: Path) -> None:
+    text = README.read_text().split("\n## Configuration", 1)[1]
+    example = tmp_path / "config.toml"
+    example.write_text(text.split("```toml\n", 1)[1].split("```", 1)[0])
+    conf = read_config(example)
+    assert conf is not None
+    assert set(conf.top) | {k for section in conf.hosts.values() for k in section} == {s.name for s in SETTINGS}
