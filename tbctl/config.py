@@ -51,6 +51,7 @@ class HostSettings:
     extra_args: tuple[str, ...]
     ssh: str | None  # the SSH backend; None: the best available
     ssh_persist: float
+    open: bool  # up and tunnel open the URL in a browser
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ssh", BACKEND, None, "`--ssh`: openssh or paramiko (default: openssh where usable)", env="TBCTL_SSH"),
     Setting("ssh_persist", SECONDS_OR_ZERO, DEFAULT_SSH_PERSIST,
             "seconds tbctl's own ControlMaster stays idle; 0: it ends with the command", env="TBCTL_SSH_PERSIST"),
+    Setting("open", BOOL, False, "`--open`: `up` and `tunnel` open the URL in a browser", env="TBCTL_OPEN"),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 TOP_LEVEL_KEYS = tuple(s.name for s in SETTINGS if s.scope != "host")

@@ -116,7 +116,7 @@ def test_config_show_reports_each_value_and_where_it_came_from(cli: Cli, config_
     assert shown["hosts"]["gpu1"] == {
         "logdir": "~/exp/runs", "port": 7100, "local_port": 17100, "tensorboard": "~/venv/bin/tensorboard",
         "env": "~/venv", "tensorboard_args": ["--reload_interval", "15"], "connect_timeout": 20.0,
-        "ssh": None, "ssh_persist": 600.0}
+        "ssh": None, "ssh_persist": 600.0, "open": False}
     text = cli("config", "show").stdout
     assert "port = 7000" in text and "# file" in text and "# env:TBCTL_TIMEOUT" in text
     assert '[hosts."me@box:2222"]' in text and "[hosts.gpu1]" in text
@@ -159,6 +159,32 @@ def test_up_port_follows_file_then_environment_then_flag(cli: Cli, config_file: 
     monkeypatch.setenv("TBCTL_PORT", str(from_env))
     assert cli.up(str(logdir), "--new")["instance"]["port"] == from_env
     assert cli.up(str(logdir), "--new", "--port", str(from_flag))["instance"]["port"] == from_flag
+
+
+def test_open_in_the_file_makes_up_open_the_browser_and_the_flag_still_wins(
+    config_file: Path, logdir: Path, reaper: ProcessReaper, tmp_path: Path,
+) -> None:
+    """Each `up` is a process of its own: webbrowser reads $BROWSER once per process."""
+    from tests.test_logs_open import _browser, _tbctl
+
+    browser, got = _browser(tmp_path)
+    config_file.write_text("open = true\n")
+    port = free_port()
+
+    def up(*args: str, **variables: str) -> str:
+        done = _tbctl("up", str(logdir), "--port", str(port), "--json", *args,
+                      env=dict(os.environ, BROWSER=browser, **variables))
+        assert done.returncode == 0, done.stderr
+        record = json.loads(done.stdout)
+        reaper.adopt(record["instance"]["pid"])
+        return str(record["url"])
+
+    url = up()
+    assert got.read_text() == f"{url}\n"
+    assert up("--no-open") == url and got.read_text() == f"{url}\n"  # reused, and not opened again
+    assert up(TBCTL_OPEN="0") == url and got.read_text() == f"{url}\n"
+    up("--open", TBCTL_OPEN="0")
+    assert got.read_text() == f"{url}\n{url}\n"
 
 
 # --- malformed files ------------------------------------------------------------------------------------------
@@ -237,6 +263,9 @@ def test_locate_key_follows_tables_dotted_keys_and_quotes() -> None:
 def test_bad_environment_values_are_usage_errors(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TBCTL_STOP_TIMEOUT", "soon")
     assert "TBCTL_STOP_TIMEOUT='soon' is not a number of seconds" in cli("ls", exit_code=2).stderr
+    monkeypatch.setenv("TBCTL_OPEN", "maybe")
+    monkeypatch.delenv("TBCTL_STOP_TIMEOUT")
+    assert "TBCTL_OPEN='maybe' is not true or false" in cli("ls", exit_code=2).stderr
 
 
 # --- a host's section, used by a real `up --host` ----------------------------------------------------------
@@ -327,6 +356,7 @@ EXAMPLES = {
     config.SECONDS: ("3", 3.0, "4.5", 4.5),
     config.SECONDS_OR_ZERO: ("0", 0.0, "7", 7.0),
     config.BACKEND: ('"paramiko"', "paramiko", "openssh", "openssh"),
+    config.BOOL: ("true", True, "0", False),
 }
 
 
