@@ -47,8 +47,8 @@ class HostSettings:
     local_port: int | None
     connect_timeout: float | None
     tensorboard: str | None
-    env_prefix: str | None
-    extra_args: tuple[str, ...]
+    env: str | None
+    tensorboard_args: tuple[str, ...]
     ssh: str | None  # the SSH backend; None: the best available
     ssh_persist: float
     open: bool  # up and tunnel open the URL in a browser
@@ -60,9 +60,9 @@ class Settings:
     it themselves (see Setting.sections_inherit), else a field of `defaults`."""
 
     state_dir: Path
-    default_logdir: str
-    default_port: int
-    start_timeout: float
+    logdir: str
+    port: int
+    timeout: float
     stop_timeout: float
     hosts: Mapping[str, HostSettings]  # each [hosts.NAME] section, merged over the top level
     defaults: HostSettings  # what a host without a section gets, this machine included
@@ -191,7 +191,7 @@ class Setting:
     env: str | None = None  # the TBCTL_* variable that beats the file, host sections included
     scope: Scope = "both"
     # Whether a host's section that does not set it takes the top level's value. False for port and logdir:
-    # their top-level values are the commands' own defaults (Settings.default_port), which the commands
+    # their top-level values are the commands' own defaults (Settings.port), which the commands
     # fall back to; a section shows them only when it (or the environment) sets them.
     sections_inherit: bool = True
     shown_unset: Callable[[], Any] | None = None  # what `config show` prints when it is unset: what then applies
@@ -229,9 +229,6 @@ SETTINGS: tuple[Setting, ...] = (
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 TOP_LEVEL_KEYS = tuple(s.name for s in SETTINGS if s.scope != "host")
 HOST_KEYS = tuple(s.name for s in SETTINGS if s.scope != "top")
-# The records' older field names, where they differ from the keys.
-_SETTINGS_FIELDS = {"logdir": "default_logdir", "port": "default_port", "timeout": "start_timeout"}
-_HOST_FIELDS = {"env": "env_prefix", "tensorboard_args": "extra_args"}
 
 
 def on_settings(setting: Setting) -> bool:
@@ -324,12 +321,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 value = top[name]
             else:
                 value = setting.default if setting.scope == "host" else None
-            values[_HOST_FIELDS.get(name, name)] = value
+            values[name] = value
         return HostSettings(**values)
 
     return Settings(
         state_dir=state_path,
-        **{_SETTINGS_FIELDS.get(s.name, s.name): top[s.name] for s in SETTINGS if on_settings(s)},
+        **{s.name: top[s.name] for s in SETTINGS if on_settings(s)},
         hosts={name: host(section) for name, section in (conf.hosts if conf is not None else {}).items()},
         defaults=host({}),
         config_file=path,
@@ -353,10 +350,7 @@ def top_level_rows(settings: Settings) -> list[ShownSetting]:
     for setting in SETTINGS:
         if setting.scope == "host":
             continue
-        if on_settings(setting):
-            value = getattr(settings, _SETTINGS_FIELDS.get(setting.name, setting.name))
-        else:
-            value = getattr(settings.defaults, _HOST_FIELDS.get(setting.name, setting.name))
+        value = getattr(settings if on_settings(setting) else settings.defaults, setting.name)
         if value is None and setting.shown_unset is not None:
             value = setting.shown_unset()
         rows.append(ShownSetting(setting.name, _as_json(value), settings.sources[setting.name]))
@@ -365,7 +359,7 @@ def top_level_rows(settings: Settings) -> list[ShownSetting]:
 
 def host_rows(host: HostSettings) -> dict[str, Any]:
     """A host's settings in effect, keyed as in its section."""
-    return {s.name: _as_json(getattr(host, _HOST_FIELDS.get(s.name, s.name))) for s in SETTINGS if s.scope != "top"}
+    return {s.name: _as_json(getattr(host, s.name)) for s in SETTINGS if s.scope != "top"}
 
 
 def settings_as_dict(settings: Settings) -> dict[str, Any]:

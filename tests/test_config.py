@@ -65,10 +65,10 @@ port = 7200
 def test_defaults_without_a_file(config_file: Path) -> None:
     settings = load_settings({"TBCTL_CONFIG": str(config_file)})
     assert not settings.config_loaded and settings.config_file == config_file
-    assert (settings.default_port, settings.default_logdir, settings.start_timeout, settings.stop_timeout) == (
+    assert (settings.port, settings.logdir, settings.timeout, settings.stop_timeout) == (
         6006, "runs", 60.0, 10.0)
     assert settings.for_host(None) == settings.for_host("anyhost")
-    assert settings.for_host("anyhost").tensorboard is None and settings.for_host("anyhost").extra_args == ()
+    assert settings.for_host("anyhost").tensorboard is None and settings.for_host("anyhost").tensorboard_args == ()
     assert set(settings.sources.values()) == {"default"}
 
 
@@ -76,16 +76,16 @@ def test_the_file_beats_the_defaults_and_a_host_section_beats_the_top_level(conf
     config_file.write_text(FULL)
     settings = load_settings({"TBCTL_CONFIG": str(config_file)})
     assert settings.config_loaded
-    assert (settings.default_port, settings.default_logdir, settings.start_timeout, settings.stop_timeout) == (
+    assert (settings.port, settings.logdir, settings.timeout, settings.stop_timeout) == (
         7000, "file-runs", 30.0, 4.5)
     top = settings.for_host(None)
-    assert (top.tensorboard, top.extra_args, top.connect_timeout) == (
+    assert (top.tensorboard, top.tensorboard_args, top.connect_timeout) == (
         "/opt/tb/bin/tensorboard", ("--samples_per_plugin", "scalars=1000"), 7.0)
-    assert top.port is None and top.env_prefix is None  # port/logdir defaults live on Settings, env is per host
+    assert top.port is None and top.env is None  # port/logdir defaults live on Settings, env is per host
     gpu1 = settings.for_host("gpu1")
     assert gpu1.port == 7100 and gpu1.local_port == 17100 and gpu1.logdir == "~/exp/runs"
-    assert gpu1.tensorboard == "~/venv/bin/tensorboard" and gpu1.env_prefix == "~/venv"
-    assert gpu1.extra_args == ("--reload_interval", "15") and gpu1.connect_timeout == 20.0
+    assert gpu1.tensorboard == "~/venv/bin/tensorboard" and gpu1.env == "~/venv"
+    assert gpu1.tensorboard_args == ("--reload_interval", "15") and gpu1.connect_timeout == 20.0
     other = settings.for_host("me@box:2222")  # a quoted section name, as typed after --host
     assert other.port == 7200 and other.tensorboard == "/opt/tb/bin/tensorboard" and other.connect_timeout == 7.0
     assert settings.for_host("unknown") == top
@@ -97,7 +97,7 @@ def test_the_environment_beats_the_file_host_sections_included(config_file: Path
     env = {"TBCTL_CONFIG": str(config_file), "TBCTL_PORT": "7300", "TBCTL_LOGDIR": "env-runs",
            "TBCTL_TIMEOUT": "12", "TBCTL_STOP_TIMEOUT": "2"}
     settings = load_settings(env)
-    assert (settings.default_port, settings.default_logdir, settings.start_timeout, settings.stop_timeout) == (
+    assert (settings.port, settings.logdir, settings.timeout, settings.stop_timeout) == (
         7300, "env-runs", 12.0, 2.0)
     assert settings.for_host("gpu1").port == 7300 and settings.for_host("gpu1").logdir == "env-runs"
     assert settings.for_host("gpu1").tensorboard == "~/venv/bin/tensorboard"  # no variable for it: the file's
@@ -341,11 +341,11 @@ def test_config_show_gives_connect_timeouts_real_default(cli: Cli) -> None:
 def test_every_row_of_the_table_has_its_field_and_a_reader_for_its_variable() -> None:
     fields = {"settings": {f.name for f in dataclasses.fields(Settings)},
               "host": {f.name for f in dataclasses.fields(HostSettings)}}
-    host_rows = {config._HOST_FIELDS.get(s.name, s.name) for s in SETTINGS if s.scope != "top"}
+    host_rows = {s.name for s in SETTINGS if s.scope != "top"}
     assert fields["host"] == host_rows, "HostSettings needs one field per row a [hosts.NAME] section may set"
     for setting in SETTINGS:
         if config.on_settings(setting):
-            assert config._SETTINGS_FIELDS.get(setting.name, setting.name) in fields["settings"], setting.name
+            assert setting.name in fields["settings"], setting.name
         assert setting.env is None or setting.kind.from_env is not None, f"{setting.name}: {setting.env} unread"
         assert setting.scope != "host" or setting.env is None, f"{setting.name}: a variable beats the top level"
 

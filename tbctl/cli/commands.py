@@ -80,16 +80,16 @@ def up(
     logdir, extra = _split_logdir_and_extra(args or [], logdir_option)
     settings = env.settings
     per_host = settings.for_host(host_spec)  # flags win over the host's section of the config file
-    env_prefix = env_prefix or per_host.env_prefix
+    env_prefix = env_prefix or per_host.env
     open_browser = per_host.open if open_browser is None else open_browser
     request = UpRequest(
-        logdir=logdir or per_host.logdir or settings.default_logdir,
-        port=parse_port(port, source="--port") if port is not None else (per_host.port or settings.default_port),
-        timeout=timeout or settings.start_timeout,
+        logdir=logdir or per_host.logdir or settings.logdir,
+        port=parse_port(port, source="--port") if port is not None else (per_host.port or settings.port),
+        timeout=timeout or settings.timeout,
         new=new,
         tensorboard=tensorboard or per_host.tensorboard,
         env_prefix=env_prefix,
-        extra_args=per_host.extra_args + tuple(extra),
+        extra_args=per_host.tensorboard_args + tuple(extra),
     )
     wanted_local = parse_port(local_port, source="--local-port") if local_port is not None else per_host.local_port
     store = store_of(env)
