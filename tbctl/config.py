@@ -6,19 +6,23 @@ applies when `--host NAME` is given, over the top level. An environment variable
 says for the same value (including a host section), and a flag beats everything. Keys are the long
 option names with underscores, so what a user types on the command line is what they write in the file.
 
+Every setting is one row of SETTINGS: its key, what a value may be, its TBCTL_* variable, where in the file it
+may be set, its default and a line of help. That table drives the file's checks, the precedence, `tbctl config
+show` and the README's list of settings (a test keeps the list and the table the same).
+
 Reading the file costs a TOML import only when the file exists; TAB completion reads it too.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from tbctl.config_lines import ConfigError, dotted, fail_at, read_toml, toml_repr
 from tbctl.errors import UsageError
 
 DEFAULT_PORT = 6006
@@ -34,53 +38,42 @@ SSH_BACKENDS = ("openssh", "paramiko")
 
 @dataclass(frozen=True)
 class HostSettings:
-    """Per-host defaults (a `[hosts.NAME]` section of the config file over its top level); None means
-    "not set"."""
+    """What applies on one host: its [hosts.NAME] section over the top level, the environment over both (a
+    host without a section gets what an empty one would). One field per row of SETTINGS a section may set;
+    None means "not set"."""
 
-    tensorboard: str | None = None
-    env_prefix: str | None = None
-    logdir: str | None = None
-    port: int | None = None
-    local_port: int | None = None
-    extra_args: tuple[str, ...] = ()
-    connect_timeout: float | None = None
-    ssh: str | None = None  # the SSH backend; None: the best available
-    ssh_persist: float = DEFAULT_SSH_PERSIST
+    logdir: str | None
+    port: int | None
+    local_port: int | None
+    connect_timeout: float | None
+    tensorboard: str | None
+    env: str | None
+    tensorboard_args: tuple[str, ...]
+    ssh: str | None  # the SSH backend; None: the best available
+    ssh_persist: float
+    open: bool  # up and tunnel open the URL in a browser
 
 
 @dataclass(frozen=True)
 class Settings:
+    """The settings in effect. The top level's value of a row is a field here when the commands fall back to
+    it themselves (see Setting.sections_inherit), else a field of `defaults`."""
+
     state_dir: Path
-    start_timeout: float = DEFAULT_START_TIMEOUT
-    stop_timeout: float = DEFAULT_STOP_TIMEOUT
-    default_port: int = DEFAULT_PORT
-    default_logdir: str = DEFAULT_LOGDIR
-    hosts: Mapping[str, HostSettings] = field(default_factory=dict)  # already merged over `defaults`
-    defaults: HostSettings = HostSettings()  # the file's top level: what a host without a section gets
-    config_file: Path | None = None  # the file consulted (it may not exist)
-    config_loaded: bool = False  # whether it existed and was read
-    sources: Mapping[str, str] = field(default_factory=dict)  # setting -> "default" | "file" | "env:NAME"
+    logdir: str
+    port: int
+    timeout: float
+    stop_timeout: float
+    hosts: Mapping[str, HostSettings]  # each [hosts.NAME] section, merged over the top level
+    defaults: HostSettings  # what a host without a section gets, this machine included
+    config_file: Path | None  # the file consulted (it may not exist)
+    config_loaded: bool  # whether it existed and was read
+    sources: Mapping[str, str]  # top-level setting -> "default" | "file" | "env:NAME"
 
     def for_host(self, name: str | None) -> HostSettings:
         if name is None:
             return self.defaults
         return self.hosts.get(name, self.defaults)
-
-
-class ConfigError(UsageError):
-    """The config file is malformed: names the file, the line and the key."""
-
-    def __init__(self, path: Path, problem: str, *, line: int | None = None, key: str | None = None,
-                 line_text: str | None = None, hint: str | None = None) -> None:
-        where = f"{path}:{line}" if line is not None else str(path)
-        what = f"{key}: {problem}" if key else problem
-        if hint is None and line_text is not None:
-            hint = f"line {line} reads: {line_text.strip()}"
-        super().__init__(f"config file {where}: {what}", hint=hint)
-        self.path = path
-        self.line = line
-        self.key = key
-        self.problem = problem
 
 
 # --- where the file is ---------------------------------------------------------------------------------------
@@ -109,56 +102,138 @@ def _user_dir(kind: str, env: Mapping[str, str]) -> Path:
     return Path(platformdirs.user_config_path("tbctl") if kind == "config" else platformdirs.user_state_path("tbctl"))
 
 
-# --- what the file may say -----------------------------------------------------------------------------------
+def state_dir_path(env: Mapping[str, str] | None = None) -> Path:
+    """`TBCTL_STATE_DIR`, else the user state dir (records, logs, locks). Not a config file setting, so
+    TAB completion finds it even when the config file is broken."""
+    env = os.environ if env is None else env
+    state_dir = env.get("TBCTL_STATE_DIR")
+    if state_dir:
+        return Path(state_dir).expanduser()
+    return _user_dir("state", env)
 
 
-def _port(value: Any) -> int | None:
-    return value if type(value) is int and 1 <= value <= 65535 else None
+# --- the settings -------------------------------------------------------------------------------------------
 
 
-def _seconds(value: Any) -> float | None:
-    return float(value) if type(value) in (int, float) and value > 0 else None
+@dataclass(frozen=True)
+class Kind:
+    """What a setting's value may be: the check of the file's value, the words for a right one (in the error
+    when it is wrong), and how the text of a TBCTL_* variable becomes one."""
+
+    expected: str
+    check: Callable[[Any], Any]  # the file's value -> the setting's value, or None when it is not one
+    from_env: Callable[[str, str], Any] | None = None  # (variable, its non-empty text) -> value; UsageError
 
 
-def _seconds_or_zero(value: Any) -> float | None:
-    return float(value) if type(value) in (int, float) and value >= 0 else None
+def _seconds_kind(*, zero_ok: bool) -> Kind:
+    def check(value: Any) -> float | None:
+        number = type(value) in (int, float)
+        return float(value) if number and (value > 0 or (zero_ok and value == 0)) else None
+
+    def from_env(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise UsageError(f"{name}={raw!r} is not a number of seconds") from None
+        if value < 0 or (value == 0 and not zero_ok):
+            raise UsageError(f"{name}={raw!r} must be {'0 or more' if zero_ok else 'positive'}")
+        return value
+
+    return Kind("a number of seconds, 0 or more" if zero_ok else "a positive number of seconds", check, from_env)
 
 
-def _backend(value: Any) -> str | None:
-    return value if value in SSH_BACKENDS else None
+def _text_kind(what: str) -> Kind:
+    return Kind(f"a non-empty string ({what})", lambda v: v if isinstance(v, str) and v.strip() else None,
+                lambda name, raw: raw)
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.strip() else None
-
-
-def _args(value: Any) -> tuple[str, ...] | None:
+def _args_check(value: Any) -> tuple[str, ...] | None:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     return None
 
 
-# key -> (check returning the value, or None when it is wrong; what a right value looks like)
-_CHECKS: dict[str, tuple[Any, str]] = {
-    "port": (_port, "a port number from 1 to 65535"),
-    "local_port": (_port, "a port number from 1 to 65535"),
-    "timeout": (_seconds, "a positive number of seconds"),
-    "stop_timeout": (_seconds, "a positive number of seconds"),
-    "connect_timeout": (_seconds, "a positive number of seconds"),
-    "logdir": (_text, "a non-empty string (a path)"),
-    "tensorboard": (_text, "a non-empty string (the path of the tensorboard executable)"),
-    "env": (_text, "a non-empty string (a venv or conda prefix on that host)"),
-    "tensorboard_args": (_args, 'a list of strings, e.g. ["--samples_per_plugin", "scalars=1000"]'),
-    "ssh": (_backend, '"openssh" or "paramiko"'),
-    "ssh_persist": (_seconds_or_zero, "a number of seconds, 0 or more"),
-}
-TOP_LEVEL_KEYS = ("logdir", "port", "timeout", "stop_timeout", "connect_timeout", "tensorboard", "tensorboard_args",
-                  "ssh", "ssh_persist")
-HOST_KEYS = ("logdir", "port", "local_port", "tensorboard", "env", "tensorboard_args", "connect_timeout", "ssh",
-             "ssh_persist")
-_HOST_FIELDS = {"logdir": "logdir", "port": "port", "local_port": "local_port", "tensorboard": "tensorboard",
-                 "env": "env_prefix", "tensorboard_args": "extra_args", "connect_timeout": "connect_timeout",
-                 "ssh": "ssh", "ssh_persist": "ssh_persist"}
+def _backend_from_env(name: str, raw: str) -> str:
+    if raw not in SSH_BACKENDS:
+        raise UsageError(f"{name}={raw!r} is not an SSH backend", hint="use openssh or paramiko")
+    return raw
+
+
+_YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _bool_from_env(name: str, raw: str) -> bool:
+    if raw.strip().lower() not in _YES + _NO:
+        raise UsageError(f"{name}={raw!r} is not true or false", hint="use 1 or 0 (or true/false, yes/no, on/off)")
+    return raw.strip().lower() in _YES
+
+
+PORT = Kind("a port number from 1 to 65535", lambda v: v if type(v) is int and 1 <= v <= 65535 else None,
+            lambda name, raw: parse_port(raw, source=name))
+SECONDS = _seconds_kind(zero_ok=False)
+SECONDS_OR_ZERO = _seconds_kind(zero_ok=True)
+ARGS = Kind('a list of strings, e.g. ["--samples_per_plugin", "scalars=1000"]', _args_check)
+BACKEND = Kind('"openssh" or "paramiko"', lambda v: v if v in SSH_BACKENDS else None, _backend_from_env)
+BOOL = Kind("true or false", lambda v: v if type(v) is bool else None, _bool_from_env)
+
+Scope = Literal["top", "host", "both"]  # the top level, [hosts.NAME] sections, or either
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: a key of the config file and everything tbctl knows about it."""
+
+    name: str  # the TOML key: the long option's name with underscores
+    kind: Kind
+    default: Any  # when nothing sets it; None: unset, which the code that uses it resolves
+    help: str  # one line, for the README's list
+    _: KW_ONLY
+    env: str | None = None  # the TBCTL_* variable that beats the file, host sections included
+    scope: Scope = "both"
+    # Whether a host's section that does not set it takes the top level's value. False for port and logdir:
+    # their top-level values are the commands' own defaults (Settings.port), which the commands
+    # fall back to; a section shows them only when it (or the environment) sets them.
+    sections_inherit: bool = True
+    shown_unset: Callable[[], Any] | None = None  # what `config show` prints when it is unset: what then applies
+
+
+def _default_connect_timeout() -> float:
+    from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT  # the one place that applies it
+
+    return DEFAULT_CONNECT_TIMEOUT
+
+
+# In this order `config show` lists them and the README's list shows them.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("logdir", _text_kind("a path"), DEFAULT_LOGDIR, "`up`'s LOGDIR", env="TBCTL_LOGDIR",
+            sections_inherit=False),
+    Setting("port", PORT, DEFAULT_PORT, "the first port `up` tries", env="TBCTL_PORT", sections_inherit=False),
+    Setting("local_port", PORT, None, "`--local-port`: the local end of the forward (default: port + 10000)",
+            scope="host"),
+    Setting("timeout", SECONDS, DEFAULT_START_TIMEOUT, "seconds `up` waits for TensorBoard", env="TBCTL_TIMEOUT",
+            scope="top"),
+    Setting("stop_timeout", SECONDS, DEFAULT_STOP_TIMEOUT, "seconds `down` and `free-port` wait after SIGTERM",
+            env="TBCTL_STOP_TIMEOUT", scope="top"),
+    Setting("connect_timeout", SECONDS, None, "seconds to connect over SSH (default: the ssh_config's "
+            "`ConnectTimeout`, else 10)", shown_unset=_default_connect_timeout),
+    Setting("tensorboard", _text_kind("the path of the tensorboard executable"), None,
+            "`--tensorboard`: the tensorboard executable"),
+    Setting("env", _text_kind("a venv or conda prefix on that host"), None,
+            "`--env`: python and tensorboard from this venv or conda prefix there", scope="host"),
+    Setting("tensorboard_args", ARGS, (), "flags for TensorBoard, before any `up … -- FLAGS`"),
+    Setting("ssh", BACKEND, None, "`--ssh`: openssh or paramiko (default: openssh where usable)", env="TBCTL_SSH"),
+    Setting("ssh_persist", SECONDS_OR_ZERO, DEFAULT_SSH_PERSIST,
+            "seconds tbctl's own ControlMaster stays idle; 0: it ends with the command", env="TBCTL_SSH_PERSIST"),
+    Setting("open", BOOL, False, "`--open`: `up` and `tunnel` open the URL in a browser", env="TBCTL_OPEN"),
+)
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+TOP_LEVEL_KEYS = tuple(s.name for s in SETTINGS if s.scope != "host")
+HOST_KEYS = tuple(s.name for s in SETTINGS if s.scope != "top")
+
+
+def on_settings(setting: Setting) -> bool:
+    """Whether the top level's value is a field of Settings (else of HostSettings, as `defaults`)."""
+    return setting.scope == "top" or (setting.scope == "both" and not setting.sections_inherit)
 
 
 @dataclass(frozen=True)
@@ -172,29 +247,19 @@ class ConfigFile:
 
 def read_config(path: Path) -> ConfigFile | None:
     """The checked content of `path`, None when there is no such file; ConfigError when it is malformed."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    read = read_toml(path)
+    if read is None:
         return None
-    except IsADirectoryError:
-        raise ConfigError(path, "is a directory, not a file") from None
-    except OSError as exc:
-        raise ConfigError(path, f"cannot be read: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(path, "is not UTF-8 text", line=line) from None
-    data = _parse_toml(path, text)
+    text, data = read
     top: dict[str, Any] = {}
     hosts: dict[str, dict[str, Any]] = {}
     for key, value in data.items():
         if key == "hosts":
             if not isinstance(value, dict):
-                _fail(path, text, ("hosts",), "must be a table of [hosts.NAME] sections")
+                fail_at(path, text, ("hosts",), "must be a table of [hosts.NAME] sections")
             for name, section in value.items():
                 if not isinstance(section, dict):
-                    _fail(path, text, ("hosts", name), "must be a table, e.g. [hosts.NAME] with keys under it")
+                    fail_at(path, text, ("hosts", name), "must be a table, e.g. [hosts.NAME] with keys under it")
                 hosts[name] = {k: _check(path, text, ("hosts", name, k), v, HOST_KEYS) for k, v in section.items()}
         else:
             top[key] = _check(path, text, (key,), value, TOP_LEVEL_KEYS)
@@ -203,270 +268,114 @@ def read_config(path: Path) -> ConfigFile | None:
 
 def _check(path: Path, text: str, key: tuple[str, ...], value: Any, allowed: tuple[str, ...]) -> Any:
     name = key[-1]
-    where = f"[hosts.{_dotted(key[1:2])}]" if len(key) == 3 else "the top level"
+    where = f"[hosts.{dotted(key[1:2])}]" if len(key) == 3 else "the top level"
     if name not in allowed:
         hint = f"known keys in {where}: {', '.join(allowed)}"
         if len(key) == 1 and isinstance(value, dict):
-            hint = f"a host's section is [hosts.{_dotted((name,))}]; {hint}"
+            hint = f"a host's section is [hosts.{dotted((name,))}]; {hint}"
         elif len(key) == 1 and name in HOST_KEYS:
             hint = f"{name} belongs in a [hosts.NAME] section; {hint}"
-        _fail(path, text, key, f"unknown key in {where}", hint=hint)
-    check, expected = _CHECKS[name]
-    checked = check(value)
+        fail_at(path, text, key, f"unknown key in {where}", hint=hint)
+    kind = BY_NAME[name].kind
+    checked = kind.check(value)
     if checked is None:
-        _fail(path, text, key, f"expected {expected}, got {_toml_repr(value)}")
+        fail_at(path, text, key, f"expected {kind.expected}, got {toml_repr(value)}")
     return checked
 
 
-def _fail(path: Path, text: str, key: tuple[str, ...], problem: str, *, hint: str | None = None) -> None:
-    line = locate_key(text, key)
-    line_text = text.splitlines()[line - 1] if line is not None else None
-    raise ConfigError(path, problem, line=line, key=_dotted(key), line_text=line_text, hint=hint)
-
-
-def _toml_repr(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"' if value else 'an empty string ""'
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return f"a list {value!r}"
-    return repr(value)
-
-
-def _parse_toml(path: Path, text: str) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        line = getattr(exc, "lineno", None)
-        found = re.search(r"\(at line (\d+), column (\d+)\)", message)
-        if line is None and found:
-            line = int(found.group(1))
-        problem = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
-        if found:
-            problem += f" (column {found.group(2)})"
-        lines = text.splitlines()
-        line_text = lines[line - 1] if line is not None and 0 < line <= len(lines) else None
-        key = _key_of_line(line_text) if line_text is not None else None
-        raise ConfigError(path, f"invalid TOML: {problem}", line=line, key=key, line_text=line_text) from None
-
-
-# --- finding the line of a key (tomllib gives values, not positions) ---------------------------------------
-
-_BARE = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _parse_key(s: str, i: int = 0) -> tuple[tuple[str, ...], int] | None:
-    """A dotted TOML key at s[i:] (bare, "basic" or 'literal' parts): (parts, index after it)."""
-    parts: list[str] = []
-    while True:
-        while i < len(s) and s[i] in " \t":
-            i += 1
-        if i < len(s) and s[i] == '"':
-            j, out = i + 1, []
-            while j < len(s) and s[j] != '"':
-                if s[j] == "\\" and j + 1 < len(s):
-                    out.append({"n": "\n", "t": "\t", '"': '"', "\\": "\\"}.get(s[j + 1], s[j + 1]))
-                    j += 2
-                else:
-                    out.append(s[j])
-                    j += 1
-            if j >= len(s):
-                return None
-            parts.append("".join(out))
-            i = j + 1
-        elif i < len(s) and s[i] == "'":
-            j = s.find("'", i + 1)
-            if j < 0:
-                return None
-            parts.append(s[i + 1 : j])
-            i = j + 1
-        else:
-            match = _BARE.match(s, i)
-            if not match:
-                return None
-            parts.append(match.group())
-            i = match.end()
-        while i < len(s) and s[i] in " \t":
-            i += 1
-        if i < len(s) and s[i] == ".":
-            i += 1
-            continue
-        return tuple(parts), i
-
-
-def _key_of_line(line: str) -> str | None:
-    """The key a `key = value` line sets, if the line looks like one."""
-    parsed = _parse_key(line)
-    if parsed and parsed[1] < len(line) and line[parsed[1]] == "=":
-        return _dotted(parsed[0])
-    return None
-
-
-def locate_key(text: str, key: tuple[str, ...]) -> int | None:
-    """The 1-based line that sets `key` (or, failing that, the one that opens the table or inline table
-    holding it), following [table] headers and dotted keys; None when no line can be found."""
-    table: tuple[str, ...] = ()
-    best: tuple[int, int] | None = None  # (matched length, line)
-    in_string: str | None = None  # inside a multi-line string: its delimiter
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if in_string is not None:
-            if stripped.count(in_string) % 2 == 1:
-                in_string = None
-            continue
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.startswith("["):
-            parsed = _parse_key(stripped, 2 if stripped.startswith("[[") else 1)
-            if parsed is not None:
-                table = parsed[0]
-                path = table
-            else:
-                continue
-        else:
-            parsed = _parse_key(stripped)
-            if parsed is None or parsed[1] >= len(stripped) or stripped[parsed[1]] != "=":
-                continue
-            path = table + parsed[0]
-            rest = stripped[parsed[1] + 1 :]
-            for delim in ('"""', "'''"):
-                if rest.count(delim) % 2 == 1:
-                    in_string = delim
-        if path == key:
-            return number
-        if key[: len(path)] == path and (best is None or len(path) > best[0]):
-            best = (len(path), number)
-    return best[1] if best is not None else None
-
-
-def _dotted(key: tuple[str, ...]) -> str:
-    return ".".join(k if _BARE.fullmatch(k) else f'"{k}"' for k in key)
-
-
-# --- the environment -----------------------------------------------------------------------------------------
-
-
-def _env_seconds(env: Mapping[str, str], name: str, *, zero_ok: bool = False) -> float | None:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UsageError(f"{name}={raw!r} is not a number of seconds") from None
-    if value < 0 or (value == 0 and not zero_ok):
-        raise UsageError(f"{name}={raw!r} must be {'0 or more' if zero_ok else 'positive'}")
-    return value
-
-
-def state_dir_path(env: Mapping[str, str] | None = None) -> Path:
-    """`TBCTL_STATE_DIR`, else the user state dir (records, logs, locks). Not a config file setting, so
-    TAB completion finds it even when the config file is broken."""
-    env = os.environ if env is None else env
-    state_dir = env.get("TBCTL_STATE_DIR")
-    if state_dir:
-        return Path(state_dir).expanduser()
-    return _user_dir("state", env)
+# --- what is in effect ---------------------------------------------------------------------------------------
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Each setting through the chain: its default < the file's top level < a host's section < its variable."""
     env = os.environ if env is None else env
     state_path = state_dir_path(env)
     path = config_path(env)
     conf = read_config(path)
-    top = conf.top if conf is not None else {}
+    in_file = conf.top if conf is not None else {}
+    from_env = {s.name: s.kind.from_env(s.env, env[s.env]) for s in SETTINGS
+                if s.env is not None and s.kind.from_env is not None and env.get(s.env)}
+    top: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        if setting.scope == "host":
+            continue
+        if setting.name in from_env:
+            top[setting.name], sources[setting.name] = from_env[setting.name], f"env:{setting.env}"
+        elif setting.name in in_file:
+            top[setting.name], sources[setting.name] = in_file[setting.name], "file"
+        else:
+            top[setting.name], sources[setting.name] = setting.default, "default"
 
-    def pick(key: str, env_name: str | None, env_value: Any, default: Any) -> Any:
-        # one value through the chain: default < file < environment
-        if env_value is not None:
-            sources[key] = f"env:{env_name}"
-            return env_value
-        if key in top:
-            sources[key] = "file"
-            return top[key]
-        sources[key] = "default"
-        return default
+    def host(section: Mapping[str, Any]) -> HostSettings:
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            if setting.scope == "top":
+                continue
+            name = setting.name
+            if name in from_env:
+                value = from_env[name]
+            elif name in section:
+                value = section[name]
+            elif setting.scope == "both" and setting.sections_inherit:
+                value = top[name]
+            else:
+                value = setting.default if setting.scope == "host" else None
+            values[name] = value
+        return HostSettings(**values)
 
-    env_port = parse_port(env["TBCTL_PORT"], source="TBCTL_PORT") if env.get("TBCTL_PORT") else None
-    env_logdir = env.get("TBCTL_LOGDIR") or None
-    env_ssh = env.get("TBCTL_SSH") or None
-    if env_ssh is not None and env_ssh not in SSH_BACKENDS:
-        raise UsageError(f"TBCTL_SSH={env_ssh!r} is not an SSH backend", hint="use openssh or paramiko")
-    env_persist = _env_seconds(env, "TBCTL_SSH_PERSIST", zero_ok=True)
-    defaults = HostSettings(
-        tensorboard=pick("tensorboard", None, None, None),
-        extra_args=pick("tensorboard_args", None, None, ()),
-        connect_timeout=pick("connect_timeout", None, None, None),
-        ssh=pick("ssh", "TBCTL_SSH", env_ssh, None),
-        ssh_persist=pick("ssh_persist", "TBCTL_SSH_PERSIST", env_persist, DEFAULT_SSH_PERSIST),
-    )
-    hosts: dict[str, HostSettings] = {}
-    for name, section in (conf.hosts if conf is not None else {}).items():
-        own = {_HOST_FIELDS[k]: v for k, v in section.items()}
-        # The environment beats the file, a host's section included.
-        if env_port is not None:
-            own["port"] = env_port
-        if env_logdir is not None:
-            own["logdir"] = env_logdir
-        if env_ssh is not None:
-            own["ssh"] = env_ssh
-        if env_persist is not None:
-            own["ssh_persist"] = env_persist
-        hosts[name] = replace(defaults, **own)
     return Settings(
         state_dir=state_path,
-        start_timeout=pick("timeout", "TBCTL_TIMEOUT", _env_seconds(env, "TBCTL_TIMEOUT"), DEFAULT_START_TIMEOUT),
-        stop_timeout=pick("stop_timeout", "TBCTL_STOP_TIMEOUT", _env_seconds(env, "TBCTL_STOP_TIMEOUT"),
-                          DEFAULT_STOP_TIMEOUT),
-        default_port=pick("port", "TBCTL_PORT", env_port, DEFAULT_PORT),
-        default_logdir=pick("logdir", "TBCTL_LOGDIR", env_logdir, DEFAULT_LOGDIR),
-        hosts=hosts,
-        defaults=defaults,
+        **{s.name: top[s.name] for s in SETTINGS if on_settings(s)},
+        hosts={name: host(section) for name, section in (conf.hosts if conf is not None else {}).items()},
+        defaults=host({}),
         config_file=path,
         config_loaded=conf is not None,
         sources=sources,
     )
 
 
+@dataclass(frozen=True)
+class ShownSetting:
+    """One top-level line of `tbctl config show`."""
+
+    key: str
+    value: Any  # as JSON has it (a list, not a tuple); None: not set
+    source: str  # "default", "file" or "env:NAME"
+
+
+def top_level_rows(settings: Settings) -> list[ShownSetting]:
+    """The top level's settings in effect, in the table's order, each with where its value came from."""
+    rows = []
+    for setting in SETTINGS:
+        if setting.scope == "host":
+            continue
+        value = getattr(settings if on_settings(setting) else settings.defaults, setting.name)
+        if value is None and setting.shown_unset is not None:
+            value = setting.shown_unset()
+        rows.append(ShownSetting(setting.name, _as_json(value), settings.sources[setting.name]))
+    return rows
+
+
+def host_rows(host: HostSettings) -> dict[str, Any]:
+    """A host's settings in effect, keyed as in its section."""
+    return {s.name: _as_json(getattr(host, s.name)) for s in SETTINGS if s.scope != "top"}
+
+
 def settings_as_dict(settings: Settings) -> dict[str, Any]:
-    """The effective settings, keyed as in the config file (what `tbctl config show` prints)."""
-
-    def host_view(h: HostSettings) -> dict[str, Any]:
-        return {key: (list(v) if isinstance(v := getattr(h, attr), tuple) else v) for key, attr in _HOST_FIELDS.items()}
-
+    """The effective settings, keyed as in the config file (what `tbctl config show --json` prints)."""
     return {
         "config_file": str(settings.config_file) if settings.config_file else None,
         "config_loaded": settings.config_loaded,
         "state_dir": str(settings.state_dir),
-        "logdir": settings.default_logdir,
-        "port": settings.default_port,
-        "timeout": settings.start_timeout,
-        "stop_timeout": settings.stop_timeout,
-        # Unset here means the ssh_config's ConnectTimeout, else this default (what `--help` promises).
-        "connect_timeout": settings.defaults.connect_timeout if settings.defaults.connect_timeout is not None
-        else _default_connect_timeout(),
-        "tensorboard": settings.defaults.tensorboard,
-        "tensorboard_args": list(settings.defaults.extra_args),
-        "ssh": settings.defaults.ssh,
-        "ssh_persist": settings.defaults.ssh_persist,
-        "hosts": {name: host_view(h) for name, h in sorted(settings.hosts.items())},
+        **{row.key: row.value for row in top_level_rows(settings)},
+        "hosts": {name: host_rows(h) for name, h in sorted(settings.hosts.items())},
         "sources": dict(sorted(settings.sources.items())),
     }
 
 
-def _default_connect_timeout() -> float:
-    from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT  # the one place that applies it
-
-    return DEFAULT_CONNECT_TIMEOUT
+def _as_json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def parse_port(raw: str | int, *, source: str = "port") -> int:

@@ -3,8 +3,10 @@ line and key, `tbctl config path|show`, and a host's section used by a real `up 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,11 @@ import pytest
 from tests.conftest import Cli
 from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
 from tests.test_remote import TENSORBOARD, Foreground
-from tbctl.config import load_settings, locate_key
+from tbctl import config
+from tbctl.config import SETTINGS, HostSettings, Settings, load_settings, read_config
+from tbctl.config_lines import locate_key
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture(autouse=True)
@@ -23,8 +29,9 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "tbctl-config" / "config.toml"
     path.parent.mkdir()
     monkeypatch.setenv("TBCTL_CONFIG", str(path))
-    for name in ("TBCTL_PORT", "TBCTL_LOGDIR", "TBCTL_TIMEOUT", "TBCTL_STOP_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
+    for setting in SETTINGS:
+        if setting.env is not None:
+            monkeypatch.delenv(setting.env, raising=False)
     return path
 
 
@@ -58,10 +65,10 @@ port = 7200
 def test_defaults_without_a_file(config_file: Path) -> None:
     settings = load_settings({"TBCTL_CONFIG": str(config_file)})
     assert not settings.config_loaded and settings.config_file == config_file
-    assert (settings.default_port, settings.default_logdir, settings.start_timeout, settings.stop_timeout) == (
+    assert (settings.port, settings.logdir, settings.timeout, settings.stop_timeout) == (
         6006, "runs", 60.0, 10.0)
     assert settings.for_host(None) == settings.for_host("anyhost")
-    assert settings.for_host("anyhost").tensorboard is None and settings.for_host("anyhost").extra_args == ()
+    assert settings.for_host("anyhost").tensorboard is None and settings.for_host("anyhost").tensorboard_args == ()
     assert set(settings.sources.values()) == {"default"}
 
 
@@ -69,16 +76,16 @@ def test_the_file_beats_the_defaults_and_a_host_section_beats_the_top_level(conf
     config_file.write_text(FULL)
     settings = load_settings({"TBCTL_CONFIG": str(config_file)})
     assert settings.config_loaded
-    assert (settings.default_port, settings.default_logdir, settings.start_timeout, settings.stop_timeout) == (
+    assert (settings.port, settings.logdir, settings.timeout, settings.stop_timeout) == (
         7000, "file-runs", 30.0, 4.5)
     top = settings.for_host(None)
-    assert (top.tensorboard, top.extra_args, top.connect_timeout) == (
+    assert (top.tensorboard, top.tensorboard_args, top.connect_timeout) == (
         "/opt/tb/bin/tensorboard", ("--samples_per_plugin", "scalars=1000"), 7.0)
-    assert top.port is None and top.env_prefix is None  # port/logdir defaults live on Settings, env is per host
+    assert top.port is None and top.env is None  # port/logdir defaults live on Settings, env is per host
     gpu1 = settings.for_host("gpu1")
     assert gpu1.port == 7100 and gpu1.local_port == 17100 and gpu1.logdir == "~/exp/runs"
-    assert gpu1.tensorboard == "~/venv/bin/tensorboard" and gpu1.env_prefix == "~/venv"
-    assert gpu1.extra_args == ("--reload_interval", "15") and gpu1.connect_timeout == 20.0
+    assert gpu1.tensorboard == "~/venv/bin/tensorboard" and gpu1.env == "~/venv"
+    assert gpu1.tensorboard_args == ("--reload_interval", "15") and gpu1.connect_timeout == 20.0
     other = settings.for_host("me@box:2222")  # a quoted section name, as typed after --host
     assert other.port == 7200 and other.tensorboard == "/opt/tb/bin/tensorboard" and other.connect_timeout == 7.0
     assert settings.for_host("unknown") == top
@@ -90,7 +97,7 @@ def test_the_environment_beats_the_file_host_sections_included(config_file: Path
     env = {"TBCTL_CONFIG": str(config_file), "TBCTL_PORT": "7300", "TBCTL_LOGDIR": "env-runs",
            "TBCTL_TIMEOUT": "12", "TBCTL_STOP_TIMEOUT": "2"}
     settings = load_settings(env)
-    assert (settings.default_port, settings.default_logdir, settings.start_timeout, settings.stop_timeout) == (
+    assert (settings.port, settings.logdir, settings.timeout, settings.stop_timeout) == (
         7300, "env-runs", 12.0, 2.0)
     assert settings.for_host("gpu1").port == 7300 and settings.for_host("gpu1").logdir == "env-runs"
     assert settings.for_host("gpu1").tensorboard == "~/venv/bin/tensorboard"  # no variable for it: the file's
@@ -109,7 +116,7 @@ def test_config_show_reports_each_value_and_where_it_came_from(cli: Cli, config_
     assert shown["hosts"]["gpu1"] == {
         "logdir": "~/exp/runs", "port": 7100, "local_port": 17100, "tensorboard": "~/venv/bin/tensorboard",
         "env": "~/venv", "tensorboard_args": ["--reload_interval", "15"], "connect_timeout": 20.0,
-        "ssh": None, "ssh_persist": 600.0}
+        "ssh": None, "ssh_persist": 600.0, "open": False}
     text = cli("config", "show").stdout
     assert "port = 7000" in text and "# file" in text and "# env:TBCTL_TIMEOUT" in text
     assert '[hosts."me@box:2222"]' in text and "[hosts.gpu1]" in text
@@ -152,6 +159,32 @@ def test_up_port_follows_file_then_environment_then_flag(cli: Cli, config_file: 
     monkeypatch.setenv("TBCTL_PORT", str(from_env))
     assert cli.up(str(logdir), "--new")["instance"]["port"] == from_env
     assert cli.up(str(logdir), "--new", "--port", str(from_flag))["instance"]["port"] == from_flag
+
+
+def test_open_in_the_file_makes_up_open_the_browser_and_the_flag_still_wins(
+    config_file: Path, logdir: Path, reaper: ProcessReaper, tmp_path: Path,
+) -> None:
+    """Each `up` is a process of its own: webbrowser reads $BROWSER once per process."""
+    from tests.test_logs_open import _browser, _tbctl
+
+    browser, got = _browser(tmp_path)
+    config_file.write_text("open = true\n")
+    port = free_port()
+
+    def up(*args: str, **variables: str) -> str:
+        done = _tbctl("up", str(logdir), "--port", str(port), "--json", *args,
+                      env=dict(os.environ, BROWSER=browser, **variables))
+        assert done.returncode == 0, done.stderr
+        record = json.loads(done.stdout)
+        reaper.adopt(record["instance"]["pid"])
+        return str(record["url"])
+
+    url = up()
+    assert got.read_text() == f"{url}\n"
+    assert up("--no-open") == url and got.read_text() == f"{url}\n"  # reused, and not opened again
+    assert up(TBCTL_OPEN="0") == url and got.read_text() == f"{url}\n"
+    up("--open", TBCTL_OPEN="0")
+    assert got.read_text() == f"{url}\n{url}\n"
 
 
 # --- malformed files ------------------------------------------------------------------------------------------
@@ -230,6 +263,9 @@ def test_locate_key_follows_tables_dotted_keys_and_quotes() -> None:
 def test_bad_environment_values_are_usage_errors(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TBCTL_STOP_TIMEOUT", "soon")
     assert "TBCTL_STOP_TIMEOUT='soon' is not a number of seconds" in cli("ls", exit_code=2).stderr
+    monkeypatch.setenv("TBCTL_OPEN", "maybe")
+    monkeypatch.delenv("TBCTL_STOP_TIMEOUT")
+    assert "TBCTL_OPEN='maybe' is not true or false" in cli("ls", exit_code=2).stderr
 
 
 # --- a host's section, used by a real `up --host` ----------------------------------------------------------
@@ -297,3 +333,79 @@ def test_config_show_gives_connect_timeouts_real_default(cli: Cli) -> None:
     shown = cli("config", "show", "--json").json()
     assert (shown["connect_timeout"], shown["sources"]["connect_timeout"]) == (DEFAULT_CONNECT_TIMEOUT, "default")
     assert f"(default {DEFAULT_CONNECT_TIMEOUT:g})" in " ".join(cli("up", "--help").stdout.split())
+
+
+# --- the table ------------------------------------------------------------------------------------------------
+
+
+def test_every_row_of_the_table_has_its_field_and_a_reader_for_its_variable() -> None:
+    fields = {"settings": {f.name for f in dataclasses.fields(Settings)},
+              "host": {f.name for f in dataclasses.fields(HostSettings)}}
+    host_rows = {s.name for s in SETTINGS if s.scope != "top"}
+    assert fields["host"] == host_rows, "HostSettings needs one field per row a [hosts.NAME] section may set"
+    for setting in SETTINGS:
+        if config.on_settings(setting):
+            assert setting.name in fields["settings"], setting.name
+        assert setting.env is None or setting.kind.from_env is not None, f"{setting.name}: {setting.env} unread"
+        assert setting.scope != "host" or setting.env is None, f"{setting.name}: a variable beats the top level"
+
+
+# One file value and one environment value of each kind, and what each gives.
+EXAMPLES = {
+    config.PORT: ("7001", 7001, "7002", 7002),
+    config.SECONDS: ("3", 3.0, "4.5", 4.5),
+    config.SECONDS_OR_ZERO: ("0", 0.0, "7", 7.0),
+    config.BACKEND: ('"paramiko"', "paramiko", "openssh", "openssh"),
+    config.BOOL: ("true", True, "0", False),
+}
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.env is not None], ids=lambda s: s.name)
+def test_each_variable_beats_the_file_which_beats_the_default(config_file: Path, setting: config.Setting) -> None:
+    in_file, from_file, in_env, from_env = EXAMPLES.get(setting.kind, ('"file-value"', "file-value", "env-value",
+                                                                       "env-value"))
+    shown = {row.key: row for row in config.top_level_rows(load_settings({"TBCTL_CONFIG": str(config_file)}))}
+    assert (shown[setting.name].value, shown[setting.name].source) == (config._as_json(setting.default), "default")
+    section = f"[hosts.gpu1]\n{setting.name} = {in_file}\n" if setting.scope == "both" else ""
+    config_file.write_text(f"{setting.name} = {in_file}\n{section}")
+    settings = load_settings({"TBCTL_CONFIG": str(config_file)})
+    shown = {row.key: row for row in config.top_level_rows(settings)}
+    assert (shown[setting.name].value, shown[setting.name].source) == (from_file, "file")
+    settings = load_settings({"TBCTL_CONFIG": str(config_file), setting.env: in_env})
+    shown = {row.key: row for row in config.top_level_rows(settings)}
+    assert (shown[setting.name].value, shown[setting.name].source) == (from_env, f"env:{setting.env}")
+    if section:
+        assert config.host_rows(settings.for_host("gpu1"))[setting.name] == from_env  # a section too
+
+
+def _settings_list() -> str:
+    """The README's list, from the table."""
+    where = {"top": "top level", "host": "`[hosts.NAME]`", "both": "top level, `[hosts.NAME]`"}
+    rows = ["| key | where | variable | default | what it is |", "| --- | --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = "" if s.default is None else f"`{_toml_text(config._as_json(s.default))}`"
+        rows.append(f"| `{s.name}` | {where[s.scope]} | {f'`{s.env}`' if s.env else ''} | {default} | {s.help} |")
+    return "\n".join(rows)
+
+
+def _toml_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return json.dumps(value)
+
+
+def test_the_readme_lists_the_table() -> None:
+    found = re.search(r"<!-- settings: begin -->\n(.*?)\n?<!-- settings: end -->", README.read_text(), re.S)
+    assert found, "README.md has lost its <!-- settings: begin/end --> markers"
+    assert found.group(1) == _settings_list(), (
+        "README.md's list of settings differs from SETTINGS in tbctl/config.py; between its markers put:\n"
+        + _settings_list())
+
+
+def test_the_readmes_example_file_is_valid_and_sets_every_key(tmp_path: Path) -> None:
+    text = README.read_text().split("\n## Configuration", 1)[1]
+    example = tmp_path / "config.toml"
+    example.write_text(text.split("```toml\n", 1)[1].split("```", 1)[0])
+    conf = read_config(example)
+    assert conf is not None
+    assert set(conf.top) | {k for section in conf.hosts.values() for k in section} == {s.name for s in SETTINGS}

@@ -67,11 +67,11 @@ CONFIG_PATH = {"path": str, "exists": bool}
 CONNECTION = {"host": str, "pid": OptInt, "control_path": str, "created_at": Num, "persist": Num}
 CONNECTIONS = {"connections": [CONNECTION]}
 CONFIG_HOST = {"logdir": OptStr, "port": OptInt, "local_port": OptInt, "tensorboard": OptStr, "env": OptStr,
-               "tensorboard_args": [str], "connect_timeout": OptNum, "ssh": OptStr, "ssh_persist": Num}
+               "tensorboard_args": [str], "connect_timeout": OptNum, "ssh": OptStr, "ssh_persist": Num, "open": bool}
 CONFIG_SHOW = {
     "config_file": OptStr, "config_loaded": bool, "state_dir": str, "logdir": str, "port": int, "timeout": Num,
     "stop_timeout": Num, "connect_timeout": OptNum, "tensorboard": OptStr, "tensorboard_args": [str],
-    "ssh": OptStr, "ssh_persist": Num, "ssh_in_effect": str, "ssh_reason": str,
+    "ssh": OptStr, "ssh_persist": Num, "open": bool, "ssh_in_effect": str, "ssh_reason": str,
     "hosts": {"*": CONFIG_HOST}, "sources": {"*": str},
 }
 

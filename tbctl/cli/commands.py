@@ -54,7 +54,7 @@ def up(
     keep: Annotated[bool, typer.Option("--keep", help="Remote: leave TensorBoard running when the forward closes.")] = False,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Remote: forward in the background and return; `tbctl down` ends it.")] = False,
     timeout: TimeoutOption = None,
-    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the URL in a browser.")] = False,
+    open_browser: Annotated[Optional[bool], typer.Option("--open/--no-open", help="Open the URL in a browser (default: `open` in the config file, else no).")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start another instance even if one serves this logdir.")] = False,
     tensorboard: Annotated[Optional[str], typer.Option("--tensorboard", help="Path of the tensorboard executable.")] = None,
     env_prefix: EnvOption = None,
@@ -80,15 +80,16 @@ def up(
     logdir, extra = _split_logdir_and_extra(args or [], logdir_option)
     settings = env.settings
     per_host = settings.for_host(host_spec)  # flags win over the host's section of the config file
-    env_prefix = env_prefix or per_host.env_prefix
+    env_prefix = env_prefix or per_host.env
+    open_browser = per_host.open if open_browser is None else open_browser
     request = UpRequest(
-        logdir=logdir or per_host.logdir or settings.default_logdir,
-        port=parse_port(port, source="--port") if port is not None else (per_host.port or settings.default_port),
-        timeout=timeout or settings.start_timeout,
+        logdir=logdir or per_host.logdir or settings.logdir,
+        port=parse_port(port, source="--port") if port is not None else (per_host.port or settings.port),
+        timeout=timeout or settings.timeout,
         new=new,
         tensorboard=tensorboard or per_host.tensorboard,
         env_prefix=env_prefix,
-        extra_args=per_host.extra_args + tuple(extra),
+        extra_args=per_host.tensorboard_args + tuple(extra),
     )
     wanted_local = parse_port(local_port, source="--local-port") if local_port is not None else per_host.local_port
     store = store_of(env)
@@ -223,7 +224,7 @@ def tunnel(
     local_port: Annotated[Optional[str], typer.Option("--local-port", help="Local end (default REMOTE_PORT+10000).")] = None,
     connect_timeout: ConnectTimeoutOption = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Forward in the background and return; `tbctl down LOCAL_PORT` ends it.")] = False,
-    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the URL in a browser.")] = False,
+    open_browser: Annotated[Optional[bool], typer.Option("--open/--no-open", help="Open the URL in a browser (default: `open` in the config file, else no).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Forward localhost to a port already listening on HOST (`ssh -L 16008:127.0.0.1:6008 HOST`), until Ctrl-C."""
@@ -231,6 +232,7 @@ def tunnel(
     from tbctl.core.expose import expose
 
     env = command_env(ctx, json_output)
+    open_browser = env.settings.for_host(host_spec).open if open_browser is None else open_browser
     port = parse_port(remote_port, source="REMOTE_PORT")
     wanted_local = parse_port(local_port, source="--local-port") if local_port is not None else None
     store = store_of(env)

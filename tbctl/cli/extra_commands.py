@@ -259,7 +259,7 @@ def config_path_command(ctx: typer.Context, json_output: JsonOption = False) -> 
 def config_show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Print the settings in effect, each with where it came from (default, file or environment)."""
     from tbctl.cli.session import ssh_backend
-    from tbctl.config import settings_as_dict
+    from tbctl.config import settings_as_dict, top_level_rows
 
     env = command_env(ctx, json_output)
     view = settings_as_dict(env.settings)
@@ -271,12 +271,9 @@ def config_show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     status = "" if view["config_loaded"] else "  (not found)"
     out = [f"# config file: {view['config_file']}{status}", f"# state dir: {view['state_dir']}"]
     out.append(f"# SSH backend in effect: {backend.name} ({backend.reason})")
-    for key in ("logdir", "port", "timeout", "stop_timeout", "connect_timeout", "tensorboard", "tensorboard_args",
-                "ssh", "ssh_persist"):
-        value = view[key]
-        source = view["sources"].get(key, "default")
-        line = f"{key} = {_toml(value)}" if value not in (None, []) else f"# {key} (not set)"
-        out.append(f"{line:<48} # {source}")
+    for row in top_level_rows(env.settings):
+        line = f"{row.key} = {_toml(row.value)}" if row.value not in (None, []) else f"# {row.key} (not set)"
+        out.append(f"{line:<48} # {row.source}")
     for name, section in view["hosts"].items():
         out.append(f"\n[hosts.{_toml_key(name)}]")
         out.extend(f"{key} = {_toml(value)}" for key, value in section.items() if value not in (None, []))

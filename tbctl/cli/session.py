@@ -70,7 +70,7 @@ def open_host(env: Environment, spec: str | None, *, env_prefix: str | None = No
     per_host = env.settings.for_host(spec)
     early = None if jump else preconnect.take(preconnect.EarlyKey(
         spec, ssh_backend(env, spec).name, connect_timeout or per_host.connect_timeout,
-        env_prefix or per_host.env_prefix, per_host.ssh_persist))
+        env_prefix or per_host.env, per_host.ssh_persist))
     if early is not None:  # opened while the CLI was importing, exactly as it would be opened now
         return early
     return unconnected_host(env, spec, env_prefix=env_prefix, connect_timeout=connect_timeout,
@@ -87,7 +87,7 @@ def unconnected_host(env: Environment, spec: str, *, env_prefix: str | None = No
     terminal = TerminalPrompter(env) if interactive else None  # several hosts at once: nobody to ask
     return open_ssh_host(spec, backend=ssh_backend(env, spec).name, state_dir=env.settings.state_dir,
                          terminal=terminal, connect_timeout=connect_timeout or per_host.connect_timeout,
-                         env_prefix=env_prefix or per_host.env_prefix, persist=per_host.ssh_persist, jump=jump)
+                         env_prefix=env_prefix or per_host.env, persist=per_host.ssh_persist, jump=jump)
 
 
 def ssh_backend(env: Environment, spec: str | None) -> BackendChoice:

@@ -77,7 +77,7 @@ def start(argv: Sequence[str]) -> None:
             return
     except Exception:  # a broken config file: the CLI reports it, in its own words
         return
-    key = EarlyKey(spec, "openssh", per_host.connect_timeout, per_host.env_prefix, per_host.ssh_persist)
+    key = EarlyKey(spec, "openssh", per_host.connect_timeout, per_host.env, per_host.ssh_persist)
     early = _Early(key)
     _early = early
 
