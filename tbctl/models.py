@@ -122,7 +122,7 @@ class FreePortResult:
 
 def as_json(record: Any) -> Any:
     """A JSON-able view of a record, with derived properties (url, uptime) included."""
-    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):  # a result, or a record of tbctl/records.py
         out = {f.name: as_json(getattr(record, f.name)) for f in dataclasses.fields(record) if f.metadata.get("json", True)}
         for extra in ("url", "uptime", "command"):
             if hasattr(type(record), extra):

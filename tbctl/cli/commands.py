@@ -330,8 +330,8 @@ def _known_hosts(env: Environment, store: StateStore) -> list[str]:
 
     names = list(env.settings.hosts)
     for rec in [*store.load(), *store.forwards()]:
-        if rec["host"] != LOCAL_HOST_NAME and rec["host"] not in names:
-            names.append(rec["host"])
+        if rec.host != LOCAL_HOST_NAME and rec.host not in names:
+            names.append(rec.host)
     return names
 
 

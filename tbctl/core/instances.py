@@ -21,8 +21,8 @@ def list_instances(host: Host, store: StateStore) -> list[TensorBoardInstance]:
     """Every TensorBoard on `host`, ours or not, live or stale, sorted by port; and those tbctl runs as steps
     of Slurm jobs that `host` (a login node) schedules, which run on the jobs' nodes."""
     records = store.for_host(host.name)
-    instances = classify(host.scan(), host=host.name, records=[r for r in records if "job" not in r])
-    if any("job" in r for r in records):
+    instances = classify(host.scan(), host=host.name, records=[r for r in records if r.job is None])
+    if any(r.job is not None for r in records):
         from tbctl.core.job_up import job_instances
 
         steps = job_instances(host, store)
