@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tbctl import probe
-from tbctl.errors import PortBusy, SSHError, TbctlError
+from tbctl.errors import ExitCode, PortBusy, SSHError, TbctlError
 from tbctl.hosts.link import LinkState
 from tbctl.records import ForwarderStatus, ForwardRecord, ForwardState
 from tbctl.state import StateStore
@@ -106,7 +106,7 @@ def stop(status: ForwarderStatus, timeout: float = 5.0) -> None:
             probe.wait_gone([[pid, ct]], 5.0)
 
 
-def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> int:
+def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> ExitCode:
     """The forwarder's main loop (run as `tbctl _forwarder HOST` in its own session). `open_host` gives the
     host unconnected, over whichever SSH backend: it connects, and reconnects, in the background."""
     stopping = threading.Event()
@@ -189,7 +189,7 @@ def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> i
         if host is not None:
             host.close()
         store.remove_forwarder_status(host_spec)
-    return 0
+    return ExitCode.OK
 
 
 def _nothing_left(store: StateStore, host_spec: str) -> bool:
