@@ -27,11 +27,11 @@ class Record(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
 
-class _Keeping(Record, Protocol):
+class _KeepsUnknownKeys(Record, Protocol):
     unknown: Mapping[str, Any]
 
 
-_R = TypeVar("_R", bound=_Keeping)
+_R = TypeVar("_R", bound=_KeepsUnknownKeys)
 
 
 def _with_unknown(record: _R, data: Mapping[str, Any]) -> _R:
