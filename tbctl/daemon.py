@@ -7,6 +7,7 @@ TensorBoard is gone, and exits when it has nothing left to serve."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,8 +18,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tbctl import probe
-from tbctl.errors import PortBusy, SSHError, TbctlError
+from tbctl.errors import ExitCode, PortBusy, SSHError, TbctlError
 from tbctl.hosts.link import LinkState
+from tbctl.records import ForwarderStatus, ForwardRecord, ForwardState
 from tbctl.state import StateStore
 
 if TYPE_CHECKING:
@@ -30,20 +32,20 @@ INSTANCE_CHECK_SECONDS = 3.0  # how soon a forward notices its TensorBoard died
 START_TIMEOUT = 15.0
 
 
-def is_running(status: dict[str, Any]) -> bool:
+def is_running(status: ForwarderStatus) -> bool:
     """The forwarder that wrote `status` is still that process (pid and start time), not a reused pid."""
-    return probe.Probe().alive(int(status["pid"]), status.get("create_time"))
+    return probe.Probe().alive(status.pid, status.create_time)
 
 
-def running_status(store: StateStore, host: str) -> dict[str, Any] | None:
+def running_status(store: StateStore, host: str) -> ForwarderStatus | None:
     for status in store.forwarder_statuses():
-        if status.get("host") == host and is_running(status):
+        if status.host == host and is_running(status):
             return status
     return None
 
 
 def ensure_running(store: StateStore, host: str, *, backend: str, connect_timeout: float | None = None,
-                   env_prefix: str | None = None, route: tuple[str, str] | None = None) -> dict[str, Any]:
+                   env_prefix: str | None = None, route: tuple[str, str] | None = None) -> ForwarderStatus:
     """The host's forwarder, started if it is not running (one per host, even when two commands race).
 
     It runs as `python -I -m tbctl` from `/`: isolated mode puts neither the caller's directory nor
@@ -67,7 +69,7 @@ def ensure_running(store: StateStore, host: str, *, backend: str, connect_timeou
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             status = running_status(store, host)
-            if status is not None and status["pid"] == proc.pid:
+            if status is not None and status.pid == proc.pid:
                 return status
             if proc.poll() is not None:
                 break
@@ -79,25 +81,25 @@ def ensure_running(store: StateStore, host: str, *, backend: str, connect_timeou
         raise TbctlError(f"the background forwarder for {host} did not start", hint=f"its log {log_path} says:\n{tail}")
 
 
-def wait_listening(store: StateStore, host: str, local_port: int, timeout: float = 10.0) -> dict[str, Any]:
+def wait_listening(store: StateStore, host: str, local_port: int, timeout: float = 10.0) -> ForwardState:
     """Wait until the host's forwarder reports `local_port` open; its error otherwise."""
     deadline = time.monotonic() + timeout
     while True:
         status = running_status(store, host)
-        fwd = next((f for f in (status or {}).get("forwards", []) if f["local_port"] == local_port), None)
-        if fwd is not None and fwd.get("listening"):
+        fwd = next((f for f in (status.forwards if status else ()) if f.forward.local_port == local_port), None)
+        if fwd is not None and fwd.listening:
             return fwd
-        if fwd is not None and fwd.get("error"):
-            raise PortBusy(local_port, (), f"the background forwarder could not open 127.0.0.1:{local_port}: {fwd['error']}")
+        if fwd is not None and fwd.error:
+            raise PortBusy(local_port, (), f"the background forwarder could not open 127.0.0.1:{local_port}: {fwd.error}")
         if status is None or time.monotonic() >= deadline:
             raise TbctlError(f"the background forwarder for {host} did not open 127.0.0.1:{local_port}",
                              hint=f"see {store.forwarder_log_path(host)}")
         time.sleep(0.05)
 
 
-def stop(status: dict[str, Any], timeout: float = 5.0) -> None:
+def stop(status: ForwarderStatus, timeout: float = 5.0) -> None:
     """Stop a forwarder (SIGTERM, then SIGKILL), pid-reuse safe."""
-    pid, ct = int(status["pid"]), status.get("create_time")
+    pid, ct = status.pid, status.create_time
     local = probe.Probe()
     if local.send_signal(pid, ct, "SIGTERM")["outcome"] == "sent":
         if local.wait_gone([[pid, ct]], timeout)["alive"]:
@@ -105,45 +107,44 @@ def stop(status: dict[str, Any], timeout: float = 5.0) -> None:
             local.wait_gone([[pid, ct]], 5.0)
 
 
-def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> int:
+def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> ExitCode:
     """The forwarder's main loop (run as `tbctl _forwarder HOST` in its own session). `open_host` gives the
     host unconnected, over whichever SSH backend: it connects, and reconnects, in the background."""
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
     me = probe.default_backend().proc_info(os.getpid()) or {}
-    base = {"host": host_spec, "pid": os.getpid(), "create_time": me.get("create_time"),
-            "log_path": str(store.forwarder_log_path(host_spec)), "started_at": time.time()}
-    link_view: dict[str, Any] = {"state": "reconnecting", "since": time.time(), "attempts": 0, "error": "starting",
-                                 "via": ""}
+    base = ForwarderStatus(host=host_spec, pid=os.getpid(), create_time=me.get("create_time"),
+                           log_path=str(store.forwarder_log_path(host_spec)), started_at=time.time(),
+                           link=LinkState("reconnecting", time.time(), 0, "starting"))
+    link = base.link  # the latest state the host reported (set from its watcher's thread)
     forwarders: dict[int, Forward] = {}
     errors: dict[int, str] = {}
     tensorboards: dict[int, str] = {}
-    published: dict[str, Any] = {}
+    published: ForwarderStatus | None = None
 
     def log(text: str) -> None:
         print(time.strftime("%Y-%m-%d %H:%M:%S"), text, flush=True)
 
     def publish() -> None:
         """Write the status file, only when it says something new (it is read, not watched)."""
+        nonlocal published
         rows = []
         for rec in store.forwards(host_spec):
-            port = rec["local_port"]
-            fwd = forwarders.get(port)
-            rows.append({**rec, "listening": fwd is not None and fwd.listening,
-                         "error": errors.get(port, "") or (str(fwd.errors[0]) if fwd and fwd.errors else ""),
-                         "active_connections": fwd.active_connections if fwd else 0,
-                         "served": fwd.served if fwd else 0,
-                         "tensorboard": tensorboards.get(port, "unknown")})
-        status = {**base, "link": dict(link_view), "forwards": rows}
+            fwd = forwarders.get(rec.local_port)
+            rows.append(ForwardState(
+                rec, listening=fwd is not None and fwd.listening,
+                error=errors.get(rec.local_port, "") or (str(fwd.errors[0]) if fwd and fwd.errors else ""),
+                active_connections=fwd.active_connections if fwd else 0, served=fwd.served if fwd else 0,
+                tensorboard=tensorboards.get(rec.local_port, "unknown")))
+        status = dataclasses.replace(base, link=link, forwards=tuple(rows))
         if status != published:
             store.write_forwarder_status(host_spec, status)
-            published.clear()
-            published.update(status)
+            published = status
 
     def on_change(state: LinkState) -> None:
-        link_view.update(state=state.state, since=state.since, attempts=state.attempts, error=state.error,
-                         via=state.via)
+        nonlocal link
+        link = state
         via = f" via {state.via}" if state.via else ""
         log(f"link {state.state}{via}" + (f" (attempt {state.attempts}): {state.error}" if state.error else ""))
         publish()
@@ -161,18 +162,18 @@ def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> i
     last_check = 0.0
     try:
         while not stopping.wait(SYNC_SECONDS):
-            wanted = {r["local_port"]: r for r in store.forwards(host_spec)}
+            wanted = {r.local_port: r for r in store.forwards(host_spec)}
             for port in [p for p in forwarders if p not in wanted]:
                 forwarders.pop(port).close()
                 log(f"closed 127.0.0.1:{port}")
             for port, rec in wanted.items():
                 if host is not None and port not in forwarders and port not in errors:
-                    fwd = host.forward(rec["remote_port"], local_port=port)
+                    fwd = host.forward(rec.remote_port, local_port=port)
                     assert fwd is not None
                     try:
                         forwarders[port] = fwd.start()
                         last_check = 0.0  # learn the new forward's TensorBoard health at once
-                        log(f"127.0.0.1:{port} -> {host_spec}:{rec['remote_port']}")
+                        log(f"127.0.0.1:{port} -> {host_spec}:{rec.remote_port}")
                     except TbctlError as exc:  # the local port is taken, or the master refused it
                         errors[port] = exc.message
             if host is not None and host.link_state.state == "up" \
@@ -189,7 +190,7 @@ def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> i
         if host is not None:
             host.close()
         store.remove_forwarder_status(host_spec)
-    return 0
+    return ExitCode.OK
 
 
 def _nothing_left(store: StateStore, host_spec: str) -> bool:
@@ -202,17 +203,17 @@ def _nothing_left(store: StateStore, host_spec: str) -> bool:
         return True
 
 
-def _close_forwards_of_dead_instances(host: Any, store: StateStore, host_spec: str, wanted: dict[int, dict[str, Any]],
+def _close_forwards_of_dead_instances(host: Any, store: StateStore, host_spec: str, wanted: dict[int, ForwardRecord],
                                       tensorboards: dict[int, str], log: Any) -> None:
     for port, rec in wanted.items():
-        pid = rec.get("instance_pid")
+        pid = rec.instance_pid
         if pid is None:
             continue
         try:
-            alive = host.alive(pid, rec.get("instance_create_time"), rec.get("instance_start_ticks"))
+            alive = host.alive(pid, rec.instance_create_time, rec.instance_start_ticks)
         except (SSHError, TbctlError, OSError):
             return  # the link went down meanwhile; the watcher handles it
         tensorboards[port] = "serving" if alive else "dead"
         if not alive:
-            store.remove_forwards(lambda r, port=port: r["host"] == host_spec and r["local_port"] == port)
+            store.remove_forwards(lambda r, port=port: r.host == host_spec and r.local_port == port)
             log(f"TensorBoard pid {pid} on {host_spec} is gone; closing 127.0.0.1:{port}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import sys
 from collections.abc import Sequence
@@ -10,22 +11,35 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tbctl.models import PortHolder
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_PORT_BUSY = 3
-EXIT_NOT_FOUND = 4
-EXIT_SSH = 5
-EXIT_TENSORBOARD_FAILED = 6
-EXIT_INTERRUPTED = 130
+
+class ExitCode(enum.IntEnum):
+    """tbctl's exit status, each with the meaning the README's table gives it (a test keeps the two equal)."""
+
+    meaning: str
+
+    def __new__(cls, code: int, meaning: str) -> ExitCode:
+        member = int.__new__(cls, code)
+        member._value_ = code
+        member.meaning = meaning
+        return member
+
+    OK = 0, "ok"
+    ERROR = 1, "other error"
+    USAGE = 2, "usage: a bad port, option or path"
+    PORT_BUSY = 3, "port busy, or could not be freed"
+    NOT_FOUND = 4, ("not found: no such instance, no tensorboard or python3 on the host, nothing listening; "
+                    "a Slurm job that is unknown, pending or not running")
+    SSH = 5, "SSH: unreachable, refused, timed out, authentication, host key"
+    TENSORBOARD_FAILED = 6, "TensorBoard failed to start or did not answer in time"
+    INTERRUPTED = 130, "interrupted"
 
 
 class TbctlError(Exception):
     """An error a user can act on: one line of message, an optional hint, an exit code."""
 
-    exit_code: int = EXIT_ERROR
+    exit_code: ExitCode = ExitCode.ERROR
 
-    def __init__(self, message: str, *, hint: str | None = None, exit_code: int | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, exit_code: ExitCode | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -34,13 +48,13 @@ class TbctlError(Exception):
 
 
 class UsageError(TbctlError):
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
 
 class PortBusy(TbctlError):
     """A port is held and could not (or may not) be freed."""
 
-    exit_code = EXIT_PORT_BUSY
+    exit_code = ExitCode.PORT_BUSY
 
     def __init__(self, port: int, holders: Sequence[PortHolder], message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
@@ -49,7 +63,7 @@ class PortBusy(TbctlError):
 
 
 class NotFound(TbctlError):
-    exit_code = EXIT_NOT_FOUND
+    exit_code = ExitCode.NOT_FOUND
 
 
 class TensorBoardNotFound(NotFound):
@@ -87,7 +101,16 @@ class InstanceNotFound(NotFound):
 
 
 class SSHError(TbctlError):
-    exit_code = EXIT_SSH
+    exit_code = ExitCode.SSH
+
+
+class AuthFailed(SSHError):
+    """The server turned down every credential ssh had (or would have had to ask a person for one): only a
+    person can change that, so a reconnect loop gives up on it."""
+
+
+class Unreachable(SSHError):
+    """No SSH server answered: unknown name, refused, timed out, no route."""
 
 
 class HostKeyRejected(SSHError):
@@ -100,7 +123,7 @@ class HostKeyRejected(SSHError):
 class TensorBoardFailed(TbctlError):
     """TensorBoard exited or never became ready; carries the tail of its log."""
 
-    exit_code = EXIT_TENSORBOARD_FAILED
+    exit_code = ExitCode.TENSORBOARD_FAILED
 
     def __init__(self, message: str, *, log_tail: str = "", log_path: str | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
@@ -109,4 +132,11 @@ class TensorBoardFailed(TbctlError):
 
 
 class ProbeError(TbctlError):
-    """The probe on a host failed in a way that is not the user's fault (a bug or a broken host)."""
+    """The probe on a host failed in a way that is not the user's fault (a bug or a broken host): which
+    host, which operation, and the type of the exception the probe raised there ("" when it never answered)."""
+
+    def __init__(self, message: str, *, host: str, op: str, remote_type: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.host = host
+        self.op = op
+        self.remote_type = remote_type

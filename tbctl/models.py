@@ -10,6 +10,14 @@ from typing import Any, Literal
 Status = Literal["serving", "starting", "stale", "exited", "dead"]
 LOCAL_HOST_NAME = "localhost"
 StartedBy = Literal["tbctl", "other"]
+LOOPBACK = "127.0.0.1"
+
+
+def browser_url(port: int, path_prefix: str = "", *, host: str = LOOPBACK) -> str:
+    """What a browser on this machine opens for an HTTP server on host:port (TensorBoard, or the local end
+    of a forward to it). `path_prefix` is TensorBoard's --path_prefix, normalised ("" or "/a/b")."""
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address
+    return f"http://{shown}:{port}{path_prefix}/"
 
 
 @dataclass(frozen=True)
@@ -48,13 +56,11 @@ class TensorBoardInstance:
         if self.port is None or self.status in ("stale", "exited", "dead"):
             return None
         if self.forward_port is not None:
-            return f"http://127.0.0.1:{self.forward_port}{self.path_prefix}/"
+            return browser_url(self.forward_port, self.path_prefix)
         if self.host != LOCAL_HOST_NAME:
             return None
-        host = "127.0.0.1" if self.bind in ("", "0.0.0.0", "::", "localhost") else self.bind
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}{self.path_prefix}/"
+        host = LOOPBACK if self.bind in ("", "0.0.0.0", "::", "localhost") else self.bind
+        return browser_url(self.port, self.path_prefix, host=host)
 
     @property
     def uptime(self) -> float | None:
@@ -157,4 +163,4 @@ class ForwardInfo:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.local_port}{self.path_prefix}/"
+        return browser_url(self.local_port, self.path_prefix)

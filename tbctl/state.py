@@ -15,13 +15,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tbctl.errors import TbctlError
 from tbctl.probe import open_private, private_dir
+from tbctl.records import ForwarderStatus, ForwardRecord, InstanceRecord, Record
 
 RECORDS_FILE = "instances.jsonl"
 FORWARDS_FILE = "forwards.jsonl"
+
+_R = TypeVar("_R", bound=Record)
 
 
 class StateStore:
@@ -64,24 +67,24 @@ class StateStore:
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
-    def load(self) -> list[dict[str, Any]]:
+    def load(self) -> list[InstanceRecord]:
         """All readable instance records; damaged lines are set aside with a warning."""
-        return self._load(self.path, _is_instance)
+        return self._load(self.path, InstanceRecord.from_json)
 
-    def for_host(self, host: str) -> list[dict[str, Any]]:
-        return [r for r in self.load() if r.get("host") == host]
+    def for_host(self, host: str) -> list[InstanceRecord]:
+        return [r for r in self.load() if r.host == host]
 
-    def add(self, record: dict[str, Any]) -> None:
-        self._append(self.path, _is_instance, record)
+    def add(self, record: InstanceRecord) -> None:
+        self._append(self.path, InstanceRecord.from_json, record)
 
     def remove(self, host: str, identities: set[tuple[int, float | None]]) -> None:
         """Remove the records of these (pid, recorded create_time); a None create_time means any record of
         that pid. By pid alone, cleaning one that exited would also drop a newer one that got its pid."""
-        def match(r: dict[str, Any]) -> bool:
-            return r.get("host") == host and any(
-                r.get("pid") == pid and (ct is None or r.get("create_time") == ct) for pid, ct in identities)
+        def match(r: InstanceRecord) -> bool:
+            return r.host == host and any(
+                r.pid == pid and (ct is None or r.create_time == ct) for pid, ct in identities)
 
-        self._remove(self.path, _is_instance, match)
+        self._remove(self.path, InstanceRecord.from_json, match)
 
     # --- forwards: what the background forwarders should serve ---
 
@@ -89,14 +92,14 @@ class StateStore:
     def forwards_path(self) -> Path:
         return self.dir / FORWARDS_FILE
 
-    def forwards(self, host: str | None = None) -> list[dict[str, Any]]:
-        return [r for r in self._load(self.forwards_path, _is_forward) if host is None or r["host"] == host]
+    def forwards(self, host: str | None = None) -> list[ForwardRecord]:
+        return [r for r in self._load(self.forwards_path, ForwardRecord.from_json) if host is None or r.host == host]
 
-    def add_forward(self, record: dict[str, Any]) -> None:
-        self._append(self.forwards_path, _is_forward, record)
+    def add_forward(self, record: ForwardRecord) -> None:
+        self._append(self.forwards_path, ForwardRecord.from_json, record)
 
-    def remove_forwards(self, match: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-        return self._remove(self.forwards_path, _is_forward, match)
+    def remove_forwards(self, match: Callable[[ForwardRecord], bool]) -> list[ForwardRecord]:
+        return self._remove(self.forwards_path, ForwardRecord.from_json, match)
 
     # --- background forwarder status: written by the forwarder, read by ls and down ---
 
@@ -111,20 +114,18 @@ class StateStore:
         os.close(_open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
         return path
 
-    def write_forwarder_status(self, host: str, status: dict[str, Any]) -> None:
+    def write_forwarder_status(self, host: str, status: ForwarderStatus) -> None:
         path = self.forwarder_status_path(host)
         self._private_dir(path.parent)
-        _atomic_write(path, json.dumps(status, sort_keys=True, indent=1) + "\n")
+        _atomic_write(path, json.dumps(status.to_json(), sort_keys=True, indent=1) + "\n")
 
-    def forwarder_statuses(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def forwarder_statuses(self) -> list[ForwarderStatus]:
+        out: list[ForwarderStatus] = []
         if not self._private_dir(self.dir / "forwarders", create=False):
             return out
         for path in sorted((self.dir / "forwarders").glob("*.json")):
             try:
-                status = json.loads(path.read_text(encoding="utf-8"))
-                if isinstance(status, dict) and isinstance(status.get("pid"), int):
-                    out.append(status)
+                out.append(ForwarderStatus.from_json(json.loads(path.read_text(encoding="utf-8"))))
             except (OSError, ValueError):
                 self.warnings.append(f"unreadable forwarder status {path}; ignored")
         return out
@@ -135,17 +136,17 @@ class StateStore:
 
     # --- JSON Lines files ---
 
-    def _load(self, path: Path, valid: Callable[[Any], bool], *, locked: bool = False) -> list[dict[str, Any]]:
+    def _load(self, path: Path, parse: Callable[[Any], _R], *, locked: bool = False) -> list[_R]:
         if not self._private_dir(self.dir, create=False):
             return []
-        records, bad = _parse(path, valid)
+        records, bad = _parse(path, parse)
         if not bad:
             return records
         if not locked:
             # A repair rewrites the file: only under the lock, or it could overwrite a concurrent add().
             # Parse again once we hold it: the writer we waited for may have changed the file.
             with self.lock("state"):
-                return self._load(path, valid, locked=True)
+                return self._load(path, parse, locked=True)
         aside = _set_aside(path, bad)
         self._write(path, records)
         self.warnings.append(
@@ -154,23 +155,23 @@ class StateStore:
         )
         return records
 
-    def _append(self, path: Path, valid: Callable[[Any], bool], record: dict[str, Any]) -> None:
+    def _append(self, path: Path, parse: Callable[[Any], _R], record: _R) -> None:
         with self.lock("state"):
-            records = self._load(path, valid, locked=True)
+            records = self._load(path, parse, locked=True)
             records.append(record)
             self._write(path, records)
 
-    def _remove(self, path: Path, valid: Callable[[Any], bool], match: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    def _remove(self, path: Path, parse: Callable[[Any], _R], match: Callable[[_R], bool]) -> list[_R]:
         with self.lock("state"):
-            records = self._load(path, valid, locked=True)
+            records = self._load(path, parse, locked=True)
             kept = [r for r in records if not match(r)]
             if len(kept) != len(records):
                 self._write(path, kept)
             return [r for r in records if match(r)]
 
-    def _write(self, path: Path, records: list[dict[str, Any]]) -> None:
+    def _write(self, path: Path, records: list[_R]) -> None:
         self._private_dir(self.dir)
-        _atomic_write(path, "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records))
+        _atomic_write(path, "".join(json.dumps(rec.to_json(), sort_keys=True) + "\n" for rec in records))
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -199,7 +200,7 @@ def _open(path: Path, flags: int) -> int:
         raise
 
 
-def _parse(path: Path, valid: Callable[[Any], bool]) -> tuple[list[dict[str, Any]], list[str]]:
+def _parse(path: Path, parse: Callable[[Any], _R]) -> tuple[list[_R], list[str]]:
     """(readable records, damaged lines) of a JSON Lines file; a missing file has neither."""
     try:
         fd = _open(path, os.O_RDONLY)
@@ -207,17 +208,14 @@ def _parse(path: Path, valid: Callable[[Any], bool]) -> tuple[list[dict[str, Any
         return [], []
     with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
         text = f.read()
-    records: list[dict[str, Any]] = []
+    records: list[_R] = []
     bad: list[str] = []
     for line in text.splitlines():
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-            if not valid(rec):
-                raise ValueError("not a record")
-            records.append(rec)
-        except ValueError:
+            records.append(parse(json.loads(line)))
+        except ValueError:  # not JSON, or not a record
             bad.append(line)
     return records, bad
 
@@ -251,11 +249,3 @@ def _safe(name: str) -> str:
     readable = "".join(c if c.isascii() and (c.isalnum() or c in _SAFE_CHARS) else "_" for c in name)[:64]
     return f"{readable}~{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
 
-
-def _is_instance(rec: Any) -> bool:
-    return isinstance(rec, dict) and isinstance(rec.get("pid"), int) and "host" in rec
-
-
-def _is_forward(rec: Any) -> bool:
-    return isinstance(rec, dict) and isinstance(rec.get("local_port"), int) and isinstance(rec.get("host"), str) \
-        and isinstance(rec.get("remote_port"), int)

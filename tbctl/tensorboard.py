@@ -12,6 +12,7 @@ from typing import Any
 from tbctl.errors import UsageError
 from tbctl.models import StartedBy, TensorBoardInstance
 from tbctl.probe import flag_value, tensorboard_args
+from tbctl.records import InstanceRecord
 
 __all__ = ["build_argv", "readiness_path", "classify", "flag_value", "tensorboard_args", "MANAGED_FLAGS"]
 
@@ -80,7 +81,7 @@ def classify(
     scan: Mapping[str, Any],
     *,
     host: str,
-    records: Iterable[Mapping[str, Any]] = (),
+    records: Iterable[InstanceRecord] = (),
 ) -> list[TensorBoardInstance]:
     """Merge a probe scan (processes + info files) with tbctl's records into instances with a status.
 
@@ -90,22 +91,20 @@ def classify(
     recognise it as TensorBoard).
     """
     records = list(records)
-    by_pid: dict[int, list[Mapping[str, Any]]] = {}
+    by_pid: dict[int, list[InstanceRecord]] = {}
     for r in records:
-        if isinstance(r.get("pid"), int):
-            by_pid.setdefault(r["pid"], []).append(r)
+        by_pid.setdefault(r.pid, []).append(r)
 
-    def record_for(proc: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    def record_for(proc: Mapping[str, Any]) -> InstanceRecord | None:
         """tbctl's record of this very process: same pid and same start. The start is compared in clock
         ticks since boot where both sides have them (a wall-clock step moves create times, not ticks),
         else by create time, for records made before ticks were kept or by psutil (macOS)."""
         ticks, ct = proc.get("start_ticks"), proc.get("create_time")
         for rec in by_pid.get(proc["pid"], ()):
-            if isinstance(rec.get("start_ticks"), int) and isinstance(ticks, int):
-                if rec["start_ticks"] == ticks:
+            if rec.start_ticks is not None and isinstance(ticks, int):
+                if rec.start_ticks == ticks:
                     return rec
-            elif ct is not None and isinstance(rec.get("create_time"), (int, float)) \
-                    and abs(float(rec["create_time"]) - ct) < _RECORD_TIME_SLACK:
+            elif ct is not None and rec.create_time is not None and abs(rec.create_time - ct) < _RECORD_TIME_SLACK:
                 return rec
         return None
 
@@ -146,10 +145,10 @@ def classify(
                 path_prefix=normalize_path_prefix(content.get("path_prefix") or flag_value(args, "path_prefix")),
                 bind=_bind_of(proc, args),
                 info_file=info["path"] if info else None,
-                log_path=rec.get("log_path") if rec else None,
+                log_path=rec.log_path if rec else None,
                 cmdline=tuple(proc.get("cmdline") or ()),
-                recorded_create_time=rec.get("create_time") if rec else None,
-                start_ticks=rec.get("start_ticks") if rec else None,
+                recorded_create_time=rec.create_time if rec else None,
+                start_ticks=rec.start_ticks if rec else None,
             )
         )
     for info in infos:
@@ -162,8 +161,8 @@ def classify(
         # tbctl's record of the process that left this file (killed without its cleanup): one that started
         # before the file was written, and not long before.
         rec = next((r for r in by_pid.get(pid, ()) if id(r) not in used_records and isinstance(start, (int, float))
-                    and isinstance(r.get("create_time"), (int, float))
-                    and -_START_TIME_SLACK <= start - r["create_time"] <= _INFO_WRITE_DELAY), None) if pid is not None else None
+                    and r.create_time is not None
+                    and -_START_TIME_SLACK <= start - r.create_time <= _INFO_WRITE_DELAY), None) if pid is not None else None
         if rec is not None:
             used_records.add(id(rec))
         out.append(
@@ -179,36 +178,36 @@ def classify(
                 create_time=content.get("start_time"),
                 path_prefix=normalize_path_prefix(content.get("path_prefix")),
                 info_file=info["path"],
-                log_path=rec.get("log_path") if rec else None,
+                log_path=rec.log_path if rec else None,
                 note="pid now belongs to another process" if reused else "process is gone",
-                recorded_create_time=rec.get("create_time") if rec else None,
-                start_ticks=rec.get("start_ticks") if rec else None,
+                recorded_create_time=rec.create_time if rec else None,
+                start_ticks=rec.start_ticks if rec else None,
             )
         )
     # What tbctl started and is neither running nor left an info file: it exited (a SIGTERM, from `kill`
     # or `free-port`, lets TensorBoard remove its info file). Listed until `down` removes the record, as
     # `logs` can still read its log.
     for rec in records:
-        if id(rec) in used_records or not isinstance(rec.get("pid"), int):
+        if id(rec) in used_records:
             continue
-        argv = [str(a) for a in rec.get("argv") or []]
+        argv = list(rec.argv)
         out.append(
             TensorBoardInstance(
                 host=host,
-                pid=rec["pid"],
-                port=rec.get("port") if isinstance(rec.get("port"), int) else None,
-                logdir=rec.get("logdir"),
-                logdir_arg=flag_value(argv, "logdir") or rec.get("logdir"),
+                pid=rec.pid,
+                port=rec.port,
+                logdir=rec.logdir,
+                logdir_arg=flag_value(argv, "logdir") or rec.logdir,
                 user=scan.get("user"),  # tbctl's records on this machine are this user's
                 status="exited",
                 started_by="tbctl",
-                create_time=rec.get("create_time"),
+                create_time=rec.create_time,
                 path_prefix=normalize_path_prefix(flag_value(argv, "path_prefix")),
                 bind=flag_value(argv, "host") or "127.0.0.1",
-                log_path=rec.get("log_path"),
-                cmdline=tuple(argv),
-                recorded_create_time=rec.get("create_time"),
-                start_ticks=rec.get("start_ticks"),
+                log_path=rec.log_path,
+                cmdline=rec.argv,
+                recorded_create_time=rec.create_time,
+                start_ticks=rec.start_ticks,
             )
         )
     return out

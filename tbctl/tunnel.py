@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from tbctl.errors import PortBusy
+from tbctl.models import browser_url
 
 CHUNK = 64 * 1024
 CHAN_CHUNK = 256 * 1024  # paramiko buffers up to a 2 MiB window: fewer, larger reads of it cost less Python
@@ -88,7 +89,7 @@ class Forwarder:
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.local_port}/"
+        return browser_url(self.local_port, host=LOOPBACK)
 
     def start(self) -> Forwarder:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

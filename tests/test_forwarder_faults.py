@@ -95,7 +95,7 @@ def test_a_forward_added_while_the_forwarder_decides_to_exit_is_served(
     reaper.adopt(forwarder["pid"], forwarder["create_time"])
     store = StateStore(state_dir)
     with store.lock(f"forwarder-{ssh_env.alias}"):  # as `--detach` holds it around add + ensure_running
-        store.remove_forwards(lambda r: r["local_port"] == first)
+        store.remove_forwards(lambda r: r.local_port == first)
         time.sleep(1.5)  # the forwarder has seen it has nothing left and waits for the lock
         add_forward(store, host=ssh_env.alias, local_port=second, remote_port=port, instance_pid=None,
                     instance_create_time=None, logdir=None, path_prefix="", stop_instance=False)

@@ -18,6 +18,7 @@ from tests.support.procs import ProcessReaper, wait_until
 from tbctl import probe
 from tbctl.core.down import _stop_forwarded_instances
 from tbctl.hosts.local import LocalHost
+from tbctl.records import ForwardRecord
 from tbctl.state import StateStore
 
 STEP = 3600.0  # seconds the wall clock is stepped forward
@@ -31,9 +32,9 @@ def step_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(probe.ProcBackend, "boot_time", lambda self: stepped)
 
 
-def _forward(pid: int, create_time: float) -> dict:
-    return {"host": "localhost", "local_port": 1, "remote_port": 2, "instance_pid": pid,
-            "instance_create_time": create_time, "stop_instance": True}
+def _forward(pid: int, create_time: float) -> ForwardRecord:
+    return ForwardRecord(host="localhost", local_port=1, remote_port=2, instance_pid=pid,
+                         instance_create_time=create_time, stop_instance=True)
 
 
 def test_a_forward_stops_only_its_own_tensorboard_not_one_that_got_its_pid(cli: Cli, logdir: Path, port: int,

@@ -54,7 +54,7 @@ def _adopt_forwarders(reaper: ProcessReaper, state_dir: Path) -> None:
     from tbctl.state import StateStore
 
     for status in StateStore(state_dir).forwarder_statuses():
-        reaper.adopt(status["pid"], status.get("create_time"))
+        reaper.adopt(status.pid, status.create_time)
 
 
 def _forwarder_logs(state_dir: Path) -> str:

@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import Cli, tensorboard_pids_for
 from tests.support.procs import ProcessReaper
 from tbctl.probe import Probe
+from tbctl.records import ForwarderStatus, InstanceRecord
 from tbctl.state import StateStore
 
 GOOD = {"host": "localhost", "pid": 111, "create_time": 1.0}
@@ -37,14 +38,14 @@ with store.lock("state"):
 def test_repair_waits_for_the_state_lock_so_a_concurrent_add_is_kept(reaper: ProcessReaper, tmp_path: Path) -> None:
     state = tmp_path / "s"
     store = StateStore(state)
-    store.add(GOOD)
+    store.add(InstanceRecord.from_json(GOOD))
     store.path.write_text(store.path.read_text() + "{damaged\n")
     holder = reaper.popen([sys.executable, "-c", _HOLDER, str(state), json.dumps([GOOD, NEW])],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdin is not None
     assert holder.stdout.readline().strip() == "locked"
     before = store.path.read_text()
-    loaded: list[list[dict]] = []
+    loaded: list[list[InstanceRecord]] = []
     reader = threading.Thread(target=lambda: loaded.append(StateStore(state).load()))
     reader.start()
     reader.join(0.7)
@@ -54,13 +55,13 @@ def test_repair_waits_for_the_state_lock_so_a_concurrent_add_is_kept(reaper: Pro
     holder.stdin.flush()
     assert holder.wait(10) == 0
     reader.join(10)
-    assert [r["pid"] for r in loaded[0]] == [111, 222]
-    assert [r["pid"] for r in StateStore(state).load()] == [111, 222]
+    assert [r.pid for r in loaded[0]] == [111, 222]
+    assert [r.pid for r in StateStore(state).load()] == [111, 222]
 
 
 def test_two_repairs_in_one_second_keep_both_damaged_copies(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "s")
-    store.add(GOOD)
+    store.add(InstanceRecord.from_json(GOOD))
     now = int(time.time())
     planted = {}
     for second in (now, now + 1):  # whatever second the repairs happen in, a name is already taken
@@ -69,7 +70,7 @@ def test_two_repairs_in_one_second_keep_both_damaged_copies(tmp_path: Path) -> N
         planted[p] = p.read_text()
     for n in (1, 2):
         store.path.write_text(store.path.read_text() + f"{{damaged {n}\n")
-        assert [r["pid"] for r in store.load()] == [111]
+        assert [r.pid for r in store.load()] == [111]
     for p, text in planted.items():
         assert p.read_text() == text, f"{p} was overwritten"
     asides = sorted(store.path.parent.glob("instances.jsonl.corrupt-*"))
@@ -85,11 +86,11 @@ def test_distinct_host_names_get_distinct_state_files(tmp_path: Path) -> None:
     assert len({store.forwarder_log_path(n) for n in names}) == len(names)
     for n in names:
         assert store.forwarder_status_path(n).parent == tmp_path / "s" / "forwarders"
-        store.write_forwarder_status(n, {"host": n, "pid": 1})
-    assert sorted(s["host"] for s in store.forwarder_statuses()) == sorted(names)
+        store.write_forwarder_status(n, ForwarderStatus(host=n, pid=1))
+    assert sorted(s.host for s in store.forwarder_statuses()) == sorted(names)
     assert "gpu1" in store.forwarder_status_path("gpu1").name  # still readable
     store.remove_forwarder_status("a_b")
-    assert sorted(s["host"] for s in store.forwarder_statuses()) == sorted(set(names) - {"a_b"})
+    assert sorted(s.host for s in store.forwarder_statuses()) == sorted(set(names) - {"a_b"})
 
 
 # --- permissions: state, cache and log dirs 0700, their files 0600, no symlink followed ---

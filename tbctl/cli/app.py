@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 from tbctl import __version__
 from tbctl.cli.completion import complete_hosts
 from tbctl.cli.environment import Environment
-from tbctl.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, TbctlError, TensorBoardFailed
+from tbctl.errors import ExitCode, TbctlError, TensorBoardFailed
 from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
 
 # typer vendors click; its UsageError is the base of typer.BadParameter (found without a private import).
@@ -163,7 +163,7 @@ class TbctlGroup(TyperGroup):
             _usage_error(ctx, exc)
         except KeyboardInterrupt:
             _env_of(ctx).stderr.write("\ninterrupted\n")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:  # a bug in tbctl, not a user error: one line unless --debug
@@ -173,7 +173,7 @@ class TbctlGroup(TyperGroup):
             if env.debug:
                 traceback.print_exc(file=env.stderr)
             env.error(f"internal error: {type(exc).__name__}: {exc}", "run again with --debug for the traceback")
-            raise typer.Exit(EXIT_ERROR) from None
+            raise typer.Exit(ExitCode.ERROR) from None
 
 
 def _usage_error(ctx: Any, exc: Any) -> NoReturn:
@@ -184,7 +184,7 @@ def _usage_error(ctx: Any, exc: Any) -> NoReturn:
         close = difflib.get_close_matches(exc.option_name, exc.possibilities, n=3, cutoff=SUGGEST_CUTOFF)
         message = exc.message + (f" (did you mean {' or '.join(close)}?)" if close else "")
     _env_of(ctx).error(message, f"see '{sub} -h'")
-    raise typer.Exit(EXIT_USAGE) from None
+    raise typer.Exit(ExitCode.USAGE) from None
 
 
 def _env_of(ctx: Any) -> Environment:

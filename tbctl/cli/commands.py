@@ -14,6 +14,7 @@ from tbctl.cli.completion import complete_hosts, complete_targets
 from tbctl.cli.environment import Environment
 from tbctl.cli.session import browse, interrupt_on_hangup, local_host, open_host, store_of
 from tbctl.errors import PortBusy, TbctlError, UsageError
+from tbctl.models import browser_url
 
 if TYPE_CHECKING:
     from tbctl.core.expose import Exposure
@@ -254,7 +255,7 @@ def tunnel(
             local = exposure.local_port
             if exposure.note:
                 env.notice(exposure.note)
-        url = f"http://127.0.0.1:{local}/"
+        url = browser_url(local)
 
         def announce() -> None:
             if env.json:
@@ -332,8 +333,8 @@ def _known_hosts(env: Environment, store: StateStore) -> list[str]:
 
     names = list(env.settings.hosts)
     for rec in [*store.load(), *store.forwards()]:
-        if rec["host"] != LOCAL_HOST_NAME and rec["host"] not in names:
-            names.append(rec["host"])
+        if rec.host != LOCAL_HOST_NAME and rec.host not in names:
+            names.append(rec.host)
     return names
 
 

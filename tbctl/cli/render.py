@@ -11,6 +11,7 @@ from tbctl.models import ForwardInfo, FreePortResult, PortHolder, PortReport, St
 
 if TYPE_CHECKING:
     from tbctl.cli.environment import Environment
+    from tbctl.records import ForwardRecord
 
 
 def print_json(env: Environment, payload: Any) -> None:
@@ -144,9 +145,9 @@ _STOP_WORDS = {
 }
 
 
-def stop_outcomes(env: Environment, outcomes: Sequence[StopOutcome], *, closed_forwards: Sequence[dict[str, Any]] = ()) -> None:
+def stop_outcomes(env: Environment, outcomes: Sequence[StopOutcome], *, closed_forwards: Sequence[ForwardRecord] = ()) -> None:
     for rec in closed_forwards:
-        env.result_line(f"closed forward 127.0.0.1:{rec['local_port']} → {rec['host']}:{rec['remote_port']}")
+        env.result_line(f"closed forward 127.0.0.1:{rec.local_port} → {rec.host}:{rec.remote_port}")
     if not outcomes and not closed_forwards:
         env.info("no TensorBoard to stop")
         return

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from tbctl.core.forwards import end_forwards
 from tbctl.core.instances import launched_as, list_instances, select
@@ -13,6 +12,7 @@ from tbctl.core.stopping import terminate
 from tbctl.errors import TbctlError, UsageError
 from tbctl.hosts.base import Host
 from tbctl.models import StopOutcome, TensorBoardInstance
+from tbctl.records import ForwardRecord
 from tbctl.state import StateStore
 
 FAILED = ("denied", "survived", "protected")
@@ -21,7 +21,7 @@ FAILED = ("denied", "survived", "protected")
 @dataclass(frozen=True)
 class DownResult:
     outcomes: list[StopOutcome]
-    closed_forwards: list[dict[str, Any]]  # the forward records ended
+    closed_forwards: list[ForwardRecord]  # the forwards ended
     warnings: list[str] = field(default_factory=list)
 
 
@@ -32,12 +32,12 @@ def down_with_forwards(
     """`down LOCAL_PORT` of a detached forward ends that forward; `down --host H` alone every forward to H;
     otherwise the TensorBoards named on the host (`opener(host_spec)`), with the forwards to them, and with
     `--all` here, every forward. A TensorBoard tbctl started for an ended forward stops with it."""
-    forwarded = {f["local_port"] for f in store.forwards()}
+    forwarded = {f.local_port for f in store.forwards()}
     outcomes: list[StopOutcome] = []
     if host_spec is None and target is not None and target.isdigit() and int(target) in forwarded:
-        closed = end_forwards(store, lambda r: r["local_port"] == int(target))
+        closed = end_forwards(store, lambda r: r.local_port == int(target))
     elif host_spec is not None and target is None and not all_instances:
-        closed = end_forwards(store, lambda r: r["host"] == host_spec)
+        closed = end_forwards(store, lambda r: r.host == host_spec)
     else:
         with opener(host_spec) as host:
             outcomes = down(host, store, target, all_instances=all_instances, force=force, timeout=timeout)
@@ -45,21 +45,21 @@ def down_with_forwards(
         gone = {o.instance.pid for o in outcomes if o.outcome in ("stopped", "killed", "gone", "cleaned")}
         everything = all_instances and host_spec is None  # everything of ours, here and behind every forward
         closed = end_forwards(store, lambda r: everything or (
-            r["host"] == name and (all_instances or r.get("instance_pid") in gone)))
+            r.host == name and (all_instances or r.instance_pid in gone)))
     stopped = {o.instance.pid for o in outcomes}
-    more, warnings = _stop_forwarded_instances(opener, store, [r for r in closed if r.get("instance_pid") not in stopped],
+    more, warnings = _stop_forwarded_instances(opener, store, [r for r in closed if r.instance_pid not in stopped],
                                                force=force, timeout=timeout)
     return DownResult(outcomes + more, closed, warnings)
 
 
-def _stop_forwarded_instances(opener: Callable[[str | None], Host], store: StateStore, closed: list[dict[str, Any]],
+def _stop_forwarded_instances(opener: Callable[[str | None], Host], store: StateStore, closed: list[ForwardRecord],
                               *, force: bool, timeout: float) -> tuple[list[StopOutcome], list[str]]:
     """Stop the TensorBoards tbctl started for forwards that were just ended (not reused or kept ones):
     each the very process the forward was made for, by pid *and* start, never whatever has its pid now."""
     by_host: dict[str, list[tuple[int, float]]] = {}
     for rec in closed:
-        if rec.get("stop_instance") and rec.get("instance_pid") is not None and rec.get("instance_create_time") is not None:
-            by_host.setdefault(rec["host"], []).append((rec["instance_pid"], float(rec["instance_create_time"])))
+        if rec.stop_instance and rec.instance_pid is not None and rec.instance_create_time is not None:
+            by_host.setdefault(rec.host, []).append((rec.instance_pid, rec.instance_create_time))
     outcomes: list[StopOutcome] = []
     warnings: list[str] = []
     for name, identities in by_host.items():

@@ -11,6 +11,7 @@ from tbctl.config import PORT_SEARCH_SPAN, REMOTE_FORWARD_OFFSET
 from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError
 from tbctl.hosts.base import Host
 from tbctl.hosts.link import Forward
+from tbctl.models import browser_url
 
 VERIFY_TIMEOUT = 10.0
 
@@ -26,7 +27,7 @@ class Exposure:
     note: str = ""  # something the user should know about what is forwarded (e.g. it is not HTTP)
 
     def url(self, path_prefix: str = "") -> str:
-        return f"http://127.0.0.1:{self.local_port}{path_prefix}/"
+        return browser_url(self.local_port, path_prefix)
 
     def close(self) -> None:
         if self.forwarder is not None:

@@ -3,73 +3,72 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from tbctl import daemon
 from tbctl.core.expose import choose_local_port, require_listener, verify_http
 from tbctl.errors import SSHError
 from tbctl.hosts.base import Host
 from tbctl.models import ForwardInfo, TensorBoardInstance
+from tbctl.records import ForwarderStatus, ForwardRecord
 from tbctl.state import StateStore
 
 
 def list_forwards(store: StateStore) -> list[ForwardInfo]:
     """Every detached forward, from the records and the forwarders' own status files. A status file
     whose process is gone (killed, machine rebooted) is reported as stale, never as up."""
-    statuses = {s["host"]: s for s in store.forwarder_statuses()}
+    statuses = {s.host: s for s in store.forwarder_statuses()}
     out: list[ForwardInfo] = []
     seen: set[tuple[str, int]] = set()
     for host, status in statuses.items():
         running = daemon.is_running(status)
-        link = status.get("link", {})
-        for row in status.get("forwards", []):
-            seen.add((host, row["local_port"]))
-            out.append(_info(row, status, tunnel=link.get("state", "down") if running else "stale",
-                             since=link.get("since"), attempts=link.get("attempts", 0),
-                             error=row.get("error") or (link.get("error", "") if link.get("state") != "up" else ""),
-                             tensorboard=row.get("tensorboard", "unknown") if running else "unknown",
-                             via=link.get("via", "") if running else ""))
+        link = status.link
+        for row in status.forwards:
+            seen.add((host, row.forward.local_port))
+            out.append(_info(row.forward, status, tunnel=(link.state if link else "down") if running else "stale",
+                             since=link.since if link else None, attempts=link.attempts if link else 0,
+                             error=row.error or (link.error if link and link.state != "up" else ""),
+                             tensorboard=row.tensorboard if running else "unknown",
+                             via=link.via if link and running else ""))
     for rec in store.forwards():
-        if (rec["host"], rec["local_port"]) not in seen:  # recorded, but no forwarder reports it
-            status = statuses.get(rec["host"])
-            state = "stale" if status is not None and not daemon.is_running(status) else "down"
-            out.append(_info(rec, status, tunnel=state, since=None, attempts=0,
+        if (rec.host, rec.local_port) not in seen:  # recorded, but no forwarder reports it
+            known = statuses.get(rec.host)
+            state = "stale" if known is not None and not daemon.is_running(known) else "down"
+            out.append(_info(rec, known, tunnel=state, since=None, attempts=0,
                              error="" if state == "stale" else "no forwarder is serving it", tensorboard="unknown"))
     return sorted(out, key=lambda f: (f.host, f.local_port))
 
 
-def _info(row: dict[str, Any], status: dict[str, Any] | None, *, tunnel: str, since: float | None, attempts: int,
+def _info(rec: ForwardRecord, status: ForwarderStatus | None, *, tunnel: str, since: float | None, attempts: int,
           error: str, tensorboard: str, via: str = "") -> ForwardInfo:
     return ForwardInfo(
-        host=row["host"], local_port=row["local_port"], remote_port=row["remote_port"],
-        instance_pid=row.get("instance_pid"), logdir=row.get("logdir"), tunnel=tunnel,  # type: ignore[arg-type]
+        host=rec.host, local_port=rec.local_port, remote_port=rec.remote_port,
+        instance_pid=rec.instance_pid, logdir=rec.logdir, tunnel=tunnel,  # type: ignore[arg-type]
         tensorboard=tensorboard, since=since, attempts=attempts, error=error,  # type: ignore[arg-type]
-        forwarder_pid=status["pid"] if status else None, stop_instance=bool(row.get("stop_instance")),
-        path_prefix=row.get("path_prefix", ""), via=via,
+        forwarder_pid=status.pid if status else None, stop_instance=rec.stop_instance,
+        path_prefix=rec.path_prefix, via=via,
     )
 
 
 def add_forward(store: StateStore, *, host: str, local_port: int, remote_port: int, instance_pid: int | None,
                 instance_create_time: float | None, logdir: str | None, path_prefix: str,
                 stop_instance: bool, instance_start_ticks: int | None = None) -> None:
-    store.add_forward({
-        "host": host, "local_port": local_port, "remote_port": remote_port, "instance_pid": instance_pid,
-        "instance_create_time": instance_create_time, "instance_start_ticks": instance_start_ticks,
-        "logdir": logdir, "path_prefix": path_prefix, "stop_instance": stop_instance, "created_at": time.time(),
-    })
+    store.add_forward(ForwardRecord(
+        host=host, local_port=local_port, remote_port=remote_port, instance_pid=instance_pid,
+        instance_create_time=instance_create_time, instance_start_ticks=instance_start_ticks,
+        logdir=logdir, path_prefix=path_prefix, stop_instance=stop_instance,
+    ))
 
 
-def end_forwards(store: StateStore, match: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+def end_forwards(store: StateStore, match: Callable[[ForwardRecord], bool]) -> list[ForwardRecord]:
     """Remove matching forward records (their forwarder closes them within a second and exits when it has
     none left); a forwarder that is stale, or left with nothing to serve, is cleaned up here. Each host's
     check-then-stop runs under the lock `--detach` takes to add a forward, so a forward added meanwhile
     keeps its forwarder."""
     removed = store.remove_forwards(match)
     for status in store.forwarder_statuses():
-        host = status["host"]
+        host = status.host
         with store.lock(f"forwarder-{host}"):
             if not daemon.is_running(status):
                 store.remove_forwarder_status(host)  # a record that outlived its process
@@ -124,6 +123,6 @@ def detach_forward(host: Host, local: Host, store: StateStore, *, backend: str, 
         if check_path is not None:
             verify_http(local, port, check_path, what=f"{host.name}:{remote_port}")
     except BaseException:
-        end_forwards(store, lambda r: r["host"] == host.name and r["local_port"] == port)
+        end_forwards(store, lambda r: r.host == host.name and r.local_port == port)
         raise
     return Detached(port, warning)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tbctl.config import parse_port
-from tbctl.errors import InstanceNotFound, TbctlError, UsageError
+from tbctl.errors import ExitCode, InstanceNotFound, TbctlError, UsageError
 from tbctl.hosts.base import Host
 from tbctl.models import ForwardInfo, TensorBoardInstance
 from tbctl.probe import CREATE_TIME_SLACK
@@ -21,8 +21,8 @@ def list_instances(host: Host, store: StateStore) -> list[TensorBoardInstance]:
     """Every TensorBoard on `host`, ours or not, live or stale, sorted by port; and those tbctl runs as steps
     of Slurm jobs that `host` (a login node) schedules, which run on the jobs' nodes."""
     records = store.for_host(host.name)
-    instances = classify(host.scan(), host=host.name, records=[r for r in records if "job" not in r])
-    if any("job" in r for r in records):
+    instances = classify(host.scan(), host=host.name, records=[r for r in records if r.job is None])
+    if any(r.job is not None for r in records):
         from tbctl.core.job_up import job_instances
 
         steps = job_instances(host, store)
@@ -81,7 +81,7 @@ class HostError:
 
     host: str
     error: str
-    exit_code: int
+    exit_code: ExitCode
 
 
 def list_many(
@@ -98,7 +98,7 @@ def list_many(
         except TbctlError as exc:
             results[i] = HostError(spec or "localhost", exc.message, exc.exit_code)
         except Exception as exc:  # a broken host must not take the others down
-            results[i] = HostError(spec or "localhost", f"{type(exc).__name__}: {exc}", 1)
+            results[i] = HostError(spec or "localhost", f"{type(exc).__name__}: {exc}", ExitCode.ERROR)
 
     threads = [threading.Thread(target=one, args=(i, s), daemon=True, name=f"tbctl-ls-{s}") for i, s in enumerate(specs)]
     for t in threads:
@@ -111,7 +111,7 @@ def list_many(
     for i, spec in enumerate(specs):
         got = results.get(i)
         if got is None:
-            errors.append(HostError(spec or "localhost", f"no answer within {timeout:g} s", 5))
+            errors.append(HostError(spec or "localhost", f"no answer within {timeout:g} s", ExitCode.SSH))
         elif isinstance(got, HostError):
             errors.append(got)
         else:

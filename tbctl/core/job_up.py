@@ -19,6 +19,7 @@ from tbctl.errors import SSHError, TbctlError, TensorBoardFailed, UsageError
 from tbctl.hosts.base import Host
 from tbctl.models import TensorBoardInstance, UpResult
 from tbctl.probe import tensorboard_args
+from tbctl.records import InstanceRecord, JobStep
 from tbctl.state import StateStore
 from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path
 
@@ -200,13 +201,12 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
             terminate(login, [srun_proc], force=False, timeout=5.0)
             raise
         host = node.get()
-        store.add({
-            "host": login.name, "pid": proc["pid"], "create_time": proc.get("create_time"), "port": port,
-            "logdir": logdir, "log_path": launched["log_path"], "started_at": time.time(), "argv": argv,
-            "start_ticks": proc.get("start_ticks"),
-            "job": {"id": job.id, "display": job.display, "step": step, "node": node_name, "node_host": host.name,
-                    "srun_pid": srun_proc[0], "srun_create_time": srun_proc[1]},
-        })
+        store.add(InstanceRecord(
+            host=login.name, pid=proc["pid"], create_time=proc.get("create_time"), port=port, logdir=logdir,
+            log_path=launched["log_path"], started_at=time.time(), argv=tuple(argv), start_ticks=proc.get("start_ticks"),
+            job=JobStep(id=job.id, display=job.display, step=step, node=node_name, node_host=host.name,
+                        srun_pid=srun_proc[0], srun_create_time=srun_proc[1]),
+        ))
     inst = TensorBoardInstance(
         host=login.name, pid=proc["pid"], port=port, logdir=logdir, logdir_arg=logdir, user=login.user,
         status="serving", started_by="tbctl", create_time=proc.get("create_time"), path_prefix=path_prefix,
@@ -256,51 +256,50 @@ def _find_process(node: Host, port: int, logdir: str) -> dict[str, Any]:
 
 def _reusable(login: Host, store: StateStore, job: slurm.Job, logdir: str) -> tuple[TensorBoardInstance, str] | None:
     """tbctl's step of this job for this logdir, while squeue lists it (it lives as long as its TensorBoard)."""
-    recs = [r for r in store.for_host(login.name) if isinstance(r.get("job"), dict) and r["job"].get("id") == job.id
-            and r.get("logdir") == logdir]
+    recs = [r for r in store.for_host(login.name) if r.job is not None and r.job.id == job.id and r.logdir == logdir]
     if not recs:
         return None
     live_steps = {s.step for s in slurm.steps(login, [job.id])}
     for rec in recs:
-        if rec["job"].get("step") in live_steps:
-            return job_instance(rec, login.user, "serving", job.state), str(rec["job"]["step"])
+        if rec.job is not None and rec.job.step in live_steps:
+            return job_instance(rec, login.user, "serving", job.state), rec.job.step
     return None
 
 
-def job_instance(rec: dict[str, Any], user: str | None, status: str, job_state: str, note: str = "") -> TensorBoardInstance:
+def job_instance(rec: InstanceRecord, user: str | None, status: str, job_state: str, note: str = "") -> TensorBoardInstance:
     """A record of a TensorBoard tbctl started as a job step, as an instance of the login node's listing."""
-    job = rec["job"]
-    argv = [str(a) for a in rec.get("argv") or []]
+    job = rec.job
+    assert job is not None, "not the record of a job step"
+    argv = list(rec.argv)
     return TensorBoardInstance(
-        host=rec["host"], pid=rec.get("pid"), port=rec.get("port"), logdir=rec.get("logdir"),
-        logdir_arg=rec.get("logdir"), user=user, status=status, started_by="tbctl",  # type: ignore[arg-type]
-        create_time=rec.get("create_time"), path_prefix=normalize_path_prefix(flag_value(argv, "path_prefix")),
-        bind=flag_value(argv, "host") or "127.0.0.1", log_path=rec.get("log_path"), cmdline=tuple(argv), note=note,
-        recorded_create_time=rec.get("create_time"), start_ticks=rec.get("start_ticks"),
-        job=job.get("display"), job_state=job_state, node=job.get("node"), step=f"{job.get('id')}.{job.get('step')}",
+        host=rec.host, pid=rec.pid, port=rec.port, logdir=rec.logdir,
+        logdir_arg=rec.logdir, user=user, status=status, started_by="tbctl",  # type: ignore[arg-type]
+        create_time=rec.create_time, path_prefix=normalize_path_prefix(flag_value(argv, "path_prefix")),
+        bind=flag_value(argv, "host") or "127.0.0.1", log_path=rec.log_path, cmdline=rec.argv, note=note,
+        recorded_create_time=rec.create_time, start_ticks=rec.start_ticks,
+        job=job.display, job_state=job_state, node=job.node, step=f"{job.id}.{job.step}",
     )
 
 
 def job_instances(login: Host, store: StateStore) -> list[TensorBoardInstance]:
     """tbctl's job-step TensorBoards recorded for this login node, with their jobs' states from squeue:
     serving while the job runs and the step is listed, else ended with the job's final state."""
-    recs = [r for r in store.for_host(login.name) if isinstance(r.get("job"), dict)]
+    recs = [(r, r.job) for r in store.for_host(login.name) if r.job is not None]
     if not recs:
         return []
-    ids = [str(r["job"]["id"]) for r in recs]
+    ids = [job.id for _, job in recs]
     known = slurm.states(login, ids)
     live = {s.id for s in slurm.steps(login, [i for i in ids if known.get(i) == "RUNNING"])}
     out = []
-    for rec in recs:
-        job = rec["job"]
-        state = known.get(str(job["id"]), "")
-        step_id = f"{job['id']}.{job['step']}"
-        shown = {s.split(".", 1)[1] for s in live if s.startswith(f"{job['display']}.") or s.startswith(f"{job['id']}.")}
-        if state == "RUNNING" and str(job["step"]) in shown:
+    for rec, job in recs:
+        state = known.get(job.id, "")
+        step_id = f"{job.id}.{job.step}"
+        shown = {s.split(".", 1)[1] for s in live if s.startswith(f"{job.display}.") or s.startswith(f"{job.id}.")}
+        if state == "RUNNING" and job.step in shown:
             out.append(job_instance(rec, login.user, "serving", state))
         else:
-            why = f"job {job['display']} {state}" if state and state != "RUNNING" else \
-                f"step {step_id} ended" if state else f"job {job['display']} is no longer known to Slurm"
+            why = f"job {job.display} {state}" if state and state != "RUNNING" else \
+                f"step {step_id} ended" if state else f"job {job.display} is no longer known to Slurm"
             out.append(job_instance(rec, login.user, "exited", state or "UNKNOWN", note=why))
     return out
 

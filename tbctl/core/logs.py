@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from tbctl.core.instances import list_instances, select
 from tbctl.errors import InstanceNotFound, NotFound, TbctlError
 from tbctl.hosts.base import Host
 from tbctl.models import TensorBoardInstance
+from tbctl.records import InstanceRecord
 from tbctl.state import StateStore
 
 FOLLOW_INTERVAL = 0.5  # seconds between polls when nothing new was written
@@ -76,9 +76,9 @@ def find_log(host: Host, store: StateStore, target: str) -> LogSource:
     record = _newest_record(host, store, target)  # one that exited (or was killed) without `tbctl down`
     if record is None:
         raise InstanceNotFound(host.name, target)
-    return LogSource(host=host.name, pid=record.get("pid"), create_time=record.get("create_time"),
-                     port=record.get("port"), logdir=record.get("logdir"), log_path=str(record["log_path"]),
-                     running=False)
+    assert record.log_path is not None
+    return LogSource(host=host.name, pid=record.pid, create_time=record.create_time, port=record.port,
+                     logdir=record.logdir, log_path=record.log_path, running=False)
 
 
 def _from_instance(inst: TensorBoardInstance) -> LogSource:
@@ -87,19 +87,19 @@ def _from_instance(inst: TensorBoardInstance) -> LogSource:
                      logdir=inst.logdir, log_path=inst.log_path, running=inst.status in ("serving", "starting"))
 
 
-def _newest_record(host: Host, store: StateStore, target: str) -> dict[str, Any] | None:
+def _newest_record(host: Host, store: StateStore, target: str) -> InstanceRecord | None:
     """A record of an instance that is no longer running, matched like `select` matches live ones."""
-    records = [r for r in store.for_host(host.name) if r.get("log_path")]
+    records = [r for r in store.for_host(host.name) if r.log_path]
     text = target.strip()
     if text.isdigit():
         number = int(text)
-        matches = [r for r in records if r.get("port") == number] or [r for r in records if r.get("pid") == number]
+        matches = [r for r in records if r.port == number] or [r for r in records if r.pid == number]
     elif text:
         resolved, _ = host.resolve_path(text)
-        matches = [r for r in records if r.get("logdir") == resolved]
+        matches = [r for r in records if r.logdir == resolved]
     else:
         matches = []
-    return max(matches, key=lambda r: float(r.get("started_at") or 0.0), default=None)
+    return max(matches, key=lambda r: r.started_at or 0.0, default=None)
 
 
 def read_tail(host: Host, source: LogSource, lines: int) -> LogTail:

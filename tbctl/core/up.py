@@ -14,6 +14,7 @@ from tbctl.errors import PortBusy, TbctlError, TensorBoardFailed, UsageError
 from tbctl.hosts.base import Host, Launched
 from tbctl.models import PortHolder, TensorBoardInstance, UpResult
 from tbctl.probe import CREATE_TIME_SLACK
+from tbctl.records import InstanceRecord
 from tbctl.state import StateStore
 from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path, tensorboard_args
 
@@ -119,11 +120,10 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
                 continue
             raise _failure(ready.reason, request.timeout, tail, launched)
         ticks = _start_ticks(host, launched)
-        store.add({
-            "host": host.name, "pid": launched.pid, "create_time": launched.create_time, "port": port,
-            "logdir": logdir, "log_path": launched.log_path, "started_at": time.time(), "argv": argv,
-            "start_ticks": ticks,
-        })
+        store.add(InstanceRecord(
+            host=host.name, pid=launched.pid, create_time=launched.create_time, port=port, logdir=logdir,
+            log_path=launched.log_path, started_at=time.time(), argv=tuple(argv), start_ticks=ticks,
+        ))
     instance = TensorBoardInstance(
         host=host.name, pid=launched.pid, port=port, logdir=logdir, logdir_arg=logdir, user=host.user,
         status="serving", started_by="tbctl", create_time=launched.create_time, path_prefix=path_prefix,

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
-from tbctl.errors import SSHError, TbctlError
+from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, TbctlError
 from tbctl.hosts import openssh_errors, remote_probe
 from tbctl.hosts.link import DEFAULT_PING_INTERVAL, NEEDS_A_PERSON, LinkState, backoff_delay
 from tbctl.hosts.openssh_masters import Master, own_master, resolve
@@ -280,7 +280,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
                 return master
             try:  # on a terminal: without prompts first, so we know whether a person had to answer
                 master.start(self, batch=True, fingerprint=False)
-            except (openssh_errors.AuthFailed, openssh_errors.UnknownHostKey):
+            except (AuthFailed, openssh_errors.UnknownHostKey):
                 with self._terminal.paused():  # ssh asks on the terminal itself (and shows the fingerprint)
                     master.start(self, batch=False, fingerprint=False)
                 self._interactive_auth = True
@@ -420,7 +420,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
                     self._connect(batch=True, avoid=avoid)
                     self._readd_forwards()
                 return True
-            except (openssh_errors.AuthFailed, openssh_errors.HostKeyRejected) as exc:
+            except (AuthFailed, HostKeyRejected) as exc:
                 error = f"{exc.message}; {NEEDS_A_PERSON}" if self._interactive_auth else exc.message
                 self._set(LinkState("down", time.time(), attempts + 1, error, via=self._via()))
                 return False

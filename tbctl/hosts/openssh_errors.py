@@ -8,21 +8,13 @@ import re
 import subprocess
 from typing import TYPE_CHECKING
 
-from tbctl.errors import HostKeyRejected, SSHError
+from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, Unreachable
 
 if TYPE_CHECKING:
     from tbctl.hosts.openssh import OpenSSHHost
 
 _FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/]+)")
 _SERVER_KEY = re.compile(r"Server host key: (\S+) (SHA256:[A-Za-z0-9+/]+)")
-
-
-class AuthFailed(SSHError):
-    """The server turned down every credential ssh had (or would have had to ask a person for one)."""
-
-
-class Unreachable(SSHError):
-    """No SSH server answered: unknown name, refused, timed out, no route."""
 
 
 class UnknownHostKey(HostKeyRejected):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError
+from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError, Unreachable
 from tbctl.hosts import openssh_errors
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ class Master:
                                      stderr=err, timeout=host.connect_timeout * 3 + 20 if batch else None)
                 rc = res.returncode
             except subprocess.TimeoutExpired:
-                raise openssh_errors.Unreachable(
+                raise Unreachable(
                     f"connecting to {host.name} timed out after {host.connect_timeout * 3 + 20:g} s",
                     hint="a ProxyJump or ProxyCommand hop may hang; `ssh -v HOST true` shows where") from None
             err.seek(0)

@@ -92,6 +92,7 @@ def read_hello(readline: Callable[[], bytes], *, host: str, python: str,
     raise ProbeError(f"the probe did not start on {host}"
                      + (f" (exit {status})" if status is not None else "")
                      + (f"; the host printed:\n{said}" if said else ": it printed nothing"),
+                     host=host, op="hello",
                      hint="a login script that prints or reads stdin can get in the way; "
                           "`ssh HOST true` should print nothing")
 
@@ -101,5 +102,6 @@ def answer(line: bytes, *, op: str, host: str) -> Any:
     reply = json.loads(line)
     if "error" in reply:
         err = reply["error"]
-        raise ProbeError(f"{op} failed on {host}: {err['type']}: {err['message']}")
+        raise ProbeError(f"{op} failed on {host}: {err['type']}: {err['message']}", host=host, op=op,
+                         remote_type=str(err["type"]))
     return reply["ok"]

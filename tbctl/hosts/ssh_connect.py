@@ -16,7 +16,7 @@ import logging
 
 from tbctl.hosts.paramiko_import import paramiko
 
-from tbctl.errors import HostKeyRejected, SSHError
+from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, Unreachable
 from tbctl.hosts.ssh_config import SSHTarget, default_identity_files, resolve
 
 
@@ -149,17 +149,17 @@ def _tcp(target: SSHTarget) -> socket.socket:
     try:
         sock = socket.create_connection((target.hostname, target.port), timeout=target.connect_timeout)
     except socket.gaierror as exc:
-        raise SSHError(
+        raise Unreachable(
             f"cannot resolve host {target.hostname!r}",
             hint=f"is {target.name!r} a Host in your ssh config or a DNS name? (`ssh -G {target.name}` shows what ssh uses)",
         ) from exc
     except socket.timeout as exc:
-        raise SSHError(f"connecting to {target.display} timed out after {target.connect_timeout:g} s",
-                       hint="is the host up and reachable? --connect-timeout sets the limit") from exc
+        raise Unreachable(f"connecting to {target.display} timed out after {target.connect_timeout:g} s",
+                          hint="is the host up and reachable? --connect-timeout sets the limit") from exc
     except ConnectionRefusedError as exc:
-        raise SSHError(f"{target.display} refused the connection", hint="is sshd running on that port?") from exc
+        raise Unreachable(f"{target.display} refused the connection", hint="is sshd running on that port?") from exc
     except OSError as exc:
-        raise SSHError(f"cannot connect to {target.display}: {exc.strerror or exc}") from exc
+        raise Unreachable(f"cannot connect to {target.display}: {exc.strerror or exc}") from exc
     # Nagle on the transport's socket delays small forwarded writes: a reply written in two sends waits ~40 ms
     # for a delayed ACK.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -309,11 +309,11 @@ def _authenticate(target: SSHTarget, transport: paramiko.Transport, prompter: Pr
                 return "a password"
     what = ", ".join(tried) if tried else "no agent keys and no identity files"
     if remaining and not prompter.interactive:
-        raise SSHError(
+        raise AuthFailed(
             f"{target.hostname} also wants {' or '.join(remaining)} (a password or 2FA code) for {target.user}",
             hint="run tbctl on a terminal so it can ask",
         )
-    raise SSHError(
+    raise AuthFailed(
         f"authentication as {target.user} on {target.hostname} failed (tried: {what})",
         hint="check `ssh " + target.name + "` works; without a terminal tbctl cannot ask for a password"
         if not prompter.interactive else "check the user name and key (IdentityFile in ~/.ssh/config)",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tbctl.hosts.paramiko_import import paramiko
 
-from tbctl.errors import HostKeyRejected, SSHError
+from tbctl.errors import AuthFailed, HostKeyRejected, SSHError
 from tbctl.hosts.link import CLIENT_WAIT, DEFAULT_PING_INTERVAL, LinkState, backoff_delay
 
 if TYPE_CHECKING:
@@ -145,8 +145,7 @@ class Link:
 def _no_retry_helps(exc: SSHError) -> bool:
     """A refusal that only a person can change: the host key, or authentication (including a server that
     wants a password or 2FA answer on top of the key)."""
-    return (isinstance(exc, HostKeyRejected) or "host key" in exc.message.lower()
-            or "authentication" in exc.message or "2FA" in exc.message)
+    return isinstance(exc, (HostKeyRejected, AuthFailed))
 
 
 def _describe(exc: BaseException) -> str:
