@@ -138,3 +138,21 @@ def interrupt_on_hangup() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def connect(env: Environment, spec: str | None, *, connect_timeout: float | None) -> Host:
+    """`open_host` under the status line, which covers connecting (and any prompt pauses it)."""
+    with env.status():
+        return open_host(env, spec, connect_timeout=connect_timeout)
+
+
+def flush_warnings(env: Environment, store: StateStore) -> None:
+    """What the state store noticed while it was read (a damaged record, …), once."""
+    for warning in store.warnings:
+        env.warn(warning)
+    store.warnings.clear()
+
+
+def open_in_browser(env: Environment, url: str) -> None:
+    if not browse(url):
+        env.info(f"no browser available; open {url}")

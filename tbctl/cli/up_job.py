@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tbctl.cli.commands import _announcer, _hold_then_clean
+from tbctl.cli.up import _announcer, _hold_then_clean
 from tbctl.cli.environment import Environment
 from tbctl.cli.session import local_host, open_host
 from tbctl.errors import TbctlError, UsageError
