@@ -10,7 +10,7 @@ from tbctl.cli import render
 from tbctl.cli.completion import complete_targets
 from tbctl.cli.environment import Environment
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, command_env, verb_app
-from tbctl.cli.session import connect, interrupt_on_hangup, store_of
+from tbctl.cli.session import connect, store_of
 
 if TYPE_CHECKING:
     from tbctl.core.logs import LogSource
@@ -31,6 +31,7 @@ def logs(
     """Show (and with -f follow) the log of a TensorBoard tbctl started, running or exited.
 
     With --json: one object with its lines; with -f --json, one JSON object per line (JSON Lines)."""
+    from tbctl.core.expose import interrupt_on_hangup
     from tbctl.core.logs import find_log, follow as follow_log, read_tail
 
     env = command_env(ctx, json_output)

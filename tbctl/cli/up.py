@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tbctl.cli import render
 from tbctl.cli.environment import Environment
 from tbctl.cli.options import ConnectTimeoutOption, EnvOption, HostOption, JsonOption, TimeoutOption, command_env, verb_app
-from tbctl.cli.session import flush_warnings, interrupt_on_hangup, local_host, open_host, open_in_browser, store_of
-from tbctl.errors import TbctlError, UsageError
+from tbctl.cli.session import SessionNarrator, TerminalHosts, flush_warnings, open_in_browser, store_of
+from tbctl.errors import UsageError
 
 if TYPE_CHECKING:
-    from tbctl.core.expose import Exposure
-    from tbctl.hosts.base import Host
-    from tbctl.models import TensorBoardInstance
+    from tbctl.models import UpResult
     from tbctl.state import StateStore
 
 verb = verb_app()
@@ -64,142 +59,39 @@ def up(
     (or, with --detach, by a background tbctl process until `tbctl down`). With --job (or --job-name),
     --host is the Slurm login node: TensorBoard runs as a step of that job on its node, forwarded through
     the login node; a relative LOGDIR is relative to the job's WorkDir."""
-    from tbctl.config import parse_port
-    from tbctl.core.up import UpRequest, up as run_up
-    from tbctl.tensorboard import readiness_path
+    from tbctl.core.serve import ServeRequest, serve
 
     env = command_env(ctx, json_output)
     logdir, extra = _split_logdir_and_extra(args or [], logdir_option)
-    settings = env.settings
-    per_host = settings.for_host(host_spec)  # flags win over the host's section of the config file
-    env_prefix = env_prefix or per_host.env_prefix
-    request = UpRequest(
-        logdir=logdir or per_host.logdir or settings.default_logdir,
-        port=parse_port(port, source="--port") if port is not None else (per_host.port or settings.default_port),
-        timeout=timeout or settings.start_timeout,
-        new=new,
-        tensorboard=tensorboard or per_host.tensorboard,
-        env_prefix=env_prefix,
-        extra_args=per_host.extra_args + tuple(extra),
-    )
-    wanted_local = parse_port(local_port, source="--local-port") if local_port is not None else per_host.local_port
+    request = ServeRequest(
+        host=host_spec, logdir=logdir, port=port, local_port=local_port, timeout=timeout, new=new,
+        tensorboard=tensorboard, env_prefix=env_prefix, extra_args=tuple(extra), connect_timeout=connect_timeout,
+        keep=keep, detach=detach, job=job, job_name=job_name, node=node, wait=wait,
+        bind_node_address=bind_node_address)
     store = store_of(env)
-    if job is not None or job_name is not None or node is not None or wait or bind_node_address:
-        from tbctl.core.job_up import JobUpRequest
-
-        job_request = JobUpRequest(job=job, job_name=job_name, node=node, logdir=request.logdir, port=request.port,
-                                   timeout=request.timeout, wait=wait, new=new, tensorboard=request.tensorboard,
-                                   env_prefix=env_prefix, extra_args=request.extra_args,
-                                   bind_node_address=bind_node_address)
-        from tbctl.cli.up_job import up_job
-
-        up_job(env, host_spec, store, job_request, wanted_local=wanted_local, keep=keep, detach=detach,
-               open_browser=open_browser, connect_timeout=connect_timeout)
-        return
-    with env.status():
-        host = open_host(env, host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout)
-    with host:
-        if detach:
-            from tbctl.core.forwards import detach_warning
-
-            detach_warning(host)  # a refusal before TensorBoard starts, not after
-        with env.status():  # closed before the URL is announced: the status line must not cover it
-            result = run_up(host, store, request, progress=env.progress, notice=env.notice)
-        inst = result.instance
-        assert inst.port is not None
-        stop_after = not (result.reused or keep)
-        exposure = None
-        try:
-            if detach and not host.reachable_here:
-                from tbctl.cli.session import ssh_backend
-                from tbctl.core.forwards import detach_forward
-
-                detached = detach_forward(host, local_host(env), store, backend=ssh_backend(env, host_spec).name,
-                                          remote_port=inst.port, local_port=wanted_local, instance=inst,
-                                          stop_instance=stop_after, check_path=readiness_path(inst.path_prefix),
-                                          connect_timeout=connect_timeout, env_prefix=env_prefix)
-                forward_port = detached.local_port
-                result = dataclasses.replace(result, warnings=(*result.warnings, *filter(None, [detached.warning])))
-            else:
-                from tbctl.core.expose import expose
-
-                exposure = expose(host, local_host(env), inst.port, local_port=wanted_local,
-                                  check_path=readiness_path(inst.path_prefix))
-                forward_port = exposure.local_port if exposure.forwarder is not None else None
-        except BaseException:
-            if stop_after:  # leave nothing behind
-                _stop_started(host, store, inst)
-            raise
-        if forward_port is not None:
-            inst = dataclasses.replace(inst, forward_port=forward_port)
-            result = dataclasses.replace(result, instance=inst, url=inst.url or result.url)
-
-        announce = _announcer(env, store, result, open_browser=open_browser)
-        if exposure is None or exposure.forwarder is None:
-            announce()
-            if forward_port is not None:
-                env.info(f"forwarding in the background; `tbctl down {forward_port}` ends it")
-        else:
-            _hold_then_clean(env, host, store, exposure, inst, stop_after=stop_after, announce=announce)
+    with serve(request, env.settings, TerminalHosts(env), store, SessionNarrator(env)) as session:
+        _announce(env, store, session.result, open_browser=open_browser)
+        if session.background_port is not None:
+            job_id = session.result.instance.job
+            ends_it = f"--job {job_id} --host {host_spec}" if request.in_job else str(session.background_port)
+            env.info(f"forwarding in the background; `tbctl down {ends_it}` ends it")
+        session.hold()
 
 
-def _announcer(env: Environment, store: StateStore, result: Any, *, open_browser: bool) -> Callable[[], None]:
+def _announce(env: Environment, store: StateStore, result: UpResult, *, open_browser: bool) -> None:
     """What `up` prints once the URL answers (warnings, then the record), and the browser it opens."""
+    from tbctl.cli import render  # only now: TensorBoard is already starting while rich is imported
 
-    def announce() -> None:
-        flush_warnings(env, store)
-        for warning in result.warnings:
-            env.warn(warning)
-        if env.json:
-            render.print_json(env, result)
-        else:
-            render.up_result(env, result)
-        env.stdout.flush()
-        if open_browser:
-            open_in_browser(env, result.url)
-
-    return announce
-
-
-def _stop_started(host: Host, store: StateStore, inst: TensorBoardInstance) -> None:
-    from tbctl.core.down import stop_instances
-
-    stop_instances(host, store, [inst], force=False, timeout=5.0)
-
-
-def _hold_then_clean(env: Environment, host: Host, store: StateStore, exposure: Exposure,
-                     inst: TensorBoardInstance | None, *, stop_after: bool, announce: Callable[[], None],
-                     stop: Callable[[], None] | None = None, ended: Callable[[], str] | None = None) -> None:
-    """Foreground: announce the URL, forward until Ctrl-C (or SIGTERM/SIGHUP), then close the forward and,
-    when this command started it, stop TensorBoard. Exits 0: the user ended it on purpose."""
-    from tbctl.core.expose import hold
-
-    def on_change(state: Any) -> None:
-        detail = f" (attempt {state.attempts})" if state.attempts else ""
-        reason = f": {state.error}" if state.error and state.state != "up" else ""
-        env.info(f"connection to {host.name}: {state.state}{detail}{reason}")
-
-    host.watch_connection(on_change)
-    try:
-        with interrupt_on_hangup():
-            announce()  # inside: a Ctrl-C right after the URL appears must still clean up
-            env.info("forwarding; press Ctrl-C to stop" + (" (TensorBoard stops too)" if stop_after or stop else ""))
-            why = hold(exposure, is_alive=host.connection_ok, ended=ended)
-            if why:
-                env.info(why)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        exposure.close()
-        if stop is not None:
-            stop()
-        if stop_after and inst is not None:
-            try:
-                _stop_started(host, store, inst)
-                env.info(f"stopped TensorBoard pid {inst.pid} on {host.name}")
-            except TbctlError as exc:
-                env.warn(f"could not stop TensorBoard pid {inst.pid} on {host.name}: {exc.message}")
-    env.info("forward closed")
+    flush_warnings(env, store)
+    for warning in result.warnings:
+        env.warn(warning)
+    if env.json:
+        render.print_json(env, result)
+    else:
+        render.up_result(env, result)
+    env.stdout.flush()
+    if open_browser:
+        open_in_browser(env, result.url)
 
 
 command = typer.main.get_command(verb)
