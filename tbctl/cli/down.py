@@ -10,7 +10,6 @@ from tbctl.cli import render
 from tbctl.cli.completion import complete_targets
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, TimeoutOption, command_env, verb_app
 from tbctl.cli.session import flush_warnings, open_host, store_of
-from tbctl.errors import TbctlError, UsageError
 
 verb = verb_app()
 
@@ -31,39 +30,20 @@ def down(
 
     Also ends background forwards: `down LOCAL_PORT` ends that forward, `down --host H` every forward to H,
     `down --all` every forward and what it leaves behind; a TensorBoard tbctl started for one stops with it."""
-    from tbctl.core.down import FAILED, down_with_forwards
+    from tbctl.core.ending import end, require_ended
 
     env = command_env(ctx, json_output)
     store = store_of(env)
-    if job is not None:
-        from tbctl.core.job_down import down_job
-
-        if target is not None or all_instances:
-            raise UsageError("--job names what to end; give no target and no --all with it")
-        with open_host(env, host_spec, connect_timeout=connect_timeout) as login:
-            outcomes, closed, warnings = down_job(login, store, job)
-        for warning in warnings:
-            env.warn(warning)
-        if env.json:
-            render.print_json(env, {"instances": outcomes, "forwards": closed})
-        else:
-            render.stop_outcomes(env, outcomes, closed_forwards=closed)
-        if any(o.outcome in FAILED for o in outcomes):
-            raise TbctlError("a step could not be ended")
-        return
-    result = down_with_forwards(lambda spec: open_host(env, spec, connect_timeout=connect_timeout), store, target,
-                                host_spec=host_spec, all_instances=all_instances, force=force,
-                                timeout=timeout or env.settings.stop_timeout)
-    for warning in result.warnings:
+    ended = end(lambda spec: open_host(env, spec, connect_timeout=connect_timeout), store, target, host_spec=host_spec,
+                all_instances=all_instances, force=force, timeout=timeout or env.settings.stop_timeout, job=job)
+    for warning in ended.warnings:
         env.warn(warning)
     flush_warnings(env, store)
     if env.json:
-        render.print_json(env, {"instances": result.outcomes, "forwards": result.closed_forwards})
+        render.print_json(env, {"instances": ended.outcomes, "forwards": ended.closed_forwards})
     else:
-        render.stop_outcomes(env, result.outcomes, closed_forwards=result.closed_forwards)
-    failed = [o for o in result.outcomes if o.outcome in FAILED]
-    if failed:
-        raise TbctlError(f"{len(failed)} TensorBoard(s) could not be stopped")
+        render.stop_outcomes(env, ended.outcomes, closed_forwards=ended.closed_forwards)
+    require_ended(ended)
 
 
 command = typer.main.get_command(verb)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,6 +12,9 @@ from tbctl.cli.environment import Environment
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, TimeoutOption, command_env, verb_app
 from tbctl.cli.session import open_host
 from tbctl.errors import PortBusy
+
+if TYPE_CHECKING:
+    from tbctl.models import PortHolder, PortReport
 
 verb = verb_app()
 
@@ -48,7 +52,7 @@ def free_port(
                 how = "SIGKILL" if force else "SIGTERM, then SIGKILL if still running"
                 env.result_line(f"dry run: would stop the holders with {how}")
             return
-        asking = [h for h in report.holders if core.needs_confirmation(report, h) and not core.is_foreign(report, h)]
+        asking = core.to_confirm(report)
         if asking and not yes:
             _confirm(env, report, asking)
         result = core.free(host, report, force=force, timeout=timeout or env.settings.stop_timeout)
@@ -56,13 +60,11 @@ def free_port(
         render.print_json(env, summary | {"outcomes": result.outcomes, "freed": result.freed})
     else:
         render.free_port_result(env, result)
-    if not result.freed:
-        denied = any(o.outcome == "denied" for o in result.outcomes)
-        raise PortBusy(number, result.remaining, f"port {number} is still held",
-                       hint="a process of another user needs sudo" if denied else None)
+    core.require_freed(result)
 
 
-def _confirm(env: Environment, report: Any, asking: list[Any]) -> None:
+def _confirm(env: Environment, report: PortReport, asking: Sequence[PortHolder]) -> None:
+    """Ask on the terminal (none: refuse) whether to stop them; anything but yes keeps them running."""
     pids = ", ".join(sorted({str(h.pid) for h in asking}))
     if not env.stdin_isatty:
         raise PortBusy(report.port, report.holders, f"not stopping pid {pids} without confirmation",

@@ -110,8 +110,9 @@ class TerminalHosts:
         self.env = env
 
     def open(self, spec: str | None, *, env_prefix: str | None = None, connect_timeout: float | None = None,
-             jump: str | None = None) -> Host:
-        return open_host(self.env, spec, env_prefix=env_prefix, connect_timeout=connect_timeout, jump=jump)
+             jump: str | None = None, interactive: bool = True) -> Host:
+        return open_host(self.env, spec, env_prefix=env_prefix, connect_timeout=connect_timeout, jump=jump,
+                         interactive=interactive)
 
     def local(self) -> Host:
         return local_host(self.env)

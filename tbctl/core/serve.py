@@ -79,7 +79,9 @@ class HostOpener(Protocol):
     """How the use case reaches machines: the command decides how to connect and who answers SSH's questions."""
 
     def open(self, spec: str | None, *, env_prefix: str | None = None, connect_timeout: float | None = None,
-             jump: str | None = None) -> Host: ...
+             jump: str | None = None, interactive: bool = True) -> Host:
+        """Connected; `interactive=False` where nobody may be asked (several hosts at once)."""
+        ...
 
     def local(self) -> Host: ...
 
