@@ -186,7 +186,10 @@ class TbctlGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            code = super().invoke(ctx)
+            if isinstance(code, int) and not isinstance(code, bool) and code:  # a command's own exit status
+                raise typer.Exit(code)
+            return code
         except TbctlError as exc:
             env = env_of(ctx)
             if env.debug:
@@ -197,6 +200,9 @@ class TbctlGroup(TyperGroup):
                 env.stderr.write("".join(f"  | {line}\n" for line in exc.log_tail.splitlines()))
             raise typer.Exit(exc.exit_code) from None
         except ClickUsageError as exc:  # a subcommand's arguments: one line and a hint, like ours
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `tbctl config` alone: its help, on stdout, exit 2
+                typer.echo(exc.format_message())
+                raise typer.Exit(EXIT_USAGE) from None
             _usage_error(ctx, exc)
         except KeyboardInterrupt:
             env_of(ctx).stderr.write("\ninterrupted\n")

@@ -11,17 +11,9 @@ from tbctl.cli.options import JsonOption, command_env, verb_app
 
 config_app = verb_app(
     name="config",
+    no_args_is_help=True,
     help="Where the config file is and what tbctl makes of it (defaults < file < TBCTL_* environment < flags).",
 )
-
-
-@config_app.callback(invoke_without_command=True)
-def config_main(ctx: typer.Context) -> None:
-    # `tbctl config` alone: its help on stdout and exit 2, as `tbctl` alone does (click's no_args_is_help
-    # would reach the error handler of the root group and print the help as an error message).
-    if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
-        raise typer.Exit(2)
 
 
 @config_app.command("path")
