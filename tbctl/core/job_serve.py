@@ -36,6 +36,7 @@ def check_job_flags(request: ServeRequest) -> None:
 @contextlib.contextmanager
 def serve_job(request: ServeRequest, job_request: JobUpRequest, hosts: HostOpener, store: StateStore,
               report: ServeReport, *, wanted_local: int | None) -> Iterator[ServeSession]:
+    """`serve()` for `up --job`: `request` as given, `job_request` merged with the settings."""
     from tbctl.core.job_up import up_job
     from tbctl.tensorboard import readiness_path
 
