@@ -22,7 +22,7 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tbctl.config_lines import ConfigError, dotted, fail_at, read_toml, toml_repr
+from tbctl.config_lines import ConfigError, dotted, fail_at, read_toml, toml_repr  # noqa: F401  (ConfigError: re-exported)
 from tbctl.errors import UsageError
 
 DEFAULT_PORT = 6006

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import sys
 import traceback
 from collections.abc import Sequence
@@ -13,10 +14,9 @@ import typer
 from typer.core import TyperGroup
 
 from tbctl import __version__
-from tbctl.cli.completion import complete_hosts
 from tbctl.cli.environment import Environment
+from tbctl.cli.options import TYPER_SETTINGS, JsonOption, env_of
 from tbctl.errors import ExitCode, TbctlError, TensorBoardFailed
-from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
 
 # typer vendors click; its UsageError is the base of typer.BadParameter (found without a private import).
 ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -24,6 +24,22 @@ ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "U
 # How alike an unknown option must be to a real one to be suggested. click's own 0.6 calls `--host` a
 # near miss of `--bogus` (the shared "--" counts); typos like `--hots` or `--prot` score above 0.8.
 SUGGEST_CUTOFF = 0.8
+
+# Every command, by name, and where it is defined ("module:attribute", a click command). Only the command
+# a run invokes is imported; `tbctl --help` and TAB import them all. The order is `tbctl --help`'s.
+COMMANDS: dict[str, str] = {
+    "up": "tbctl.cli.up:command",
+    "tunnel": "tbctl.cli.tunnel:command",
+    "_forwarder": "tbctl.cli.forwarder:command",
+    "ls": "tbctl.cli.ls:command",
+    "down": "tbctl.cli.down:command",
+    "free-port": "tbctl.cli.free_port:command",
+    "logs": "tbctl.cli.logs:command",
+    "open": "tbctl.cli.open:command",
+    "connections": "tbctl.cli.connections:connections_command",
+    "disconnect": "tbctl.cli.connections:disconnect_command",
+    "config": "tbctl.cli.config:command",
+}
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,7 @@ def hoist_global_options(root: Any, args: Sequence[str], *,
     if start is None:
         return list(args)
     head, kept, moved = list(args[:start]), [args[start]], []
-    command = getattr(root, "commands", {}).get(args[start])
+    command = root.get_command(typer.Context(root), args[start])
     i = start + 1
     while i < len(args):
         arg = args[i]
@@ -133,7 +149,28 @@ def _own_option(command: Any, arg: str) -> tuple[bool, bool] | None:
 
 
 class TbctlGroup(TyperGroup):
-    """Maps every error to one line, a hint and a documented exit code; `--debug` adds the traceback."""
+    """Finds its commands in COMMANDS (click's lazy group: `list_commands` and `get_command`) and maps
+    every error to one line, a hint and a documented exit code; `--debug` adds the traceback."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*COMMANDS, *super().list_commands(ctx)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = where.split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except ClickUsageError as exc:
+            # typer suggests only among the commands built already, which here is none of them
+            close = difflib.get_close_matches(args[0], self.list_commands(ctx)) if args else []
+            if close and "Did you mean" not in exc.message:
+                exc.message = exc.message.rstrip(".") + ". Did you mean " + ", ".join(map(repr, close)) + "?"
+            raise
 
     def main(self, args: Sequence[str] | None = None, *pos: Any, **kwargs: Any) -> Any:
         return super().main(hoist_global_options(self, sys.argv[1:] if args is None else args), *pos, **kwargs)
@@ -149,9 +186,12 @@ class TbctlGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            code = super().invoke(ctx)
+            if isinstance(code, int) and not isinstance(code, bool) and code:  # a command's own exit status
+                raise typer.Exit(code)
+            return code
         except TbctlError as exc:
-            env = _env_of(ctx)
+            env = env_of(ctx)
             if env.debug:
                 traceback.print_exc(file=env.stderr)
             env.error(exc.message, exc.hint)
@@ -160,16 +200,19 @@ class TbctlGroup(TyperGroup):
                 env.stderr.write("".join(f"  | {line}\n" for line in exc.log_tail.splitlines()))
             raise typer.Exit(exc.exit_code) from None
         except ClickUsageError as exc:  # a subcommand's arguments: one line and a hint, like ours
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `tbctl config` alone: its help, on stdout, exit 2
+                typer.echo(exc.format_message())
+                raise typer.Exit(ExitCode.USAGE) from None
             _usage_error(ctx, exc)
         except KeyboardInterrupt:
-            _env_of(ctx).stderr.write("\ninterrupted\n")
+            env_of(ctx).stderr.write("\ninterrupted\n")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:  # a bug in tbctl, not a user error: one line unless --debug
             if getattr(exc, "__module__", "").startswith(("click", "typer")):
                 raise
-            env = _env_of(ctx)
+            env = env_of(ctx)
             if env.debug:
                 traceback.print_exc(file=env.stderr)
             env.error(f"internal error: {type(exc).__name__}: {exc}", "run again with --debug for the traceback")
@@ -183,39 +226,17 @@ def _usage_error(ctx: Any, exc: Any) -> NoReturn:
     if getattr(exc, "possibilities", None) is not None:  # an unknown option: suggest only a near miss
         close = difflib.get_close_matches(exc.option_name, exc.possibilities, n=3, cutoff=SUGGEST_CUTOFF)
         message = exc.message + (f" (did you mean {' or '.join(close)}?)" if close else "")
-    _env_of(ctx).error(message, f"see '{sub} -h'")
+    env_of(ctx).error(message, f"see '{sub} -h'")
     raise typer.Exit(ExitCode.USAGE) from None
 
 
-def _env_of(ctx: Any) -> Environment:
-    obj = ctx.find_root().obj
-    return obj if isinstance(obj, Environment) else Environment()
-
-
 app = typer.Typer(
+    **TYPER_SETTINGS,
     cls=TbctlGroup,
     name="tbctl",
     help="Start, find, forward and stop TensorBoard — locally and over SSH — and clean up after yourself.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else there.")]
-HostOption = Annotated[Optional[str], typer.Option(
-    "--host", "-H", help="On this SSH host (ssh_config alias or [user@]host[:port]).", autocompletion=complete_hosts)]
-ConnectTimeoutOption = Annotated[Optional[float], typer.Option(
-    "--connect-timeout", min=0.1, help=f"Seconds to wait for SSH to connect (default {DEFAULT_CONNECT_TIMEOUT:g}).")]
-
-
-def command_env(ctx: typer.Context, json_output: bool) -> Environment:
-    """The injected environment of this command; a command's own `--json` counts like the global one."""
-    env = _env_of(ctx)
-    if json_output:
-        env.json = True
-    return env
 
 
 def _version(value: bool) -> None:
@@ -241,34 +262,6 @@ def main(
     ctx.obj = env
 
 
-from tbctl.cli import commands as _commands  # noqa: E402,F401  (registers the commands on `app`)
-from tbctl.cli import extra_commands as _extra_commands  # noqa: E402,F401
-from tbctl.cli import connections as _connections  # noqa: E402,F401
-
-
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    _register_only_the_invoked_command(app, sys.argv[1:] if argv is None else argv)
     app(args=argv, prog_name="tbctl")
-
-
-def _register_only_the_invoked_command(typer_app: typer.Typer, args: list[str]) -> None:
-    """typer builds a click command for every subcommand on each start (20-30 ms here); a run invokes at
-    most one. Keep just that one when the command's name (found as hoist_global_options finds it) names
-    it. `tbctl`, `tbctl --help`, an unknown name and TAB completion keep them all."""
-    import os
-
-    from tbctl.cli.completion import COMPLETE_VAR
-
-    index = command_index(args)
-    if index is None or COMPLETE_VAR in os.environ:
-        return
-    name = args[index]
-    from typer.main import get_command_name
-
-    commands = [c for c in typer_app.registered_commands
-                if (c.name or (c.callback and get_command_name(c.callback.__name__))) == name]
-    groups = [g for g in typer_app.registered_groups
-              if name in (g.name, g.typer_instance.info.name if g.typer_instance else None)]
-    if commands or groups:
-        typer_app.registered_commands, typer_app.registered_groups = commands, groups

@@ -65,5 +65,5 @@ def _register_if_completing() -> None:
         register_shells()
 
 
-# Imported by commands.py while the app is built, i.e. before Typer looks at the variable.
+# Imported by cli/options.py (and so by cli/app.py) while the app is built, i.e. before Typer looks at the variable.
 _register_if_completing()

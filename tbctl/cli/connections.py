@@ -8,11 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 from tbctl.cli import render
-from tbctl.cli.app import JsonOption, app, command_env
+from tbctl.cli.options import JsonOption, command_env, verb_app
 from tbctl.cli.completion import complete_hosts
 
+connections_app = verb_app()
+disconnect_app = verb_app()
 
-@app.command("connections")
+
+@connections_app.command("connections")
 def connections(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List the SSH connections (ControlMasters) tbctl keeps open so the next command needs no new login."""
     from tbctl.core.connections import list_kept
@@ -32,7 +35,7 @@ def connections(ctx: typer.Context, json_output: JsonOption = False) -> None:
                   for c in kept])
 
 
-@app.command("disconnect")
+@disconnect_app.command("disconnect")
 def disconnect(
     ctx: typer.Context,
     host_spec: Annotated[Optional[str], typer.Argument(metavar="[HOST]", show_default=False,
@@ -56,3 +59,7 @@ def disconnect(
         env.result_line(f"closed the SSH connection to {conn.host} (pid {conn.pid or '-'})")
     if not closed:
         env.info("tbctl keeps no SSH connection open")
+
+
+connections_command = typer.main.get_command(connections_app)
+disconnect_command = typer.main.get_command(disconnect_app)

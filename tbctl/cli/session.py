@@ -1,10 +1,8 @@
-"""Opening hosts for a command, asking the person at the terminal, and holding a foreground forward."""
+"""Opening hosts for a command, asking the person at the terminal, and telling it what a session does."""
 
 from __future__ import annotations
 
 import contextlib
-import signal
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from tbctl.cli.environment import Environment
@@ -12,6 +10,8 @@ from tbctl.cli.environment import Environment
 if TYPE_CHECKING:
     from tbctl.hosts.backends import BackendChoice
     from tbctl.hosts.base import Host
+    from tbctl.hosts.link import LinkState
+    from tbctl.models import TensorBoardInstance
     from tbctl.state import StateStore
 
 
@@ -103,6 +103,69 @@ def ssh_backend(env: Environment, spec: str | None) -> BackendChoice:
     return choose(per_host.ssh, {"file": "the config file", "default": "default"}.get(source, source))
 
 
+class TerminalHosts:
+    """Hosts as this command reaches them: the backend in effect, and questions asked on its terminal."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    def open(self, spec: str | None, *, env_prefix: str | None = None, connect_timeout: float | None = None,
+             jump: str | None = None, interactive: bool = True) -> Host:
+        return open_host(self.env, spec, env_prefix=env_prefix, connect_timeout=connect_timeout, jump=jump,
+                         interactive=interactive)
+
+    def local(self) -> Host:
+        return local_host(self.env)
+
+    def backend(self, spec: str | None) -> str:
+        return ssh_backend(self.env, spec).name
+
+
+class SessionNarrator:
+    """What `up` and `tunnel` say on stderr while they connect, start, forward and clean up."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    def progress(self, text: str) -> None:
+        self.env.progress(text)
+
+    def notice(self, text: str) -> None:
+        self.env.notice(text)
+
+    def warn(self, text: str) -> None:
+        self.env.warn(text)
+
+    def busy(self) -> contextlib.AbstractContextManager[Any]:
+        return self.env.status()
+
+    def connection(self, host: str, state: LinkState) -> None:
+        detail = f" (attempt {state.attempts})" if state.attempts else ""
+        reason = f": {state.error}" if state.error and state.state != "up" else ""
+        self.env.info(f"connection to {host}: {state.state}{detail}{reason}")
+
+    def holding(self, *, stops_tensorboard: bool) -> None:
+        self.env.info("forwarding; press Ctrl-C to stop" + (" (TensorBoard stops too)" if stops_tensorboard else ""))
+
+    def ended(self, why: str) -> None:
+        self.env.info(why)
+
+    def stopped(self, host: str, instance: TensorBoardInstance) -> None:
+        self.env.info(f"stopped TensorBoard pid {instance.pid} on {host}")
+
+    def not_stopped(self, host: str, instance: TensorBoardInstance, problem: str) -> None:
+        self.env.warn(f"could not stop TensorBoard pid {instance.pid} on {host}: {problem}")
+
+    def step_ended(self, instance: TensorBoardInstance) -> None:
+        self.env.info(f"ended step {instance.step} (TensorBoard on {instance.node}); job {instance.job} keeps running")
+
+    def step_not_ended(self, instance: TensorBoardInstance, problem: str) -> None:
+        self.env.warn(f"could not end step {instance.step} of job {instance.job}: {problem}")
+
+    def closed(self) -> None:
+        self.env.info("forward closed")
+
+
 def browse(url: str) -> bool:
     """Whether a browser took the URL. webbrowser honours $BROWSER, and finds none on a headless machine.
 
@@ -125,16 +188,19 @@ def browse(url: str) -> bool:
         os.close(saved)
 
 
-@contextlib.contextmanager
-def interrupt_on_hangup() -> Iterator[None]:
-    """While holding a forward, SIGTERM and SIGHUP (terminal closed) clean up like Ctrl-C does."""
+def connect(env: Environment, spec: str | None, *, connect_timeout: float | None) -> Host:
+    """`open_host` under the status line, which covers connecting (and any prompt pauses it)."""
+    with env.status():
+        return open_host(env, spec, connect_timeout=connect_timeout)
 
-    def raise_interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def flush_warnings(env: Environment, store: StateStore) -> None:
+    """What the state store noticed while it was read (a damaged record, …), once."""
+    for warning in store.warnings:
+        env.warn(warning)
+    store.warnings.clear()
+
+
+def open_in_browser(env: Environment, url: str) -> None:
+    if not browse(url):
+        env.info(f"no browser available; open {url}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from tbctl.config import PORT_SEARCH_SPAN, REMOTE_FORWARD_OFFSET
 from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError
@@ -124,3 +127,19 @@ def hold(exposure: Exposure, *, is_alive: Callable[[], bool], poll: float = 1.0,
         why = ended() if ended is not None else ""
         if why:
             return why
+
+
+@contextlib.contextmanager
+def interrupt_on_hangup() -> Iterator[None]:
+    """While holding a forward (or following a log), SIGTERM and SIGHUP (terminal closed) clean up like
+    Ctrl-C does."""
+
+    def raise_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from tbctl.core.stopping import terminate
+from tbctl.errors import PortBusy
 from tbctl.hosts.base import Host
 from tbctl.models import FreePortResult, HolderOutcome, PortHolder, PortReport
 
@@ -23,6 +24,21 @@ def needs_confirmation(report: PortReport, holder: PortHolder) -> bool:
 def is_foreign(report: PortReport, holder: PortHolder) -> bool:
     """Another user's process, which we do not try to signal (root may)."""
     return holder.pid is None or (holder.user != report.user and report.user != "root")
+
+
+def to_confirm(report: PortReport) -> tuple[PortHolder, ...]:
+    """The holders a person must agree to stop: all but this user's own TensorBoards, and not those we
+    would not signal anyway."""
+    return tuple(h for h in report.holders if needs_confirmation(report, h) and not is_foreign(report, h))
+
+
+def require_freed(result: FreePortResult) -> None:
+    """PortBusy (exit 3) unless the port is free now, saying when sudo is what it takes."""
+    if result.freed:
+        return
+    denied = any(o.outcome == "denied" for o in result.outcomes)
+    raise PortBusy(result.port, result.remaining, f"port {result.port} is still held",
+                   hint="a process of another user needs sudo" if denied else None)
 
 
 def free(host: Host, report: PortReport, *, force: bool, timeout: float) -> FreePortResult:

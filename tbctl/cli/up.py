@@ -1,0 +1,97 @@
+"""`tbctl up`: serve a logdir with TensorBoard, here or on an SSH host, forwarded to this machine."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from tbctl.cli.environment import Environment
+from tbctl.cli.options import ConnectTimeoutOption, EnvOption, HostOption, JsonOption, TimeoutOption, command_env, verb_app
+from tbctl.cli.session import SessionNarrator, TerminalHosts, flush_warnings, open_in_browser, store_of
+from tbctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from tbctl.models import UpResult
+    from tbctl.state import StateStore
+
+verb = verb_app()
+
+
+def _split_logdir_and_extra(positional: list[str], logdir_option: str | None) -> tuple[str | None, list[str]]:
+    """`up [LOGDIR] [-- TENSORBOARD FLAGS]`: click hands us everything positional after `--` too, so the
+    LOGDIR is the first word before any flag-looking word."""
+    words = list(positional)
+    logdir = logdir_option
+    if words and not words[0].startswith("-"):
+        if logdir is not None:
+            raise UsageError(f"two logdirs given: {logdir!r} and {words[0]!r}")
+        logdir = words.pop(0)
+    return logdir, words
+
+
+@verb.command()
+def up(
+    ctx: typer.Context,
+    args: Annotated[Optional[list[str]], typer.Argument(metavar="[LOGDIR] [-- TENSORBOARD_FLAGS...]", show_default=False)] = None,
+    logdir_option: Annotated[Optional[str], typer.Option("--logdir", help="The logdir (default: runs).")] = None,
+    port: Annotated[Optional[str], typer.Option("--port", "-p", help="Preferred port (default 6006; the next free one if taken).")] = None,
+    host_spec: HostOption = None,
+    local_port: Annotated[Optional[str], typer.Option("--local-port", help="Remote: the local end of the forward (default port+10000).")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Remote: leave TensorBoard running when the forward closes.")] = False,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Remote: forward in the background and return; `tbctl down` ends it.")] = False,
+    timeout: TimeoutOption = None,
+    open_browser: Annotated[Optional[bool], typer.Option("--open/--no-open", help="Open the URL in a browser (default: `open` in the config file, else no).")] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start another instance even if one serves this logdir.")] = False,
+    tensorboard: Annotated[Optional[str], typer.Option("--tensorboard", help="Path of the tensorboard executable.")] = None,
+    env_prefix: EnvOption = None,
+    connect_timeout: ConnectTimeoutOption = None,
+    job: Annotated[Optional[str], typer.Option("--job", help="Slurm: serve from inside this running job (ID or ARRAY_TASK), on its node.")] = None,
+    job_name: Annotated[Optional[str], typer.Option("--job-name", help="Slurm: your newest running job of this name.")] = None,
+    node: Annotated[Optional[str], typer.Option("--node", help="Slurm: which node of a multi-node job (default: its batch host).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait for a pending job to start.")] = False,
+    bind_node_address: Annotated[bool, typer.Option("--bind-node-address", help="Slurm, where ssh to compute nodes is refused: bind the node's cluster address (everyone on that network can reach it) and forward from the login node.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Serve LOGDIR with TensorBoard on a free port, verified ready; reuse one already serving it.
+
+    With --host, TensorBoard runs on that machine and is forwarded to localhost:PORT+10000 until Ctrl-C
+    (or, with --detach, by a background tbctl process until `tbctl down`). With --job (or --job-name),
+    --host is the Slurm login node: TensorBoard runs as a step of that job on its node, forwarded through
+    the login node; a relative LOGDIR is relative to the job's WorkDir."""
+    from tbctl.core.serve import ServeRequest, opens_browser, serve
+
+    env = command_env(ctx, json_output)
+    logdir, extra = _split_logdir_and_extra(args or [], logdir_option)
+    request = ServeRequest(
+        host=host_spec, logdir=logdir, port=port, local_port=local_port, timeout=timeout, new=new,
+        tensorboard=tensorboard, env_prefix=env_prefix, extra_args=tuple(extra), connect_timeout=connect_timeout,
+        keep=keep, detach=detach, job=job, job_name=job_name, node=node, wait=wait,
+        bind_node_address=bind_node_address)
+    store = store_of(env)
+    with serve(request, env.settings, TerminalHosts(env), store, SessionNarrator(env)) as session:
+        _announce(env, store, session.result, open_browser=opens_browser(open_browser, env.settings, host_spec))
+        if session.background_port is not None:
+            job_id = session.result.instance.job
+            ends_it = f"--job {job_id} --host {host_spec}" if request.in_job else str(session.background_port)
+            env.info(f"forwarding in the background; `tbctl down {ends_it}` ends it")
+        session.hold()
+
+
+def _announce(env: Environment, store: StateStore, result: UpResult, *, open_browser: bool) -> None:
+    """What `up` prints once the URL answers (warnings, then the record), and the browser it opens."""
+    from tbctl.cli import render  # only now: TensorBoard is already starting while rich is imported
+
+    flush_warnings(env, store)
+    for warning in result.warnings:
+        env.warn(warning)
+    if env.json:
+        render.print_json(env, result)
+    else:
+        render.up_result(env, result)
+    env.stdout.flush()
+    if open_browser:
+        open_in_browser(env, result.url)
+
+
+command = typer.main.get_command(verb)

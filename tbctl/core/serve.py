@@ -1,0 +1,335 @@
+"""`up` and `tunnel` from the flags to a URL that answers, and what holds it: the use case behind both commands.
+
+`serve()` merges the flags with the settings, opens the host, starts (or reuses) TensorBoard, and makes it
+reachable from this machine: directly, through a forward this command holds, or through a background
+forwarder (--detach). It yields a `ServeSession` whose `result` is the final record; `hold()` keeps a
+foreground forward until Ctrl-C, and leaving the session closes that forward and stops what it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from tbctl.config import Settings
+    from tbctl.core.expose import Exposure
+    from tbctl.core.job_up import JobUpRequest
+    from tbctl.core.up import UpRequest
+    from tbctl.hosts.base import Host
+    from tbctl.hosts.link import LinkState
+    from tbctl.models import TensorBoardInstance, UpResult
+    from tbctl.state import StateStore
+
+STOP_TIMEOUT = 5.0  # stopping the TensorBoard a foreground `up` started, when its forward closes
+
+
+@dataclass(frozen=True)
+class ServeRequest:
+    """`up`'s flags as given: None (or False, or empty) where not given, so the config can fill them in."""
+
+    host: str | None = None
+    logdir: str | None = None
+    port: str | None = None
+    local_port: str | None = None
+    timeout: float | None = None
+    new: bool = False
+    tensorboard: str | None = None
+    env_prefix: str | None = None
+    extra_args: tuple[str, ...] = ()
+    connect_timeout: float | None = None
+    keep: bool = False
+    detach: bool = False
+    job: str | None = None
+    job_name: str | None = None
+    node: str | None = None
+    wait: bool = False
+    bind_node_address: bool = False
+
+    @property
+    def in_job(self) -> bool:
+        """Whether this is `up --job`: any of the Slurm flags says so."""
+        return (self.job is not None or self.job_name is not None or self.node is not None or self.wait
+                or self.bind_node_address)
+
+
+@dataclass(frozen=True)
+class TunnelRequest:
+    host: str
+    remote_port: str
+    local_port: str | None = None
+    connect_timeout: float | None = None
+    detach: bool = False
+
+
+@dataclass(frozen=True)
+class TunnelResult:
+    host: str
+    remote_port: int
+    local_port: int
+    url: str
+    detached: bool
+
+
+class HostOpener(Protocol):
+    """How the use case reaches machines: the command decides how to connect and who answers SSH's questions."""
+
+    def open(self, spec: str | None, *, env_prefix: str | None = None, connect_timeout: float | None = None,
+             jump: str | None = None, interactive: bool = True) -> Host:
+        """Connected; `interactive=False` where nobody may be asked (several hosts at once)."""
+        ...
+
+    def local(self) -> Host: ...
+
+    def backend(self, spec: str | None) -> str:
+        """The name of the SSH backend in effect for `spec` (what a background forwarder uses too)."""
+        ...
+
+
+class ServeReport(Protocol):
+    """What the person running the command is told, as it happens."""
+
+    def progress(self, text: str) -> None: ...
+
+    def notice(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+    def busy(self) -> contextlib.AbstractContextManager[Any]:
+        """Around connecting and starting: a status line, closed before the URL is shown."""
+        ...
+
+    def connection(self, host: str, state: LinkState) -> None: ...
+
+    def holding(self, *, stops_tensorboard: bool) -> None: ...
+
+    def ended(self, why: str) -> None: ...
+
+    def stopped(self, host: str, instance: TensorBoardInstance) -> None: ...
+
+    def not_stopped(self, host: str, instance: TensorBoardInstance, problem: str) -> None: ...
+
+    def step_ended(self, instance: TensorBoardInstance) -> None: ...
+
+    def step_not_ended(self, instance: TensorBoardInstance, problem: str) -> None: ...
+
+    def closed(self) -> None: ...
+
+
+class ServeSession:
+    """What a command serving a URL holds: its final record and, in the foreground, the forward to it.
+
+    Leaving the session (however: Ctrl-C, SIGTERM, SIGHUP, an error) closes the forward and runs `stops`
+    (what this command started); a Ctrl-C ends a foreground forward on purpose, so it is not an error."""
+
+    def __init__(self, result: Any, host: Host, report: ServeReport, *, exposure: Exposure | None = None,
+                 background_port: int | None = None, stops: tuple[Callable[[], None], ...] = (),
+                 ended: Callable[[], str] | None = None) -> None:
+        self.result = result
+        self.host = host
+        self.background_port = background_port  # a background forwarder now keeps the URL alive
+        self._report = report
+        self._exposure = exposure
+        self._stops = stops
+        self._ended = ended
+        self._signals = contextlib.ExitStack()
+
+    @property
+    def forwarding(self) -> bool:
+        """Whether this command holds a forward itself (in the foreground, until Ctrl-C)."""
+        return self._exposure is not None and self._exposure.forwarder is not None
+
+    def hold(self) -> None:
+        """Forward until Ctrl-C (or SIGTERM/SIGHUP), the connection is lost for good, or there is nothing left
+        to forward. Returns at once when nothing is held in the foreground."""
+        from tbctl.core.expose import hold
+
+        if not self.forwarding:
+            return
+        assert self._exposure is not None
+        name = self.host.name
+        self.host.watch_connection(lambda state: self._report.connection(name, state))
+        self._report.holding(stops_tensorboard=bool(self._stops))
+        try:
+            why = hold(self._exposure, is_alive=self.host.connection_ok, ended=self._ended)
+        except KeyboardInterrupt:
+            return
+        if why:
+            self._report.ended(why)
+
+    def __enter__(self) -> ServeSession:
+        if self.forwarding:  # from here on, a closed terminal or a kill cleans up like Ctrl-C
+            from tbctl.core.expose import interrupt_on_hangup
+
+            self._signals.enter_context(interrupt_on_hangup())
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        if not self.forwarding:
+            return False
+        assert self._exposure is not None
+        self._signals.close()
+        try:
+            self._exposure.close()
+        finally:
+            for stop in self._stops:
+                stop()
+        if kind is None or issubclass(kind, KeyboardInterrupt):
+            self._report.closed()
+            return True
+        return False
+
+
+def merged_request(request: ServeRequest, settings: Settings) -> tuple[UpRequest, int | None]:
+    """The request for core's `up` and the wanted local port: flags > TBCTL_* > host section > file > defaults
+    (`settings` already holds the environment over the file over the defaults)."""
+    from tbctl.config import parse_port
+    from tbctl.core.up import UpRequest
+
+    per_host = settings.for_host(request.host)
+    up_request = UpRequest(
+        logdir=request.logdir or per_host.logdir or settings.logdir,
+        port=parse_port(request.port, source="--port") if request.port is not None else (per_host.port or settings.port),
+        timeout=request.timeout or settings.timeout,
+        new=request.new,
+        tensorboard=request.tensorboard or per_host.tensorboard,
+        env_prefix=request.env_prefix or per_host.env,
+        extra_args=per_host.tensorboard_args + request.extra_args,
+    )
+    wanted_local = parse_port(request.local_port, source="--local-port") if request.local_port is not None else per_host.local_port
+    return up_request, wanted_local
+
+
+def opens_browser(flag: bool | None, settings: Settings, host: str | None) -> bool:
+    """--open/--no-open when given, else the `open` setting (the host's section over the top level)."""
+    return settings.for_host(host).open if flag is None else flag
+
+
+def job_request(request: ServeRequest, up_request: UpRequest) -> JobUpRequest:
+    from tbctl.core.job_up import JobUpRequest
+
+    return JobUpRequest(job=request.job, job_name=request.job_name, node=request.node, logdir=up_request.logdir,
+                        port=up_request.port, timeout=up_request.timeout, wait=request.wait, new=request.new,
+                        tensorboard=up_request.tensorboard, env_prefix=up_request.env_prefix,
+                        extra_args=up_request.extra_args, bind_node_address=request.bind_node_address)
+
+
+def with_forward(result: UpResult, forward_port: int | None, warning: str = "") -> UpResult:
+    """`result` once its TensorBoard is reachable here through `forward_port` (its URL is the forward's)."""
+    if warning:
+        result = dataclasses.replace(result, warnings=(*result.warnings, warning))
+    if forward_port is None:
+        return result
+    inst = dataclasses.replace(result.instance, forward_port=forward_port)
+    return dataclasses.replace(result, instance=inst, url=inst.url or result.url)
+
+
+@contextlib.contextmanager
+def serve(request: ServeRequest, settings: Settings, hosts: HostOpener, store: StateStore,
+          report: ServeReport) -> Iterator[ServeSession]:
+    """`up`: TensorBoard serving the logdir on the host, verified ready, and reachable from this machine."""
+    up_request, wanted_local = merged_request(request, settings)
+    if request.in_job:
+        from tbctl.core.job_serve import serve_job
+
+        with serve_job(request, job_request(request, up_request), hosts, store, report,
+                       wanted_local=wanted_local) as session:
+            yield session
+        return
+    from tbctl.core.up import up
+    from tbctl.tensorboard import readiness_path
+
+    with report.busy():
+        host = hosts.open(request.host, env_prefix=up_request.env_prefix, connect_timeout=request.connect_timeout)
+    with host:
+        if request.detach:
+            from tbctl.core.forwards import detach_warning
+
+            detach_warning(host)  # a refusal before TensorBoard starts, not after
+        with report.busy():  # closed before the URL is announced: the status line must not cover it
+            result = up(host, store, up_request, progress=report.progress, notice=report.notice)
+        inst = result.instance
+        assert inst.port is not None
+        stop_after = not (result.reused or request.keep)
+        exposure = None
+        try:
+            if request.detach and not host.reachable_here:
+                from tbctl.core.forwards import detach_forward
+
+                detached = detach_forward(host, hosts.local(), store, backend=hosts.backend(request.host),
+                                          remote_port=inst.port, local_port=wanted_local, instance=inst,
+                                          stop_instance=stop_after, check_path=readiness_path(inst.path_prefix),
+                                          connect_timeout=request.connect_timeout, env_prefix=up_request.env_prefix)
+                forward_port: int | None = detached.local_port
+                result = with_forward(result, forward_port, detached.warning)
+            else:
+                from tbctl.core.expose import expose
+
+                exposure = expose(host, hosts.local(), inst.port, local_port=wanted_local,
+                                  check_path=readiness_path(inst.path_prefix))
+                forward_port = exposure.local_port if exposure.forwarder is not None else None
+                result = with_forward(result, forward_port)
+        except BaseException:
+            if stop_after:  # leave nothing behind
+                _stop_started(host, store, inst)
+            raise
+        stops = (lambda: _stop_reporting(host, store, inst, report),) if stop_after else ()
+        background = forward_port if exposure is None else None
+        with ServeSession(result, host, report, exposure=exposure, background_port=background, stops=stops) as session:
+            yield session
+
+
+def _stop_started(host: Host, store: StateStore, inst: TensorBoardInstance) -> None:
+    from tbctl.core.down import stop_instances
+
+    stop_instances(host, store, [inst], force=False, timeout=STOP_TIMEOUT)
+
+
+def _stop_reporting(host: Host, store: StateStore, inst: TensorBoardInstance, report: ServeReport) -> None:
+    from tbctl.errors import TbctlError
+
+    try:
+        _stop_started(host, store, inst)
+    except TbctlError as exc:
+        report.not_stopped(host.name, inst, exc.message)
+        return
+    report.stopped(host.name, inst)
+
+
+@contextlib.contextmanager
+def tunnel(request: TunnelRequest, hosts: HostOpener, store: StateStore, report: ServeReport) -> Iterator[ServeSession]:
+    """`tunnel`: a port already listening on the host (something must), reachable from this machine."""
+    from tbctl.config import parse_port
+    from tbctl.models import browser_url
+
+    port = parse_port(request.remote_port, source="REMOTE_PORT")
+    wanted_local = parse_port(request.local_port, source="--local-port") if request.local_port is not None else None
+    with report.busy():
+        host = hosts.open(request.host, connect_timeout=request.connect_timeout)
+    with host:
+        exposure = None
+        if request.detach:
+            from tbctl.core.forwards import detach_forward
+
+            detached = detach_forward(host, hosts.local(), store, backend=hosts.backend(request.host),
+                                      remote_port=port, local_port=wanted_local, instance=None, stop_instance=False,
+                                      check_path=None, connect_timeout=request.connect_timeout)
+            if detached.warning:
+                report.warn(detached.warning)
+            local = detached.local_port
+        else:
+            from tbctl.core.expose import expose
+
+            exposure = expose(host, hosts.local(), port, local_port=wanted_local)
+            local = exposure.local_port
+            if exposure.note:
+                report.notice(exposure.note)
+        result = TunnelResult(host=host.name, remote_port=port, local_port=local, url=browser_url(local),
+                              detached=request.detach)
+        with ServeSession(result, host, report, exposure=exposure,
+                          background_port=local if exposure is None else None) as session:
+            yield session
