@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
-from tests.test_remote import TENSORBOARD, Foreground
+from tests.support.foreground import Foreground
+from tests.support.procs import TENSORBOARD, ProcessReaper, free_port, http_get, wait_until
 from tbctl.config import load_settings, locate_key
 
 

@@ -13,15 +13,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, free_port, start_plain_tensorboard, wait_until
-from tests.test_remote import TENSORBOARD, Foreground
-
-@pytest.fixture(autouse=True)
-def no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TBCTL_CONFIG", str(tmp_path / "no-config.toml"))
+from tests.support.foreground import Foreground
+from tests.support.procs import TENSORBOARD, ProcessReaper, free_port, start_plain_tensorboard, wait_until
 
 
 def _banner_line(text: str, port: int) -> bool:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
-from tests.test_remote_refusals import _keygen, locked_key as locked_key_for
+from tests.support.ssh_keys import keygen, locked_key as locked_key_for
 
 
 @pytest.fixture
@@ -261,7 +261,7 @@ def test_a_host_key_found_only_in_the_global_known_hosts_file_is_accepted(
 def test_a_changed_host_key_in_the_global_file_is_refused(
     remote: Any, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    impostor = _keygen(tmp_path / "impostor")
+    impostor = keygen(tmp_path / "impostor")
     kind, blob = Path(str(impostor) + ".pub").read_text().split()[:2]
     global_file = tmp_path / "ssh_known_hosts"
     global_file.write_text(f"[{remote.server.host}]:{remote.server.port} {kind} {blob}\n")

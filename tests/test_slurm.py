@@ -18,25 +18,12 @@ import pytest
 
 from examples.make_example_logdir import write_example_logdir
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, answers, http_get, wait_until
-from tests.support.slurm import LOGIN, NODE, Cluster, slurm_available, start_cluster, stop_cluster
-from tests.test_json_schema import LS, UP, conforms
-from tests.test_remote import Foreground
+from tests.support.foreground import Foreground
+from tests.support.procs import TENSORBOARD, ProcessReaper, answers, http_get, wait_until
+from tests.support.schemas import LS, UP, conforms
+from tests.support.slurm import LOGIN, NODE, Cluster
 
-TENSORBOARD = str(Path(sys.executable).parent / "tensorboard")
 EXAMPLE_RUNS = Path(__file__).resolve().parent.parent / "examples" / "runs"
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    ok, why = slurm_available()
-    if not ok:
-        pytest.skip(why)
-    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        yield cluster
-    finally:
-        stop_cluster(cluster)
 
 
 @pytest.fixture
@@ -281,9 +268,9 @@ def test_a_node_that_refuses_ssh_is_said_plainly_and_the_fallback_only_when_aske
 
 def test_chromium_renders_the_jobs_scalars_through_the_forward(cluster: Cluster, cli: Cli, tmp_path: Path,
                                                                reaper: ProcessReaper, state_dir: Path) -> None:
-    from tests.test_browser import _chromium, assert_scalars_rendered, render_scalars
+    from tests.support.browser import assert_scalars_rendered, chromium_or_skip, render_scalars
 
-    _chromium()  # skips, saying why, where Chromium is absent
+    chromium_or_skip()  # skips, saying why, where Chromium is absent
     work = _job_dir(tmp_path)
     job = _training_job(cluster, work)
     up = cli.up("--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--detach")
