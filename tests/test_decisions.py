@@ -19,7 +19,7 @@ from tbctl.config import PORT_SEARCH_SPAN
 from tbctl.core.down import DownResult, down_with_forwards
 from tbctl.core.forwards import add_forward
 from tbctl.core.up import _choose_port
-from tbctl.errors import InstanceNotFound, PortBusy, SSHError, UsageError
+from tbctl.errors import InstanceNotFound, PortBusy, SSHError, TensorBoardFailed, UsageError
 from tbctl.hosts import link as link_policy
 from tbctl.hosts.link import BACKOFF_FIRST, BACKOFF_MAX, LinkState, backoff_delay
 from tbctl.models import TensorBoardInstance
@@ -260,7 +260,7 @@ def test_what_a_killed_tensorboard_left_is_cleaned(hosts: FakeHosts, local: Fake
     assert local.info_files == {} and store.load() == [] and local.signals == []
 
 
-# --- _choose_port --------------------------------------------------------------------------------------------
+# --- up: the port it takes (_choose_port), and a bind race -------------------------------------------------
 
 
 def test_the_wanted_port_when_it_is_free(local: FakeHost) -> None:
@@ -292,6 +292,20 @@ def test_the_span_ends_at_the_last_port(local: FakeHost) -> None:
     local.unbindable.update(range(65530, 65536))
     with pytest.raises(PortBusy, match="no free port in 65530-65535 on localhost"):
         _choose_port(local, 65530)
+
+
+def test_up_takes_the_next_port_when_another_server_binds_the_chosen_one_first(local: FakeHost,
+                                                                               store: StateStore) -> None:
+    local.launch_fails_with = "OSError: [Errno 98] Address already in use"
+    inst = started(local, store)
+    assert inst.port == 6007 and [r["port"] for r in store.load()] == [6007]
+
+
+def test_up_that_fails_otherwise_says_why_and_keeps_no_record(local: FakeHost, store: StateStore) -> None:
+    local.launch_fails_with = "ImportError: no module named tensorboard"
+    with pytest.raises(TensorBoardFailed, match="exited before it was ready") as caught:
+        started(local, store)
+    assert "ImportError" in caught.value.log_tail and store.load() == []
 
 
 # --- the link: backoff and reconnect state -------------------------------------------------------------------

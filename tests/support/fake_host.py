@@ -147,7 +147,10 @@ class FakeHost(Host):
         return self._user
 
     def call(self, op: str, **args: Any) -> Any:
-        return getattr(self, f"_op_{op}")(**args)
+        answer = getattr(self, f"_op_{op}", None)
+        if answer is None:  # say so plainly, rather than as an AttributeError from deep inside core
+            raise NotImplementedError(f"FakeHost does not answer the probe operation {op!r} yet")
+        return answer(**args)
 
     # --- the probe's operations, answered from memory ---
 
@@ -202,7 +205,8 @@ class FakeHost(Host):
             infos.append({"path": info.path, "owner": info.owner, "content": info.content,
                           "error": None if info.content is not None else "Expecting value",
                           "pid_alive": live is not None, "pid_create_time": live.create_time if live else None})
-        return {"processes": processes, "info_files": infos, "user": self._user, "now": FAKE_EPOCH + 10**6}
+        now = FAKE_EPOCH + 10**6  # on the fake clock, after every process a test starts
+        return {"processes": processes, "info_files": infos, "user": self._user, "now": now}
 
     def _op_find_tensorboard(self, explicit: str | None, env_prefix: str | None, login_shell: bool) -> dict[str, Any]:
         searched = [explicit or "PATH"]
