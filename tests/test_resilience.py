@@ -4,7 +4,6 @@ background forwards that outlive the shell that started them."""
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.support.foreground import Foreground
+from tests.support.forwarders import adopt_forwarder
 from tests.support.procs import TENSORBOARD, ProcessReaper, alive, answers, http_get, listeners_on, wait_until
 from tests.support.sshd import link_down, link_up, restart_sshd
 
@@ -59,17 +59,12 @@ class Poller:
         self._thread.join(5)
 
 
-def _forwarder_status(state_dir: Path, host: str) -> dict[str, Any]:
-    return json.loads((state_dir / "forwarders" / f"{host}.json").read_text())
-
-
 @pytest.fixture
 def detached(ssh_env: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, logdir: Path) -> Iterator[dict[str, Any]]:
     """`tbctl up --host tbremote --detach`: a TensorBoard there and a background forwarder here."""
     data = cli.up("--host", ssh_env.alias, str(logdir), "--tensorboard", TENSORBOARD, "--detach", "--port", "6800")
-    status = _forwarder_status(state_dir, ssh_env.alias)
-    reaper.adopt(status["pid"], status["create_time"])
-    yield {"url": data["url"], "pid": data["instance"]["pid"], "forwarder": status["pid"], "remote": ssh_env}
+    forwarder = adopt_forwarder(reaper, state_dir, ssh_env.alias)
+    yield {"url": data["url"], "pid": data["instance"]["pid"], "forwarder": forwarder, "remote": ssh_env}
     cli("down", "--host", ssh_env.alias)  # ends the forward, stops the TensorBoard, the forwarder exits
 
 
@@ -194,8 +189,7 @@ def test_detach_survives_the_launching_shell(ssh_env: Any, reaper: ProcessReaper
     except ProcessLookupError:
         pass
     url = (state_dir.parent / "url.txt").read_text().strip()
-    status = _forwarder_status(state_dir, ssh_env.alias)
-    reaper.adopt(status["pid"], status["create_time"])
+    adopt_forwarder(reaper, state_dir, ssh_env.alias)
     assert wait_until(lambda: answers(url + "data/logdir"), 10), "the forward should outlive the shell"
     cli("down", "--host", ssh_env.alias)
 
