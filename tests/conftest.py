@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,11 +59,18 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     """Each test gets its own tbctl state (records, logs, locks)."""
     path = tmp_path / "state"
     monkeypatch.setenv("TBCTL_STATE_DIR", str(path))
-    monkeypatch.setenv("TBCTL_CONFIG", str(tmp_path / "config.toml"))  # never the developer's own config
     monkeypatch.delenv("TBCTL_PORT", raising=False)
     monkeypatch.delenv("TBCTL_TIMEOUT", raising=False)
     yield path
     close_masters_of(path)
+
+
+@pytest.fixture(autouse=True)
+def no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Never the developer's own config file: TBCTL_CONFIG names one that is not there, until a test writes it."""
+    path = tmp_path / "config.toml"
+    monkeypatch.setenv("TBCTL_CONFIG", str(path))
+    return path
 
 
 def close_masters_of(state_dir: Path) -> None:
@@ -228,14 +235,29 @@ def remote_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from tests.support.remote import start_remote, stop_remote
     from tests.support.sshd import sshd_available
 
-    ok, why = sshd_available()
+    yield from _service_or_skip(sshd_available, start_remote, stop_remote, tmp_path_factory, "remote")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Slurm: a login node and a compute node, each a machine of its own (tests/support/slurm.py)."""
+    from tests.support.slurm import slurm_available, start_cluster, stop_cluster
+
+    yield from _service_or_skip(slurm_available, start_cluster, stop_cluster, tmp_path_factory, "slurm")
+
+
+def _service_or_skip(available: Callable[[], tuple[bool, str]], start: Callable[[Path], Any],
+                     stop: Callable[[Any], None], factory: pytest.TempPathFactory, name: str) -> Iterator[Any]:
+    """A service the session's tests share, started in its own temporary dir and stopped after the last
+    of them; or each of them skipped, saying why the service cannot run here."""
+    ok, why = available()
     if not ok:
         pytest.skip(why)
-    server = start_remote(tmp_path_factory.mktemp("remote"))
+    service = start(factory.mktemp(name))
     try:
-        yield server
+        yield service
     finally:
-        stop_remote(server)
+        stop(service)
 
 
 @pytest.fixture

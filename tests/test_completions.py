@@ -7,23 +7,18 @@ fish through its own `complete -C`, which runs the same completion machinery as 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-import select
 import shutil
-import struct
 import subprocess
 import sys
-import termios
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cli
 from tests.support.procs import ProcessReaper
+from tests.support.terminal import Terminal
 from tbctl.cli.completion import COMPLETE_VAR, SCRIPT_FILES, SHELLS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,74 +123,34 @@ class ShellOnPty:
     PROMPT = b"TBREADY> "
 
     def __init__(self, reaper: ProcessReaper, argv: list[str], env: dict[str, str], setup: str) -> None:
-        master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 250, 0, 0))  # no wrapping of long lines
-
-        def controlling_terminal() -> None:  # after setsid: make the pty this session's terminal
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-        self.proc = reaper.popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=str(REPO),
-                                 start_new_session=True, preexec_fn=controlling_terminal)
-        os.close(slave)
-        self.fd = master
-        self.out = b""
+        # A wide window: no wrapping of long lines.
+        self.term = Terminal(argv, env=env, reaper=reaper, cwd=REPO, size=(50, 250))
         # The prompt is spelled in two quoted halves so its echo is not mistaken for the prompt itself.
         half = len(self.PROMPT) // 2
         prompt = f"'{self.PROMPT[:half].decode()}''{self.PROMPT[half:].decode()}'"
-        self.type(f"{setup}; PS1={prompt}\n")
-        assert self.wait_for(self.PROMPT), f"no prompt from {argv}:\n{self.screen()}"
-
-    def type(self, keys: str) -> None:
-        os.write(self.fd, keys.encode())
-
-    def _pump(self, done: Callable[[], bool], timeout: float) -> bool:
-        """Read what the shell shows until `done()` or `timeout`."""
-        deadline = time.monotonic() + timeout
-        while not done():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            ready, _, _ = select.select([self.fd], [], [], min(remaining, 0.2))
-            if ready:
-                try:
-                    chunk = os.read(self.fd, 65536)
-                except OSError:  # EIO: the shell is gone
-                    chunk = b""
-                if not chunk:
-                    return done()
-                self.out += chunk
-        return True
-
-    def wait_for(self, text: bytes, timeout: float = 30, since: int = 0) -> bool:
-        return self._pump(lambda: text in self.out[since:], timeout)
+        self.term.type(f"{setup}; PS1={prompt}\n")
+        assert self.term.wait_for(self.PROMPT), f"no prompt from {argv}:\n{self.term.screen()}"
 
     def complete_line(self, partial: str) -> str:
         """Type `partial`, press TAB, then run the completed line through printf, one word per [..]: what
         the shell put on the line, without the terminal's redraw codes around it."""
-        start = len(self.out)
-        self.type(f"{partial}\t\x01printf '[%s]' \n")  # Ctrl-A: to the start of the (completed) line
+        term = self.term
+        start = len(term.out)
+        term.type(f"{partial}\t\x01printf '[%s]' \n")  # Ctrl-A: to the start of the (completed) line
         printed = re.compile(rb"\[tbctl\](?:\[[^\[\]\x1b\r\n]*\])*")  # never in the echo, which shows [%s]
-        assert self._pump(lambda: printed.search(self.out, start) is not None, 30), self.screen()
-        assert self.wait_for(self.PROMPT, since=start), self.screen()
-        found = printed.search(self.out, start)
+        assert term.read_until(lambda: printed.search(term.out, start) is not None, 30), term.screen()
+        assert term.wait_for(self.PROMPT, since=start), term.screen()
+        found = printed.search(term.out, start)
         assert found is not None
         return found.group().decode(errors="replace")
 
-    def screen(self) -> str:
-        return self.out.decode(errors="replace")[-3000:]
-
     def close(self) -> None:
-        self.type("\x03\nexit\n")
+        self.term.type("\x03\nexit\n")
         try:
-            self.proc.wait(timeout=3)
+            self.term.proc.wait(timeout=3)
         except subprocess.TimeoutExpired:
             pass  # closing the terminal below hangs it up
-        os.close(self.fd)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.term.close()
 
 
 def _tab_cases(shell: ShellOnPty, port: int) -> None:

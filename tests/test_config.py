@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
-from tests.test_remote import TENSORBOARD, Foreground
+from tests.support.browser import fake_browser, tbctl_process
+from tests.support.foreground import Foreground
+from tests.support.procs import TENSORBOARD, ProcessReaper, free_port, http_get, wait_until
 from tbctl import config
 from tbctl.config import SETTINGS, HostSettings, Settings, load_settings, read_config
 from tbctl.config_lines import locate_key
@@ -165,14 +166,12 @@ def test_open_in_the_file_makes_up_open_the_browser_and_the_flag_still_wins(
     config_file: Path, logdir: Path, reaper: ProcessReaper, tmp_path: Path,
 ) -> None:
     """Each `up` is a process of its own: webbrowser reads $BROWSER once per process."""
-    from tests.test_logs_open import _browser, _tbctl
-
-    browser, got = _browser(tmp_path)
+    browser, got = fake_browser(tmp_path)
     config_file.write_text("open = true\n")
     port = free_port()
 
     def up(*args: str, **variables: str) -> str:
-        done = _tbctl("up", str(logdir), "--port", str(port), "--json", *args,
+        done = tbctl_process("up", str(logdir), "--port", str(port), "--json", *args,
                       env=dict(os.environ, BROWSER=browser, **variables))
         assert done.returncode == 0, done.stderr
         record = json.loads(done.stdout)

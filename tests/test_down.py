@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from tests.conftest import Cli, tensorboard_pids_for
-from tests.support.procs import ProcessReaper, free_port, start_listener, start_plain_tensorboard, wait_until
+from tests.support.procs import ProcessReaper, alive, free_port, start_listener, start_plain_tensorboard, wait_until
 
 
 def info_file(pid: int) -> Path:
@@ -30,7 +30,7 @@ def test_down_by_port_pid_or_logdir(cli: Cli, logdir: Path, port: int, by: str) 
     target = {"port": str(port), "pid": str(inst["pid"]), "logdir": str(logdir)}[by]
     out = cli("down", target, "--json").json()["instances"]
     assert [(o["outcome"], o["instance"]["pid"]) for o in out] == [("stopped", inst["pid"])]
-    assert not psutil.pid_exists(inst["pid"]) or psutil.Process(inst["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert not alive(inst["pid"])
     # SIGTERM lets TensorBoard remove its own info file
     assert not info.exists()
     assert not [r for r in cli("ls", "--json").json()["instances"] if r["pid"] == inst["pid"]]

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli
+from tests.support.foreground import Foreground
 from tests.support.procs import ProcessReaper, free_port, wait_until
-from tests.test_remote import Foreground
 
 
 def _status_path(state_dir: Path, host: str) -> Path:

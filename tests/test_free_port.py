@@ -9,15 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, free_port, start_client, start_listener, start_plain_tensorboard
-
-
-def _port_free(port: int) -> bool:
-    return not [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+from tests.support.procs import (ProcessReaper, free_port, port_free, start_client, start_listener,
+                                 start_plain_tensorboard)
 
 
 def test_free_port_with_yes_stops_the_holder_and_verifies(cli: Cli, reaper: ProcessReaper, port: int) -> None:
@@ -26,7 +22,7 @@ def test_free_port_with_yes_stops_the_holder_and_verifies(cli: Cli, reaper: Proc
     assert f"pid {holder.pid}" in result.stdout and f"port {port} is free" in result.stdout
     assert holder.wait(timeout=5) is not None  # ended by SIGTERM (it exits cleanly on TERM)
     assert "stopped pid" in result.stdout
-    assert _port_free(port)
+    assert port_free(port)
 
 
 def test_dry_run_only_shows(cli: Cli, reaper: ProcessReaper, port: int) -> None:

@@ -1,7 +1,7 @@
 """`--json`: the keys (and value types) of every record tbctl prints, pinned; stdout holds nothing but the
 JSON document; and the README's "JSON output" table lists exactly these keys.
 
-A change to a schema must change this file and the README together: scripts depend on these names.
+The schemas are in tests/support/schemas.py: a change to one changes it and the README together.
 """
 
 from __future__ import annotations
@@ -15,106 +15,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, free_port, start_listener, wait_until
-from tests.test_remote import TENSORBOARD
+from tests.support.procs import TENSORBOARD, ProcessReaper, free_port, start_listener, wait_until
+from tests.support.schemas import (CONFIG_PATH, CONFIG_SHOW, DOCUMENTED, DOWN, FREE_PORT, LOGS, LOGS_LINE, LS, OPEN,
+                                   TUNNEL, UP, conforms)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-# A value's type: a Python type, a tuple of them (None for null), or a nested schema (dict) / list of one.
-Num = (int, float)
-OptNum = (int, float, type(None))
-OptInt = (int, type(None))
-OptStr = (str, type(None))
-
-INSTANCE: dict[str, Any] = {
-    "host": str, "pid": OptInt, "port": OptInt, "logdir": OptStr, "logdir_arg": OptStr, "user": OptStr,
-    "status": str, "started_by": str, "create_time": OptNum, "path_prefix": str, "bind": str,
-    "info_file": OptStr, "log_path": OptStr, "cmdline": [str], "note": str, "forward_port": OptInt,
-    "job": OptStr, "job_state": OptStr, "node": OptStr, "step": OptStr,
-    "url": OptStr, "uptime": OptNum,
-}
-UP = {"instance": INSTANCE, "url": str, "reused": bool, "port_note": str, "warnings": [str], "ready_seconds": OptNum}
-FORWARD = {
-    "host": str, "local_port": int, "remote_port": int, "instance_pid": OptInt, "logdir": OptStr, "tunnel": str,
-    "tensorboard": str, "since": OptNum, "attempts": int, "error": str, "forwarder_pid": OptInt,
-    "stop_instance": bool, "path_prefix": str, "via": str, "url": str,
-}
-HOST_ERROR = {"host": str, "error": str, "exit_code": int}
-LS = {"instances": [INSTANCE], "forwards": [FORWARD], "errors": [HOST_ERROR]}
-STOP_OUTCOME = {"instance": INSTANCE, "outcome": str, "info_file_removed": bool}
-CLOSED_FORWARD = {
-    "host": str, "local_port": int, "remote_port": int, "instance_pid": OptInt, "instance_create_time": OptNum,
-    "instance_start_ticks": OptInt,
-    "logdir": OptStr, "path_prefix": str, "stop_instance": bool, "created_at": Num,
-}
-DOWN = {"instances": [STOP_OUTCOME], "forwards": [CLOSED_FORWARD]}
-HOLDER = {
-    "host": str, "port": int, "pid": OptInt, "family": str, "addr": str, "user": OptStr, "cmdline": [str],
-    "create_time": OptNum, "is_tensorboard": bool, "command": str,
-}
-HOLDER_OUTCOME = {"holder": HOLDER, "outcome": str}
-FREE_PORT = {"port": int, "host": str, "holders": [HOLDER], "outcomes": [HOLDER_OUTCOME], "freed": bool,
-             "dry_run": bool}
-TUNNEL = {"host": str, "remote_port": int, "local_port": int, "url": str, "detached": bool}
-LOGS = {"host": str, "pid": OptInt, "port": OptInt, "logdir": OptStr, "log_path": str, "running": bool,
-        "lines": [str]}
-LOGS_LINE = {"host": str, "pid": OptInt, "port": OptInt, "line": str}
-OPEN = {"url": str, "opened": bool, "host": str, "pid": OptInt, "port": OptInt, "logdir": OptStr}
-CONFIG_PATH = {"path": str, "exists": bool}
-CONNECTION = {"host": str, "pid": OptInt, "control_path": str, "created_at": Num, "persist": Num}
-CONNECTIONS = {"connections": [CONNECTION]}
-CONFIG_HOST = {"logdir": OptStr, "port": OptInt, "local_port": OptInt, "tensorboard": OptStr, "env": OptStr,
-               "tensorboard_args": [str], "connect_timeout": OptNum, "ssh": OptStr, "ssh_persist": Num, "open": bool}
-CONFIG_SHOW = {
-    "config_file": OptStr, "config_loaded": bool, "state_dir": str, "logdir": str, "port": int, "timeout": Num,
-    "stop_timeout": Num, "connect_timeout": OptNum, "tensorboard": OptStr, "tensorboard_args": [str],
-    "ssh": OptStr, "ssh_persist": Num, "open": bool, "ssh_in_effect": str, "ssh_reason": str,
-    "hosts": {"*": CONFIG_HOST}, "sources": {"*": str},
-}
-
-# The README's table, row name -> schema (nested records are documented once, by name).
-DOCUMENTED = {
-    "up": UP, "instance": INSTANCE, "ls": LS, "forward": FORWARD, "host error": HOST_ERROR, "down": DOWN,
-    "stop outcome": STOP_OUTCOME, "closed forward": CLOSED_FORWARD, "free-port": FREE_PORT, "holder": HOLDER,
-    "holder outcome": HOLDER_OUTCOME, "tunnel": TUNNEL, "logs": LOGS, "logs -f": LOGS_LINE, "open": OPEN,
-    "config path": CONFIG_PATH, "config show": CONFIG_SHOW, "config show host": CONFIG_HOST,
-    "connections": CONNECTIONS, "connection": CONNECTION,
-}
-
-
-def conforms(value: Any, schema: Any, where: str = "$") -> None:
-    """Raise AssertionError naming the first place `value` differs from `schema` (exact key sets)."""
-    if isinstance(schema, dict):
-        assert isinstance(value, dict), f"{where}: expected an object, got {value!r}"
-        if set(schema) == {"*"}:  # a map with free keys
-            for key, item in value.items():
-                conforms(item, schema["*"], f"{where}.{key}")
-            return
-        assert set(value) == set(schema), (
-            f"{where}: keys differ: missing {sorted(set(schema) - set(value))}, extra {sorted(set(value) - set(schema))}")
-        for key, sub in schema.items():
-            conforms(value[key], sub, f"{where}.{key}")
-    elif isinstance(schema, list):
-        assert isinstance(value, list), f"{where}: expected a list, got {value!r}"
-        for i, item in enumerate(value):
-            conforms(item, schema[0], f"{where}[{i}]")
-    else:
-        types = schema if isinstance(schema, tuple) else (schema,)
-        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-        assert ok, f"{where}: {value!r} is not {' | '.join(t.__name__ for t in types)}"
 
 
 def only_json(stdout: str) -> Any:
     """stdout is one JSON document and nothing else."""
     return json.loads(stdout)
-
-
-@pytest.fixture(autouse=True)
-def no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TBCTL_CONFIG", str(tmp_path / "no-config.toml"))
 
 
 # --- local ----------------------------------------------------------------------------------------------------
@@ -163,7 +74,8 @@ def test_errors_leave_stdout_empty_in_json_mode(cli: Cli) -> None:
         assert failed.stdout == "" and failed.stderr.startswith("tbctl: "), args
 
 
-def test_logs_open_config_json(cli: Cli, logdir: Path, port: int, reaper: ProcessReaper, tmp_path: Path) -> None:
+def test_logs_open_config_json(cli: Cli, logdir: Path, port: int, reaper: ProcessReaper, tmp_path: Path,
+                               no_config_file: Path) -> None:
     inst = only_json(cli("up", str(logdir), "--port", str(port), "--json").stdout)["instance"]
     logs = only_json(cli("logs", str(port), "--json").stdout)
     conforms(logs, LOGS)
@@ -183,7 +95,7 @@ def test_logs_open_config_json(cli: Cli, logdir: Path, port: int, reaper: Proces
     conforms(only_json(opened.stdout), OPEN)
     assert json.loads(opened.stdout)["pid"] == inst["pid"]
     conforms(only_json(cli("config", "path", "--json").stdout), CONFIG_PATH)
-    Path(tmp_path / "no-config.toml").write_text('port = 7001\n[hosts.gpu1]\nenv = "~/venv"\n')
+    no_config_file.write_text('port = 7001\n[hosts.gpu1]\nenv = "~/venv"\n')
     shown = only_json(cli("config", "show", "--json").stdout)
     conforms(shown, CONFIG_SHOW)
     assert shown["hosts"]["gpu1"]["env"] == "~/venv" and shown["port"] == 7001

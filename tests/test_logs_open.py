@@ -13,15 +13,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, free_port, start_plain_tensorboard, wait_until
-from tests.test_remote import TENSORBOARD, Foreground
-
-@pytest.fixture(autouse=True)
-def no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TBCTL_CONFIG", str(tmp_path / "no-config.toml"))
+from tests.support.browser import fake_browser, tbctl_process
+from tests.support.foreground import Foreground
+from tests.support.procs import TENSORBOARD, ProcessReaper, free_port, start_plain_tensorboard, wait_until
 
 
 def _banner_line(text: str, port: int) -> bool:
@@ -157,21 +152,6 @@ def test_logs_over_ssh_show_and_follow(ssh_env: Any, cli: Cli, reaper: ProcessRe
 # --- open -----------------------------------------------------------------------------------------------------
 
 
-def _browser(tmp_path: Path) -> tuple[str, Path]:
-    """What $BROWSER runs. There is no display here for a real browser window, so this stands in for one:
-    it records the URL it is given and, like real browsers, chatters on its stdout."""
-    got = tmp_path / "browser-got"
-    script = tmp_path / "fake-browser"
-    script.write_text(f'#!/bin/sh\necho "Opening in existing browser session."\nprintf "%s\\n" "$1" >> {got}\n')
-    script.chmod(0o755)
-    return f"{script} %s", got
-
-
-def _tbctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """A subprocess: webbrowser reads $BROWSER once per process, so each case needs its own."""
-    return subprocess.run([sys.executable, "-m", "tbctl", *args], env=env, capture_output=True, text=True, timeout=60)
-
-
 def _headless_env(tmp_path: Path) -> dict[str, str]:
     """No display and no console browser on PATH: what a server over SSH looks like."""
     env = {k: v for k, v in os.environ.items() if k not in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY")}
@@ -186,25 +166,25 @@ def _headless_env(tmp_path: Path) -> dict[str, str]:
 
 def test_open_hands_the_url_to_the_browser(cli: Cli, logdir: Path, port: int, tmp_path: Path) -> None:
     url = cli.up(str(logdir), "--port", str(port))["url"]
-    browser, got = _browser(tmp_path)
+    browser, got = fake_browser(tmp_path)
     env = _headless_env(tmp_path) | {"BROWSER": browser}
-    done = _tbctl("open", str(port), env=env)
+    done = tbctl_process("open", str(port), env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{url}\n"  # the browser's chatter went to stderr, not here
     assert got.read_text() == f"{url}\n"
     assert f"opened {url} in the browser" in done.stderr
     # (Without TARGET it would open the only TensorBoard running, but this machine may run others.)
-    data = json.loads(_tbctl("open", str(logdir), "--json", env=env).stdout)
+    data = json.loads(tbctl_process("open", str(logdir), "--json", env=env).stdout)
     assert data["url"] == url and data["opened"] is True and data["port"] == port
 
 
 def test_open_without_a_browser_prints_the_url(cli: Cli, logdir: Path, port: int, tmp_path: Path) -> None:
     url = cli.up(str(logdir), "--port", str(port))["url"]
     env = _headless_env(tmp_path)
-    done = _tbctl("open", str(port), env=env)
+    done = tbctl_process("open", str(port), env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{url}\n" and "no browser available" in done.stderr
-    data = json.loads(_tbctl("open", str(port), "--json", env=env).stdout)
+    data = json.loads(tbctl_process("open", str(port), "--json", env=env).stdout)
     assert data == {"url": url, "opened": False, "host": "localhost", "pid": data["pid"], "port": port,
                     "logdir": str(logdir)}
 
@@ -233,7 +213,7 @@ def test_open_remote_needs_a_forward(ssh_env: Any, cli: Cli, reaper: ProcessReap
     cli("tunnel", remote.alias, "6650", "--local-port", str(local), "--detach")
     env = _headless_env(tmp_path)
     for args in (("open", "6650", "--host", remote.alias, "--json"), ("open", str(local), "--json")):
-        data = json.loads(_tbctl(*args, env=env).stdout)
+        data = json.loads(tbctl_process(*args, env=env).stdout)
         assert data["url"] == f"http://127.0.0.1:{local}/" and data["port"] == 6650 and data["host"] == remote.alias
     cli("down", str(local))
     cli("down", "6650", "--host", remote.alias)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, start_plain_tensorboard
+from tests.support.procs import ProcessReaper, alive, start_plain_tensorboard
 
 
 def _row(rows: list[dict], pid: int) -> dict:
@@ -81,8 +81,7 @@ def test_a_tensorboard_that_exited_cleanly_is_listed_as_exited_until_down_cleans
     assert wait_until(info.exists, 10)
     os.kill(inst["pid"], signal.SIGTERM)  # a plain `kill -TERM`: TensorBoard exits and removes its info file
     assert wait_until(lambda: not info.exists(), 10)
-    assert wait_until(lambda: not psutil.pid_exists(inst["pid"])
-                      or psutil.Process(inst["pid"]).status() == psutil.STATUS_ZOMBIE, 10)
+    assert wait_until(lambda: not alive(inst["pid"]), 10)
     row = _row(cli("ls", "--json").json()["instances"], inst["pid"])
     assert (row["status"], row["started_by"], row["port"], row["url"]) == ("exited", "tbctl", port, None)
     assert row["log_path"] == inst["log_path"] and row["logdir"] == str(logdir)

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from tests.conftest import Cli
-from tests.test_json_schema import CONNECTIONS, conforms
-from tests.support.procs import ProcessReaper, wait_until
+from tests.support.procs import ProcessReaper, alive, wait_until
+from tests.support.schemas import CONNECTIONS, conforms
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_ssh_persist_0_closes_the_master_with_the_command(openssh: Any, cli: Cli
     from tbctl.hosts.openssh_masters import kept_connections
 
     assert wait_until(lambda: not kept_connections(state_dir), 5), "told to stop when the command ended"
-    assert wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in masters), 5)
+    assert wait_until(lambda: not any(alive(p) for p in masters), 5)
 
 
 def test_an_agent_key_named_in_no_identityfile_through_identityagent(
@@ -211,7 +211,8 @@ def test_sshd_has_nagle_off_on_the_connection_that_carries_the_forward(
 ) -> None:
     """sshd turns TCP_NODELAY on only once a session runs on a connection; without it a TensorBoard reply
     written in two sends waits ~40 ms for a delayed ACK. The probe's exec is that session."""
-    from tests.test_remote import TENSORBOARD, Foreground
+    from tests.support.foreground import Foreground
+    from tests.support.procs import TENSORBOARD
 
     fg = Foreground(reaper, state_dir, "up", "--host", openssh.alias, str(logdir), "--tensorboard", TENSORBOARD)
     reaper.adopt(fg.pid_from_stderr())
@@ -225,8 +226,7 @@ def test_a_killed_master_is_replaced_and_its_socket_reused(openssh: Any, cli: Cl
     cli("ls", "--host", openssh.alias)
     kept = cli("connections", "--json").json()["connections"]
     os.kill(kept[0]["pid"], signal.SIGKILL)
-    assert wait_until(lambda: not psutil.pid_exists(kept[0]["pid"]) or
-                      psutil.Process(kept[0]["pid"]).status() == psutil.STATUS_ZOMBIE, 5)
+    assert wait_until(lambda: not alive(kept[0]["pid"]), 5)
     assert os.path.exists(kept[0]["control_path"])
     cli("ls", "--host", openssh.alias)
     again = cli("connections", "--json").json()["connections"]

@@ -4,7 +4,6 @@ treated as interactive, and known_hosts as OpenSSH reads and writes it."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,8 +16,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli
+from tests.support.forwarders import adopt_forwarder
 from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
-from tests.test_remote_refusals import _keygen, locked_key as locked_key_for
+from tests.support.ssh_keys import keygen, locked_key as locked_key_for
 
 
 @pytest.fixture
@@ -58,12 +58,6 @@ def _forwards(cli: Cli) -> list[dict[str, Any]]:
     return cli("ls", "--json").json()["forwards"]
 
 
-def _adopt_forwarder(reaper: ProcessReaper, state_dir: Path, host: str) -> int:
-    status = json.loads((state_dir / "forwarders" / f"{host}.json").read_text())
-    reaper.adopt(status["pid"], status["create_time"])
-    return int(status["pid"])
-
-
 # --- 1. the connection watcher keeps retrying, or says why it stopped -------------------------------------
 
 # A ProxyCommand that connects like `nc %h %p`, except for the background forwarder while BLOCK exists:
@@ -94,7 +88,7 @@ def test_a_background_forwarder_that_cannot_connect_at_start_keeps_retrying(
     block.touch()
     alias = _alias(ssh_env, tmp_path, monkeypatch, lines=(f"ProxyCommand {sys.executable} {proxy} {block} %h %p",))
     local = cli("tunnel", alias, str(remote_listener), "--detach", "--json").json()["local_port"]
-    _adopt_forwarder(reaper, state_dir, alias)
+    adopt_forwarder(reaper, state_dir, alias)
     try:
         assert wait_until(lambda: _forwards(cli)[0]["attempts"] >= 2, 15), _forwards(cli)
         fwd = _forwards(cli)[0]
@@ -232,7 +226,7 @@ def test_detach_refuses_a_key_that_needed_its_passphrase(
                             [(b"Enter passphrase for key", b"s3cret phrase\n")], env=env)
     started = (state_dir / "forwarders" / f"{alias}.json").exists()
     if started:  # the bug: a background forwarder that cannot authenticate
-        _adopt_forwarder(reaper, state_dir, alias)
+        adopt_forwarder(reaper, state_dir, alias)
     assert rc == 5, screen
     assert "--detach needs key or agent authentication" in screen and "ssh-add" in screen, screen
     assert not started
@@ -261,7 +255,7 @@ def test_a_host_key_found_only_in_the_global_known_hosts_file_is_accepted(
 def test_a_changed_host_key_in_the_global_file_is_refused(
     remote: Any, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    impostor = _keygen(tmp_path / "impostor")
+    impostor = keygen(tmp_path / "impostor")
     kind, blob = Path(str(impostor) + ".pub").read_text().split()[:2]
     global_file = tmp_path / "ssh_known_hosts"
     global_file.write_text(f"[{remote.server.host}]:{remote.server.port} {kind} {blob}\n")

@@ -10,11 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, wait_until
+from tests.support.procs import ProcessReaper, alive, wait_until
 from tbctl import probe
 from tbctl.core.down import _stop_forwarded_instances
 from tbctl.hosts.local import LocalHost
@@ -44,7 +43,7 @@ def test_a_forward_stops_only_its_own_tensorboard_not_one_that_got_its_pid(cli: 
     # The forward was made for an earlier process with this pid (it started 100 s before this one).
     outcomes, _ = _stop_forwarded_instances(lambda _name: LocalHost(state_dir), store,
                                             [_forward(inst["pid"], inst["create_time"] - 100)], force=False, timeout=5)
-    assert outcomes == [] and psutil.Process(inst["pid"]).status() != psutil.STATUS_ZOMBIE
+    assert outcomes == [] and alive(inst["pid"])
     outcomes, _ = _stop_forwarded_instances(lambda _name: LocalHost(state_dir), store,
                                             [_forward(inst["pid"], inst["create_time"])], force=False, timeout=5)
     assert [(o.instance.pid, o.outcome) for o in outcomes] == [(inst["pid"], "stopped")]

@@ -7,14 +7,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import Cli
 from tests.support.procs import ProcessReaper
-from tests.support.terminal import run_on_pty
+from tests.support.terminal import Terminal, run_on_pty
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"  # rich's "dots" frames
 COLOUR = re.compile(r"\x1b\[(?:3[0-9]|9[0-7]|38;)[0-9;]*m")  # a foreground colour (not bold, not erase)
@@ -35,53 +32,23 @@ env.stdout.write("http://127.0.0.1:16007/\\n")
 """
 
 
-@pytest.fixture(autouse=True)
-def no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TBCTL_CONFIG", str(tmp_path / "no-config.toml"))
-
-
 def _on_pty(*args: str, env: dict[str, str], script: str = SCRIPT, prompt: bytes = b"",
             answer: bytes = b"", quiet_after_prompt: list[bytes] | None = None, stdout_to: str | None = None) -> str:
     """`script` with a real terminal as stdin, stdout and stderr (stdout to the file `stdout_to` instead,
     if given); everything the terminal was sent. When the output shows `prompt`, wait a moment (collecting
     what is drawn meanwhile into `quiet_after_prompt`), then type `answer`."""
-    import pty
-    import select
-
-    pid, fd = pty.fork()
-    if pid == 0:
-        if stdout_to is not None:
-            os.dup2(os.open(stdout_to, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 1)
-        os.execve(sys.executable, [sys.executable, "-c", script, *args], env)
-    out = b""
-    answered = not prompt
+    term = Terminal([sys.executable, "-c", script, *args], env=env, stdout_to=stdout_to)
     try:
-        while True:
-            ready, _, _ = select.select([fd], [], [], 30)
-            if not ready:
-                break
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:  # EIO: the child is done with the terminal
-                break
-            if not chunk:
-                break
-            out += chunk
-            if not answered and prompt in out:
-                answered = True
-                mark = len(out)
-                until = time.monotonic() + 0.5  # half a second: several spinner frames, if it spun
-                while (left := until - time.monotonic()) > 0:
-                    if select.select([fd], [], [], left)[0]:
-                        out += os.read(fd, 65536)
-                if quiet_after_prompt is not None:
-                    quiet_after_prompt.append(out[mark:])
-                os.write(fd, answer)
+        if prompt and term.wait_for(prompt, timeout=30):
+            meanwhile = term.read_for(0.5)  # half a second: several spinner frames, if it spun
+            if quiet_after_prompt is not None:
+                quiet_after_prompt.append(meanwhile)
+            term.type(answer)
+        code = term.wait_exit(timeout=60)
     finally:
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, out.decode(errors="replace")
-    return out.decode(errors="replace")
+        term.close(wait=0)
+    assert code == 0, term.screen(last=len(term.out))
+    return term.out.decode(errors="replace")
 
 
 def _env(**extra: str) -> dict[str, str]:

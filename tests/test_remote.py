@@ -7,12 +7,8 @@ listens on *its* loopback and is reachable only through tbctl's forward.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,63 +16,11 @@ import psutil
 import pytest
 
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
+from tests.support.foreground import Foreground
+from tests.support.procs import (TENSORBOARD, ProcessReaper, alive, free_port, http_get, listeners_on, port_free,
+                                 wait_until)
 
-TENSORBOARD = str(Path(sys.executable).parent / "tensorboard")
 VENV = str(Path(sys.executable).parent.parent)
-
-
-class Foreground:
-    """`tbctl ARGS` as a real process that holds a forward: read until its URL, then Ctrl-C it."""
-
-    def __init__(self, reaper: ProcessReaper, state_dir: Path, *args: str) -> None:
-        env = dict(os.environ, TBCTL_STATE_DIR=str(state_dir))
-        self.proc = reaper.popen([sys.executable, "-m", "tbctl", *args], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True)
-        self.stderr = ""
-        self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._err_thread.start()
-        self.url = ""
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("http://"):
-                self.url = line.strip()
-                break
-        if not self.url:
-            self.proc.wait(timeout=30)
-            self._err_thread.join(5)
-            raise AssertionError(f"tbctl {' '.join(args)} printed no URL (rc={self.proc.returncode}):\n{self.stderr}")
-
-    def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr += line
-
-    def wait_stderr(self, text: str, timeout: float = 10) -> bool:
-        return wait_until(lambda: text in self.stderr, timeout)
-
-    def pid_from_stderr(self) -> int:
-        assert self.wait_stderr("TensorBoard pid ") or self.wait_stderr("reusing TensorBoard pid ")
-        return int(self.stderr.split("TensorBoard pid ")[1].split()[0])
-
-    def interrupt(self, sig: int = signal.SIGINT) -> int:
-        self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout=30)
-        self._err_thread.join(5)
-        return rc
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _listeners_on(port: int) -> list[str]:
-    """Addresses LISTENing on `port` here, whichever process holds them (tbctl's paramiko forwarder, or
-    the ssh ControlMaster that carries an OpenSSH forward)."""
-    return [c.laddr.ip for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
 
 
 def _no_wide_listener(pid: int) -> bool:
@@ -99,13 +43,13 @@ def test_up_host_serves_through_the_forward_and_ctrl_c_leaves_nothing(
     port = int(fg.url.rsplit(":", 1)[1].strip("/"))
     assert port >= 16006
     # every listener tbctl opens is on loopback; the remote TensorBoard listens on the remote's loopback only
-    assert _listeners_on(port) == ["127.0.0.1"] and _no_wide_listener(fg.proc.pid)
+    assert listeners_on(port) == ["127.0.0.1"] and _no_wide_listener(fg.proc.pid)
     remote_listeners = [(a, p) for a, p, pid in remote.listeners() if pid == remote_pid]
     assert remote_listeners and all(a == "127.0.0.1" for a, _ in remote_listeners)
     assert fg.interrupt() == 0, fg.stderr
     assert "Traceback" not in fg.stderr, fg.stderr
-    assert wait_until(lambda: not _alive(remote_pid), 10), "the TensorBoard this command started must stop"
-    assert not [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    assert wait_until(lambda: not alive(remote_pid), 10), "the TensorBoard this command started must stop"
+    assert port_free(port)
 
 
 def test_remote_tensorboard_is_reachable_only_through_the_forward(netns_remote: Any, reaper: ProcessReaper,
@@ -130,14 +74,14 @@ def test_keep_leaves_tensorboard_running_then_reuse_and_remote_ls_and_down(
     pid = first.pid_from_stderr()
     reaper.adopt(pid)
     assert first.interrupt() == 0
-    assert _alive(pid), "--keep leaves TensorBoard running"
+    assert alive(pid), "--keep leaves TensorBoard running"
     # reuse: a second up of the same logdir attaches to it, and leaves it running on Ctrl-C
     second = Foreground(reaper, state_dir, "up", "--host", remote.alias, str(logdir), "--tensorboard", TENSORBOARD)
     assert second.wait_stderr("reusing TensorBoard pid")
     assert second.pid_from_stderr() == pid
     assert http_get(second.url + "data/logdir")[0] == 200
     assert second.interrupt() == 0
-    assert _alive(pid), "a reused TensorBoard is not stopped"
+    assert alive(pid), "a reused TensorBoard is not stopped"
     # remote ls knows it, and that tbctl started it
     rows = cli("ls", "--host", remote.alias, "--json").json()["instances"]
     row = [r for r in rows if r["pid"] == pid][0]
@@ -147,7 +91,7 @@ def test_keep_leaves_tensorboard_running_then_reuse_and_remote_ls_and_down(
     # remote down by port
     out = cli("down", "6200", "--host", remote.alias, "--json").json()["instances"]
     assert [(o["outcome"], o["instance"]["pid"]) for o in out] == [("stopped", pid)]
-    assert wait_until(lambda: not _alive(pid), 10)
+    assert wait_until(lambda: not alive(pid), 10)
 
 
 def test_tunnel_forwards_to_an_already_running_tensorboard(
@@ -164,10 +108,10 @@ def test_tunnel_forwards_to_an_already_running_tensorboard(
     assert tun.url == f"http://127.0.0.1:{local}/"
     status, body = http_get(tun.url + "data/logdir")
     assert status == 200 and json.loads(body)["logdir"] == str(logdir)
-    assert _listeners_on(local) == ["127.0.0.1"] and _no_wide_listener(tun.proc.pid)
+    assert listeners_on(local) == ["127.0.0.1"] and _no_wide_listener(tun.proc.pid)
     assert tun.interrupt() == 0
-    assert _alive(pid), "tunnel never stops what it did not start"
-    assert not [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == local]
+    assert alive(pid), "tunnel never stops what it did not start"
+    assert port_free(local)
     cli("down", str(pid), "--host", remote.alias)
     # nothing listening there: exit 4, and no forward left behind
     assert "nothing listens" in cli("tunnel", remote.alias, "6300", exit_code=4).stderr
@@ -197,7 +141,7 @@ def test_proxyjump_through_a_second_host(netns_remote: Any, cli: Cli, reaper: Pr
     reaper.adopt(pid)
     assert http_get(fg.url + "data/logdir")[0] == 200
     assert fg.interrupt() == 0
-    assert wait_until(lambda: not _alive(pid), 10)
+    assert wait_until(lambda: not alive(pid), 10)
     assert cli("ls", "--host", "tbviajump", "--json").exit_code == 0
 
 

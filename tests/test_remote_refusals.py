@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, free_port, wait_until
-
-TENSORBOARD = str(Path(sys.executable).parent / "tensorboard")
+from tests.support.procs import TENSORBOARD, ProcessReaper, free_port, wait_until
+from tests.support.ssh_keys import keygen, locked_key
 
 
 def _alias_config(remote: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, known_hosts: str,
@@ -37,24 +33,6 @@ def _alias_config(remote: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
 
 def _fingerprint(pub: Path) -> str:
     return subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True, check=True).stdout.split()[1]
-
-
-def _keygen(path: Path, passphrase: str = "") -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(path)], check=True)
-    return path
-
-
-@contextlib.contextmanager
-def locked_key(server: Any, path: Path, passphrase: str) -> Iterator[Path]:
-    """A new key protected by `passphrase`, accepted by `server` (an SshServer) until the block ends."""
-    _keygen(path, passphrase)
-    authorized = Path(server.workdir) / "authorized_keys"
-    original = authorized.read_text()
-    authorized.write_text(original + Path(str(path) + ".pub").read_text())
-    try:
-        yield path
-    finally:
-        authorized.write_text(original)
 
 
 def test_unknown_host_key_without_a_tty_is_refused_with_its_fingerprint(
@@ -78,7 +56,7 @@ def test_accept_new_adds_an_unknown_key_once(remote: Any, cli: Cli, tmp_path: Pa
 
 
 def test_a_changed_host_key_is_always_refused(remote: Any, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    other = _keygen(tmp_path / "impostor")
+    other = keygen(tmp_path / "impostor")
     name = f"[{remote.server.host}]:{remote.server.port}"
     line = f"{name} {' '.join(Path(str(other) + '.pub').read_text().split()[:2])}\n"
     for strict in ("yes", "accept-new", "no"):
@@ -88,7 +66,7 @@ def test_a_changed_host_key_is_always_refused(remote: Any, cli: Cli, tmp_path: P
 
 
 def test_a_key_the_server_does_not_accept(remote: Any, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stranger = _keygen(tmp_path / "stranger")
+    stranger = keygen(tmp_path / "stranger")
     alias = _alias_config(remote, tmp_path, monkeypatch, known_hosts=remote.server.known_hosts.read_text(),
                           identity=stranger)
     result = cli("ls", "--host", alias, exit_code=5)
@@ -158,7 +136,7 @@ HOSTILE = ["with space", "it's", "$(touch {marker})", "; touch {marker}", "`touc
 
 def test_hostile_logdir_names_execute_nothing(ssh_env: Any, cli: Cli, reaper: ProcessReaper, tmp_path: Path,
                                               state_dir: Path) -> None:
-    from tests.test_remote import Foreground
+    from tests.support.foreground import Foreground
 
     marker = tmp_path / "MARKER"
     base = tmp_path / "hostile"

@@ -4,7 +4,6 @@ background forwards that outlive the shell that started them."""
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import signal
 import sys
@@ -18,9 +17,10 @@ import psutil
 import pytest
 
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, answers, http_get, wait_until
+from tests.support.foreground import Foreground
+from tests.support.forwarders import adopt_forwarder
+from tests.support.procs import TENSORBOARD, ProcessReaper, alive, answers, http_get, listeners_on, wait_until
 from tests.support.sshd import link_down, link_up, restart_sshd
-from tests.test_remote import TENSORBOARD, Foreground
 
 RECOVERY_SECONDS = 10.0
 
@@ -59,17 +59,12 @@ class Poller:
         self._thread.join(5)
 
 
-def _forwarder_status(state_dir: Path, host: str) -> dict[str, Any]:
-    return json.loads((state_dir / "forwarders" / f"{host}.json").read_text())
-
-
 @pytest.fixture
 def detached(ssh_env: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, logdir: Path) -> Iterator[dict[str, Any]]:
     """`tbctl up --host tbremote --detach`: a TensorBoard there and a background forwarder here."""
     data = cli.up("--host", ssh_env.alias, str(logdir), "--tensorboard", TENSORBOARD, "--detach", "--port", "6800")
-    status = _forwarder_status(state_dir, ssh_env.alias)
-    reaper.adopt(status["pid"], status["create_time"])
-    yield {"url": data["url"], "pid": data["instance"]["pid"], "forwarder": status["pid"], "remote": ssh_env}
+    forwarder = adopt_forwarder(reaper, state_dir, ssh_env.alias)
+    yield {"url": data["url"], "pid": data["instance"]["pid"], "forwarder": forwarder, "remote": ssh_env}
     cli("down", "--host", ssh_env.alias)  # ends the forward, stops the TensorBoard, the forwarder exits
 
 
@@ -79,9 +74,9 @@ def test_detach_returns_and_ls_shows_both_healths(detached: dict[str, Any], cli:
         return [(f["tunnel"], f["tensorboard"], f["instance_pid"]) for f in cli("ls", "--json").json()["forwards"]]
 
     assert wait_until(lambda: healths() == [("up", "serving", detached["pid"])], 5), healths()
-    assert psutil.Process(detached["forwarder"]).status() != psutil.STATUS_ZOMBIE
+    assert alive(detached["forwarder"])
     port = int(detached["url"].rsplit(":", 1)[1].strip("/"))
-    listens = [c.laddr.ip for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    listens = listeners_on(port)
     assert listens == ["127.0.0.1"]  # held by the forwarder (paramiko) or by the ssh master (OpenSSH)
     rows = cli("ls", "--host", detached["remote"].alias, "--json").json()["instances"]
     assert [r["url"] for r in rows if r["pid"] == detached["pid"]] == [detached["url"]]
@@ -166,8 +161,7 @@ def test_kill_9_of_the_remote_tensorboard_closes_its_forward(detached: dict[str,
     assert wait_until(lambda: not cli("ls", "--json").json()["forwards"], 15), "the forward should close"
     rows = cli("ls", "--host", detached["remote"].alias, "--json").json()["instances"]
     assert [r["status"] for r in rows if r["pid"] == detached["pid"]] == ["stale"]  # dead, never "serving"
-    assert wait_until(lambda: not psutil.pid_exists(detached["forwarder"]) or
-                      psutil.Process(detached["forwarder"]).status() == psutil.STATUS_ZOMBIE, 10)
+    assert wait_until(lambda: not alive(detached["forwarder"]), 10)
 
 
 def test_kill_9_of_the_background_forwarder_is_stale_then_cleaned(
@@ -195,8 +189,7 @@ def test_detach_survives_the_launching_shell(ssh_env: Any, reaper: ProcessReaper
     except ProcessLookupError:
         pass
     url = (state_dir.parent / "url.txt").read_text().strip()
-    status = _forwarder_status(state_dir, ssh_env.alias)
-    reaper.adopt(status["pid"], status["create_time"])
+    adopt_forwarder(reaper, state_dir, ssh_env.alias)
     assert wait_until(lambda: answers(url + "data/logdir"), 10), "the forward should outlive the shell"
     cli("down", "--host", ssh_env.alias)
 

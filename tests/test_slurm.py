@@ -18,25 +18,13 @@ import pytest
 
 from examples.make_example_logdir import write_example_logdir
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, answers, http_get, wait_until
-from tests.support.slurm import LOGIN, NODE, Cluster, slurm_available, start_cluster, stop_cluster
-from tests.test_json_schema import LS, UP, conforms
-from tests.test_remote import Foreground
+from tests.support.foreground import Foreground
+from tests.support.forwarders import adopt_forwarders
+from tests.support.procs import TENSORBOARD, ProcessReaper, answers, http_get, wait_until
+from tests.support.schemas import LS, UP, conforms
+from tests.support.slurm import LOGIN, NODE, Cluster
 
-TENSORBOARD = str(Path(sys.executable).parent / "tensorboard")
 EXAMPLE_RUNS = Path(__file__).resolve().parent.parent / "examples" / "runs"
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    ok, why = slurm_available()
-    if not ok:
-        pytest.skip(why)
-    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        yield cluster
-    finally:
-        stop_cluster(cluster)
 
 
 @pytest.fixture
@@ -48,13 +36,6 @@ def cluster(slurm_cluster: Cluster, monkeypatch: pytest.MonkeyPatch, reaper: Pro
         yield slurm_cluster
     finally:
         slurm_cluster.cancel_all()
-
-
-def _adopt_forwarders(reaper: ProcessReaper, state_dir: Path) -> None:
-    from tbctl.state import StateStore
-
-    for status in StateStore(state_dir).forwarder_statuses():
-        reaper.adopt(status.pid, status.create_time)
 
 
 def _forwarder_logs(state_dir: Path) -> str:
@@ -94,7 +75,7 @@ def test_up_job_serves_its_runs_through_the_login_node_as_a_step(cluster: Cluste
     work = _job_dir(tmp_path)
     job = _training_job(cluster, work)
     up = cli.up("--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--detach")
-    _adopt_forwarders(reaper, state_dir)
+    adopt_forwarders(reaper, state_dir)
     conforms(up, UP)
     inst = up["instance"]
     assert inst["logdir"] == str(work / "runs")  # relative to the job's WorkDir
@@ -189,7 +170,7 @@ def test_wait_waits_for_a_pending_job_and_an_array_task_is_served_on_its_own(
     cluster.run("scancel", blocker)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    _adopt_forwarders(reaper, state_dir)
+    adopt_forwarders(reaper, state_dir)
     inst = json.loads(out)["instance"]
     assert inst["job"] == f"{array}_4"
     assert [s.split()[0] for s in _tb_steps(cluster, f"{array}_4")] == [f"{array}_4.{inst['step'].split('.')[1]}"]
@@ -201,7 +182,7 @@ def test_job_name_picks_the_newest_running_job_of_that_name(cluster: Cluster, cl
     older = _training_job(cluster, _job_dir(tmp_path, "a"), "--job-name=train")
     newer = _training_job(cluster, _job_dir(tmp_path, "b"), "--job-name=train")
     up = cli.up("--host", LOGIN, "--job-name", "train", "--tensorboard", TENSORBOARD, "--detach")
-    _adopt_forwarders(reaper, state_dir)
+    adopt_forwarders(reaper, state_dir)
     assert up["instance"]["job"] == newer != older
     assert up["instance"]["logdir"] == str(tmp_path / "b" / "runs")
     assert answers(up["url"] + "data/logdir")
@@ -216,7 +197,7 @@ def test_scancel_shows_the_instance_ended_cancelled_and_closes_the_forward(
     monkeypatch.setenv("TBCTL_SSH", backend)
     job = _training_job(cluster, _job_dir(tmp_path))
     up = cli.up("--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--detach")
-    _adopt_forwarders(reaper, state_dir)
+    adopt_forwarders(reaper, state_dir)
     assert answers(up["url"] + "data/logdir"), _forwarder_logs(state_dir)
     cluster.run("scancel", job)
 
@@ -242,7 +223,7 @@ def test_hostile_logdir_and_job_names_execute_nothing(cluster: Cluster, cli: Cli
     name = f"n$(touch {marker})'\";touch {marker}"
     job = _training_job(cluster, work, f"--job-name={name}")
     up = cli.up("--host", LOGIN, "--job-name", name, hostile, "--tensorboard", TENSORBOARD, "--detach")
-    _adopt_forwarders(reaper, state_dir)
+    adopt_forwarders(reaper, state_dir)
     assert up["instance"]["job"] == job and up["instance"]["logdir"] == str(work / hostile)
     status, body = http_get(up["url"] + "data/logdir")
     assert status == 200 and hostile.encode() in body
@@ -281,13 +262,13 @@ def test_a_node_that_refuses_ssh_is_said_plainly_and_the_fallback_only_when_aske
 
 def test_chromium_renders_the_jobs_scalars_through_the_forward(cluster: Cluster, cli: Cli, tmp_path: Path,
                                                                reaper: ProcessReaper, state_dir: Path) -> None:
-    from tests.test_browser import _chromium, assert_scalars_rendered, render_scalars
+    from tests.support.browser import assert_scalars_rendered, chromium_or_skip, render_scalars
 
-    _chromium()  # skips, saying why, where Chromium is absent
+    chromium_or_skip()  # skips, saying why, where Chromium is absent
     work = _job_dir(tmp_path)
     job = _training_job(cluster, work)
     up = cli.up("--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--detach")
-    _adopt_forwarders(reaper, state_dir)
+    adopt_forwarders(reaper, state_dir)
     facts, png = render_scalars(reaper, up["url"], "browser-job-scalars")
     assert_scalars_rendered(facts, png)
     cli("down", "--job", job, "--host", LOGIN)

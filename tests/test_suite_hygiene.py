@@ -99,3 +99,17 @@ def test_a_record_left_in_the_real_state_dir_fails_the_run(tmp_path: Path) -> No
     assert "tests wrote under the real home's tbctl dirs" in runs["leaky"].stdout
     assert "instances.jsonl" in runs["leaky"].stdout
     assert runs["clean"].returncode == 0, runs["clean"].stdout
+
+
+def test_no_test_module_imports_from_another() -> None:
+    """What tests share lives in tests/support (and conftest.py's fixtures): a test module is never a library,
+    so moving or deleting one cannot break another."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.name}: {n}" for n in names if n.startswith("tests.test_")]
+    assert not offenders, offenders

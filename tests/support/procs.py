@@ -41,9 +41,12 @@ class Reaped:
     cmdline: str
 
 
-def _alive(proc: psutil.Process) -> bool:
-    """Running and not a zombie; is_running() also compares create_time, so a reused pid is dead."""
+def alive(proc: int | psutil.Process) -> bool:
+    """Running and not a zombie. For a Process, is_running() also compares create_time, so a reused pid
+    is dead."""
     try:
+        if isinstance(proc, int):
+            proc = psutil.Process(proc)
         return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
@@ -120,7 +123,7 @@ class ProcessReaper:
             results.append(Reaped(popen.pid, "exited", _argv(popen)))
         for proc in adopted:
             if proc.pid not in targets:
-                if _alive(proc):
+                if alive(proc):
                     targets[proc.pid] = (proc, None)
                 else:
                     results.append(Reaped(proc.pid, "exited", ""))
@@ -173,7 +176,7 @@ def _wait_gone(targets: _Targets, timeout: float) -> _Targets:
                 except (psutil.Error, ChildProcessError):
                     pass
             # A non-child zombie counts as gone: its own parent reaps it.
-            if (popen.poll() is not None) if popen is not None else not _alive(proc):
+            if (popen.poll() is not None) if popen is not None else not alive(proc):
                 del pending[pid]
         if not pending or time.monotonic() >= deadline:
             break
@@ -224,6 +227,16 @@ def free_port(family: socket.AddressFamily = socket.AF_INET) -> int:
         if _bindable(other, port):
             return port
     raise RuntimeError("no port free on both loopback families")
+
+
+def listeners_on(port: int) -> list[str]:
+    """Addresses LISTENing on `port` here, whichever process holds them."""
+    return [c.laddr.ip for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+
+
+def port_free(port: int) -> bool:
+    """Nothing LISTENs on `port` here (either family)."""
+    return not listeners_on(port)
 
 
 def _has_conn(pid: int, port: int, status: str, remote: bool) -> bool:
@@ -292,6 +305,11 @@ def start_client(reaper: ProcessReaper, port: int, host: str = "127.0.0.1") -> s
 
 class LoggedPopen(subprocess.Popen[bytes]):
     log_path: Path  # combined stdout/stderr
+
+
+# The TensorBoard of this interpreter's venv, as a path: what tests pass as `--tensorboard`, here and on the
+# "remote" (this same machine).
+TENSORBOARD = str(Path(sys.executable).parent / "tensorboard")
 
 
 def tensorboard_command() -> list[str]:
@@ -395,7 +413,7 @@ def _selfcheck() -> None:
         assert outcome[stubborn.pid] == "killed" and outcome[client.pid] == "terminated"
         assert outcome[decoy.pid] == "reused" and decoy.poll() is None, "decoy must not be signalled"
         assert TERM_GRACE_S <= took < TERM_GRACE_S + 2, took
-        assert not any(psutil.pid_exists(p) and _alive(psutil.Process(p)) for p in all_pids if p != decoy.pid)
+        assert not any(psutil.pid_exists(p) and alive(psutil.Process(p)) for p in all_pids if p != decoy.pid)
         assert [c.pid for c in me.children(recursive=True)] == [decoy.pid]
         print(f"reaper.close() took {took:.2f}s (SIGTERM-ignoring listener escalated to SIGKILL)")
     assert decoy.poll() is not None and not me.children(recursive=True)
