@@ -201,8 +201,6 @@ def test_all_here_stops_this_users_tensorboards_and_ends_every_forward(
     assert running(local, theirs.pid) and running(gpu1, kept_remote.pid)
 
 
-@pytest.mark.xfail(strict=True, reason="down_with_forwards compares pids across hosts: the remote TensorBoard of a "
-                   "forward is skipped when a local one with the same pid was stopped")
 def test_the_same_pid_on_two_hosts_is_two_processes(local: FakeHost, store: StateStore) -> None:
     twin = FakeHost("gpu1", remote=True, directories=[RUNS])  # numbers its pids as `local` does
     mine, remote = started(local, store), started(twin, store)

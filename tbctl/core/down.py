@@ -46,8 +46,8 @@ def down_with_forwards(
         everything = all_instances and host_spec is None  # everything of ours, here and behind every forward
         closed = end_forwards(store, lambda r: everything or (
             r.host == name and (all_instances or r.instance_pid in gone)))
-    stopped = {o.instance.pid for o in outcomes}
-    more, warnings = _stop_forwarded_instances(opener, store, [r for r in closed if r.instance_pid not in stopped],
+    stopped = {(o.instance.host, o.instance.pid) for o in outcomes}  # a pid names a process on one host only
+    more, warnings = _stop_forwarded_instances(opener, store, [r for r in closed if (r.host, r.instance_pid) not in stopped],
                                                force=force, timeout=timeout)
     return DownResult(outcomes + more, closed, warnings)
 
