@@ -8,10 +8,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -177,6 +175,8 @@ class StateStore:
 def _atomic_write(path: Path, text: str) -> None:
     """Readers see the old file or the new one, never half of either. mkstemp creates it 0600, and
     os.replace puts the file itself in place of a symlink there, never writing through it."""
+    import tempfile  # here, not at the top: `up` reads the state before it launches TensorBoard
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -247,5 +247,7 @@ def _safe(name: str) -> str:
     if name and all(c.isalnum() or c in _SAFE_CHARS for c in name) and name.isascii():
         return name
     readable = "".join(c if c.isascii() and (c.isalnum() or c in _SAFE_CHARS) else "_" for c in name)[:64]
+    import hashlib  # here: OpenSSL's loading costs ~3 ms, and most commands name no host file
+
     return f"{readable}~{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
 

@@ -3,7 +3,6 @@ to tell a live instance from a stale record."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -64,6 +63,8 @@ def _info_matches(info: Mapping[str, Any], proc: Mapping[str, Any]) -> bool:
 
 def _working_directory(info: Mapping[str, Any]) -> str | None:
     try:
+        import base64  # only for an info file without a logdir of its own
+
         return json.loads(base64.b64decode(info["cache_key"]))["working_directory"]
     except (KeyError, ValueError, TypeError):
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import sys
 import traceback
@@ -167,6 +166,8 @@ class TbctlGroup(TyperGroup):
             return super().resolve_command(ctx, args)
         except ClickUsageError as exc:
             # typer suggests only among the commands built already, which here is none of them
+            import difflib
+
             close = difflib.get_close_matches(args[0], self.list_commands(ctx)) if args else []
             if close and "Did you mean" not in exc.message:
                 exc.message = exc.message.rstrip(".") + ". Did you mean " + ", ".join(map(repr, close)) + "?"
@@ -224,6 +225,8 @@ def _usage_error(ctx: Any, exc: Any) -> NoReturn:
     sub = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "tbctl"
     message = exc.format_message()
     if getattr(exc, "possibilities", None) is not None:  # an unknown option: suggest only a near miss
+        import difflib
+
         close = difflib.get_close_matches(exc.option_name, exc.possibilities, n=3, cutoff=SUGGEST_CUTOFF)
         message = exc.message + (f" (did you mean {' or '.join(close)}?)" if close else "")
     env_of(ctx).error(message, f"see '{sub} -h'")
