@@ -34,12 +34,12 @@ def config_path_command(ctx: typer.Context, json_output: JsonOption = False) -> 
 @config_app.command("show")
 def config_show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Print the settings in effect, each with where it came from (default, file or environment)."""
-    from tbctl.cli.session import ssh_backend
+    from tbctl.cli.session import reach
     from tbctl.config import settings_as_dict, top_level_rows
 
     env = command_env(ctx, json_output)
     view = settings_as_dict(env.settings)
-    backend = ssh_backend(env, None)
+    backend = reach(env).backend_choice(None)
     view |= {"ssh_in_effect": backend.name, "ssh_reason": backend.reason}
     if env.json:
         render.print_json(env, view)

@@ -9,7 +9,7 @@ import typer
 from tbctl.cli import render
 from tbctl.cli.completion import complete_targets
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, TimeoutOption, command_env, verb_app
-from tbctl.cli.session import flush_warnings, open_host, store_of
+from tbctl.cli.session import flush_warnings, reach, store_of
 
 verb = verb_app()
 
@@ -34,8 +34,8 @@ def down(
 
     env = command_env(ctx, json_output)
     store = store_of(env)
-    ended = end(lambda spec: open_host(env, spec, connect_timeout=connect_timeout), store, target, host_spec=host_spec,
-                all_instances=all_instances, force=force, timeout=timeout or env.settings.stop_timeout, job=job)
+    ended = end(reach(env), store, target, host_spec=host_spec, all_instances=all_instances, force=force,
+                timeout=timeout, connect_timeout=connect_timeout, job=job)
     for warning in ended.warnings:
         env.warn(warning)
     flush_warnings(env, store)

@@ -18,14 +18,14 @@ def forwarder_process(ctx: typer.Context, host_spec: Annotated[str, typer.Argume
                       jump: Annotated[Optional[str], typer.Option("--jump")] = None) -> int:
     """The background forwarder for HOST (started by --detach; not for direct use)."""
     from tbctl import daemon
-    from tbctl.cli.session import unconnected_host
+    from tbctl.cli.session import reach
     from tbctl.hosts.backends import jumped_name
 
     env = command_env(ctx, False)
     name = jumped_name(jump, host_spec) if jump else host_spec
     # its exit status is the command's: the root group exits with what a command returns
-    return daemon.serve(name, store_of(env), lambda: unconnected_host(
-        env, host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout, jump=jump))
+    return daemon.serve(name, store_of(env), lambda: reach(env).unconnected(
+        host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout, jump=jump))
 
 
 command = typer.main.get_command(verb)

@@ -10,7 +10,7 @@ import typer
 from tbctl.cli import render
 from tbctl.cli.environment import Environment
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, TimeoutOption, command_env, verb_app
-from tbctl.cli.session import open_host
+from tbctl.cli.session import reach
 from tbctl.errors import PortBusy
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def free_port(
 
     env = command_env(ctx, json_output)
     number = parse_port(port)
-    with open_host(env, host_spec, connect_timeout=connect_timeout) as host:
+    with reach(env).open(host_spec, connect_timeout=connect_timeout) as host:
         report = core.inspect(host, number)
         summary: dict[str, Any] = {"port": number, "host": host.name, "holders": report.holders, "outcomes": [],
                                    "freed": not report.holders, "dry_run": dry_run}
@@ -55,7 +55,7 @@ def free_port(
         asking = core.to_confirm(report)
         if asking and not yes:
             _confirm(env, report, asking)
-        result = core.free(host, report, force=force, timeout=timeout or env.settings.stop_timeout)
+        result = core.free(host, report, force=force, timeout=timeout, settings=env.settings)
     if env.json:
         render.print_json(env, summary | {"outcomes": result.outcomes, "freed": result.freed})
     else:

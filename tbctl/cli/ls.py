@@ -9,7 +9,7 @@ import typer
 from tbctl.cli import render
 from tbctl.cli.completion import complete_hosts
 from tbctl.cli.options import ConnectTimeoutOption, JsonOption, command_env, verb_app
-from tbctl.cli.session import TerminalHosts, flush_warnings, store_of
+from tbctl.cli.session import reach, flush_warnings, store_of
 
 verb = verb_app()
 
@@ -29,7 +29,7 @@ def ls(
     env = command_env(ctx, json_output)
     store = store_of(env)
     specs = hosts_to_list(hosts or [], all_hosts=all_hosts, settings=env.settings, store=store)
-    listing = list_hosts(specs, TerminalHosts(env), store, connect_timeout=connect_timeout)
+    listing = list_hosts(specs, reach(env), store, connect_timeout=connect_timeout)
     flush_warnings(env, store)
     if env.json:
         render.print_json(env, {"instances": listing.instances, "forwards": listing.forwards, "errors": listing.errors})

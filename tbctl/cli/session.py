@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from tbctl.cli.environment import Environment
 
 if TYPE_CHECKING:
-    from tbctl.hosts.backends import BackendChoice
+    from tbctl.core.reach import Reach
     from tbctl.hosts.base import Host
     from tbctl.hosts.link import LinkState
     from tbctl.models import TensorBoardInstance
@@ -48,77 +48,12 @@ def store_of(env: Environment) -> StateStore:
     return StateStore(env.settings.state_dir)
 
 
-def local_host(env: Environment) -> Host:
-    from tbctl.hosts.local import LocalHost
+def reach(env: Environment) -> Reach:
+    """How this command reaches hosts: its settings and --ssh, its terminal for SSH's questions, its
+    progress line."""
+    from tbctl.core.reach import Reach
 
-    return LocalHost(env.settings.state_dir)
-
-
-def open_host(env: Environment, spec: str | None, *, env_prefix: str | None = None,
-              connect_timeout: float | None = None, interactive: bool = True, jump: str | None = None) -> Host:
-    """This machine when `spec` is None, else an SSH host, connected (paramiko is imported only when it
-    is the backend in use)."""
-    if spec is None:
-        if env_prefix is not None:
-            from tbctl.errors import UsageError
-
-            raise UsageError("--env applies to a remote host", hint="locally, use --tensorboard PATH")
-        return local_host(env)
-    from tbctl.hosts import preconnect
-
-    env.progress(f"connecting to {spec}" + (f" through {jump}…" if jump else "…"))
-    per_host = env.settings.for_host(spec)
-    early = None if jump else preconnect.take(preconnect.EarlyKey(
-        spec, ssh_backend(env, spec).name, connect_timeout or per_host.connect_timeout,
-        env_prefix or per_host.env, per_host.ssh_persist))
-    if early is not None:  # opened while the CLI was importing, exactly as it would be opened now
-        return early
-    return unconnected_host(env, spec, env_prefix=env_prefix, connect_timeout=connect_timeout,
-                            interactive=interactive, jump=jump).connect()
-
-
-def unconnected_host(env: Environment, spec: str, *, env_prefix: str | None = None,
-                     connect_timeout: float | None = None, interactive: bool = False, jump: str | None = None) -> Host:
-    """An SSH host over the backend in effect, not connected yet (the background forwarder connects it in
-    the background, and again whenever the link drops)."""
-    from tbctl.hosts.backends import open_ssh_host
-
-    per_host = env.settings.for_host(spec)
-    terminal = TerminalPrompter(env) if interactive else None  # several hosts at once: nobody to ask
-    return open_ssh_host(spec, backend=ssh_backend(env, spec).name, state_dir=env.settings.state_dir,
-                         terminal=terminal, connect_timeout=connect_timeout or per_host.connect_timeout,
-                         env_prefix=env_prefix or per_host.env, persist=per_host.ssh_persist, jump=jump)
-
-
-def ssh_backend(env: Environment, spec: str | None) -> BackendChoice:
-    """--ssh, else TBCTL_SSH / the config file (for this host), else the best available."""
-    from tbctl.hosts.backends import choose
-
-    if env.ssh is not None:
-        return choose(env.ssh, "--ssh")
-    per_host = env.settings.for_host(spec)
-    source = env.settings.sources.get("ssh", "default")
-    if per_host.ssh is not None and spec in env.settings.hosts and source == "default":
-        source = "file"
-    return choose(per_host.ssh, {"file": "the config file", "default": "default"}.get(source, source))
-
-
-class TerminalHosts:
-    """Hosts as this command reaches them: the backend in effect, and questions asked on its terminal."""
-
-    def __init__(self, env: Environment) -> None:
-        self.env = env
-
-    def open(self, spec: str | None, *, env_prefix: str | None = None, connect_timeout: float | None = None,
-             jump: str | None = None, interactive: bool = True) -> Host:
-        return open_host(self.env, spec, env_prefix=env_prefix, connect_timeout=connect_timeout, jump=jump,
-                         interactive=interactive)
-
-    def local(self) -> Host:
-        return local_host(self.env)
-
-    def backend(self, spec: str | None) -> str:
-        return ssh_backend(self.env, spec).name
+    return Reach(env.settings, env.ssh, TerminalPrompter(env), env.progress)
 
 
 class SessionNarrator:
@@ -189,9 +124,9 @@ def browse(url: str) -> bool:
 
 
 def connect(env: Environment, spec: str | None, *, connect_timeout: float | None) -> Host:
-    """`open_host` under the status line, which covers connecting (and any prompt pauses it)."""
+    """A host, opened under the status line, which covers connecting (and any prompt pauses it)."""
     with env.status():
-        return open_host(env, spec, connect_timeout=connect_timeout)
+        return reach(env).open(spec, connect_timeout=connect_timeout)
 
 
 def flush_warnings(env: Environment, store: StateStore) -> None:

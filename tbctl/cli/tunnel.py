@@ -9,7 +9,7 @@ import typer
 from tbctl.cli import render
 from tbctl.cli.completion import complete_hosts
 from tbctl.cli.options import ConnectTimeoutOption, JsonOption, command_env, verb_app
-from tbctl.cli.session import SessionNarrator, TerminalHosts, open_in_browser, store_of
+from tbctl.cli.session import reach, SessionNarrator, open_in_browser, store_of
 
 verb = verb_app()
 
@@ -31,7 +31,7 @@ def tunnel(
     env = command_env(ctx, json_output)
     request = TunnelRequest(host=host_spec, remote_port=remote_port, local_port=local_port,
                             connect_timeout=connect_timeout, detach=detach)
-    with open_tunnel(request, TerminalHosts(env), store_of(env), SessionNarrator(env)) as session:
+    with open_tunnel(request, reach(env), store_of(env), SessionNarrator(env)) as session:
         result = session.result
         if env.json:
             render.print_json(env, result)

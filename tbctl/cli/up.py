@@ -8,7 +8,7 @@ import typer
 
 from tbctl.cli.environment import Environment
 from tbctl.cli.options import ConnectTimeoutOption, EnvOption, HostOption, JsonOption, TimeoutOption, command_env, verb_app
-from tbctl.cli.session import SessionNarrator, TerminalHosts, flush_warnings, open_in_browser, store_of
+from tbctl.cli.session import reach, SessionNarrator, flush_warnings, open_in_browser, store_of
 from tbctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def up(
         keep=keep, detach=detach, job=job, job_name=job_name, node=node, wait=wait,
         bind_node_address=bind_node_address)
     store = store_of(env)
-    with serve(request, env.settings, TerminalHosts(env), store, SessionNarrator(env)) as session:
+    with serve(request, env.settings, reach(env), store, SessionNarrator(env)) as session:
         _announce(env, store, session.result, open_browser=opens_browser(open_browser, env.settings, host_spec))
         if session.background_port is not None:
             job_id = session.result.instance.job

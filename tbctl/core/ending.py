@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tbctl.errors import TbctlError, UsageError
 
 if TYPE_CHECKING:
     from tbctl.hosts.base import Host
+    from tbctl.core.reach import Reach
     from tbctl.models import StopOutcome
+    from tbctl.records import ForwardRecord
     from tbctl.state import StateStore
 
 
 @dataclass(frozen=True)
 class Ended:
     outcomes: tuple[StopOutcome, ...]
-    closed_forwards: tuple[dict[str, Any], ...]  # the forward records ended
+    closed_forwards: tuple[ForwardRecord, ...]  # the forward records ended
     warnings: tuple[str, ...]
     job: str | None = None  # the Slurm job whose steps these were
 
 
-def end(opener: Callable[[str | None], Host], store: StateStore, target: str | None, *, host_spec: str | None,
-        all_instances: bool, force: bool, timeout: float, job: str | None) -> Ended:
+def end(hosts: Reach, store: StateStore, target: str | None, *, host_spec: str | None, all_instances: bool,
+        force: bool, timeout: float | None, connect_timeout: float | None, job: str | None) -> Ended:
     """With `job`, every step tbctl started in it (through the login node, `host_spec`); else what
-    `down_with_forwards` ends."""
+    `down_with_forwards` ends, waiting `timeout` (else the stop_timeout setting) before SIGKILL."""
+
+    def opener(spec: str | None) -> Host:
+        return hosts.open(spec, connect_timeout=connect_timeout)
+
     if job is not None:
         from tbctl.core.job_down import down_job
 
@@ -37,7 +43,7 @@ def end(opener: Callable[[str | None], Host], store: StateStore, target: str | N
     from tbctl.core.down import down_with_forwards
 
     result = down_with_forwards(opener, store, target, host_spec=host_spec, all_instances=all_instances, force=force,
-                                timeout=timeout)
+                                timeout=timeout or hosts.settings.stop_timeout)
     return Ended(tuple(result.outcomes), tuple(result.closed_forwards), tuple(result.warnings))
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from tbctl.core.stopping import terminate
 from tbctl.errors import PortBusy
 from tbctl.hosts.base import Host
 from tbctl.models import FreePortResult, HolderOutcome, PortHolder, PortReport
+
+if TYPE_CHECKING:
+    from tbctl.config import Settings
 
 VERIFY_SECONDS = 2.0  # a killed server's socket disappears within milliseconds; allow for slow hosts
 
@@ -41,7 +45,10 @@ def require_freed(result: FreePortResult) -> None:
                    hint="a process of another user needs sudo" if denied else None)
 
 
-def free(host: Host, report: PortReport, *, force: bool, timeout: float) -> FreePortResult:
+def free(host: Host, report: PortReport, *, force: bool, timeout: float | None, settings: Settings) -> FreePortResult:
+    """Stop the holders (SIGTERM, and SIGKILL after `timeout`, else the stop_timeout setting; or SIGKILL at
+    once with `force`), then wait for the port to be free."""
+    timeout = timeout or settings.stop_timeout
     by_pid: dict[int, PortHolder] = {}
     outcomes: list[HolderOutcome] = []
     for holder in report.holders:
