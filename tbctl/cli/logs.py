@@ -31,8 +31,7 @@ def logs(
     """Show (and with -f follow) the log of a TensorBoard tbctl started, running or exited.
 
     With --json: one object with its lines; with -f --json, one JSON object per line (JSON Lines)."""
-    from tbctl.core.expose import interrupt_on_hangup
-    from tbctl.core.logs import find_log, follow as follow_log, read_tail
+    from tbctl.core.logs import find_log, follow_to_end, read_tail
 
     env = command_env(ctx, json_output)
     count = _line_count(lines)
@@ -51,22 +50,16 @@ def logs(
             out.flush_partial()
             return
         try:
-            with interrupt_on_hangup():
-                out.write(tail.text)
-                if not source.running:
-                    out.flush_partial()
-                    env.info(f"TensorBoard pid {source.pid} is not running; nothing more will be written")
-                    return
-                follow_log(host, source, tail.offset, emit=out.write,
-                           on_truncated=lambda: env.warn(f"{source.log_path} was truncated; reading it from the start"))
-        except KeyboardInterrupt:  # Ctrl-C (or a closed terminal) is how one stops following: not an error
-            out.flush_partial()
-            return
+            ended = follow_to_end(host, tail, emit=out.write, on_truncated=lambda: env.warn(
+                f"{source.log_path} was truncated; reading it from the start"))
         except BrokenPipeError:  # `tbctl logs -f … | head`: the reader has had enough
             _stdout_to_devnull()
             return
         out.flush_partial()
-        env.info(f"TensorBoard pid {source.pid} exited")
+        if ended == "not running":
+            env.info(f"TensorBoard pid {source.pid} is not running; nothing more will be written")
+        elif ended == "exited":
+            env.info(f"TensorBoard pid {source.pid} exited")
 
 
 def _line_count(raw: str) -> int:
@@ -127,9 +120,6 @@ class _LogWriter:
     def _json_line(self, json: Any, line: str) -> None:
         record = {"host": self.source.host, "pid": self.source.pid, "port": self.source.port, "line": line}
         self.env.stdout.write(json.dumps(record, sort_keys=True) + "\n")
-
-
-# --- open ---------------------------------------------------------------------------------------------------
 
 
 command = typer.main.get_command(verb)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from tbctl.core.instances import list_instances, select
 from tbctl.errors import InstanceNotFound, NotFound, TbctlError
@@ -130,3 +131,24 @@ def follow(host: Host, source: LogSource, offset: int, *, emit: Callable[[str], 
         if answer.get("alive") is False or source.pid is None:
             return FollowEnd(reason="exited", offset=offset)
         time.sleep(interval)
+
+
+FollowOutcome = Literal["not running", "exited", "interrupted"]
+
+
+def follow_to_end(host: Host, tail: LogTail, *, emit: Callable[[str], None],
+                  on_truncated: Callable[[], None] = lambda: None) -> FollowOutcome:
+    """`logs -f`: emit the tail, then what is appended, until the process exits or the person stops it
+    (Ctrl-C, or SIGTERM/SIGHUP: a closed terminal), which is how one stops following, not an error. Why
+    it ended: it was not running (nothing more will be written), it exited, or it was interrupted."""
+    from tbctl.core.expose import interrupt_on_hangup
+
+    try:
+        with interrupt_on_hangup():
+            emit(tail.text)
+            if not tail.source.running:
+                return "not running"
+            follow(host, tail.source, tail.offset, emit=emit, on_truncated=on_truncated)
+            return "exited"
+    except KeyboardInterrupt:
+        return "interrupted"
