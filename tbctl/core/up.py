@@ -101,10 +101,12 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
             if note and not port_note:
                 notice(note)
             port_note = port_note or note
-            progress(f"starting TensorBoard on {host.name}:{port}")
             argv = build_argv(executable, logdir, port, request.extra_args)
             log_path = f"{host.log_dir}/tensorboard-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
             launched = host.launch(argv, log_path)
+            # Said once it is launched, not before: on a terminal the first progress line loads the status
+            # line's rich modules (~40 ms), which then overlap TensorBoard's own start instead of delaying it.
+            progress(f"starting TensorBoard on {host.name}:{port}")
             progress(f"waiting for TensorBoard on {host.name}:{port} to answer")
             try:
                 ready = host.wait_ready(launched, port, readiness_path(path_prefix), request.timeout)
