@@ -215,5 +215,5 @@ def _close_forwards_of_dead_instances(host: Any, store: StateStore, host_spec: s
             return  # the link went down meanwhile; the watcher handles it
         tensorboards[port] = "serving" if alive else "dead"
         if not alive:
-            store.remove_forwards(lambda r, port=port: r.host == host_spec and r.local_port == port)
+            store.remove_forwards(lambda r: r.host == host_spec and r.local_port == port)  # called at once
             log(f"TensorBoard pid {pid} on {host_spec} is gone; closing 127.0.0.1:{port}")

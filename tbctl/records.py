@@ -28,7 +28,8 @@ class Record(Protocol):
 
 
 class _KeepsUnknownKeys(Record, Protocol):
-    unknown: Mapping[str, Any]
+    @property
+    def unknown(self) -> Mapping[str, Any]: ...
 
 
 _R = TypeVar("_R", bound=_KeepsUnknownKeys)
@@ -252,7 +253,8 @@ class ForwarderStatus:
             host=_required_str(data, "host"), pid=_required_int(data, "pid"), create_time=_number(data, "create_time"),
             log_path=_str(data, "log_path") or "", started_at=_number(data, "started_at"),
             link=None if not isinstance(link, Mapping) else LinkState(
-                state=link.get("state") if link.get("state") in ("up", "reconnecting") else "down",
+                state="up" if link.get("state") == "up" else "reconnecting" if link.get("state") == "reconnecting"
+                else "down",
                 since=_number(link, "since") or 0.0, attempts=_int(link, "attempts") or 0,
                 error=_str(link, "error") or "", via=_str(link, "via") or ""),
             forwards=tuple(ForwardState.from_json(f) for f in forwards),

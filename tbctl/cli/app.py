@@ -18,7 +18,7 @@ from tbctl.cli.options import TYPER_SETTINGS, JsonOption, env_of
 from tbctl.errors import ExitCode, TbctlError, TensorBoardFailed
 
 # typer vendors click; its UsageError is the base of typer.BadParameter (found without a private import).
-ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+ClickUsageError: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 # How alike an unknown option must be to a real one to be suggested. click's own 0.6 calls `--host` a
 # near miss of `--bogus` (the shared "--" counts); typos like `--hots` or `--prot` score above 0.8.
@@ -99,7 +99,7 @@ def hoist_global_options(root: Any, args: Sequence[str], *,
     start = command_index(args, options=options)
     if start is None:
         return list(args)
-    head, kept, moved = list(args[:start]), [args[start]], []
+    head, kept, moved = list(args[:start]), [args[start]], list[str]()
     command = root.get_command(typer.Context(root), args[start])
     i = start + 1
     while i < len(args):

@@ -76,7 +76,7 @@ def forwards_table(env: Environment, forwards: Sequence[ForwardInfo]) -> None:
         return
     rows = []
     for f in forwards:
-        tunnel = f.tunnel
+        tunnel: str = f.tunnel
         if f.tunnel == "reconnecting" and f.since:
             tunnel += f" since {time.strftime('%H:%M:%S', time.localtime(f.since))}, {f.attempts} attempt(s)"
         elif f.tunnel == "stale":

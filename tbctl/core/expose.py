@@ -127,6 +127,7 @@ def hold(exposure: Exposure, *, is_alive: Callable[[], bool], poll: float = 1.0,
         why = ended() if ended is not None else ""
         if why:
             return why
+    return ""  # not reached: nothing sets `pause`, it only paces the loop
 
 
 @contextlib.contextmanager

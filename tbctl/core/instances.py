@@ -123,7 +123,8 @@ def with_forwards(instances: list[TensorBoardInstance], forwards: Sequence[Forwa
     """Remote instances that a live forward serves get its local port (so their URL opens from here)."""
     from tbctl.hosts.backends import jumped_name
 
-    live = {(f.host, f.remote_port): f.local_port for f in forwards if f.tunnel in ("up", "reconnecting")}
+    live: dict[tuple[str, int | None], int] = {(f.host, f.remote_port): f.local_port for f in forwards
+                                               if f.tunnel in ("up", "reconnecting")}
 
     def where(i: TensorBoardInstance) -> tuple[str, int | None]:  # a job step's forward goes to its node
         return (jumped_name(i.host, i.node), i.port) if i.node is not None else (i.host, i.port)

@@ -195,7 +195,7 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
         try:
             step = _find_step(login, job, f"{STEP_NAME}-{port}")
             # unseen from the login node, the step's process is known by its srun client there
-            proc = _find_process(node.get(), port, logdir) if bind is None else \
+            proc: dict[str, Any] = _find_process(node.get(), port, logdir) if bind is None else \
                 {"pid": srun_proc[0], "create_time": srun_proc[1], "start_ticks": None}
         except BaseException:
             terminate(login, [srun_proc], force=False, timeout=5.0)

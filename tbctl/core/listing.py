@@ -42,9 +42,9 @@ def known_hosts(settings: Settings, store: StateStore) -> list[str]:
     from tbctl.models import LOCAL_HOST_NAME
 
     names = list(settings.hosts)
-    for rec in [*store.load(), *store.forwards()]:
-        if rec.host != LOCAL_HOST_NAME and rec.host not in names:
-            names.append(rec.host)
+    for host in [*(r.host for r in store.load()), *(f.host for f in store.forwards())]:
+        if host != LOCAL_HOST_NAME and host not in names:
+            names.append(host)
     return names
 
 
