@@ -49,14 +49,6 @@ class LogTail:
         return self.text.splitlines()
 
 
-@dataclass(frozen=True)
-class FollowEnd:
-    """Why following stopped: the process exited (after its last output was shown)."""
-
-    reason: str  # "exited"
-    offset: int
-
-
 def find_log(host: Host, store: StateStore, target: str) -> LogSource:
     """The log of the instance `target` (port, pid or logdir) names: a running one tbctl started, else the
     newest record of one that has exited."""
@@ -112,7 +104,7 @@ def read_tail(host: Host, source: LogSource, lines: int) -> LogTail:
 
 
 def follow(host: Host, source: LogSource, offset: int, *, emit: Callable[[str], None],
-           interval: float = FOLLOW_INTERVAL, on_truncated: Callable[[], None] = lambda: None) -> FollowEnd:
+           interval: float = FOLLOW_INTERVAL, on_truncated: Callable[[], None] = lambda: None) -> None:
     """Emit what is appended to the log from `offset` on, until the process exits (then return) or the
     caller is interrupted (KeyboardInterrupt propagates)."""
     while True:
@@ -129,7 +121,7 @@ def follow(host: Host, source: LogSource, offset: int, *, emit: Callable[[str], 
         if more:
             continue  # a burst bigger than one read: drain it before sleeping
         if answer.get("alive") is False or source.pid is None:
-            return FollowEnd(reason="exited", offset=offset)
+            return
         time.sleep(interval)
 
 
