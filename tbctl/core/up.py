@@ -16,7 +16,7 @@ from tbctl.models import PortHolder, TensorBoardInstance, UpResult
 from tbctl.probe import CREATE_TIME_SLACK
 from tbctl.records import InstanceRecord
 from tbctl.state import StateStore
-from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path, tensorboard_args
+from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path, tensorboard_args, tensorboard_flag
 
 BIND_RACE_RETRIES = 3  # another server may take the chosen port between our check and TensorBoard's bind
 _BIND_FAILURE_MARKERS = ("could not bind to port", "is in use by another program", "Address already in use")
@@ -31,6 +31,7 @@ class UpRequest:
     tensorboard: str | None = None
     env_prefix: str | None = None
     extra_args: tuple[str, ...] = ()
+    network_ok: bool = False  # --expose-to-network: the user chose a bind beyond loopback
 
 
 def describe_holders(holders: Sequence[PortHolder]) -> str:
@@ -101,7 +102,7 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
             if note and not port_note:
                 notice(note)
             port_note = port_note or note
-            argv = build_argv(executable, logdir, port, request.extra_args)
+            argv = build_argv(executable, logdir, port, request.extra_args, network_ok=request.network_ok)
             log_path = f"{host.log_dir}/tensorboard-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
             launched = host.launch(argv, log_path)
             # Said once it is launched, not before: on a terminal the first progress line loads the status
@@ -129,7 +130,7 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
     instance = TensorBoardInstance(
         host=host.name, pid=launched.pid, port=port, logdir=logdir, logdir_arg=logdir, user=host.user,
         status="serving", started_by="tbctl", create_time=launched.create_time, path_prefix=path_prefix,
-        bind=flag_value(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
+        bind=tensorboard_flag(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
         recorded_create_time=launched.create_time, start_ticks=ticks,
     )
     return UpResult(instance=instance, url=instance.url or "", reused=False, port_note=port_note,
