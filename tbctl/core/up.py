@@ -116,6 +116,18 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
                 raise
             if ready.ready and _serves(ready.body, logdir):
                 break
+            if ready.reason == "held":  # another process took the port before TensorBoard could bind it
+                _stop_quietly(host, launched)
+                holders = host.port_holders(port)
+                users = ", ".join(sorted({h.user for h in holders if h.user}))
+                taken = (f"port {port} was taken by {describe_holders(holders) or 'another process'}"
+                         f"{f' (user {users})' if users else ''} while TensorBoard started")
+                if attempt + 1 < BIND_RACE_RETRIES:
+                    notice(f"{taken}; trying {port + 1}")
+                    port_note = f"{taken}; using another port"
+                    wanted = port + 1
+                    continue
+                raise PortBusy(port, holders, taken, hint="another user may be taking the ports tbctl picks; try --port elsewhere")
             tail = host.tail(launched.log_path, 15)
             _stop_quietly(host, launched)
             if ready.reason == "exited" and any(m in tail for m in _BIND_FAILURE_MARKERS) and attempt + 1 < BIND_RACE_RETRIES:
