@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["serving", "starting", "stale", "exited", "dead"]
+Status = Literal["serving", "starting", "unknown", "stale", "exited", "dead"]
 LOCAL_HOST_NAME = "localhost"
 StartedBy = Literal["tbctl", "other"]
 LOOPBACK = "127.0.0.1"
@@ -30,8 +30,10 @@ def is_loopback(address: str) -> bool:
 def browser_url(port: int, path_prefix: str = "", *, host: str = LOOPBACK) -> str:
     """What a browser on this machine opens for an HTTP server on host:port (TensorBoard, or the local end
     of a forward to it). `path_prefix` is TensorBoard's --path_prefix, normalised ("" or "/a/b")."""
+    from urllib.parse import quote
+
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address
-    return f"http://{shown}:{port}{path_prefix}/"
+    return f"http://{shown}:{port}{quote(path_prefix, safe='/')}/"
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,9 @@ class TensorBoardInstance:
             return browser_url(self.forward_port, self.path_prefix)
         if self.host != LOCAL_HOST_NAME:
             return None
-        host = LOOPBACK if self.bind in ("", "0.0.0.0", "::", "localhost") else self.bind
+        # Always a loopback address of tbctl's choosing: the bind comes from a command line or an info file,
+        # which another user may have written (`--host 'evil.example/phish?'`).
+        host = "::1" if ":" in self.bind and is_loopback(self.bind) else LOOPBACK
         return browser_url(self.port, self.path_prefix, host=host)
 
     @property

@@ -127,6 +127,15 @@ class Backend(abc.ABC):
         """Every LISTEN TCP socket (IPv4 and IPv6) on `ports`, or of `pids` (None: any). Each row: family,
         addr, port, pid (None when the owner is another user's and we are not root), uid (None if unknown)."""
 
+    def sockets_visible(self, pid: int) -> bool:
+        """Whether this user may see `pid`'s sockets (its own processes, or any as root)."""
+        return True
+
+    def listen_ports_by_user(self) -> dict | None:
+        """{user name: [ports]} of every LISTEN socket, where the system tells a socket's owner without
+        telling its process (Linux: the kernel's socket table has the uid); None where it does not."""
+        return None
+
     def ppid(self, pid: int) -> int | None:
         info = self.proc_info(pid)
         return info["ppid"] if info is not None else None
@@ -177,6 +186,21 @@ class ProcBackend(Backend):
 
     def pids(self) -> list:
         return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+    def sockets_visible(self, pid: int) -> bool:
+        try:
+            os.listdir("/proc/%d/fd" % pid)
+            return True
+        except PermissionError:
+            return False
+        except OSError:
+            return True  # gone: nothing hidden
+
+    def listen_ports_by_user(self) -> dict | None:
+        out: dict = {}
+        for _, _, port, _, uid in self._listen_sockets():
+            out.setdefault(username_of(uid), set()).add(port)
+        return {user: sorted(ports) for user, ports in out.items()}
 
     def ppid(self, pid: int) -> int | None:
         try:
@@ -356,6 +380,15 @@ class PsutilBackend(Backend):
             return getter()
         except (self._psutil.AccessDenied, self._psutil.ZombieProcess):
             return None
+
+    def sockets_visible(self, pid: int) -> bool:
+        try:
+            self._psutil.Process(pid).net_connections(kind="tcp")
+            return True
+        except self._psutil.AccessDenied:
+            return False
+        except (self._psutil.NoSuchProcess, self._psutil.ZombieProcess):
+            return True
 
     def descendants(self, pid: int) -> list:
         try:
@@ -749,8 +782,17 @@ class Probe:
                 continue
             processes.append(info)
         socks = self.listening(pids=[p["pid"] for p in processes if not p["zombie"]]) if processes else []
+        by_user = None
         for p in processes:
             p["listen"] = [s for s in socks if s["pid"] == p["pid"]]
+            # Another user's process, seen by a normal user: its sockets are hidden, but on Linux the socket
+            # table still says which ports that user listens on.
+            p["sockets_visible"] = p["zombie"] or self.backend.sockets_visible(p["pid"])
+            p["user_listen_ports"] = None
+            if not p["sockets_visible"]:
+                by_user = self.backend.listen_ports_by_user() if by_user is None else by_user
+                if by_user is not None:
+                    p["user_listen_ports"] = by_user.get(p["username"], [])
             # Resolve a relative --logdir against the process's own cwd here, where that cwd means something.
             logdir = flag_value(tensorboard_args(p["cmdline"]) or [], "logdir")
             p["logdir_abs"] = None

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tbctl.errors import UsageError
-from tbctl.models import StartedBy, TensorBoardInstance, is_loopback
+from tbctl.models import StartedBy, Status, TensorBoardInstance, is_loopback
 from tbctl.probe import flag_value, tensorboard_args
 from tbctl.records import InstanceRecord
 
@@ -153,6 +153,23 @@ def _info_matches(info: Mapping[str, Any], proc: Mapping[str, Any]) -> bool:
     return info.get("logdir") == tensorboard_flag(args, "logdir") and str(info.get("port")) == tensorboard_flag(args, "port")
 
 
+def _trusted(info: Mapping[str, Any], proc: Mapping[str, Any]) -> bool:
+    """Whether an info file may speak for `proc`: the info directory is writable by every user, so a file is
+    believed only when it is owned by the process's own user and that process listens on the port it names."""
+    if info.get("owner") is None or info.get("owner") != proc.get("username"):
+        return False
+    port = info["content"].get("port")
+    return isinstance(port, int) and port in _listen_ports(proc)
+
+
+def _listen_ports(proc: Mapping[str, Any]) -> set[int]:
+    """The ports `proc` listens on: its own sockets, or, where another user's are hidden from us, the ports that
+    user listens on (the kernel's socket table tells the owner, not the process)."""
+    if proc.get("sockets_visible", True):
+        return {s["port"] for s in proc.get("listen", [])}
+    return set(proc.get("user_listen_ports") or ())
+
+
 def _working_directory(info: Mapping[str, Any]) -> str | None:
     try:
         import base64  # only for an info file without a logdir of its own
@@ -210,7 +227,9 @@ def classify(
         if proc.get("zombie"):
             continue
         args = tensorboard_args(proc.get("cmdline") or []) or []
-        info = next((i for i in infos if _info_matches(i["content"], proc)), None)
+        claiming = [i for i in infos if _info_matches(i["content"], proc)]
+        used_infos.update(i["path"] for i in claiming)  # about a live process, so never a stale row
+        info = next((i for i in claiming if _trusted(i, proc)), None)
         if info is not None:
             used_infos.add(info["path"])
         content: Mapping[str, Any] = info["content"] if info else {}
@@ -218,9 +237,14 @@ def classify(
         port: int | None = content.get("port") if isinstance(content.get("port"), int) else None
         if port is None and flag_port and flag_port.isdigit() and flag_port != "0":
             port = int(flag_port)
-        listen_ports = sorted({s["port"] for s in proc.get("listen", [])})
-        if port is None and listen_ports:
+        listen_ports = sorted(_listen_ports(proc))
+        if port is None and listen_ports and proc.get("sockets_visible", True):
             port = listen_ports[0]
+        hidden = not proc.get("sockets_visible", True) and proc.get("user_listen_ports") is None
+        if hidden or (port is None and not proc.get("sockets_visible", True)):
+            status: Status = "unknown"  # another user's, and nothing here can tell whether it listens
+        else:
+            status = "serving" if port is not None and port in listen_ports else "starting"
         rec = record_for(proc)
         if rec is not None:
             used_records.add(id(rec))
@@ -233,7 +257,8 @@ def classify(
                 logdir=proc.get("logdir_abs") or _resolve_info_logdir(content),
                 logdir_arg=tensorboard_flag(args, "logdir"),
                 user=proc.get("username"),
-                status="serving" if port is not None and port in listen_ports else "starting",
+                status=status,
+                note="another user's; its sockets are hidden from you" if status == "unknown" else "",
                 started_by=started_by,
                 create_time=proc.get("create_time"),
                 path_prefix=normalize_path_prefix(content.get("path_prefix") or tensorboard_flag(args, "path_prefix")),
@@ -246,7 +271,9 @@ def classify(
             )
         )
     for info in infos:
-        if info["path"] in used_infos:
+        # Another user's file that speaks for no live process of theirs: anyone can write in the info
+        # directory, so it says nothing reliable (nor can this user clean it); only this user's own are listed.
+        if info["path"] in used_infos or info.get("owner") != scan.get("user"):
             continue
         content = info["content"]
         pid = content.get("pid") if isinstance(content.get("pid"), int) else None

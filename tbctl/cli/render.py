@@ -100,7 +100,7 @@ def forwards_table(env: Environment, forwards: Sequence[ForwardInfo]) -> None:
     table(env, ["host", "local", "remote", "url", "forwarder", "tensorboard", "tunnel"], rows, status_column=6)
 
 
-_STATUS_STYLE = {"serving": "green", "starting": "yellow", "stale": "red", "exited": "yellow", "dead": "red", "down": "red",
+_STATUS_STYLE = {"serving": "green", "starting": "yellow", "unknown": "dim", "stale": "red", "exited": "yellow", "dead": "red", "down": "red",
                  "up": "green", "reconnecting": "yellow", "error:": "red"}
 
 
