@@ -105,17 +105,24 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
             argv = build_argv(executable, logdir, port, request.extra_args, network_ok=request.network_ok)
             log_path = f"{host.log_dir}/tensorboard-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
             launched = host.launch(argv, log_path)
-            # Said once it is launched, not before: on a terminal the first progress line loads the status
-            # line's rich modules (~40 ms), which then overlap TensorBoard's own start instead of delaying it.
-            progress(f"starting TensorBoard on {host.name}:{port}")
-            progress(f"waiting for TensorBoard on {host.name}:{port} to answer")
+            # From here until it is recorded, a Ctrl-C (while the status line draws, while waiting) must leave
+            # nothing running.
             try:
+                # Said once it is launched, not before: on a terminal the first progress line loads the status
+                # line's rich modules (~40 ms), which then overlap TensorBoard's own start instead of delaying it.
+                progress(f"starting TensorBoard on {host.name}:{port}")
+                progress(f"waiting for TensorBoard on {host.name}:{port} to answer")
                 ready = host.wait_ready(launched, port, readiness_path(path_prefix), request.timeout)
-            except BaseException:  # Ctrl-C while waiting: leave nothing running
+                if ready.ready and _serves(ready.body, logdir):
+                    ticks = _start_ticks(host, launched)
+                    store.add(InstanceRecord(
+                        host=host.name, pid=launched.pid, create_time=launched.create_time, port=port, logdir=logdir,
+                        log_path=launched.log_path, started_at=time.time(), argv=tuple(argv), start_ticks=ticks,
+                    ))
+                    break
+            except BaseException:
                 terminate(host, [(launched.pid, launched.create_time)], force=False, timeout=3.0)
                 raise
-            if ready.ready and _serves(ready.body, logdir):
-                break
             if ready.reason == "held":  # another process took the port before TensorBoard could bind it
                 _stop_quietly(host, launched)
                 holders = host.port_holders(port)
@@ -134,11 +141,6 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
                 wanted = port + 1
                 continue
             raise _failure(ready.reason, request.timeout, tail, launched)
-        ticks = _start_ticks(host, launched)
-        store.add(InstanceRecord(
-            host=host.name, pid=launched.pid, create_time=launched.create_time, port=port, logdir=logdir,
-            log_path=launched.log_path, started_at=time.time(), argv=tuple(argv), start_ticks=ticks,
-        ))
     instance = TensorBoardInstance(
         host=host.name, pid=launched.pid, port=port, logdir=logdir, logdir_arg=logdir, user=host.user,
         status="serving", started_by="tbctl", create_time=launched.create_time, path_prefix=path_prefix,
