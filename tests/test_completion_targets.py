@@ -14,17 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
-from tests.support.procs import ProcessReaper, alive, free_port, http_get, wait_until
+from tests.support.procs import FAKE_TENSORBOARD, ProcessReaper, alive, answers, free_port, wait_until
 
-FAKE_TENSORBOARD = r"""
-import http.server, sys
-port = int(sys.argv[sys.argv.index("--port") + 1])
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"{}")
-    def log_message(self, *a): pass
-http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
-"""
 
 
 def _tab(verb: str) -> list[str]:
@@ -33,12 +24,6 @@ def _tab(verb: str) -> list[str]:
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
-
-def _answers(port: int) -> bool:
-    try:
-        return http_get(f"http://127.0.0.1:{port}/")[0] == 200
-    except OSError:
-        return False
 
 
 def test_tab_offers_only_this_users_live_tensorboards(cli: Cli, reaper: ProcessReaper, logdir: Path) -> None:
@@ -58,7 +43,7 @@ def test_tab_offers_only_this_users_live_tensorboards(cli: Cli, reaper: ProcessR
                   str(fake), "--logdir", "/tmp/theirs", "--port", str(theirs)], cwd="/",
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert wait_until(lambda: _answers(theirs), 10)
+        assert wait_until(lambda: answers(f"http://127.0.0.1:{theirs}/"), 10)
         statuses = {i["port"]: i["status"] for i in cli("ls", "--json").json()["instances"]}
         assert statuses[gone] == "exited" and statuses[theirs] == "serving" and statuses[live] == "serving"
         for verb in ("down", "logs", "open"):

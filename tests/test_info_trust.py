@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import Cli
 from tests.support.browser import fake_browser, tbctl_process
 from tests.support.fake_host import RUNS, FakeHost, info_content
-from tests.support.procs import ProcessReaper, free_port, http_get, wait_until
+from tests.support.procs import FAKE_TENSORBOARD, ProcessReaper, answers, free_port, wait_until
 from tbctl.tensorboard import classify
 
 NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
@@ -138,7 +138,7 @@ def test_a_replaced_info_file_does_not_make_open_go_to_another_listener(
     bad_port = free_port()
     attacker = reaper.popen([*NOBODY, SYSTEM_PYTHON, "-c", ATTACKER, str(bad_port)], cwd="/",
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert wait_until(lambda: _answers(bad_port), 10), "the attacker's server listens"
+    assert wait_until(lambda: answers(f"http://127.0.0.1:{bad_port}/"), 10), "the attacker's server listens"
     done = _as_nobody(REPLACE_INFO, str(info), str(bad_port))
     assert done.returncode == 0, done.stderr
     assert json.loads(info.read_text())["port"] == bad_port and info.stat().st_uid != 0
@@ -151,22 +151,7 @@ def test_a_replaced_info_file_does_not_make_open_go_to_another_listener(
     assert not [i for i in listed if i["port"] == bad_port]
 
 
-def _answers(port: int) -> bool:
-    try:
-        return http_get(f"http://127.0.0.1:{port}/")[0] == 200
-    except OSError:
-        return False
 
-
-FAKE_TENSORBOARD = r"""#!/usr/bin/env python3
-import http.server, sys
-port = int(sys.argv[sys.argv.index("--port") + 1])
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"{}")
-    def log_message(self, *a): pass
-http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
-"""
 
 
 def test_a_fake_tensorboard_with_a_hostile_host_flag_gets_a_loopback_url(
@@ -178,7 +163,7 @@ def test_a_fake_tensorboard_with_a_hostile_host_flag_gets_a_loopback_url(
     script.write_text(FAKE_TENSORBOARD)
     reaper.popen([sys.executable, str(script), "--logdir", str(tmp_path), "--port", str(port),
                   "--host", "evil.example/phish?"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_until(lambda: _answers(port), 10)
+    assert wait_until(lambda: answers(f"http://127.0.0.1:{port}/"), 10)
     browser, got = fake_browser(shared_tmp)
     opened = _tbctl_as_nobody(shared_tmp, "open", str(port), BROWSER=browser)
     assert opened.returncode == 0, opened.stderr
