@@ -127,6 +127,31 @@ class Backend(abc.ABC):
         """Every LISTEN TCP socket (IPv4 and IPv6) on `ports`, or of `pids` (None: any). Each row: family,
         addr, port, pid (None when the owner is another user's and we are not root), uid (None if unknown)."""
 
+    def sockets_visible(self, pid: int) -> bool:
+        """Whether this user may see `pid`'s sockets (its own processes, or any as root)."""
+        return True
+
+    def listen_ports_by_user(self) -> dict | None:
+        """{user name: [ports]} of every LISTEN socket, where the system tells a socket's owner without
+        telling its process (Linux: the kernel's socket table has the uid); None where it does not."""
+        return None
+
+    def ppid(self, pid: int) -> int | None:
+        info = self.proc_info(pid)
+        return info["ppid"] if info is not None else None
+
+    def descendants(self, pid: int) -> list:
+        """The pids of `pid`'s children, their children, and so on."""
+        parents: dict = {}
+        for child in self.pids():
+            parents.setdefault(self.ppid(child), []).append(child)
+        out, todo = [], [pid]
+        while todo:
+            for child in parents.get(todo.pop(), []):
+                out.append(child)
+                todo.append(child)
+        return out
+
 
 class ProcBackend(Backend):
     """Linux: /proc for processes, sock_diag (else /proc/net/tcp{,6}) for sockets."""
@@ -161,6 +186,27 @@ class ProcBackend(Backend):
 
     def pids(self) -> list:
         return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+    def sockets_visible(self, pid: int) -> bool:
+        try:
+            os.listdir("/proc/%d/fd" % pid)
+            return True
+        except PermissionError:
+            return False
+        except OSError:
+            return True  # gone: nothing hidden
+
+    def listen_ports_by_user(self) -> dict | None:
+        out: dict = {}
+        for _, _, port, _, uid in self._listen_sockets():
+            out.setdefault(username_of(uid), set()).add(port)
+        return {user: sorted(ports) for user, ports in out.items()}
+
+    def ppid(self, pid: int) -> int | None:
+        try:
+            return self._stat(pid)[1]
+        except (OSError, ValueError):
+            return None
 
     def candidate_cmdline(self, pid: int) -> list | None:
         """One read of /proc/PID/cmdline; psutil.Process() would also read /proc/PID/stat per process."""
@@ -334,6 +380,21 @@ class PsutilBackend(Backend):
             return getter()
         except (self._psutil.AccessDenied, self._psutil.ZombieProcess):
             return None
+
+    def sockets_visible(self, pid: int) -> bool:
+        try:
+            self._psutil.Process(pid).net_connections(kind="tcp")
+            return True
+        except self._psutil.AccessDenied:
+            return False
+        except (self._psutil.NoSuchProcess, self._psutil.ZombieProcess):
+            return True
+
+    def descendants(self, pid: int) -> list:
+        try:
+            return [c.pid for c in self._psutil.Process(pid).children(recursive=True)]
+        except self._unreadable:
+            return []
 
     def listening(self, ports: set | None, pids: list | None) -> list:
         if pids is not None:  # macOS: only our own processes' sockets are readable without root
@@ -674,6 +735,12 @@ class Probe:
         """Every LISTEN TCP socket on `ports`, or of `pids`: never a mere client of a port."""
         return self.backend.listening(set(ports) if ports is not None else None, pids)
 
+    def listens_on(self, pid: int, port: int) -> bool:
+        """Whether `pid` or one of its descendants (a wrapper's child) holds a LISTEN socket on `port`. Asked of
+        those processes' own sockets, which a user may always read (macOS refuses a normal user the
+        system-wide list)."""
+        return bool(self.backend.listening({port}, [pid]) or self.backend.listening({port}, self.backend.descendants(pid)))
+
     def holders(self, port: int) -> list:
         """Who LISTENs on `port`, with what we can tell about each process."""
         rows = []
@@ -715,8 +782,17 @@ class Probe:
                 continue
             processes.append(info)
         socks = self.listening(pids=[p["pid"] for p in processes if not p["zombie"]]) if processes else []
+        by_user = None
         for p in processes:
             p["listen"] = [s for s in socks if s["pid"] == p["pid"]]
+            # Another user's process, seen by a normal user: its sockets are hidden, but on Linux the socket
+            # table still says which ports that user listens on.
+            p["sockets_visible"] = p["zombie"] or self.backend.sockets_visible(p["pid"])
+            p["user_listen_ports"] = None
+            if not p["sockets_visible"]:
+                by_user = self.backend.listen_ports_by_user() if by_user is None else by_user
+                if by_user is not None:
+                    p["user_listen_ports"] = by_user.get(p["username"], [])
             # Resolve a relative --logdir against the process's own cwd here, where that cwd means something.
             logdir = flag_value(tensorboard_args(p["cmdline"]) or [], "logdir")
             p["logdir_abs"] = None
@@ -810,7 +886,10 @@ class Probe:
             time.sleep(0.02)
 
     def wait_ready(self, pid: int, create_time: float | None, port: int, path: str, timeout: float) -> dict:
-        """Poll `GET path` on 127.0.0.1:port until it answers 200, the process dies, or time runs out.
+        """Poll `GET path` on 127.0.0.1:port until it answers 200 from a socket of `pid` (or of a child of
+        it), the process dies, or time runs out. An answer from anyone else's socket (`reason: held`) means
+        another process took the port between the check and TensorBoard's bind: TensorBoard's --port is
+        readable by every user in its command line, so that may be on purpose.
 
         Done here, on the host, so a remote start costs one round trip, not one per poll.
         """
@@ -821,10 +900,12 @@ class Probe:
                 return {"ready": False, "reason": "exited", "elapsed": time.monotonic() - started}
             try:
                 status, body = _http_get(port, path, 2.0)
-                if status == 200:
-                    return {"ready": True, "body": body, "elapsed": time.monotonic() - started}
             except Exception:  # not answering yet, or something that is not HTTP holds the port meanwhile
-                pass
+                status, body = None, ""
+            if status == 200:
+                if self.listens_on(pid, port):
+                    return {"ready": True, "body": body, "elapsed": time.monotonic() - started}
+                return {"ready": False, "reason": "held", "elapsed": time.monotonic() - started}
             if time.monotonic() >= deadline:
                 return {"ready": False, "reason": "timeout", "elapsed": time.monotonic() - started}
             time.sleep(0.01)

@@ -303,6 +303,20 @@ def start_client(reaper: ProcessReaper, port: int, host: str = "127.0.0.1") -> s
     return proc
 
 
+# A web server whose command line looks like TensorBoard's (run it as a file named `tensorboard`, with
+# `--port N` and any other flags): answers every GET with 200 and `{}`. For tests of what tbctl makes of a
+# TensorBoard it did not start, hostile flags included; it needs only the system's python3.
+FAKE_TENSORBOARD = r"""#!/usr/bin/env python3
+import http.server, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"{}")
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
 class LoggedPopen(subprocess.Popen[bytes]):
     log_path: Path  # combined stdout/stderr
 
