@@ -181,3 +181,31 @@ with StateStore(Path(sys.argv[1])).lock("state"):
     finally:
         holder.kill()
         holder.wait(timeout=10)
+
+
+@pytest.mark.timeout(60)
+def test_the_foreground_and_the_forwarder_handle_only_signals_the_platform_has(state_dir: Path) -> None:
+    """Windows has no SIGHUP: holding a forward still turns SIGTERM into a clean exit, and the background
+    forwarder still starts (here it finds nothing to forward and exits)."""
+    done = windows_like(WINDOWS_LIKE + """
+from pathlib import Path
+from tbctl import daemon
+from tbctl.core.expose import interrupt_on_hangup
+from tbctl.errors import TbctlError
+from tbctl.state import StateStore
+
+try:
+    with interrupt_on_hangup():
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.pause() if hasattr(signal, "pause") else None
+except KeyboardInterrupt:
+    print("interrupted")
+
+def no_host():
+    raise TbctlError("no SSH client here")
+
+print("exit", daemon.serve("gpu1", StateStore(Path(sys.argv[1])), no_host).name)
+""", str(state_dir))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert (lines[0], lines[-1]) == ("interrupted", "exit OK"), done.stdout
