@@ -209,3 +209,22 @@ print("exit", daemon.serve("gpu1", StateStore(Path(sys.argv[1])), no_host).name)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert (lines[0], lines[-1]) == ("interrupted", "exit OK"), done.stdout
+
+
+def test_ssh_openssh_is_refused_on_windows_in_one_line(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows' OpenSSH has no ControlMaster, so tbctl's openssh backend cannot work there: asked for by
+    --ssh, TBCTL_SSH or the config file, it is a usage error (exit 2) that says so, and paramiko is the
+    default. sys.platform is set to Windows' for the test only: the decision reads nothing else (platformdirs,
+    which chooses its implementation when imported, is imported first)."""
+    import platformdirs  # noqa: F401
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    refused = cli("--ssh", "openssh", "ls", "--host", "gpu1", exit_code=2)
+    assert "tbctl: --ssh openssh cannot work on Windows: Windows' OpenSSH cannot multiplex connections" in (
+        refused.stderr.splitlines())
+    monkeypatch.setenv("TBCTL_SSH", "openssh")
+    assert "TBCTL_SSH" in cli("config", "show", exit_code=2).stderr
+    monkeypatch.delenv("TBCTL_SSH")
+    shown = cli("config", "show", "--json").json()
+    assert (shown["ssh_in_effect"], shown["ssh_reason"]) == (
+        "paramiko", "Windows' OpenSSH cannot multiplex connections; using tbctl's own SSH client")
