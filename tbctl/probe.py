@@ -442,15 +442,23 @@ class WindowsControl:
 
     # A console control event reaches only the processes of the sender's console, and the child has its
     # own: this short helper leaves its console, attaches to the child's and sends the break to the child's
-    # group, so tbctl's own console never sees it. Exit 0: sent.
+    # group, so tbctl's own console never sees it. Only where that console holds nothing but the process
+    # and its descendants (argv: the pids of that tree): a pid that leads no group is said to get the
+    # break sent to its whole console, which for a TensorBoard started in a terminal is the user's shell.
+    # Exit 0: sent.
     BREAK_HELPER = (
         "import ctypes, signal, sys\n"
         "signal.signal(signal.SIGBREAK, signal.SIG_IGN)\n"
         "kernel32 = ctypes.WinDLL('kernel32', use_last_error=True)\n"
-        "pid = int(sys.argv[1])\n"
+        "pid, tree = int(sys.argv[1]), {int(p) for p in sys.argv[1:]}\n"
         "kernel32.FreeConsole()\n"
-        "sent = kernel32.AttachConsole(pid) and kernel32.GenerateConsoleCtrlEvent(%d, pid)\n"
-        "sys.exit(0 if sent else 1)\n" % CTRL_BREAK_EVENT
+        "if not kernel32.AttachConsole(pid):\n"
+        "    sys.exit(1)\n"
+        "pids = (ctypes.c_uint32 * 64)()\n"
+        "n = kernel32.GetConsoleProcessList(pids, 64)\n"
+        "others = set(pids[:min(n, 64)]) - tree - {kernel32.GetCurrentProcessId()}\n"
+        "sys.exit(0 if 0 < n <= 64 and not others and kernel32.GenerateConsoleCtrlEvent(%d, pid) else 1)\n"
+        % CTRL_BREAK_EVENT
     )
 
     def __init__(self) -> None:
@@ -491,16 +499,23 @@ class WindowsControl:
             raise PermissionError(str(exc)) from None
         return True
 
-    def break_argv(self, pid: int) -> list:
-        return [sys.executable, "-I", "-c", self.BREAK_HELPER, str(pid)]
+    def break_argv(self, pid: int, descendants: list) -> list:
+        return [sys.executable, "-I", "-c", self.BREAK_HELPER, str(pid)] + [str(p) for p in descendants]
 
     def ask_to_stop(self, pid: int) -> bool:
         """CTRL_BREAK_EVENT to the process group `pid` leads (launch() made it one); False when it could
-        not be sent (a process with no console, or not started by tbctl in a group of its own)."""
+        not be sent: a process with no console, or one sharing a console with others (started in a
+        terminal, not by tbctl), which has no graceful stop from here."""
         import subprocess
 
+        import psutil
+
         try:
-            done = subprocess.run(self.break_argv(pid), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            descendants = [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            return False
+        try:
+            done = subprocess.run(self.break_argv(pid, descendants), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, timeout=10, **self.popen_options())
         except (OSError, subprocess.TimeoutExpired):
             return False
@@ -651,9 +666,11 @@ def ensure_private_dir(path: str) -> None:
 
 def open_private(path: str, flags: int) -> int:
     """os.open for tbctl's own files: 0600 when created, and never through a symlink (ELOOP instead).
-    Windows has no O_NOFOLLOW; a symlink there needs an administrator or Developer Mode to be made."""
+    Windows has no O_NOFOLLOW (a symlink there needs an administrator or Developer Mode to be made), and
+    opens in text mode (CRLF, and ^Z as the end) unless asked for O_BINARY."""
     nofollow = getattr(os, "O_NOFOLLOW", 0)
-    return os.open(path, flags | nofollow | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
+    binary = getattr(os, "O_BINARY", 0)
+    return os.open(path, flags | nofollow | binary | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
 
 
 # --- logs, HTTP, programs, files: what needs no backend ----------------------------------------------------

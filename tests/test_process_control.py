@@ -145,11 +145,35 @@ def test_windows_never_touches_a_pid_that_is_another_process_now(reaper: Process
     assert control.asked == [] and other.poll() is None
 
 
-def test_windows_break_helper_is_python_that_names_the_pid() -> None:
-    argv = WindowsControl().break_argv(4242)
-    assert argv[:3] == [sys.executable, "-I", "-c"] and argv[-1] == "4242"
+def test_windows_break_helper_is_python_that_names_the_process_tree() -> None:
+    argv = WindowsControl().break_argv(4242, [4243, 4250])
+    assert argv[:3] == [sys.executable, "-I", "-c"] and argv[4:] == ["4242", "4243", "4250"]
     compile(argv[3], "<break helper>", "exec")  # it runs only on Windows (below); here: it is valid Python
-    assert "GenerateConsoleCtrlEvent(1, pid)" in argv[3]
+    assert "GenerateConsoleCtrlEvent(1, pid)" in argv[3] and "GetConsoleProcessList" in argv[3]
+
+
+@pytest.mark.timeout(60)
+def test_windows_asks_the_helper_about_the_whole_tree_of_the_process(
+        reaper: ProcessReaper, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helper is told the process and its descendants (psutil's, of a real parent and child), so that
+    it sends the break only where the console holds nothing else; what it answers is what ask_to_stop says."""
+    parent = reaper.popen([sys.executable, "-c", "import subprocess, sys, time; "
+                           "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"])
+    deadline = time.monotonic() + 20
+    while not psutil.Process(parent.pid).children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = psutil.Process(parent.pid).children()[0]
+    reaper.adopt(child)
+    ran: list[list[str]] = []
+
+    def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        ran.append(argv)
+        assert kwargs["creationflags"] == WindowsControl.popen_options()["creationflags"]
+        return subprocess.CompletedProcess(argv, 1)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    assert WindowsControl().ask_to_stop(parent.pid) is False
+    assert [argv[4:] for argv in ran] == [[str(parent.pid), str(child.pid)]]
 
 
 # --- on Windows itself --------------------------------------------------------------------------------------
