@@ -579,8 +579,10 @@ def find_tensorboard(explicit: str | None = None, env_prefix: str | None = None,
         prefixes.append(os.path.expanduser(env_prefix))
     else:
         prefixes.append(os.path.dirname(os.path.dirname(os.path.abspath(sys.executable))))
+    # an environment keeps its programs in bin/, or on Windows in Scripts\ as .exe launchers
+    programs = ("Scripts", "tensorboard.exe") if os.name == "nt" else ("bin", "tensorboard")
     for prefix in prefixes:
-        candidate = os.path.join(prefix, "bin", "tensorboard")
+        candidate = os.path.join(prefix, *programs)
         searched.append(candidate)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return {"path": candidate, "searched": searched}

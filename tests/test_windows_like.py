@@ -230,3 +230,19 @@ def test_ssh_openssh_is_refused_on_windows_in_one_line(cli: Cli, monkeypatch: py
     shown = cli("config", "show", "--json").json()
     assert (shown["ssh_in_effect"], shown["ssh_reason"]) == (
         "paramiko", "Windows' OpenSSH cannot multiplex connections; using tbctl's own SSH client")
+
+
+def test_tensorboard_is_found_in_a_windows_environments_scripts_folder(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Windows venv or conda env keeps its programs in Scripts\\ as .exe launchers, not in bin/ (os.name
+    is set to Windows' for the call: nothing else here reads it before the file is found)."""
+    from tbctl.probe import find_tensorboard
+
+    exe = tmp_path / "env" / "Scripts" / "tensorboard.exe"
+    exe.parent.mkdir(parents=True)
+    exe.write_bytes(b"MZ")
+    exe.chmod(0o755)
+    with monkeypatch.context() as windows:
+        windows.setattr(os, "name", "nt")
+        found = find_tensorboard(env_prefix=str(tmp_path / "env"))
+    assert found["path"] == str(exe), found
