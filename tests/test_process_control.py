@@ -62,6 +62,14 @@ def launched(probe_: Probe, tmp_path: Path, reaper: ProcessReaper) -> tuple[int,
     return started["pid"], started["create_time"]
 
 
+def windows_launch(tmp_path: Path, reaper: ProcessReaper, *,
+                   breaks_reach: bool) -> tuple[RecordedWindowsControl, Probe, int, float]:
+    """A real child launched by a probe with Windows' control (CTRL_BREAK recorded)."""
+    control = RecordedWindowsControl(breaks_reach=breaks_reach)
+    local = Probe(control=control)
+    return (control, local, *launched(local, tmp_path, reaper))
+
+
 def wait_dead(pid: int, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -87,9 +95,7 @@ def test_windows_launches_in_a_process_group_and_a_windowless_console_of_its_own
 @pytest.mark.timeout(60)
 def test_windows_launch_hands_popen_its_flags_and_knows_its_child_by_the_handle(
         tmp_path: Path, reaper: ProcessReaper, popen_options: list[dict[str, Any]]) -> None:
-    control = RecordedWindowsControl(breaks_reach=True)
-    local = Probe(control=control)
-    pid, create_time = launched(local, tmp_path, reaper)
+    control, local, pid, create_time = windows_launch(tmp_path, reaper, breaks_reach=True)
     assert popen_options[-1]["creationflags"] == WindowsControl.popen_options()["creationflags"]
     assert "start_new_session" not in popen_options[-1]
     assert local.alive(pid, create_time) and control.child_running(pid) is True
@@ -102,9 +108,7 @@ def test_windows_launch_hands_popen_its_flags_and_knows_its_child_by_the_handle(
 @pytest.mark.timeout(60)
 def test_windows_stops_with_ctrl_break_first_and_leaves_the_process_to_exit(
         tmp_path: Path, reaper: ProcessReaper, popen_options: list[dict[str, Any]]) -> None:
-    control = RecordedWindowsControl(breaks_reach=True)
-    local = Probe(control=control)
-    pid, create_time = launched(local, tmp_path, reaper)
+    control, local, pid, create_time = windows_launch(tmp_path, reaper, breaks_reach=True)
     assert local.send_signal(pid, create_time, "SIGTERM") == {"outcome": "sent"}
     assert control.asked == [pid]
     assert alive(pid)  # nothing was terminated: the break (not sent here) is what would end it
@@ -113,9 +117,7 @@ def test_windows_stops_with_ctrl_break_first_and_leaves_the_process_to_exit(
 @pytest.mark.timeout(60)
 def test_windows_terminates_what_no_ctrl_break_can_reach(
         tmp_path: Path, reaper: ProcessReaper, popen_options: list[dict[str, Any]]) -> None:
-    control = RecordedWindowsControl(breaks_reach=False)
-    local = Probe(control=control)
-    pid, create_time = launched(local, tmp_path, reaper)
+    control, local, pid, create_time = windows_launch(tmp_path, reaper, breaks_reach=False)
     assert local.send_signal(pid, create_time, "SIGTERM") == {"outcome": "sent"}
     assert control.asked == [pid] and wait_dead(pid)
     assert local.wait_gone([[pid, create_time]], 5.0) == {"alive": []}
@@ -124,9 +126,7 @@ def test_windows_terminates_what_no_ctrl_break_can_reach(
 @pytest.mark.timeout(60)
 def test_windows_sigkill_is_terminate_at_once(tmp_path: Path, reaper: ProcessReaper,
                                               popen_options: list[dict[str, Any]]) -> None:
-    control = RecordedWindowsControl(breaks_reach=True)
-    local = Probe(control=control)
-    pid, create_time = launched(local, tmp_path, reaper)
+    control, local, pid, create_time = windows_launch(tmp_path, reaper, breaks_reach=True)
     assert local.send_signal(pid, create_time, "SIGKILL") == {"outcome": "sent"}
     assert control.asked == [] and wait_dead(pid)
     assert local.send_signal(pid, create_time, "SIGKILL") == {"outcome": "gone"}
