@@ -220,7 +220,17 @@ def test_ssh_openssh_is_refused_on_windows_in_one_line(cli: Cli, monkeypatch: py
     which chooses its implementation when imported, is imported first)."""
     import platformdirs  # noqa: F401
 
+    from tbctl.hosts.backends import openssh_client
+
+    openssh_client.cache_clear()  # what an earlier test found out on Linux
     monkeypatch.setattr(sys, "platform", "win32")
+    try:
+        _refused_with_the_reason(cli, monkeypatch)
+    finally:
+        openssh_client.cache_clear()  # Windows' answer: not for the tests after this one
+
+
+def _refused_with_the_reason(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     refused = cli("--ssh", "openssh", "ls", "--host", "gpu1", exit_code=2)
     assert "tbctl: --ssh openssh cannot work on Windows: Windows' OpenSSH cannot multiplex connections" in (
         refused.stderr.splitlines())
