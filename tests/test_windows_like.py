@@ -2,9 +2,10 @@
 
 Nothing here runs Windows. The stand-in is an interpreter that cannot import `pwd` or `fcntl` and has no
 `os.getuid`, `os.geteuid`, `signal.SIGKILL`, `signal.SIGHUP`, `os.WNOHANG` or `os.O_NOFOLLOW` (all absent from
-Windows' CPython), running the psutil backend as Windows does (there is no /proc there). What only Windows'
-kernel can answer (creation flags, CTRL_BREAK, TerminateProcess) is tested in tests/test_process_control.py
-against psutil's API; the real thing runs on the windows runner of .github/workflows/tests.yml.
+Windows' CPython), whose `msvcrt.locking` behaves as Windows' does (built here on POSIX record locks), and
+which runs the psutil backend as Windows does (there is no /proc there). What only Windows' kernel can
+answer (creation flags, CTRL_BREAK, TerminateProcess) is tested in tests/test_process_control.py against
+psutil's API; the real thing runs on the windows runner of .github/workflows/tests.yml.
 """
 
 from __future__ import annotations
