@@ -9,7 +9,6 @@ file says which host it serves, so `tbctl connections` can list and `tbctl disco
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -24,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tbctl import locks
 from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError, Unreachable
 from tbctl.hosts import openssh_errors
+from tbctl.probe import current_uid, open_private
 
 if TYPE_CHECKING:
     from tbctl.hosts.openssh import OpenSSHHost
@@ -169,10 +170,10 @@ class Master:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """One tbctl at a time starts the master of a host."""
-        fd = os.open(self.control_path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = open_private(self.control_path + ".lock", os.O_RDWR | os.O_CREAT)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            with locks.held(fd):
+                yield
         finally:
             os.close(fd)
 
@@ -229,7 +230,8 @@ def control_dir(state_dir: Path, *, create: bool = True) -> Path:
     path = state_dir / "ssh"
     if len(str(path)) + 1 + 16 > SOCKET_PATH_MAX:
         tag = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:10]
-        path = Path(tempfile.gettempdir()) / f"tbctl-ssh-{os.getuid()}-{tag}"
+        uid = current_uid()  # Windows has none, and a temp dir of each user's own
+        path = Path(tempfile.gettempdir()) / (f"tbctl-ssh-{uid}-{tag}" if uid is not None else f"tbctl-ssh-{tag}")
     if create:
         _private_dir(path)
     return path
@@ -240,7 +242,8 @@ def _private_dir(path: Path) -> None:
     with contextlib.suppress(FileExistsError):
         path.mkdir(mode=0o700)
     info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+    uid = current_uid()
+    if not stat.S_ISDIR(info.st_mode) or (uid is not None and info.st_uid != uid):
         raise TbctlError(f"{path} is not a directory of yours; refusing to keep SSH sockets there",
                          hint="remove it, or set TBCTL_STATE_DIR to a directory of yours")
     if info.st_mode & 0o077:
@@ -248,7 +251,7 @@ def _private_dir(path: Path) -> None:
 
 
 def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    fd = open_private(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     with os.fdopen(fd, "w") as f:
         f.write(text)
 

@@ -140,7 +140,7 @@ class ProcessReaper:
         pending = _wait_gone(targets, self.grace)
         results += [Reaped(pid, "terminated", cmdlines[pid]) for pid in targets if pid not in pending]
         if pending:
-            _signal_all(pending, signal.SIGKILL)
+            _signal_all(pending, getattr(signal, "SIGKILL", signal.SIGTERM))  # Windows: both TerminateProcess
             still = _wait_gone(pending, KILL_WAIT_S)
             results += [Reaped(pid, "killed", cmdlines[pid]) for pid in pending if pid not in still]
             results += [Reaped(pid, "survived", cmdlines[pid]) for pid in still]
