@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from tbctl import __version__
 from tbctl.cli.environment import Environment
 from tbctl.cli.options import TYPER_SETTINGS, JsonOption, env_of
+from tbctl.cli.visible import TAB, visible
 from tbctl.errors import ExitCode, TbctlError, TensorBoardFailed
 
 # typer vendors click; its UsageError is the base of typer.BadParameter (found without a private import).
@@ -197,8 +198,8 @@ class TbctlGroup(TyperGroup):
                 traceback.print_exc(file=env.stderr)
             env.error(exc.message, exc.hint)
             if isinstance(exc, TensorBoardFailed) and exc.log_tail:
-                env.stderr.write(f"last lines of {exc.log_path}:\n")
-                env.stderr.write("".join(f"  | {line}\n" for line in exc.log_tail.splitlines()))
+                env.stderr.write(f"last lines of {visible(str(exc.log_path))}:\n")
+                env.stderr.write("".join(f"  | {visible(line, keep=TAB)}\n" for line in exc.log_tail.splitlines()))
             raise typer.Exit(exc.exit_code) from None
         except ClickUsageError as exc:  # a subcommand's arguments: one line and a hint, like ours
             if type(exc).__name__ == "NoArgsIsHelpError":  # `tbctl config` alone: its help, on stdout, exit 2

@@ -8,6 +8,7 @@ import typer
 
 from tbctl.cli import render
 from tbctl.cli.completion import complete_targets
+from tbctl.cli.visible import visible
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, command_env, verb_app
 from tbctl.cli.session import browse, connect, store_of
 
@@ -35,7 +36,7 @@ def open_url(
         render.print_json(env, {"url": chosen.url, "opened": opened, "host": chosen.host, "pid": chosen.pid,
                                 "port": chosen.port, "logdir": chosen.logdir})
         return
-    env.stdout.write(chosen.url + "\n")
+    env.stdout.write(visible(chosen.url) + "\n")
     if opened:
         env.info(f"opened {chosen.url} in the browser")
     else:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tbctl.cli.visible import visible
 from tbctl.models import ForwardInfo, FreePortResult, PortHolder, PortReport, StopOutcome, TensorBoardInstance, UpResult, as_json
 
 if TYPE_CHECKING:
@@ -98,7 +99,9 @@ _STATUS_STYLE = {"serving": "green", "starting": "yellow", "stale": "red", "exit
 
 def table(env: Environment, columns: Sequence[str], rows: Sequence[Sequence[str]], *, status_column: int | None = None) -> None:
     """A rich table on a terminal; plain space-aligned columns, one row per line, when piped (for grep
-    and awk, and because a pipe should not pay for importing rich.table)."""
+    and awk, and because a pipe should not pay for importing rich.table). Every cell is shown with its
+    control characters escaped (a logdir or a command line is anyone's text), newlines included."""
+    rows = [[visible(str(c)) for c in r] for r in rows]
     if not env.stdout_isatty:
         widths = [max(len(str(r[i])) for r in [list(columns), *rows]) for i in range(len(columns))]
         for r in [list(columns), *rows]:
@@ -111,7 +114,7 @@ def table(env: Environment, columns: Sequence[str], rows: Sequence[Sequence[str]
     for column in columns:
         rich_table.add_column(column, overflow="fold", no_wrap=column == "url")
     for r in rows:
-        cells = [escape(str(c)) for c in r]
+        cells = [escape(c) for c in r]
         if status_column is not None:
             style = _STATUS_STYLE.get(str(r[status_column]).split(" ")[0], "")
             if style:
@@ -131,7 +134,7 @@ def up_result(env: Environment, result: UpResult) -> None:
         if inst.log_path:
             env.info(f"log: {inst.log_path}")
     # The URL alone on stdout, so `$(tbctl up -q runs)` is the URL.
-    env.stdout.write(result.url + "\n")
+    env.stdout.write(visible(result.url) + "\n")
 
 
 _STOP_WORDS = {
@@ -172,7 +175,7 @@ def holder_line(holder: PortHolder) -> str:
     user = holder.user or "another user"
     return (
         f"{who}  {kind}user {user}  {holder.family} {holder.addr}  since {since(holder.create_time)}\n"
-        f"    {_short(holder.command, 200)}"
+        f"    {_short(visible(holder.command), 200)}"
     )
 
 
@@ -197,6 +200,6 @@ def free_port_result(env: Environment, result: FreePortResult) -> None:
                 f"not signalled (run tbctl with sudo to stop it)"
             )
         else:
-            env.result_line(f"{_STOP_WORDS.get(o.outcome, o.outcome)} pid {h.pid} ({_short(h.command, 60)})")
+            env.result_line(f"{_STOP_WORDS.get(o.outcome, o.outcome)} pid {h.pid} ({_short(visible(h.command), 60)})")
     if result.freed:
         env.result_line(f"port {result.port} is free")

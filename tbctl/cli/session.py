@@ -6,6 +6,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from tbctl.cli.environment import Environment
+from tbctl.cli.visible import visible
 
 if TYPE_CHECKING:
     from tbctl.core.reach import Reach
@@ -29,7 +30,7 @@ class TerminalPrompter:
         import getpass
 
         with self.env.paused():  # a spinner redrawn over the prompt would hide what is being asked
-            return getpass.getpass(prompt, stream=self.env.stderr)
+            return getpass.getpass(visible(prompt, keep="\n"), stream=self.env.stderr)  # the server's words
 
     def paused(self) -> contextlib.AbstractContextManager[None]:
         """While ssh itself may be asking on the terminal (the OpenSSH backend)."""
@@ -37,7 +38,7 @@ class TerminalPrompter:
 
     def ask(self, prompt: str) -> str:
         with self.env.paused():
-            self.env.stderr.write(prompt)
+            self.env.stderr.write(visible(prompt, keep="\n"))
             self.env.stderr.flush()
             return self.env.stdin.readline().rstrip("\n")
 

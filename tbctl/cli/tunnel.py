@@ -8,6 +8,7 @@ import typer
 
 from tbctl.cli import render
 from tbctl.cli.completion import complete_hosts
+from tbctl.cli.visible import visible
 from tbctl.cli.options import ConnectTimeoutOption, JsonOption, command_env, verb_app
 from tbctl.cli.session import reach, SessionNarrator, open_in_browser, store_of
 
@@ -37,7 +38,7 @@ def tunnel(
             render.print_json(env, result)
         else:
             env.info(f"{result.host}:{result.remote_port} → 127.0.0.1:{result.local_port}")
-            env.stdout.write(result.url + "\n")
+            env.stdout.write(visible(result.url) + "\n")
         env.stdout.flush()
         if opens_browser(open_browser, env.settings, host_spec):
             open_in_browser(env, result.url)
