@@ -202,6 +202,9 @@ MALFORMED = [
     ('env = "~/venv"\n', 1, "env", "unknown key"),
     ("[hosts.gpu1]\nport = 6010\n[hosts.gpu1]\nport = 6011\n", 3, None, "invalid TOML"),
     ('tensorboard_args = [\n  "--a",\n  1,\n]\nport = "x"\n', 1, "tensorboard_args", "a list of strings"),
+    # an unfinished value at the end of the file: tomllib says "at end of document", with no line
+    ("port = [\n", 1, "port", "invalid TOML: Invalid value"),
+    ('timeout = 5\n\nlogdir = "runs\n\n', 3, "logdir", "invalid TOML"),
 ]
 
 
