@@ -199,6 +199,7 @@ def merged_request(request: ServeRequest, settings: Settings) -> tuple[UpRequest
         tensorboard=request.tensorboard or per_host.tensorboard,
         env_prefix=request.env_prefix or per_host.env,
         extra_args=per_host.tensorboard_args + request.extra_args,
+        tensorboard_from="--tensorboard" if request.tensorboard else settings.origin("tensorboard", request.host),
     )
     wanted_local = parse_port(request.local_port, source="--local-port") if request.local_port is not None else per_host.local_port
     return up_request, wanted_local
@@ -215,7 +216,8 @@ def job_request(request: ServeRequest, up_request: UpRequest) -> JobUpRequest:
     return JobUpRequest(job=request.job, job_name=request.job_name, node=request.node, logdir=up_request.logdir,
                         port=up_request.port, timeout=up_request.timeout, wait=request.wait, new=request.new,
                         tensorboard=up_request.tensorboard, env_prefix=up_request.env_prefix,
-                        extra_args=up_request.extra_args, bind_node_address=request.bind_node_address)
+                        extra_args=up_request.extra_args, bind_node_address=request.bind_node_address,
+                        tensorboard_from=up_request.tensorboard_from)
 
 
 def with_forward(result: UpResult, forward_port: int | None, warning: str = "") -> UpResult:
