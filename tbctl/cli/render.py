@@ -93,6 +93,43 @@ def forwards_table(env: Environment, forwards: Sequence[ForwardInfo]) -> None:
     table(env, ["host", "local", "remote", "url", "forwarder", "tensorboard", "tunnel"], rows, status_column=6)
 
 
+# The columns a narrow terminal may shorten, and where: paths in the middle (their start and their run name
+# stay), free text at the end. The others (pid, port, url, user, …) stay whole: they are what one copies.
+_SHORTEN = {"logdir": "middle", "host": "middle", "status": "end", "tunnel": "end", "job": "end"}
+_NARROWEST = 8  # a shortened cell keeps at least this many characters (or its header's width)
+
+
+def shorten(text: str, width: int, *, where: str = "middle") -> str:
+    """`text` in at most `width` characters, with "…" where the rest was taken out."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    if where == "end":
+        return text[: width - 1] + "…"
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def fit_rows(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, gap: int) -> list[list[str]]:
+    """`rows` with the cells of the shortenable columns cut (widest column first) until a row, its columns
+    `gap` spaces apart, fits in `width` characters, so that a terminal shows one row per line instead of
+    folding cells into pieces."""
+    natural = [max([len(column), *(len(r[i]) for r in rows)]) for i, column in enumerate(columns)]
+    widths = list(natural)
+    excess = sum(widths) + gap * (len(widths) - 1) - width
+    floor = {i: max(len(c), _NARROWEST) for i, c in enumerate(columns) if c in _SHORTEN}
+    while excess > 0:
+        shrinkable = [i for i in floor if widths[i] > floor[i]]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda i: widths[i])
+        widths[widest] -= 1
+        excess -= 1
+    return [[shorten(cell, widths[i], where=_SHORTEN.get(columns[i], "end")) if widths[i] < natural[i] else cell
+             for i, cell in enumerate(r)] for r in rows]
+
+
 _STATUS_STYLE = {"serving": "green", "starting": "yellow", "stale": "red", "exited": "yellow", "dead": "red", "down": "red",
                  "up": "green", "reconnecting": "yellow", "error:": "red"}
 
@@ -110,9 +147,13 @@ def table(env: Environment, columns: Sequence[str], rows: Sequence[Sequence[str]
     from rich.markup import escape
     from rich.table import Table
 
-    rich_table = Table(box=None, pad_edge=False, header_style="bold")
+    # Columns two spaces apart; one (as `ps` does) when the rows would not fit the terminal otherwise.
+    natural = sum(max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns))
+    gap = 2 if natural + 2 * (len(columns) - 1) <= env.console.width else 1
+    rows = fit_rows(columns, rows, env.console.width, gap=gap)
+    rich_table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, gap, 0, 0), collapse_padding=True)
     for column in columns:
-        rich_table.add_column(column, overflow="fold", no_wrap=column == "url")
+        rich_table.add_column(column, overflow="ellipsis", no_wrap=True, min_width=len(column))
     for r in rows:
         cells = [escape(c) for c in r]
         if status_column is not None:
