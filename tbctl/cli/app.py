@@ -178,12 +178,15 @@ class TbctlGroup(TyperGroup):
         return super().main(hoist_global_options(self, sys.argv[1:] if args is None else args), *pos, **kwargs)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:
+            # `tbctl` alone asks what tbctl does: the help is the answer, not an error. On stdout with exit 0,
+            # as gh, docker and pip do (git exits 1), so `tbctl | less` pages it and nothing reads as a failure.
+            typer.echo(ctx.get_help())
+            ctx.exit(0)
         # tbctl's own options are parsed here, before invoke(): its handler below never sees their errors.
         try:
             return super().parse_args(ctx, args)
         except ClickUsageError as exc:
-            if type(exc).__name__ == "NoArgsIsHelpError":  # `tbctl` alone: the help (exit 2), not an error line
-                raise
             _usage_error(ctx, exc)
 
     def invoke(self, ctx: Any) -> Any:

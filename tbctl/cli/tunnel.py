@@ -20,7 +20,7 @@ def tunnel(
     ctx: typer.Context,
     host_spec: Annotated[str, typer.Argument(metavar="HOST", help="ssh_config alias or [user@]host[:port].", autocompletion=complete_hosts)],
     remote_port: Annotated[str, typer.Argument(metavar="REMOTE_PORT")],
-    local_port: Annotated[Optional[str], typer.Option("--local-port", help="Local end (default REMOTE_PORT+10000).")] = None,
+    local_port: Annotated[Optional[str], typer.Option("--local-port", metavar="PORT", help="Local end (default REMOTE_PORT+10000).")] = None,
     connect_timeout: ConnectTimeoutOption = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Forward in the background and return; `tbctl down LOCAL_PORT` ends it.")] = False,
     open_browser: Annotated[Optional[bool], typer.Option("--open/--no-open", help="Open the URL in a browser (default: `open` in the config file, else no).")] = None,
