@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "connections": "tbctl.cli.connections:connections_command",
     "disconnect": "tbctl.cli.connections:disconnect_command",
     "config": "tbctl.cli.config:command",
+    "completion": "tbctl.cli.completion_script:command",
 }
 
 
@@ -233,6 +234,9 @@ def _usage_error(ctx: Any, exc: Any) -> NoReturn:
 
         close = difflib.get_close_matches(exc.option_name, exc.possibilities, n=3, cutoff=SUGGEST_CUTOFF)
         message = exc.message + (f" (did you mean {' or '.join(close)}?)" if close else "")
+        if exc.option_name in ("--install-completion", "--show-completion"):  # typer's usual options
+            env_of(ctx).error(message, "`tbctl completion bash|zsh|fish|powershell` prints the script")
+            raise typer.Exit(ExitCode.USAGE) from None
     env_of(ctx).error(message, f"see '{sub} -h'")
     raise typer.Exit(ExitCode.USAGE) from None
 
