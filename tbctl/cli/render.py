@@ -210,14 +210,21 @@ def stop_outcomes(env: Environment, outcomes: Sequence[StopOutcome], *, closed_f
         env.result_line(line)
 
 
+# Why a holder can be known only by its socket: the kernel shows every socket's owner to everyone, but which
+# process holds it (its pid, command line, start time) only to that process's user and to root.
+HIDDEN_HOLDER = "which process it is: shown only to that user and root"
+
+
 def holder_line(holder: PortHolder) -> str:
-    who = f"pid {holder.pid}" if holder.pid is not None else "pid ?"
-    kind = "TensorBoard, " if holder.is_tensorboard else ""
     user = holder.user or "another user"
-    return (
-        f"{who}  {kind}user {user}  {holder.family} {holder.addr}  since {since(holder.create_time)}\n"
-        f"    {_short(visible(holder.command), 200)}"
-    )
+    where = f"{holder.family} {holder.addr}"
+    if holder.pid is None:
+        return f"a process of {user}  {where}\n    (tbctl cannot see {HIDDEN_HOLDER})"
+    kind = "TensorBoard, " if holder.is_tensorboard else ""
+    started = f"  since {since(holder.create_time)}" if holder.create_time is not None else ""
+    command = _short(visible(holder.command), 200) if holder.cmdline else \
+        "(tbctl cannot see its command line: another user's process)"
+    return f"pid {holder.pid}  {kind}user {user}  {where}{started}\n    {command}"
 
 
 def port_report(env: Environment, report: PortReport) -> None:
@@ -236,10 +243,9 @@ def free_port_result(env: Environment, result: FreePortResult) -> None:
     for o in result.outcomes:
         h = o.holder
         if o.outcome == "denied":
-            env.warn(
-                f"pid {h.pid if h.pid is not None else '?'} belongs to {h.user or 'another user'}; "
-                f"not signalled (run tbctl with sudo to stop it)"
-            )
+            what = f"pid {h.pid}" if h.pid is not None else f"the holder on {h.family} {h.addr}"
+            env.warn(f"{what} belongs to {h.user or 'another user'}; not signalled: only root may signal another "
+                     "user's process (run tbctl with sudo to stop it)")
         else:
             env.result_line(f"{_STOP_WORDS.get(o.outcome, o.outcome)} pid {h.pid} ({_short(visible(h.command), 60)})")
     if result.freed:
