@@ -137,6 +137,13 @@ def flush_warnings(env: Environment, store: StateStore) -> None:
     store.warnings.clear()
 
 
-def open_in_browser(env: Environment, url: str) -> None:
-    if not browse(url):
-        env.info(f"no browser available; open {url}")
+def open_in_browser(env: Environment, url: str) -> bool:
+    """Hand `url` to a browser and say how that went. The URL is already on stdout: flushed first, so that
+    in one stream (`2>&1`, a log) it comes before the words about it; they name it too, wherever stdout went."""
+    env.stdout.flush()
+    opened = browse(url)
+    if opened:
+        env.info(f"opened {url} in the browser")
+    else:
+        env.info(f"no browser available here; open {url} yourself")
+    return opened
