@@ -277,7 +277,8 @@ def read_config(path: Path) -> ConfigFile | None:
                 hosts[name] = {k: _check(path, text, ("hosts", name, k), v, HOST_KEYS) for k, v in section.items()}
         else:
             top[key] = _check(path, text, (key,), value, TOP_LEVEL_KEYS)
-    keys = [(key,) for key in top] + [("hosts", name, key) for name, section in hosts.items() for key in section]
+    keys: list[tuple[str, ...]] = [(key,) for key in top]
+    keys += [("hosts", name, key) for name, section in hosts.items() for key in section]
     lines = {key: line for key in keys if (line := locate_key(text, key)) is not None}
     return ConfigFile(path=path, top=top, hosts=hosts, lines=lines)
 
