@@ -111,12 +111,13 @@ def shorten(text: str, width: int, *, where: str = "middle") -> str:
     return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
-def fit_rows(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, gap: int) -> list[list[str]]:
-    """`rows` with the cells of the shortenable columns cut (widest column first) until a row, its columns
-    `gap` spaces apart, fits in `width` characters, so that a terminal shows one row per line instead of
-    folding cells into pieces."""
+def fit_rows(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> tuple[list[list[str]], int]:
+    """(`rows` with the cells of the shortenable columns cut, widest column first, until a row fits in
+    `width` characters, the gap between columns): so that a terminal shows one row per line instead of
+    folding cells into pieces. Columns go two spaces apart, or one (as in `ps`) when two do not fit."""
     natural = [max([len(column), *(len(r[i]) for r in rows)]) for i, column in enumerate(columns)]
     widths = list(natural)
+    gap = 2 if sum(natural) + 2 * (len(columns) - 1) <= width else 1
     excess = sum(widths) + gap * (len(widths) - 1) - width
     floor = {i: max(len(c), _NARROWEST) for i, c in enumerate(columns) if c in _SHORTEN}
     while excess > 0:
@@ -126,8 +127,9 @@ def fit_rows(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int, 
         widest = max(shrinkable, key=lambda i: widths[i])
         widths[widest] -= 1
         excess -= 1
-    return [[shorten(cell, widths[i], where=_SHORTEN.get(columns[i], "end")) if widths[i] < natural[i] else cell
-             for i, cell in enumerate(r)] for r in rows]
+    fitted = [[shorten(cell, widths[i], where=_SHORTEN.get(columns[i], "end")) if widths[i] < natural[i] else cell
+               for i, cell in enumerate(r)] for r in rows]
+    return fitted, gap
 
 
 _STATUS_STYLE = {"serving": "green", "starting": "yellow", "stale": "red", "exited": "yellow", "dead": "red", "down": "red",
@@ -147,11 +149,8 @@ def table(env: Environment, columns: Sequence[str], rows: Sequence[Sequence[str]
     from rich.markup import escape
     from rich.table import Table
 
-    # Columns two spaces apart; one (as `ps` does) when the rows would not fit the terminal otherwise.
-    natural = sum(max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns))
-    gap = 2 if natural + 2 * (len(columns) - 1) <= env.console.width else 1
-    rows = fit_rows(columns, rows, env.console.width, gap=gap)
-    rich_table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, gap, 0, 0), collapse_padding=True)
+    rows, gap = fit_rows(columns, rows, env.console.width)
+    rich_table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, gap, 0, 0))
     for column in columns:
         rich_table.add_column(column, overflow="ellipsis", no_wrap=True, min_width=len(column))
     for r in rows:
