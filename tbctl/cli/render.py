@@ -94,8 +94,8 @@ def forwards_table(env: Environment, forwards: Sequence[ForwardInfo]) -> None:
 
 
 # The columns a narrow terminal may shorten, and where: paths in the middle (their start and their run name
-# stay), free text at the end. The others (pid, port, url, user, …) stay whole: they are what one copies.
-_SHORTEN = {"logdir": "middle", "host": "middle", "status": "end", "tunnel": "end", "job": "end"}
+# stay), names and free text at the end. The others (pid, port, url, …) stay whole: they are what one copies.
+_SHORTEN = {"logdir": "middle", "host": "middle", "user": "end", "status": "end", "tunnel": "end", "job": "end"}
 _NARROWEST = 8  # a shortened cell keeps at least this many characters (or its header's width)
 
 
