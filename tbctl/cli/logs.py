@@ -24,7 +24,7 @@ def logs(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="PORT|PID|LOGDIR", show_default=False, autocompletion=complete_targets)],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep showing what is written until Ctrl-C or TensorBoard exits.")] = False,
-    lines: Annotated[str, typer.Option("--lines", "-n", metavar="N", help="How many of the last lines to show first.")] = "50",
+    lines: Annotated[str, typer.Option("--lines", "-n", metavar="N", show_default=False, help="How many of the last lines to show first (default 50).")] = "50",
     host_spec: HostOption = None,
     connect_timeout: ConnectTimeoutOption = None,
     json_output: JsonOption = False,
