@@ -98,7 +98,7 @@ class Environment:
         """One step of a slow operation: replaces the status line on a terminal, else a plain line."""
         if self.quiet:
             return
-        text = visible(text, keep="\n")
+        text = visible(text)  # one line: a newline in an squeue reason would break the status line
         if self._status is not None:
             from rich.text import Text
 
