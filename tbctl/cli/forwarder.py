@@ -15,7 +15,7 @@ verb = verb_app()
 @verb.command("_forwarder", hidden=True)
 def forwarder_process(ctx: typer.Context, host_spec: Annotated[str, typer.Argument(metavar="HOST")],
                       connect_timeout: ConnectTimeoutOption = None, env_prefix: EnvOption = None,
-                      jump: Annotated[Optional[str], typer.Option("--jump")] = None) -> int:
+                      jump: Annotated[Optional[str], typer.Option("--jump", metavar="HOST")] = None) -> int:
     """The background forwarder for HOST (started by --detach; not for direct use)."""
     from tbctl import daemon
     from tbctl.cli.session import reach

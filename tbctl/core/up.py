@@ -32,6 +32,7 @@ class UpRequest:
     env_prefix: str | None = None
     extra_args: tuple[str, ...] = ()
     network_ok: bool = False  # --expose-to-network: the user chose a bind beyond loopback
+    tensorboard_from: str = "--tensorboard"  # where `tensorboard` was set: the flag, or a config file's line
 
 
 def describe_holders(holders: Sequence[PortHolder]) -> str:
@@ -74,7 +75,7 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
        notice: Callable[[str], None] = lambda _: None) -> UpResult:
     """`notice` gets the port note (why the port differs from the one asked for) as soon as it is known,
     before the progress that names the port it explains; it is also in the result."""
-    executable = host.find_tensorboard(request.tensorboard, request.env_prefix)
+    executable = host.find_tensorboard(request.tensorboard, request.env_prefix, explicit_from=request.tensorboard_from)
     resolved = host.call("resolve_path", path=request.logdir)  # the kind too, which Host.resolve_path drops
     logdir = str(resolved["path"])
     warnings: list[str] = []

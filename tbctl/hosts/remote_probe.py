@@ -55,8 +55,9 @@ class RemoteHost(Host):
         self.connect()
         return str(self._hello["user"])
 
-    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None) -> str:
-        return super().find_tensorboard(explicit, env_prefix or self.env_prefix)
+    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None, *,
+                         explicit_from: str = "--tensorboard") -> str:
+        return super().find_tensorboard(explicit, env_prefix or self.env_prefix, explicit_from=explicit_from)
 
 
 def quote_argv(argv: list[str]) -> str:
