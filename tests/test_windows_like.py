@@ -155,9 +155,11 @@ print(sorted(r.pid for r in StateStore(Path(sys.argv[1])).load()))
 
 
 @pytest.mark.timeout(60)
-def test_the_lock_excludes_another_process_past_msvcrts_own_retries(state_dir: Path) -> None:
-    """One tbctl holds a lock for 1 s; another waits for it all that time, past the ten tries after which
-    msvcrt.locking gives up, and gets it once the first lets go."""
+def test_the_lock_excludes_another_process_past_msvcrts_own_retries(state_dir: Path, tmp_path: Path) -> None:
+    """One tbctl holds a lock; another, once it is trying, waits for it for 1 s, past the ten tries after which
+    msvcrt.locking gives up, and gets it once the first lets go. The holder lets go only 1 s after the waiter
+    says it is trying, so a slow start of either process (a busy machine) cannot make the wait look short."""
+    trying = tmp_path / "trying"
     hold = WINDOWS_LIKE + """
 import time
 from pathlib import Path
@@ -165,10 +167,12 @@ from tbctl.state import StateStore
 
 with StateStore(Path(sys.argv[1])).lock("state"):
     print("held", flush=True)
+    while not Path(sys.argv[2]).exists():
+        time.sleep(0.01)
     time.sleep(1.0)
 """
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(state_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO,
-                              env=dict(os.environ, TBCTL_PROBE_PSUTIL="1"))
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(state_dir), str(trying)], stdout=subprocess.PIPE,
+                              text=True, cwd=REPO, env=dict(os.environ, TBCTL_PROBE_PSUTIL="1"))
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         waited = windows_like(WINDOWS_LIKE + """
@@ -176,12 +180,14 @@ import time
 from pathlib import Path
 from tbctl.state import StateStore
 
+store = StateStore(Path(sys.argv[1]))
 started = time.monotonic()
-with StateStore(Path(sys.argv[1])).lock("state"):
+Path(sys.argv[2]).touch()
+with store.lock("state"):
     print(round(time.monotonic() - started, 2))
-""", str(state_dir))
+""", str(state_dir), str(trying))
         assert waited.returncode == 0, waited.stderr
-        assert float(waited.stdout) >= 0.5  # the holder had ~1 s left; the fake msvcrt gives up after 0.2 s
+        assert float(waited.stdout) >= 0.5  # the holder kept it ~1 s more; the fake msvcrt gives up after 0.2 s
     finally:
         holder.kill()
         holder.wait(timeout=10)
