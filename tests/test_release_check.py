@@ -89,3 +89,23 @@ def test_metadata_that_disagrees_with_the_source_is_refused(tmp_path: Path, vers
 
 def test_a_wheel_without_its_license_file_is_refused(tmp_path: Path) -> None:
     assert "no LICENSE" in refusal(make_wheel(tmp_path, {}, with_license=False))
+
+
+def test_build_warnings_are_found_and_file_names_are_not() -> None:
+    output = "\n".join([
+        "* Building wheel...",
+        "copying tbctl/cli/warnings.py -> build/lib/tbctl/cli",
+        "adding 'tbctl/deprecated_names.py'",
+        "/tmp/build-env/lib/python3.11/site-packages/setuptools/config/_apply_pyprojecttoml.py:82: "
+        "SetuptoolsDeprecationWarning: `project.license` as a TOML table is deprecated",
+        "!!",
+        "        By 2027-Feb-18, you need to update your project and remove deprecated calls",
+        "warning: no files found matching 'CHANGES.md'",
+        "Successfully built tbctl-0.1.0.tar.gz and tbctl-0.1.0-py3-none-any.whl",
+    ])
+    assert release_check.backend_warnings(output) == [
+        "/tmp/build-env/lib/python3.11/site-packages/setuptools/config/_apply_pyprojecttoml.py:82: "
+        "SetuptoolsDeprecationWarning: `project.license` as a TOML table is deprecated",
+        "        By 2027-Feb-18, you need to update your project and remove deprecated calls",
+        "warning: no files found matching 'CHANGES.md'",
+    ]
