@@ -1,0 +1,101 @@
+"""Host specs and Slurm node names are checked before any SSH backend sees them: paramiko runs ssh_config's
+`Match exec` through a shell with %h filled in, so a name with shell characters would run locally. A
+user's typo is exit 2, before any progress line; a name a remote gave (squeue's batch host) is exit 5
+naming that remote."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Cli
+from tests.support.fake_host import FakeHost
+from tbctl.errors import ExitCode, TbctlError, UsageError
+from tbctl.hosts.ssh_config import parse_spec
+
+GOOD_SPECS = ["gpu1", "me@gpu-1.cluster_x", "gpu1:2222", "me@10.0.0.7:22", "[::1]:2222", "me@[fe80::1%eth0]"]
+BAD_SPECS = ["x;touch {m}", "x|touch {m}", "x&touch {m}", "$(touch {m})", "`touch {m}`", "x'y", "a b", "(x)",
+             "x>{m}", "u@h@h", "h:", "[::1;touch {m}]"]
+
+
+@pytest.mark.parametrize("spec", GOOD_SPECS)
+def test_every_usual_spec_is_a_host(spec: str) -> None:
+    parse_spec(spec)
+
+
+@pytest.mark.parametrize("spec", BAD_SPECS)
+def test_shell_characters_are_no_host(spec: str) -> None:
+    with pytest.raises(UsageError):
+        parse_spec(spec.format(m="/tmp/x"))
+
+
+@pytest.fixture
+def exec_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An ssh_config whose `Match exec` hands %h to a shell, as paramiko's config lookup runs it."""
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text('Match exec "test %h = never-this-host"\n  User nobody\n')
+    monkeypatch.setenv("TBCTL_SSH_CONFIG", str(cfg))
+    return cfg
+
+
+@pytest.mark.parametrize("spec", ["x;id>{m}", "$(id>{m})", "x`id>{m}`", "x|id>{m}", "x&&id>{m}"])
+def test_paramiko_never_hands_a_hostile_host_to_its_config_lookup(spec: str, exec_config: Path, cli: Cli,
+                                                                   tmp_path: Path) -> None:
+    from tbctl.cli.app import app
+
+    marker = tmp_path / "MARKER"
+    result = cli.runner.invoke(app, ["--ssh", "paramiko", "ls", "--host", spec.format(m=marker)])
+    time.sleep(0.3)
+    assert not marker.exists(), "a host name ran as a shell command"
+    assert result.exit_code == 2, result.stderr
+    assert "is not a host" in result.stderr and "connecting to" not in result.stderr, result.stderr
+
+
+class LyingLogin(FakeHost):
+    """A login node whose squeue reports a batch host no Slurm would print (the remote is hostile)."""
+
+    def __init__(self, batch_host: str) -> None:
+        super().__init__("evil", remote=True, directories=["/work", "/work/runs"])
+        self.batch_host = batch_host
+
+    def _op_run(self, argv: list[str], timeout: float) -> dict[str, Any]:
+        from tbctl.core.slurm import SEP
+
+        if argv[0] != "squeue":
+            return {"rc": 1, "stdout": "", "stderr": f"{argv[0]}: not here"}
+        fields = ["123", "123", "RUNNING", "None", self.batch_host, "n1", "me", "2026-12-07T07:00:00", "train", "/work"]
+        return {"rc": 0, "stdout": SEP.join(fields) + "\n", "stderr": ""}
+
+
+def test_a_batch_host_with_shell_characters_from_squeue_is_exit_5_naming_the_login_node(
+    exec_config: Path, tmp_path: Path, state_dir: Path
+) -> None:
+    """The node name enters where the login node's squeue answer is read (core.slurm.choose_node); the
+    node is then opened through the login node on the backend in use, here paramiko, whose config lookup
+    would run the name. Slurm itself cannot be made to print such a name, so a lying login node says it."""
+    from tbctl.config import load_settings
+    from tbctl.core.job_up import JobUpRequest, up_job
+    from tbctl.core.reach import Reach
+    from tbctl.state import StateStore
+
+    marker = tmp_path / "MARKER"
+    login = LyingLogin(f"n;id>{marker}")
+    reach = Reach(load_settings(), ssh="paramiko")
+    request = JobUpRequest(job="123", job_name=None, node=None, logdir="runs", port=6006, timeout=5.0)
+    with pytest.raises(Exception) as caught:
+        up_job(login, lambda name: reach.open(name, jump=login.name), StateStore(state_dir), request)
+    time.sleep(0.5)  # the node is opened in the background: had it been, its config lookup has run by now
+    assert not marker.exists(), "squeue's answer ran as a shell command here"
+    assert isinstance(caught.value, TbctlError) and caught.value.exit_code == ExitCode.SSH, caught.value
+    assert caught.value.message.startswith("evil named 'n;id>"), caught.value.message
+
+
+def test_a_node_asked_for_with_shell_characters_is_a_usage_error(exec_config: Path, state_dir: Path) -> None:
+    from tbctl.core.slurm import Job, choose_node
+
+    job = Job("123", "123", "RUNNING", "None", "n1", "n1", "me", "", "train", "/work")
+    with pytest.raises(UsageError):
+        choose_node(LyingLogin("n1"), job, "n1;id")
