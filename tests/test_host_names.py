@@ -54,6 +54,21 @@ def test_paramiko_never_hands_a_hostile_host_to_its_config_lookup(spec: str, exe
     assert "is not a host" in result.stderr and "connecting to" not in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("argv", [
+    ["ls", "--host", "-oProxyCommand=touch {m}"],
+    ["ls", "--host", "gpu1", "--host", "x;id>{m}", "--json"],
+    ["up", "--host", "-oProxyCommand=touch {m}", "runs"],
+    ["tunnel", "--", "-oProxyCommand=touch {m}", "6006"],
+    ["down", "--all", "--host", "x;id>{m}"],
+])
+def test_a_bad_host_is_refused_before_any_progress_line(argv: list[str], cli: Cli, tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    result = cli(*[a.format(m=marker) for a in argv], exit_code=2)
+    assert "connecting to" not in result.stderr, result.stderr
+    assert "not a host" in result.stderr or "must not start with" in result.stderr, result.stderr
+    assert not marker.exists()
+
+
 class LyingLogin(FakeHost):
     """A login node whose squeue reports a batch host no Slurm would print (the remote is hostile)."""
 

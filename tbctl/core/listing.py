@@ -30,7 +30,12 @@ class Listing:
 
 
 def hosts_to_list(hosts: Sequence[str], *, all_hosts: bool, settings: Settings, store: StateStore) -> list[str | None]:
-    """`--host`s as given (else this machine); with `--all-hosts`, this machine and every known host too."""
+    """`--host`s as given (else this machine); with `--all-hosts`, this machine and every known host too.
+    A `--host` that is no host spec fails the command (exit 2) before any host is asked: a typo, not a row."""
+    from tbctl.hosts.ssh_config import parse_spec
+
+    for spec in hosts:
+        parse_spec(spec)
     specs: list[str | None] = list(hosts) if hosts else [None]
     if all_hosts:
         specs = [None, *(h for h in known_hosts(settings, store) if h not in specs)]
