@@ -79,7 +79,7 @@ class _Lines:
 
 
 class _Probe:
-    """The probe process: `ssh -S CTL -T -- HOST python3 -c BOOTSTRAP`, in its own session so a Ctrl-C
+    """The probe process: `ssh -S CTL -T -- HOST python3 -I -c BOOTSTRAP`, in its own session so a Ctrl-C
     meant for tbctl does not kill it before tbctl has cleaned up through it."""
 
     def __init__(self, argv: list[str], *, on_exit: Callable[[], None]) -> None:
