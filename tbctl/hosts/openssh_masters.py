@@ -306,17 +306,15 @@ def control_dir(state_dir: Path, *, create: bool = True, platform: str = sys.pla
     remembered = _remembered_dir(state_dir, platform)
     if remembered is not None or not create:
         return remembered
-    from tbctl.probe import ensure_private_dir
     from tbctl.state import StateStore
 
-    ensure_private_dir(str(state_dir))
-    with StateStore(state_dir).lock(SOCKET_DIR_NOTE):
+    with StateStore(state_dir).lock(SOCKET_DIR_NOTE):  # which also makes the state dir, ours alone
         remembered = _remembered_dir(state_dir, platform)  # made by another tbctl meanwhile
         if remembered is not None:
             return remembered
         # the temp dir when a socket fits there (on macOS a per-user one), else /tmp, where one always does
-        parent = next((d for d in (tempfile.gettempdir(), "/tmp") if socket_fits(Path(d) / "tbctl-ssh-xxxxxxxx", platform)),
-                      "/tmp")
+        parent = next((d for d in (tempfile.gettempdir(), "/tmp")
+                       if socket_fits(os.path.join(d, "tbctl-ssh-" + "x" * 8), platform)), "/tmp")
         made = tempfile.mkdtemp(prefix="tbctl-ssh-", dir=parent)  # 0700, and a name nobody can guess
         note = state_dir / SOCKET_DIR_NOTE
         _write_private(note.with_name(note.name + ".new"), made)

@@ -1,9 +1,10 @@
 """How the probe starts on a remote host, whichever SSH backend carries its stdin and stdout.
 
 The remote command is `python3 -I -c BOOTSTRAP` (isolated: nothing from the home or PYTHON* variables):
-it reads a length line, then exactly that many bytes of tbctl/probe.py, then serves JSON lines on the rest of stdin. The login shell may print first (a banner
-echoed from .bashrc, `conda activate` chatter), so the probe's hello line starts with a sentinel and
-everything before it is kept to show the user if the hello never comes."""
+it reads a length line, then exactly that many bytes of tbctl/probe.py, then serves JSON lines on the rest
+of stdin. The login shell may print first (a banner echoed from .bashrc, `conda activate` chatter), so the
+probe's hello line starts with a sentinel and everything before it is kept to show the user if the hello
+never comes."""
 
 from __future__ import annotations
 
