@@ -28,14 +28,16 @@ PLANTER = "tbctl-sshsec-planter"  # the user that plants; made once, shared by c
 def _planter() -> pwd.struct_passwd:
     if os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("useradd"):
         pytest.skip("needs root (to act as another user) with setpriv and useradd")
-    try:
-        return pwd.getpwnam(PLANTER)
-    except KeyError:
-        pass
-    res = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PLANTER],
-                         capture_output=True, text=True, timeout=30)
-    if res.returncode not in (0, 9):  # 9: made meanwhile by another run
-        pytest.fail(f"useradd {PLANTER}: {res.stderr}")
+    for _ in range(20):
+        try:
+            return pwd.getpwnam(PLANTER)
+        except KeyError:
+            pass
+        res = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PLANTER],
+                             capture_output=True, text=True, timeout=30)
+        if res.returncode not in (0, 9, 10):  # 9: made meanwhile by another run; 10: /etc/passwd busy
+            pytest.fail(f"useradd {PLANTER}: {res.stderr}")
+        time.sleep(0.2)
     return pwd.getpwnam(PLANTER)
 
 
