@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.support.fake_host import FakeHost
+from tbctl.cli.app import app
 from tbctl.errors import ExitCode, TbctlError, UsageError
 from tbctl.hosts.ssh_config import parse_spec
 
@@ -44,8 +45,6 @@ def exec_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.mark.parametrize("spec", ["x;id>{m}", "$(id>{m})", "x`id>{m}`", "x|id>{m}", "x&&id>{m}"])
 def test_paramiko_never_hands_a_hostile_host_to_its_config_lookup(spec: str, exec_config: Path, cli: Cli,
                                                                    tmp_path: Path) -> None:
-    from tbctl.cli.app import app
-
     marker = tmp_path / "MARKER"
     result = cli.runner.invoke(app, ["--ssh", "paramiko", "ls", "--host", spec.format(m=marker)])
     time.sleep(0.3)
@@ -114,3 +113,53 @@ def test_a_node_asked_for_with_shell_characters_is_a_usage_error(exec_config: Pa
     job = Job("123", "123", "RUNNING", "None", "n1", "n1", "me", "", "train", "/work")
     with pytest.raises(UsageError):
         choose_node(LyingLogin("n1"), job, "n1;id")
+
+
+def test_a_login_node_whose_squeue_names_a_hostile_batch_host_is_exit_5_on_real_slurm(
+    slurm_cluster: Any, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real test cluster, reached over paramiko, with a login node that lies: its sessions find an
+    `squeue` first on PATH that runs the real one and replaces the batch host field (Slurm itself would
+    never print such a name, so the lie is the only made-up part)."""
+    import shutil
+
+    from tbctl.core.slurm import SEP
+    from tests.test_slurm import _job_dir
+
+    marker = tmp_path / "MARKER"
+    hostile = f"n;id>{marker}"
+    lying = tmp_path / "lying-bin"
+    lying.mkdir()
+    (lying / "squeue").write_text(
+        "#!/usr/bin/python3\n"
+        "import subprocess, sys\n"
+        f"res = subprocess.run([{shutil.which('squeue')!r}, *sys.argv[1:]], capture_output=True, text=True)\n"
+        "for line in res.stdout.splitlines(True):\n"
+        f"    parts = line.split({SEP!r})\n"
+        "    if len(parts) == 10:\n"
+        f"        parts[4] = {hostile!r}\n"
+        f"    sys.stdout.write({SEP!r}.join(parts))\n"
+        "sys.stderr.write(res.stderr)\n"
+        "sys.exit(res.returncode)\n")
+    (lying / "squeue").chmod(0o755)
+    bashrc = slurm_cluster.dir / "home" / ".bashrc"
+    before = bashrc.read_text() if bashrc.exists() else None
+    config = tmp_path / "ssh_config"
+    config.write_text('Match exec "test %h = never-this-host"\n  User nobody\n' + slurm_cluster.ssh_config.read_text())
+    config.chmod(0o600)
+    monkeypatch.setenv("TBCTL_SSH_CONFIG", str(config))
+    job = slurm_cluster.sbatch("--wrap", "sleep 600", workdir=_job_dir(tmp_path))
+    try:
+        assert slurm_cluster.wait_state(job, "RUNNING"), slurm_cluster.job_state(job)
+        bashrc.write_text((before or "") + f"\nexport PATH={lying}:$PATH\n")
+        result = cli.runner.invoke(app, ["--ssh", "paramiko", "up", "--host", "login", "--job", job, "runs"])
+        time.sleep(0.5)
+        assert not marker.exists(), "the login node's answer ran as a shell command here"
+        assert result.exit_code == 5, result.stderr
+        assert f"tbctl: login named {hostile!r} as job {job}'s batch host" in result.stderr, result.stderr
+    finally:
+        if before is None:
+            bashrc.unlink(missing_ok=True)
+        else:
+            bashrc.write_text(before)
+        slurm_cluster.cancel_all()
