@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.support.procs import ProcessReaper, free_port
-from tests.test_forwarder_faults import _remote_listener
+from tests.support.remote import start_remote_listener
 
 
 @pytest.mark.parametrize("first,second", [("openssh", "paramiko"), ("paramiko", "openssh")])
@@ -23,7 +23,7 @@ def test_a_detach_over_another_backend_says_which_backend_serves_it(
     monkeypatch.setenv("TBCTL_SSH_CONFIG", str(remote_server.ssh_config))
     alias = remote_server.alias
     port = free_port()
-    _remote_listener(remote_server, reaper, port, banner=b"hello\n")
+    start_remote_listener(remote_server, reaper, port, banner=b"hello\n")
     one, two = free_port(), free_port()
     quiet = cli("--ssh", first, "tunnel", alias, str(port), "--local-port", str(one), "--detach")
     [status_path] = (state_dir / "forwarders").glob("*.json")

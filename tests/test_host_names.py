@@ -5,6 +5,8 @@ naming that remote."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,6 @@ import pytest
 
 from tests.conftest import Cli
 from tests.support.fake_host import FakeHost
-from tbctl.cli.app import app
 from tbctl.errors import ExitCode, TbctlError, UsageError
 from tbctl.hosts.ssh_config import parse_spec
 
@@ -43,14 +44,21 @@ def exec_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize("spec", ["x;id>{m}", "$(id>{m})", "x`id>{m}`", "x|id>{m}", "x&&id>{m}"])
-def test_paramiko_never_hands_a_hostile_host_to_its_config_lookup(spec: str, exec_config: Path, cli: Cli,
+def test_paramiko_never_hands_a_hostile_host_to_its_config_lookup(spec: str, exec_config: Path,
                                                                    tmp_path: Path) -> None:
     marker = tmp_path / "MARKER"
-    result = cli.runner.invoke(app, ["--ssh", "paramiko", "ls", "--host", spec.format(m=marker)])
+    result = _tbctl("--ssh", "paramiko", "ls", "--host", spec.format(m=marker))
     time.sleep(0.3)
     assert not marker.exists(), "a host name ran as a shell command"
-    assert result.exit_code == 2, result.stderr
+    assert result.returncode == 2, result.stderr
     assert "is not a host" in result.stderr and "connecting to" not in result.stderr, result.stderr
+
+
+def _tbctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """tbctl as its own process, as a user runs it. paramiko reads `Match exec` only when invoke was
+    importable at its first import, which is decided once per process (tbctl/hosts/paramiko_import.py)."""
+    return subprocess.run([sys.executable, "-m", "tbctl", *args], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL, cwd=str(Path(__file__).parent.parent))
 
 
 @pytest.mark.parametrize("argv", [
@@ -99,9 +107,16 @@ def test_a_batch_host_with_shell_characters_from_squeue_is_exit_5_naming_the_log
     login = LyingLogin(f"n;id>{marker}")
     reach = Reach(load_settings(), ssh="paramiko")
     request = JobUpRequest(job="123", job_name=None, node=None, logdir="runs", port=6006, timeout=5.0)
+    opened: list[str] = []
+
+    def open_node(name: str) -> Any:
+        opened.append(name)
+        return reach.open(name, jump=login.name)
+
     with pytest.raises(Exception) as caught:
-        up_job(login, lambda name: reach.open(name, jump=login.name), StateStore(state_dir), request)
+        up_job(login, open_node, StateStore(state_dir), request)
     time.sleep(0.5)  # the node is opened in the background: had it been, its config lookup has run by now
+    assert opened == [], "the login node's answer reached the SSH backend"
     assert not marker.exists(), "squeue's answer ran as a shell command here"
     assert isinstance(caught.value, TbctlError) and caught.value.exit_code == ExitCode.SSH, caught.value
     assert caught.value.message.startswith("evil named 'n;id>"), caught.value.message
@@ -116,7 +131,7 @@ def test_a_node_asked_for_with_shell_characters_is_a_usage_error(exec_config: Pa
 
 
 def test_a_login_node_whose_squeue_names_a_hostile_batch_host_is_exit_5_on_real_slurm(
-    slurm_cluster: Any, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    slurm_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real test cluster, reached over paramiko, with a login node that lies: its sessions find an
     `squeue` first on PATH that runs the real one and replaces the batch host field (Slurm itself would
@@ -124,7 +139,6 @@ def test_a_login_node_whose_squeue_names_a_hostile_batch_host_is_exit_5_on_real_
     import shutil
 
     from tbctl.core.slurm import SEP
-    from tests.test_slurm import _job_dir
 
     marker = tmp_path / "MARKER"
     hostile = f"n;id>{marker}"
@@ -148,14 +162,15 @@ def test_a_login_node_whose_squeue_names_a_hostile_batch_host_is_exit_5_on_real_
     config.write_text('Match exec "test %h = never-this-host"\n  User nobody\n' + slurm_cluster.ssh_config.read_text())
     config.chmod(0o600)
     monkeypatch.setenv("TBCTL_SSH_CONFIG", str(config))
-    job = slurm_cluster.sbatch("--wrap", "sleep 600", workdir=_job_dir(tmp_path))
+    (tmp_path / "job").mkdir()
+    job = slurm_cluster.sbatch("--wrap", "sleep 600", workdir=tmp_path / "job")
     try:
         assert slurm_cluster.wait_state(job, "RUNNING"), slurm_cluster.job_state(job)
         bashrc.write_text((before or "") + f"\nexport PATH={lying}:$PATH\n")
-        result = cli.runner.invoke(app, ["--ssh", "paramiko", "up", "--host", "login", "--job", job, "runs"])
+        result = _tbctl("--ssh", "paramiko", "up", "--host", "login", "--job", job, "runs")
         time.sleep(0.5)
         assert not marker.exists(), "the login node's answer ran as a shell command here"
-        assert result.exit_code == 5, result.stderr
+        assert result.returncode == 5, result.stderr
         assert f"tbctl: login named {hostile!r} as job {job}'s batch host" in result.stderr, result.stderr
     finally:
         if before is None:
