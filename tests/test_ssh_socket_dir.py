@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.conftest import Cli
+from tests.support.procs import wait_until
 
 PLANTER = "tbctl-sshsec-planter"  # the user that plants; made once, shared by concurrent runs
 
@@ -142,8 +144,10 @@ def test_the_socket_dir_put_back_by_another_user_is_not_used(
     """tbctl's own socket dir vanished (a /tmp cleaner) and another user made one of that name, which they
     could read in /tmp's listing: tbctl neither reads it nor keeps sockets in it, and makes another."""
     cli("ls", "--host", openssh_remote.alias)
-    ours = Path(cli("connections", "--json").json()["connections"][0]["control_path"]).parent
+    [kept] = cli("connections", "--json").json()["connections"]
+    ours = Path(kept["control_path"]).parent
     cli("disconnect", "--all")
+    assert wait_until(lambda: not psutil.pid_exists(kept["pid"]), 10)  # it removes its socket as it exits
     shutil.rmtree(ours)
     marker = drop_box / "MARKER"
     if replacement == "directory":

@@ -34,7 +34,8 @@ def _config_hosts() -> list[str]:
 
 
 def complete_targets(incomplete: str) -> list[str]:
-    """`down`'s target: ports of the TensorBoards running here."""
+    """The target of `down`, `logs` and `open`: ports of this user's TensorBoards running here (not one that
+    exited, which `down` only cleans up, nor another user's, which none of them may act on)."""
     from tbctl.config import state_dir_path
     from tbctl.core.instances import list_instances
     from tbctl.errors import TbctlError
@@ -42,11 +43,13 @@ def complete_targets(incomplete: str) -> list[str]:
     from tbctl.state import StateStore
 
     state_dir = state_dir_path()
+    host = LocalHost(state_dir)
     try:
-        instances = list_instances(LocalHost(state_dir), StateStore(state_dir))
+        instances = list_instances(host, StateStore(state_dir))
     except TbctlError:
         return []
-    ports = sorted({i.port for i in instances if i.port is not None and i.status not in ("stale", "dead")})
+    ports = sorted({i.port for i in instances if i.port is not None and i.status in ("serving", "starting")
+                    and i.user == host.user})
     return [str(p) for p in ports if str(p).startswith(incomplete)]
 
 

@@ -41,6 +41,14 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _status(inst: TensorBoardInstance) -> str:
+    """The status cell: the status, why (a note), and that the network reaches it when it does."""
+    notes = [inst.note] if inst.note else []
+    if inst.exposure == "network" and inst.status in ("serving", "starting", "unknown"):
+        notes.append(f"exposed to the network on {inst.bind}")
+    return f"{inst.status} ({'; '.join(notes)})" if notes else inst.status
+
+
 def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], *, errors: Sequence[Any] = (),
                     show_host: bool = False) -> None:
     for err in errors:
@@ -63,7 +71,7 @@ def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], 
             human_duration(inst.uptime) if inst.status not in ("stale", "exited") else "-",
             inst.started_by,
             *job,
-            inst.status if not inst.note else f"{inst.status} ({inst.note})",
+            _status(inst),
         ])
     for err in errors:
         rows.append(([err.host] if show_host else []) + ["-"] * (8 if jobs else 7) + [f"error: {err.error}"])
@@ -92,7 +100,7 @@ def forwards_table(env: Environment, forwards: Sequence[ForwardInfo]) -> None:
     table(env, ["host", "local", "remote", "url", "forwarder", "tensorboard", "tunnel"], rows, status_column=6)
 
 
-_STATUS_STYLE = {"serving": "green", "starting": "yellow", "stale": "red", "exited": "yellow", "dead": "red", "down": "red",
+_STATUS_STYLE = {"serving": "green", "starting": "yellow", "unknown": "dim", "stale": "red", "exited": "yellow", "dead": "red", "down": "red",
                  "up": "green", "reconnecting": "yellow", "error:": "red"}
 
 

@@ -43,6 +43,7 @@ class JobUpRequest:
     # The fallback where the cluster refuses ssh to compute nodes: TensorBoard binds the node's cluster
     # address and the login node's connection forwards to it. Only when asked: anyone on that network can reach it.
     bind_node_address: bool = False
+    expose_to_network: bool = False  # a bind beyond loopback given after `--`, chosen by the user
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,8 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
             if note and not port_note:
                 notice(note)
             port_note = port_note or note
-            argv = build_argv(executable, logdir, port, (*request.extra_args, *(("--host", bind) if bind else ())))
+            argv = build_argv(executable, logdir, port, (*request.extra_args, *(("--host", bind) if bind else ())),
+                              network_ok=bind is not None or request.expose_to_network)
             srun = ["srun", f"--jobid={job.id}", "--overlap", f"--nodelist={node_name}", "--nodes=1", "--ntasks=1",
                     f"--job-name={STEP_NAME}-{port}", "--", *argv]
             log_path = f"{login.log_dir}/tensorboard-job{job.id}-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"

@@ -119,14 +119,14 @@ class _Probe:
         assert self.proc.stdin is not None
         self.proc.stdin.write(data)
 
-    def close(self) -> None:
-        """EOF on the probe's stdin: it exits by itself; killed if it does not."""
+    def close(self, grace: float = 2.0) -> None:
+        """EOF on the probe's stdin: it exits by itself; killed if it does not within `grace` seconds."""
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
         except OSError:
             pass
-        if self.exit_status(2.0) is None:
+        if self.exit_status(grace) is None:
             self.proc.kill()
             self.proc.wait(timeout=5)
         if self.proc.stdout is not None:
@@ -305,6 +305,10 @@ class OpenSSHHost(remote_probe.RemoteHost):
             except OSError as exc:
                 line = b""
                 why = exc.strerror or str(exc)
+            except BaseException:  # Ctrl-C mid-call: the answer still on its way would be read as the next call's
+                self._probe = None
+                probe.close(grace=0.0)  # the next call (the cleanup) starts another probe through the master
+                raise
             else:
                 why = ""
         if not line:

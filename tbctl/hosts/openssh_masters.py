@@ -14,7 +14,6 @@ ssh's arguments are built from that host spec alone, and only the socket named l
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -30,9 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tbctl import locks
 from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError, Unreachable
 from tbctl.hosts import openssh_errors
 from tbctl.hosts.ssh_config import parse_spec
+from tbctl.probe import current_uid, open_private
 
 if TYPE_CHECKING:
     from tbctl.hosts.openssh import OpenSSHHost
@@ -218,10 +219,10 @@ class Master:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """One tbctl at a time starts the master of a host."""
-        fd = os.open(self.control_path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = open_private(self.control_path + ".lock", os.O_RDWR | os.O_CREAT)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            with locks.held(fd):
+                yield
         finally:
             os.close(fd)
 
@@ -295,8 +296,8 @@ def control_dir(state_dir: Path, *, create: bool = True, platform: str = sys.pla
                 path.mkdir(mode=0o700)
         elif not os.path.lexists(path):
             return None
-        info = os.lstat(path)
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o077:
+        info, uid = os.lstat(path), current_uid()
+        if stat.S_ISDIR(info.st_mode) and uid is not None and info.st_uid == uid and info.st_mode & 0o077:
             os.chmod(path, 0o700)  # inside the user's own state dir: tightened, as an older tbctl left it
         why = _not_private(path)
         if why:
@@ -325,7 +326,7 @@ def control_dir(state_dir: Path, *, create: bool = True, platform: str = sys.pla
 def _remembered_dir(state_dir: Path, platform: str) -> Path | None:
     """The socket dir the state dir names, while it is still ours alone; None otherwise."""
     try:
-        fd = os.open(state_dir / SOCKET_DIR_NOTE, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = open_private(str(state_dir / SOCKET_DIR_NOTE), os.O_RDONLY)
     except OSError:
         return None
     with os.fdopen(fd) as f:
@@ -344,15 +345,16 @@ def _not_private(path: Path) -> str | None:
         return f"{path}: {exc.strerror or exc}"
     if stat.S_ISLNK(info.st_mode):
         return f"{path} is a symlink"
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+    uid = current_uid()  # None on Windows: no uids, no mode bits, and a temp dir of each user's own
+    if not stat.S_ISDIR(info.st_mode) or (uid is not None and info.st_uid != uid):
         return f"{path} is not a directory of yours"
-    if info.st_mode & 0o077:
+    if uid is not None and info.st_mode & 0o077:
         return f"{path} is open to other users"
     return None
 
 
 def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    fd = open_private(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     with os.fdopen(fd, "w") as f:
         f.write(text)
 
@@ -388,8 +390,8 @@ def recorded_masters(state_dir: Path) -> list[MasterRecord]:
         if not _RECORD_NAME.match(path.name):
             continue
         try:
-            info = os.lstat(path)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            info, uid = os.lstat(path), current_uid()
+            if not stat.S_ISREG(info.st_mode) or (uid is not None and info.st_uid != uid):
                 continue
             rec = json.loads(path.read_text())
             host = str(rec["host"])
