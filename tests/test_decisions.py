@@ -356,7 +356,7 @@ class _Reconnects:
 @pytest.fixture
 def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Run a link that starts disconnected until it settles (up or down); its states in order."""
-    from tbctl.hosts import ssh_link
+    from tbctl.hosts.paramiko import link as ssh_link
 
     monkeypatch.setattr(ssh_link, "backoff_delay", lambda attempts: 0.0)
     links: list[Any] = []

@@ -73,14 +73,14 @@ def open_ssh_host(spec: str, *, backend: str, state_dir: Path, terminal: Any = N
     With `jump`, the host is reached through that one as a jump host (ProxyJump, the user's own config for
     the jump applies) and is named `JUMP/SPEC` in tbctl's records: a compute node behind a login node."""
     if backend == "openssh":
-        from tbctl.hosts.openssh import OpenSSHHost
+        from tbctl.hosts.openssh.host import OpenSSHHost
 
         return OpenSSHHost(spec, state_dir=state_dir, terminal=terminal, connect_timeout=connect_timeout,
                            env_prefix=env_prefix, persist=persist, config_file=ssh_config_override(), jump=jump)
     from dataclasses import replace
 
-    from tbctl.hosts.ssh import SSHHost
-    from tbctl.hosts.ssh_config import parse_spec, resolve
+    from tbctl.hosts.paramiko.host import SSHHost
+    from tbctl.hosts.paramiko.config import parse_spec, resolve
 
     target = None
     if jump is not None:

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING
 
 from tbctl import locks
 from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError, Unreachable
-from tbctl.hosts import openssh_errors
-from tbctl.hosts.ssh_config import parse_spec
+from tbctl.hosts.openssh import errors as openssh_errors
+from tbctl.hosts.paramiko.config import parse_spec
 from tbctl.probe import current_uid, open_private
 
 if TYPE_CHECKING:
-    from tbctl.hosts.openssh import OpenSSHHost
+    from tbctl.hosts.openssh.host import OpenSSHHost
 
 SOCKET_NAME_LENGTH = 16  # hex digits of the resolved config's digest: the socket's file name
 SSH_BIND_SUFFIX = len(".XXXXXXXXXXXXXXXX")  # ssh binds PATH plus this first, then renames it to PATH

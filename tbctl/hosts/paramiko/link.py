@@ -10,13 +10,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tbctl.hosts.paramiko_import import paramiko
+from tbctl.hosts.paramiko.library import paramiko
 
 from tbctl.errors import AuthFailed, HostKeyRejected, SSHError
 from tbctl.hosts.link import CLIENT_WAIT, DEFAULT_PING_INTERVAL, LinkState, backoff_delay
 
 if TYPE_CHECKING:
-    from tbctl.hosts.ssh import SSHHost
+    from tbctl.hosts.paramiko.host import SSHHost
 
 class Link:
     def __init__(self, host: SSHHost, *, on_change: Callable[[LinkState], None] | None = None,

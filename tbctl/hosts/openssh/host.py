@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, TbctlError
-from tbctl.hosts import openssh_errors, remote_probe
+from tbctl.hosts import remote as remote_probe
+from tbctl.hosts.openssh import errors as openssh_errors
 from tbctl.hosts.link import DEFAULT_PING_INTERVAL, NEEDS_A_PERSON, LinkState, backoff_delay
-from tbctl.hosts.openssh_masters import Master, destination_of, own_master, resolve, session_options
-from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
+from tbctl.hosts.openssh.masters import Master, destination_of, own_master, resolve, session_options
+from tbctl.hosts.paramiko.config import DEFAULT_CONNECT_TIMEOUT
 
 CALL_MARGIN = 30.0  # seconds a probe operation may take beyond its own timeout before the link is presumed dead
 

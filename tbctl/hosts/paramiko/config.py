@@ -89,7 +89,7 @@ def _yes(value: str | None) -> bool:
 
 
 def resolve(spec: str, *, connect_timeout: float | None = None, config_path: Path | None = None) -> SSHTarget:
-    from tbctl.hosts.paramiko_import import paramiko
+    from tbctl.hosts.paramiko.library import paramiko
 
     user, host, port = parse_spec(spec)
     path = config_path or ssh_config_path()
