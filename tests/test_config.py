@@ -328,7 +328,7 @@ def test_up_host_uses_the_host_sections_tensorboard_port_and_flags(
 
 def test_config_show_gives_connect_timeouts_real_default(cli: Cli) -> None:
     """`--help` says "default 10": so does `config show`, rather than "(not set)"."""
-    from tbctl.hosts.paramiko.config import DEFAULT_CONNECT_TIMEOUT
+    from tbctl.hosts.host_spec import DEFAULT_CONNECT_TIMEOUT
 
     line = next(x for x in cli("config", "show").stdout.splitlines() if "connect_timeout" in x)
     assert line.split() == ["connect_timeout", "=", f"{DEFAULT_CONNECT_TIMEOUT:g}", "#", "default"]

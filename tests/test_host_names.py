@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import Cli
 from tests.support.fake_host import FakeHost
 from tbctl.errors import ExitCode, TbctlError, UsageError
-from tbctl.hosts.paramiko.config import parse_spec
+from tbctl.hosts.host_spec import parse_spec
 
 GOOD_SPECS = ["gpu1", "me@gpu-1.cluster_x", "gpu1:2222", "me@10.0.0.7:22", "[::1]:2222", "me@[fe80::1%eth0]"]
 BAD_SPECS = ["x;touch {m}", "x|touch {m}", "x&touch {m}", "$(touch {m})", "`touch {m}`", "x'y", "a b", "(x)",

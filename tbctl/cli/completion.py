@@ -17,7 +17,7 @@ SCRIPT_FILES = {"bash": "tbctl.bash", "zsh": "tbctl.zsh", "fish": "tbctl.fish", 
 
 def complete_hosts(incomplete: str) -> list[str]:
     """`--host`: Host aliases from ~/.ssh/config (no patterns), then the config file's [hosts.NAME]."""
-    from tbctl.hosts.paramiko.config import config_aliases
+    from tbctl.hosts.host_spec import config_aliases
 
     names = list(dict.fromkeys([*config_aliases(), *_config_hosts()]))
     return [n for n in names if n.startswith(incomplete)]

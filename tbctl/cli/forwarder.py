@@ -19,7 +19,7 @@ def forwarder_process(ctx: typer.Context, host_spec: Annotated[str, typer.Argume
     """The background forwarder for HOST (started by --detach; not for direct use)."""
     from tbctl import daemon
     from tbctl.cli.session import reach
-    from tbctl.hosts.backends import jumped_name
+    from tbctl.hosts.host_spec import jumped_name
 
     env = command_env(ctx, False)
     name = jumped_name(jump, host_spec) if jump else host_spec

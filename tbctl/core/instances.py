@@ -121,7 +121,7 @@ def list_many(
 
 def with_forwards(instances: list[TensorBoardInstance], forwards: Sequence[ForwardInfo]) -> list[TensorBoardInstance]:
     """Remote instances that a live forward serves get its local port (so their URL opens from here)."""
-    from tbctl.hosts.backends import jumped_name
+    from tbctl.hosts.host_spec import jumped_name
 
     live: dict[tuple[str, int | None], int] = {(f.host, f.remote_port): f.local_port for f in forwards
                                                if f.tunnel in ("up", "reconnecting")}

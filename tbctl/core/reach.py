@@ -59,7 +59,7 @@ class Reach:
                 raise UsageError("--env applies to a remote host", hint="locally, use --tensorboard PATH")
             return self.local()
         from tbctl.hosts import preconnect
-        from tbctl.hosts.paramiko.config import parse_spec
+        from tbctl.hosts.host_spec import parse_spec
 
         for named in (spec, jump):  # a typo (or an injection) is refused before anything is said or run
             if named is not None:

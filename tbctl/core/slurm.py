@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from tbctl.errors import NotFound, SSHError, TbctlError, UsageError
 from tbctl.hosts.base import Host
-from tbctl.hosts.paramiko.config import is_host_name
+from tbctl.hosts.host_spec import is_host_name
 
 SEP = "\x1f"  # between squeue's fields: a character no job name, path or reason contains
 # numeric job id (unique per array task), id as shown (123_4), state, reason, batch host, node list, user,

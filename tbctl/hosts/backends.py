@@ -3,52 +3,25 @@ or tbctl's own paramiko one (for machines with no usable OpenSSH client)."""
 
 from __future__ import annotations
 
-import functools
-import os
-import re
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tbctl.errors import UsageError
+from tbctl.hosts.host_spec import jumped_name, ssh_config_override
+from tbctl.hosts.openssh.client import NO_MULTIPLEXING, openssh_client
 
 if TYPE_CHECKING:
     from tbctl.hosts.base import Host
 
 BACKENDS = ("openssh", "paramiko")
-MIN_OPENSSH = (7, 6)  # ProxyJump (7.3), `-O forward`/`-O cancel`, RemoteCommand (7.6)
-NO_MULTIPLEXING = "Windows' OpenSSH cannot multiplex connections"  # it has no ControlMaster
 
 
 @dataclass(frozen=True)
 class BackendChoice:
     name: str  # openssh | paramiko
     reason: str  # why, for `tbctl config show`
-
-
-@functools.lru_cache(maxsize=1)
-def openssh_client() -> tuple[tuple[int, int] | None, str]:
-    """(version, what was found) of `ssh` on PATH, or (None, why it cannot be used)."""
-    if sys.platform == "win32":
-        return None, NO_MULTIPLEXING
-    path = shutil.which("ssh")
-    if path is None:
-        return None, "no ssh on PATH"
-    try:
-        res = subprocess.run([path, "-V"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"`ssh -V` failed: {exc}"
-    said = (res.stderr or res.stdout).strip()
-    found = re.match(r"OpenSSH_(\d+)\.(\d+)", said)
-    if not found:
-        return None, f"{path} is not OpenSSH ({said[:60] or 'no version'})"
-    version = (int(found.group(1)), int(found.group(2)))
-    if version < MIN_OPENSSH:
-        return None, f"{said.split(',')[0]} is older than OpenSSH {MIN_OPENSSH[0]}.{MIN_OPENSSH[1]}"
-    return version, said.split(",")[0]
 
 
 def choose(requested: str | None, source: str = "default") -> BackendChoice:
@@ -80,7 +53,8 @@ def open_ssh_host(spec: str, *, backend: str, state_dir: Path, terminal: Any = N
     from dataclasses import replace
 
     from tbctl.hosts.paramiko.host import SSHHost
-    from tbctl.hosts.paramiko.config import parse_spec, resolve
+    from tbctl.hosts.host_spec import parse_spec
+    from tbctl.hosts.paramiko.config import resolve
 
     target = None
     if jump is not None:
@@ -90,14 +64,3 @@ def open_ssh_host(spec: str, *, backend: str, state_dir: Path, terminal: Any = N
     if jump is not None:
         host.name = jumped_name(jump, spec)
     return host
-
-
-def jumped_name(jump: str, spec: str) -> str:
-    """What tbctl calls a host reached through a jump host (records, `ls`, the forwarder's files)."""
-    return f"{jump}/{spec}"
-
-
-def ssh_config_override() -> str | None:
-    """TBCTL_SSH_CONFIG is `ssh -F`: that file instead of ~/.ssh/config (and of /etc/ssh/ssh_config)."""
-    value = os.environ.get("TBCTL_SSH_CONFIG")
-    return os.path.expanduser(value) if value else None

@@ -26,7 +26,7 @@ from tbctl.hosts import remote as remote_probe
 from tbctl.hosts.openssh import errors as openssh_errors
 from tbctl.hosts.link import DEFAULT_PING_INTERVAL, NEEDS_A_PERSON, LinkState, backoff_delay
 from tbctl.hosts.openssh.masters import Master, destination_of, own_master, resolve, session_options
-from tbctl.hosts.paramiko.config import DEFAULT_CONNECT_TIMEOUT
+from tbctl.hosts.host_spec import DEFAULT_CONNECT_TIMEOUT
 
 CALL_MARGIN = 30.0  # seconds a probe operation may take beyond its own timeout before the link is presumed dead
 
@@ -179,7 +179,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
         self.destination, self.host_arg = destination_of(spec, config_file=config_file, jump=jump)
         self.name = spec
         if jump is not None:
-            from tbctl.hosts.backends import jumped_name
+            from tbctl.hosts.host_spec import jumped_name
 
             self.name = jumped_name(jump, spec)
         self.state_dir = state_dir
