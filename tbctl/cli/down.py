@@ -30,11 +30,11 @@ def down(
 
     Also ends background forwards: `down LOCAL_PORT` ends that forward, `down --host H` every forward to H,
     `down --all` every forward and what it leaves behind; a TensorBoard tbctl started for one stops with it."""
-    from tbctl.core.ending import end, require_ended
+    from tbctl.core.down import end, require_ended
 
     env = command_env(ctx, json_output)
     store = store_of(env)
-    ended = end(reach(env), store, target, host_spec=host_spec, all_instances=all_instances, force=force,
+    ended = end(reach(env), env.settings, store, target, host_spec=host_spec, all_instances=all_instances, force=force,
                 timeout=timeout, connect_timeout=connect_timeout, job=job)
     for warning in ended.warnings:
         env.warn(warning)

@@ -23,7 +23,7 @@ def list_instances(host: Host, store: StateStore) -> list[TensorBoardInstance]:
     records = store.for_host(host.name)
     instances = classify(host.scan(), host=host.name, records=[r for r in records if r.job is None])
     if any(r.job is not None for r in records):
-        from tbctl.core.job_up import job_instances
+        from tbctl.core.slurm import job_instances
 
         steps = job_instances(host, store)
         # Where the login node sees the nodes' processes (no PID namespace between them), a step's

@@ -1,18 +1,23 @@
-"""`up --job`: TensorBoard inside a running Slurm job's allocation, as a step of that job.
+"""`up --host LOGIN --job J`: TensorBoard inside a running Slurm job's allocation, as a step of that job,
+and the session that holds it.
 
 The login node is asked about the job and runs the step's `srun` client, detached (its own session, stdin
 from /dev/null, its output to a log there); the compute node is reached through the login node as a jump
-host, and its probe resolves the logdir, picks the port, proves TensorBoard ready and finds its pid."""
+host, and its probe resolves the logdir, picks the port, proves TensorBoard ready and finds its pid. The
+step is forwarded as plain `up` forwards (core/session.py), and ends with the session unless it was reused
+or kept."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tbctl.core import slurm
+from tbctl.core.session import ServeReport, ServeSession, with_forward
 from tbctl.core.stopping import terminate
 from tbctl.core.up import _BIND_FAILURE_MARKERS, BIND_RACE_RETRIES, _choose_port, _serves
 from tbctl.errors import SSHError, TbctlError, TensorBoardFailed, UsageError
@@ -22,6 +27,10 @@ from tbctl.probe import tensorboard_args
 from tbctl.records import InstanceRecord, JobStep
 from tbctl.state import StateStore
 from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path
+
+if TYPE_CHECKING:
+    from tbctl.core.host_opener import HostOpener
+    from tbctl.core.serve import ServeRequest
 
 STEP_NAME = "tbctl-tensorboard"
 STEP_SEEN_TIMEOUT = 15.0  # seconds from TensorBoard answering to squeue listing its step
@@ -265,60 +274,8 @@ def _reusable(login: Host, store: StateStore, job: slurm.Job, logdir: str) -> tu
     live_steps = {s.step for s in slurm.steps(login, [job.id])}
     for rec in recs:
         if rec.job is not None and rec.job.step in live_steps:
-            return job_instance(rec, login.user, "serving", job.state), rec.job.step
+            return slurm.job_instance(rec, login.user, "serving", job.state), rec.job.step
     return None
-
-
-def job_instance(rec: InstanceRecord, user: str | None, status: str, job_state: str, note: str = "") -> TensorBoardInstance:
-    """A record of a TensorBoard tbctl started as a job step, as an instance of the login node's listing."""
-    job = rec.job
-    assert job is not None, "not the record of a job step"
-    argv = list(rec.argv)
-    return TensorBoardInstance(
-        host=rec.host, pid=rec.pid, port=rec.port, logdir=rec.logdir,
-        logdir_arg=rec.logdir, user=user, status=status, started_by="tbctl",  # type: ignore[arg-type]
-        create_time=rec.create_time, path_prefix=normalize_path_prefix(flag_value(argv, "path_prefix")),
-        bind=flag_value(argv, "host") or "127.0.0.1", log_path=rec.log_path, cmdline=rec.argv, note=note,
-        recorded_create_time=rec.create_time, start_ticks=rec.start_ticks,
-        job=job.display, job_state=job_state, node=job.node, step=f"{job.id}.{job.step}",
-    )
-
-
-def job_instances(login: Host, store: StateStore) -> list[TensorBoardInstance]:
-    """tbctl's job-step TensorBoards recorded for this login node, with their jobs' states from squeue:
-    serving while the job runs and the step is listed, else ended with the job's final state."""
-    recs = [(r, r.job) for r in store.for_host(login.name) if r.job is not None]
-    if not recs:
-        return []
-    ids = [job.id for _, job in recs]
-    known = slurm.states(login, ids)
-    live = {s.id for s in slurm.steps(login, [i for i in ids if known.get(i) == "RUNNING"])}
-    out = []
-    for rec, job in recs:
-        state = known.get(job.id, "")
-        step_id = f"{job.id}.{job.step}"
-        shown = {s.split(".", 1)[1] for s in live if s.startswith(f"{job.display}.") or s.startswith(f"{job.id}.")}
-        if state == "RUNNING" and job.step in shown:
-            out.append(job_instance(rec, login.user, "serving", state))
-        else:
-            why = f"job {job.display} {state}" if state and state != "RUNNING" else \
-                f"step {step_id} ended" if state else f"job {job.display} is no longer known to Slurm"
-            out.append(job_instance(rec, login.user, "exited", state or "UNKNOWN", note=why))
-    return out
-
-
-def step_ended(login: Host, node: Host, inst: TensorBoardInstance) -> str:
-    """"" while the step's TensorBoard runs, else what became of it (its job ended, or the step alone)."""
-    if node is not login and inst.pid is not None:
-        if node.alive(inst.pid, inst.create_time, inst.start_ticks):
-            return ""
-    job_id, _, step = str(inst.step).rpartition(".")
-    state = slurm.states(login, [job_id]).get(job_id, "")
-    if state == "RUNNING" and step in {s.step for s in slurm.steps(login, [job_id])}:
-        return ""
-    if state and state != "RUNNING":
-        return f"job {inst.job} ended ({state}), and TensorBoard's step with it"
-    return f"TensorBoard's step {inst.step} ended; job {inst.job} is {state or 'no longer known to Slurm'}"
 
 
 def _failure(reason: str, timeout: float, tail: str, log_path: str, job: slurm.Job) -> TensorBoardFailed:
@@ -330,3 +287,115 @@ def _failure(reason: str, timeout: float, tail: str, log_path: str, job: slurm.J
                                  log_tail=tail, log_path=log_path)
     return TensorBoardFailed("TensorBoard answered, but not for this logdir (another server holds the port?)",
                              log_tail=tail, log_path=log_path)
+
+
+# --- the session: `serve()` for `up --job` ---
+
+JOB_WATCH_SECONDS = 3.0  # how often a foreground forward asks whether its job step still runs
+
+
+def check_job_flags(request: ServeRequest) -> None:
+    """The Slurm flags that make sense together, refused before anything connects."""
+    if request.job is None and request.job_name is None:
+        raise UsageError("--node, --wait and --bind-node-address go with --job or --job-name")
+    if request.bind_node_address and request.detach:
+        raise UsageError("--bind-node-address forwards in the foreground only", hint="run it without --detach")
+    if request.job is not None:
+        slurm.check_job_id(request.job)  # before connecting: a typo costs no login
+
+
+@contextlib.contextmanager
+def serve_job(request: ServeRequest, job_request: JobUpRequest, hosts: HostOpener, store: StateStore,
+              report: ServeReport, *, wanted_local: int | None) -> Iterator[ServeSession]:
+    """`serve()` for `up --job`: `request` as given, `job_request` merged with the settings."""
+    from tbctl.tensorboard import readiness_path
+
+    check_job_flags(request)
+    login_spec = request.host
+    with report.busy():
+        login = hosts.open(login_spec, connect_timeout=request.connect_timeout)
+    with login:
+        if request.detach:
+            from tbctl.core.forwards import detach_warning
+
+            detach_warning(login)
+
+        def open_node(name: str) -> Host:
+            return hosts.open(name, env_prefix=job_request.env_prefix, connect_timeout=request.connect_timeout,
+                              jump=login_spec)
+
+        with report.busy():
+            started = up_job(login, open_node, store, job_request, progress=report.progress, notice=report.notice)
+        result, node_host, inst = started.result, started.node_host, started.result.instance
+        assert inst.port is not None
+        stop_after = not (result.reused or request.keep)
+
+        def stop_step() -> None:
+            from tbctl.core.down import end_step
+
+            problem = end_step(login, store, inst)
+            if problem:
+                report.step_not_ended(inst, problem)
+            else:
+                report.step_ended(inst)
+
+        exposure = None
+        # the fallback serves through the login node's own connection: closed with it, not here
+        with contextlib.nullcontext(node_host) if node_host is login else node_host:
+            try:
+                already = _live_forward(store, node_host.name, inst.port) if request.detach and result.reused else None
+                if already is not None:  # a reused step that a background forward already serves
+                    forward_port: int | None = already
+                    result = with_forward(result, forward_port)
+                elif request.detach:
+                    from tbctl.core.forwards import detach_forward
+
+                    detached = detach_forward(node_host, hosts.local(), store, backend=hosts.backend(login_spec),
+                                              remote_port=inst.port, local_port=wanted_local, instance=inst,
+                                              stop_instance=False, check_path=readiness_path(inst.path_prefix),
+                                              connect_timeout=request.connect_timeout,
+                                              env_prefix=job_request.env_prefix,
+                                              route=(str(inst.node), str(login_spec)) if login_spec else None)
+                    forward_port = detached.local_port
+                    result = with_forward(result, forward_port, detached.warning)
+                else:
+                    from tbctl.core.expose import expose
+
+                    exposure = expose(node_host, hosts.local(), inst.port, local_port=wanted_local,
+                                      check_path=readiness_path(inst.path_prefix),
+                                      remote_host=inst.bind if request.bind_node_address else "127.0.0.1")
+                    forward_port = exposure.local_port if exposure.forwarder is not None else None
+                    result = with_forward(result, forward_port)
+            except BaseException:
+                if stop_after:
+                    stop_step()
+                raise
+            background = forward_port if exposure is None else None
+            with ServeSession(result, node_host, report, exposure=exposure, background_port=background,
+                              stops=(stop_step,) if stop_after else (),
+                              ended=_job_watch(login, node_host, result.instance)) as session:
+                yield session
+
+
+def _job_watch(login: Host, node_host: Host, inst: TensorBoardInstance) -> Callable[[], str]:
+    """For the foreground forward of a job step: every few seconds, whether its TensorBoard still runs
+    (on the node; through squeue where the node is out of sight), and once it does not, why."""
+    last = [time.monotonic()]
+
+    def ended() -> str:
+        if time.monotonic() - last[0] < JOB_WATCH_SECONDS:
+            return ""
+        last[0] = time.monotonic()
+        try:
+            return slurm.step_ended(login, node_host, inst)
+        except TbctlError:
+            return ""  # the link: the connection watcher reports it
+
+    return ended
+
+
+def _live_forward(store: StateStore, host: str, remote_port: int) -> int | None:
+    from tbctl.core.forwards import list_forwards
+
+    return next((f.local_port for f in list_forwards(store) if f.host == host and f.remote_port == remote_port
+                 and f.tunnel in ("up", "reconnecting")), None)

@@ -11,7 +11,7 @@ from tbctl.errors import TbctlError
 if TYPE_CHECKING:
     from tbctl.config import Settings
     from tbctl.core.instances import HostError
-    from tbctl.core.serve import HostOpener
+    from tbctl.core.host_opener import HostOpener
     from tbctl.models import ForwardInfo, TensorBoardInstance
     from tbctl.state import StateStore
 

@@ -19,7 +19,7 @@ _SOURCE_WORDS = {"file": "the config file", "default": "default"}
 
 @dataclass(frozen=True)
 class Reach:
-    """Opens hosts (this is core.serve's HostOpener)."""
+    """Opens hosts: the HostOpener (tbctl/core/host_opener.py) of every command."""
 
     settings: Settings
     ssh: str | None = None  # --ssh: the backend asked for on the command line

@@ -287,20 +287,32 @@ class FakeHost(Host):
 
 
 class FakeHosts:
-    """An `opener` for core (host spec -> Host) over FakeHosts by name, None meaning this machine. It
-    remembers which specs were opened, so a test can tell that a decision needed no connection; a spec in
-    `unreachable` raises its error, as a host that cannot be reached does."""
+    """A HostOpener (tbctl/core/host_opener.py) over FakeHosts by name, None meaning this machine: what
+    core and, through the CLI's Environment, the commands are given in the fast tests. It remembers which
+    specs were opened, so a test can tell that a decision needed no connection; a spec in `unreachable`
+    raises its error, as a host that cannot be reached does."""
 
     def __init__(self, local: FakeHost, *remotes: FakeHost) -> None:
         self.by_spec: dict[str | None, FakeHost] = {None: local, **{h.name: h for h in remotes}}
         self.unreachable: dict[str, TbctlError] = {}
         self.opened: list[str | None] = []
 
-    def __call__(self, spec: str | None) -> FakeHost:
+    def open(self, spec: str | None, *, env_prefix: str | None = None, connect_timeout: float | None = None,
+             jump: str | None = None, interactive: bool = True) -> FakeHost:
         self.opened.append(spec)
         if spec in self.unreachable:
             raise self.unreachable[spec]
+        if spec not in self.by_spec:
+            from tbctl.errors import Unreachable
+
+            raise Unreachable(f"could not resolve hostname {spec}", hint="a FakeHosts knows only the hosts it was given")
         return self.by_spec[spec]
+
+    def local(self) -> FakeHost:
+        return self.by_spec[None]
+
+    def backend(self, spec: str | None) -> str:
+        return "openssh"
 
 
 def started(host: FakeHost, store: StateStore, logdir: str = RUNS, port: int = 6006) -> TensorBoardInstance:
