@@ -52,7 +52,7 @@ def select(host: Host, instances: list[TensorBoardInstance], target: str) -> lis
         raise InstanceNotFound(host.name, text)
     if text.lstrip("-").isdigit():
         raise UsageError(f"{text!r} is neither a port, a pid nor a logdir", hint="ports and pids are positive")
-    resolved, _ = host.resolve_path(text)
+    resolved = host.resolve_path(text).path
     matches = [i for i in instances if i.logdir == resolved]
     if not matches:
         raise InstanceNotFound(host.name, text)

@@ -153,12 +153,12 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
     proves TensorBoard ready and finds its process. With `bind` (the node's cluster address) there is no
     node connection: the login node does all, and the node's ports and processes are out of its sight."""
     node_name = node.name
-    resolved = login.call("resolve_path", path=request.logdir, cwd=job.work_dir)  # relative: to the job's WorkDir
-    logdir = str(resolved["path"])
+    resolved = login.resolve_path(request.logdir, cwd=job.work_dir)  # relative: to the job's WorkDir
+    logdir = resolved.path
     warnings: list[str] = []
-    if resolved.get("kind") == "not a directory":
+    if resolved.kind == "not a directory":
         raise UsageError(f"logdir {logdir} is not a directory", hint="give the directory the event files are in")
-    if not resolved["exists"]:
+    if not resolved.exists:
         warnings.append(f"logdir {logdir} does not exist yet; TensorBoard will show runs once they appear")
     if bind is not None:
         warnings.append(f"TensorBoard listens on {node_name}'s cluster address {bind}: everyone on the cluster "
@@ -186,8 +186,8 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
                     f"--job-name={STEP_NAME}-{port}", "--", *argv]
             log_path = f"{login.log_dir}/tensorboard-job{job.id}-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
             progress(f"starting TensorBoard in job {job.display} on {node_name}:{port}")
-            launched = login.call("launch", argv=srun, log_path=log_path, cwd=job.work_dir)
-            srun_proc = (int(launched["pid"]), float(launched["create_time"]))
+            launched = login.launch(srun, log_path, cwd=job.work_dir)
+            srun_proc = (launched.pid, launched.create_time)
             try:
                 progress(f"waiting for TensorBoard on {node_name}:{port} to answer")
                 ready, reason, elapsed, body = _wait_ready(login, node.get(), srun_proc, port,
@@ -198,12 +198,12 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
                 raise
             if ready and _serves(body, logdir):
                 break
-            tail = login.tail(launched["log_path"], 15)
+            tail = login.tail(launched.log_path, 15)
             terminate(login, [srun_proc], force=False, timeout=5.0)
             if reason == "exited" and any(m in tail for m in _BIND_FAILURE_MARKERS) and attempt + 1 < BIND_RACE_RETRIES:
                 wanted = port + 1
                 continue
-            raise _failure(reason, request.timeout, tail, launched["log_path"], job)
+            raise _failure(reason, request.timeout, tail, launched.log_path, job)
         try:
             step = _find_step(login, job, f"{STEP_NAME}-{port}")
             # unseen from the login node, the step's process is known by its srun client there
@@ -215,14 +215,14 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
         host = node.get()
         store.add(InstanceRecord(
             host=login.name, pid=proc["pid"], create_time=proc.get("create_time"), port=port, logdir=logdir,
-            log_path=launched["log_path"], started_at=time.time(), argv=tuple(argv), start_ticks=proc.get("start_ticks"),
+            log_path=launched.log_path, started_at=time.time(), argv=tuple(argv), start_ticks=proc.get("start_ticks"),
             job=JobStep(id=job.id, display=job.display, step=step, node=node_name, node_host=host.name,
                         srun_pid=srun_proc[0], srun_create_time=srun_proc[1]),
         ))
     inst = TensorBoardInstance(
         host=login.name, pid=proc["pid"], port=port, logdir=logdir, logdir_arg=logdir, user=login.user,
         status="serving", started_by="tbctl", create_time=proc.get("create_time"), path_prefix=path_prefix,
-        bind=flag_value(argv, "host") or "::", log_path=launched["log_path"], cmdline=tuple(argv),
+        bind=flag_value(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
         recorded_create_time=proc.get("create_time"), start_ticks=proc.get("start_ticks"),
         job=job.display, job_state=job.state, node=node_name, step=f"{job.id}.{step}",
     )
@@ -236,7 +236,7 @@ def _wait_ready(login: Host, node: Host, srun: tuple[int, float], port: int, pat
     started = time.monotonic()
     while True:
         left = timeout - (time.monotonic() - started)
-        answer = node.call("wait_http", port=port, path=path, timeout=max(0.0, min(1.0, left)), host=address)
+        answer = node.wait_http(port, path, timeout=max(0.0, min(1.0, left)), address=address)
         if answer["ready"]:
             return True, "", time.monotonic() - started, str(answer.get("body", ""))
         if not login.alive(*srun):
@@ -261,7 +261,7 @@ def _find_process(node: Host, port: int, logdir: str) -> dict[str, Any]:
     for proc in node.scan().get("processes", []):
         args = tensorboard_args(proc.get("cmdline") or []) or []
         if not proc.get("zombie") and flag_value(args, "port") == str(port) and flag_value(args, "logdir") == logdir:
-            info = node.call("proc_info", pid=proc["pid"])["info"] or {}
+            info = node.proc_info(proc["pid"]) or {}
             return {"pid": proc["pid"], "create_time": proc.get("create_time"), "start_ticks": info.get("start_ticks")}
     raise TbctlError(f"TensorBoard answers on {node.name}:{port}, but its process is not to be seen there")
 

@@ -62,7 +62,7 @@ def check_job_id(job: str) -> str:
 
 def run(login: Host, argv: Sequence[str], *, timeout: float = QUERY_TIMEOUT) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of a scheduler command on `login`; NotFound when it is not there."""
-    answer = login.call("run", argv=list(argv), timeout=timeout)
+    answer = login.run(argv, timeout=timeout)
     if answer.get("rc") is None:
         error = str(answer.get("error") or "failed")
         if "not found" in error:

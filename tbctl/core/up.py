@@ -76,20 +76,20 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
     """`notice` gets the port note (why the port differs from the one asked for) as soon as it is known,
     before the progress that names the port it explains; it is also in the result."""
     executable = host.find_tensorboard(request.tensorboard, request.env_prefix, explicit_from=request.tensorboard_from)
-    resolved = host.call("resolve_path", path=request.logdir)  # the kind too, which Host.resolve_path drops
-    logdir = str(resolved["path"])
+    resolved = host.resolve_path(request.logdir)
+    logdir = resolved.path
     warnings: list[str] = []
-    if resolved.get("kind") == "not a directory":
+    if resolved.kind == "not a directory":
         where = f" on {host.name}" if host.is_remote else ""
         raise UsageError(f"logdir {logdir} is not a directory{where}", hint="give the directory the event files are in")
-    if not resolved["exists"]:
+    if not resolved.exists:
         warnings.append(f"logdir {logdir} does not exist yet; TensorBoard will show runs once they appear")
     path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
     # One lock per host across check-then-launch: two `up`s of one logdir at once end with one instance.
     with store.lock(f"up-{host.name}"):
         # After the lock, which vets the state dir the local log dir lives in. A log dir another user owns
         # (or planted as a symlink) is refused here in one line, not by launch.
-        unsafe = host.call("private_dir", path=host.log_dir)["error"]
+        unsafe = host.private_dir(host.log_dir)
         if unsafe:
             raise TbctlError(f"log dir {unsafe}", hint="remove it, or fix its owner; tbctl keeps its logs there")
         if not request.new:
@@ -155,7 +155,7 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
 def _start_ticks(host: Host, launched: Launched) -> int | None:
     """The launched process's start in clock ticks since boot: with its pid, what identifies it in the
     record whatever the wall clock does later (None where the host cannot tell: psutil, macOS)."""
-    info = host.call("proc_info", pid=launched.pid)["info"]
+    info = host.proc_info(launched.pid)
     if info is None or info.get("create_time") is None or abs(info["create_time"] - launched.create_time) > CREATE_TIME_SLACK:
         return None  # not the process launched (cannot happen while it is the probe's unreaped child)
     ticks = info.get("start_ticks")

@@ -56,9 +56,9 @@ class RemoteHost(Host):
         self.connect()
         return str(self._hello["user"])
 
-    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None, *,
-                         explicit_from: str = "--tensorboard") -> str:
-        return super().find_tensorboard(explicit, env_prefix or self.env_prefix, explicit_from=explicit_from)
+    def user_environment(self) -> dict[str, Any]:
+        """The user's environment on the host: --env's prefix, and PATH as their login shell sets it."""
+        return {"env_prefix": self.env_prefix, "login_shell": True}
 
 
 def quote_argv(argv: list[str]) -> str:

@@ -90,6 +90,8 @@ class FakeHost(Host):
         self.tensorboard: str | None = TENSORBOARD_PATH
         self.launch_fails_with: str | None = None  # a log line: the next launched TensorBoard exits with it
         self.signals: list[tuple[int, str]] = []
+        self.environments: list[tuple[str | None, bool]] = []  # (env_prefix, login_shell) of each search
+        self.env_prefix: str | None = None  # --env: a remote host's own environment
         self._remote = remote
         self._next_pid = first_pid
         # What this user sees of other users' sockets: all (root), only which ports each user listens on
@@ -144,6 +146,12 @@ class FakeHost(Host):
     def is_remote(self) -> bool:
         return self._remote
 
+    def user_environment(self) -> dict[str, Any]:
+        """As a remote host (RemoteHost) or this machine (Host) answers."""
+        if self._remote:
+            return {"env_prefix": self.env_prefix, "login_shell": True}
+        return super().user_environment()
+
     @property
     def log_dir(self) -> str:
         return f"{self.home}/.local/state/tbctl/logs"
@@ -192,7 +200,7 @@ class FakeHost(Host):
         port = next((p for p in candidates if not self._listening(p) and p not in self.unbindable), None)
         return {"port": port}
 
-    def _op_scan(self) -> dict[str, Any]:
+    def _op_scan(self, extra_info_dirs: list[str] | None = None) -> dict[str, Any]:
         processes = []
         for proc in self.processes.values():
             args = tensorboard_args(list(proc.cmdline))
@@ -218,24 +226,26 @@ class FakeHost(Host):
         now = FAKE_EPOCH + 10**6  # on the fake clock, after every process a test starts
         return {"processes": processes, "info_files": infos, "user": self._user, "now": now}
 
-    def _op_find_tensorboard(self, explicit: str | None, env_prefix: str | None, login_shell: bool) -> dict[str, Any]:
+    def _op_find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None,
+                             login_shell: bool = False) -> dict[str, Any]:
+        self.environments.append((env_prefix, login_shell))
         searched = [explicit or "PATH"]
         if explicit is not None:
             return {"path": explicit, "searched": searched} if explicit in self.files else \
                 {"path": None, "searched": searched, "explicit_bad": True}
         return {"path": self.tensorboard, "searched": searched}
 
-    def _op_resolve_path(self, path: str) -> dict[str, Any]:
+    def _op_resolve_path(self, path: str, cwd: str | None = None) -> dict[str, Any]:
         if path.startswith("~"):
             path = self.home + path[1:]
-        path = posixpath.normpath(posixpath.join(self.home, path))
+        path = posixpath.normpath(posixpath.join(cwd or self.home, path))
         kind = "directory" if path in self.directories else "not a directory" if path in self.files else "missing"
         return {"path": path, "exists": kind == "directory", "kind": kind}
 
     def _op_private_dir(self, path: str) -> dict[str, Any]:
         return {"path": path, "error": None}
 
-    def _op_launch(self, argv: list[str], log_path: str) -> dict[str, Any]:
+    def _op_launch(self, argv: list[str], log_path: str, cwd: str | None = None) -> dict[str, Any]:
         args = tensorboard_args(argv) or []
         port = int(flag_value(args, "port") or 6006)
         failure, self.launch_fails_with = self.launch_fails_with, None
@@ -284,6 +294,45 @@ class FakeHost(Host):
 
     def _op_ping(self) -> dict[str, Any]:
         return {}
+
+    def _op_whoami(self) -> dict[str, Any]:
+        return {"user": self._user, "home": self.home, "pid": 1, "psutil": False, "python": "3.11.2",
+                "cache_dir": f"{self.home}/.cache/tbctl"}
+
+    def _serving(self, port: int) -> FakeProcess | None:
+        return next((p for p, _ in self._listening(port)), None)
+
+    def _op_http_get(self, port: int, path: str, timeout: float = 2.0, host: str = "127.0.0.1") -> dict[str, Any]:
+        proc = self._serving(port)
+        if proc is None:
+            return {"status": None, "error": "[Errno 111] Connection refused"}
+        args = tensorboard_args(list(proc.cmdline))
+        if args is None:
+            return {"status": None, "not_http": True, "error": "BadStatusLine: SSH-2.0-OpenSSH_9.2p1"}
+        return {"status": 200, "body": json.dumps({"logdir": flag_value(args, "logdir")})}
+
+    def _op_wait_http(self, port: int, path: str, timeout: float, host: str = "127.0.0.1") -> dict[str, Any]:
+        answer = self._op_http_get(port, path, timeout, host)
+        if answer["status"] == 200:
+            return {"ready": True, "body": answer["body"], "elapsed": 0.01}
+        return {"ready": False, "elapsed": timeout}
+
+    def _op_read_log(self, path: str, offset: int | None = None, lines: int = 20, max_bytes: int = 256 * 1024,
+                     pid: int | None = None, create_time: float | None = None) -> dict[str, Any]:
+        alive = self._op_alive(pid, create_time)["alive"] if pid is not None else None
+        if path not in self.logs:
+            return {"alive": alive, "truncated": False, "text": "", "offset": offset or 0, "size": 0,
+                    "error": "No such file or directory"}
+        data = self.logs[path]
+        if offset is None:
+            text = "".join(data.splitlines(True)[-lines:]) if lines > 0 else ""
+        else:
+            text = data[offset:offset + max_bytes]
+        return {"alive": alive, "truncated": False, "text": text, "offset": len(data), "size": len(data)}
+
+    def _op_run(self, argv: list[str], timeout: float = 30.0, cwd: str | None = None) -> dict[str, Any]:
+        """No scheduler here (tests/support/slurm.py builds a real Slurm cluster for that)."""
+        return {"rc": None, "stdout": "", "stderr": "", "error": f"{argv[0]}: command not found"}
 
 
 class FakeHosts:
