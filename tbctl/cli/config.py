@@ -34,7 +34,7 @@ def config_path_command(ctx: typer.Context, json_output: JsonOption = False) -> 
 @config_app.command("show")
 def config_show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Print the settings in effect, each with where it came from (default, file or environment)."""
-    from tbctl.cli.session import reach
+    from tbctl.cli.hosts import reach
     from tbctl.config import settings_as_dict, top_level_rows
 
     env = command_env(ctx, json_output)

@@ -9,7 +9,7 @@ import typer
 from tbctl.cli import render
 from tbctl.cli.completion import complete_targets
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, StopTimeoutOption, command_env, verb_app
-from tbctl.cli.session import flush_warnings, reach, store_of
+from tbctl.cli.hosts import flush_warnings, reach, store_of
 
 verb = verb_app()
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from tbctl.cli.options import ConnectTimeoutOption, EnvOption, command_env, verb_app
-from tbctl.cli.session import store_of
+from tbctl.cli.hosts import store_of
 
 verb = verb_app()
 
@@ -18,7 +18,7 @@ def forwarder_process(ctx: typer.Context, host_spec: Annotated[str, typer.Argume
                       jump: Annotated[Optional[str], typer.Option("--jump", metavar="HOST")] = None) -> int:
     """The background forwarder for HOST (started by --detach; not for direct use)."""
     from tbctl import daemon
-    from tbctl.cli.session import reach
+    from tbctl.cli.hosts import reach
     from tbctl.hosts.host_spec import jumped_name
 
     env = command_env(ctx, False)

@@ -9,7 +9,7 @@ import typer
 from tbctl.cli import render
 from tbctl.cli.completion import complete_targets
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, command_env, verb_app
-from tbctl.cli.session import browse, connect, open_in_browser, store_of
+from tbctl.cli.hosts import browse, connect, open_in_browser, store_of
 from tbctl.cli.visible import visible
 
 verb = verb_app()

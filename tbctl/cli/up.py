@@ -8,7 +8,7 @@ import typer
 
 from tbctl.cli.environment import Environment
 from tbctl.cli.options import ConnectTimeoutOption, EnvOption, HostOption, JsonOption, StartTimeoutOption, command_env, verb_app
-from tbctl.cli.session import reach, SessionNarrator, flush_warnings, open_in_browser, store_of
+from tbctl.cli.hosts import reach, SessionNarrator, flush_warnings, open_in_browser, store_of
 from tbctl.errors import UsageError
 
 if TYPE_CHECKING:
