@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli
-from tests.support.browser import fake_browser, tbctl_process
+from tests.support.browser_process import fake_browser, tbctl_process
 from tests.support.foreground import Foreground
 from tests.support.procs import TENSORBOARD, ProcessReaper, free_port, http_get, wait_until
 from tbctl import config

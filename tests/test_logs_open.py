@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli
-from tests.support.browser import fake_browser, tbctl_process
+from tests.support.browser_process import fake_browser, tbctl_process
 from tests.support.foreground import Foreground
 from tests.support.procs import TENSORBOARD, ProcessReaper, free_port, start_plain_tensorboard, wait_until
 
