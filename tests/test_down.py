@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from tests.conftest import Cli, tensorboard_pids_for
-from tests.support.procs import ProcessReaper, alive, free_port, start_listener, start_plain_tensorboard, wait_until
+from tests.support.procs import ProcessReaper, alive, free_port, start_plain_tensorboard, wait_until
 
 
 def info_file(pid: int) -> Path:
@@ -81,19 +81,3 @@ def test_down_escalates_to_kill_after_the_timeout(cli: Cli, logdir: Path, port: 
     psutil.Process(inst["pid"]).send_signal(signal.SIGSTOP)
     out = cli("down", str(inst["pid"]), "--timeout", "0.5", "--json").json()["instances"]
     assert out[0]["outcome"] == "killed" and out[0]["info_file_removed"] is True
-
-
-def test_down_unknown_target_exits_4(cli: Cli, tmp_path: Path) -> None:
-    assert "no TensorBoard matching" in cli("down", "65000", exit_code=4).stderr
-    cli("down", str(tmp_path / "nowhere"), exit_code=4)
-
-
-def test_down_only_touches_tensorboards(cli: Cli, reaper: ProcessReaper, port: int) -> None:
-    listener = start_listener(reaper, port)
-    cli("down", str(port), exit_code=4)
-    cli("down", str(listener.pid), exit_code=4)
-    assert listener.poll() is None
-
-
-def test_down_needs_a_target(cli: Cli) -> None:
-    assert "--all" in cli("down", exit_code=2).stderr

@@ -100,11 +100,6 @@ def merged_request(request: ServeRequest, settings: Settings) -> tuple[UpRequest
     return up_request, wanted_local
 
 
-def opens_browser(flag: bool | None, settings: Settings, host: str | None) -> bool:
-    """--open/--no-open when given, else the `open` setting (the host's section over the top level)."""
-    return settings.for_host(host).open if flag is None else flag
-
-
 def job_request(request: ServeRequest, up_request: UpRequest) -> JobUpRequest:
     from tbctl.core.job_up import JobUpRequest
 
