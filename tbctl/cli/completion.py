@@ -49,7 +49,7 @@ def complete_targets(incomplete: str) -> list[str]:
         instances = list_instances(host, StateStore(state_dir))
     except TbctlError:
         return []
-    ports = sorted({i.port for i in instances if i.port is not None and i.status in ("serving", "starting")
+    ports = sorted({i.port for i in instances if i.port is not None and i.is_running
                     and i.user == host.user})
     return [str(p) for p in ports if str(p).startswith(incomplete)]
 

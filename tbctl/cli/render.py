@@ -45,7 +45,7 @@ def _short(text: str, width: int) -> str:
 def _status(inst: TensorBoardInstance) -> str:
     """The status cell: the status, why (a note), and that the network reaches it when it does."""
     notes = [inst.note] if inst.note else []
-    if inst.exposure == "network" and inst.status in ("serving", "starting", "unknown"):
+    if inst.exposure == "network" and inst.may_answer:
         notes.append(f"exposed to the network on {inst.bind}")
     return f"{inst.status} ({'; '.join(notes)})" if notes else inst.status
 
@@ -69,7 +69,7 @@ def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], 
             inst.logdir or inst.logdir_arg or "-",
             inst.url or "-",
             inst.user or "-",
-            human_duration(inst.uptime) if inst.status not in ("stale", "exited") else "-",
+            human_duration(inst.uptime) if not inst.has_ended else "-",
             inst.started_by,
             *job,
             _status(inst),

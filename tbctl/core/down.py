@@ -111,7 +111,7 @@ def _stop_forwarded_instances(opener: Callable[[str | None], Host], store: State
     for name, identities in by_host.items():
         try:
             with opener(name) as host:
-                chosen = [i for i in list_instances(host, store) if i.status in ("serving", "starting")
+                chosen = [i for i in list_instances(host, store) if i.is_running
                           and any(launched_as(i, pid, ct) for pid, ct in identities)]
                 outcomes += stop_instances(host, store, chosen, force=force, timeout=timeout)
         except TbctlError as exc:
@@ -141,7 +141,7 @@ def stop_instances(
     results: list[StopOutcome] = []
     live: list[TensorBoardInstance] = []
     for inst in chosen:
-        if inst.status in ("stale", "exited") or inst.pid is None:  # nothing to stop: clean what it left
+        if inst.has_ended or inst.pid is None:  # nothing to stop: clean what it left
             removed = inst.info_file is not None and host.remove_info_file(inst.info_file)
             results.append(StopOutcome(inst, "cleaned", info_file_removed=removed))
         elif inst.user != host.user and host.user != "root":

@@ -52,7 +52,7 @@ class LogTail:
 def find_log(host: Host, store: StateStore, target: str) -> LogSource:
     """The log of the instance `target` (port, pid or logdir) names: a running one tbctl started, else the
     newest record of one that has exited."""
-    running = [i for i in list_instances(host, store) if i.status in ("serving", "starting")]
+    running = [i for i in list_instances(host, store) if i.is_running]
     try:
         chosen = select(host, running, target)
     except InstanceNotFound:
@@ -77,7 +77,7 @@ def find_log(host: Host, store: StateStore, target: str) -> LogSource:
 def _from_instance(inst: TensorBoardInstance) -> LogSource:
     assert inst.log_path is not None
     return LogSource(host=inst.host, pid=inst.pid, create_time=inst.create_time, port=inst.port,
-                     logdir=inst.logdir, log_path=inst.log_path, running=inst.status in ("serving", "starting"))
+                     logdir=inst.logdir, log_path=inst.log_path, running=inst.is_running)
 
 
 def _newest_record(host: Host, store: StateStore, target: str) -> InstanceRecord | None:
