@@ -12,17 +12,17 @@ import pytest
 
 from tbctl.errors import Unreachable
 from tests.support.cli_env import FakeBrowser, InProcess
-from tests.support.fake_host import OTHER_RUNS, RUNS, FakeHost, FakeHosts, started
+from tests.support.fake_host import OTHER_RUNS, RUNS, FakeHost, FakeHosts, gpu_server, started, this_machine
 
 
 @pytest.fixture
 def local() -> FakeHost:
-    return FakeHost(directories=[RUNS, OTHER_RUNS])
+    return this_machine()
 
 
 @pytest.fixture
 def gpu1() -> FakeHost:
-    return FakeHost("gpu1", remote=True, directories=[RUNS, OTHER_RUNS], first_pid=2000)
+    return gpu_server()
 
 
 @pytest.fixture

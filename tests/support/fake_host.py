@@ -364,6 +364,16 @@ class FakeHosts:
         return "openssh"
 
 
+def this_machine() -> FakeHost:
+    """The local FakeHost of the fast tests: both logdirs exist on it."""
+    return FakeHost(directories=[RUNS, OTHER_RUNS])
+
+
+def gpu_server(name: str = "gpu1") -> FakeHost:
+    """A remote FakeHost with both logdirs, its pids apart from this machine's."""
+    return FakeHost(name, remote=True, directories=[RUNS, OTHER_RUNS], first_pid=2000)
+
+
 def started(host: FakeHost, store: StateStore, logdir: str = RUNS, port: int = 6006) -> TensorBoardInstance:
     """A TensorBoard tbctl started (`up --new`): running on the host, and in tbctl's records in `store`."""
     return up(host, store, UpRequest(logdir=logdir, port=port, timeout=5, new=True)).instance
