@@ -36,32 +36,46 @@ CREATE_TIME_SLACK = 0.05  # seconds; /proc and psutil round start times differen
 # --- recognising TensorBoard -------------------------------------------------------------------------------
 
 
-def _basename(arg: str) -> str:
-    return arg.rstrip("/").rsplit("/", 1)[-1]
+def program_name(arg: str) -> str:
+    """The name a program is known by, from its path as any OS writes it: the last part of a POSIX or a Windows
+    path (`/`, `\\`), lowercased and without `.exe`, since Windows matches names case-blind and macOS' framework
+    Python is `…/Python.app/Contents/MacOS/Python`."""
+    name = arg.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
+    return name[:-4] if name.endswith(".exe") else name
+
+
+def is_python(program: str) -> bool:
+    """`python`, `python3.12`, `python3.13t`, `pythonw`, framework `Python`, or Windows' `py` launcher."""
+    name = program_name(program)
+    return name == "py" or name.startswith("python")
+
+
+_INTERPRETER_OPTIONS_WITH_VALUE = ("-X", "-W")  # `python -X importtime …`: the next word is the option's
 
 
 def tensorboard_args(cmdline: list) -> list | None:
     """The arguments after the program if `cmdline` runs TensorBoard, else None.
 
     Shapes seen in the wild: `[python, …/bin/tensorboard, ARGS]`, `[…/bin/tensorboard, ARGS]` (exec'd
-    script), `[python, -m, tensorboard.main, ARGS]`, with an optional `serve` subcommand. The data-server
-    child (`…/tensorboard_data_server/bin/server`) and `python -c '…tensorboard…'` are not instances.
+    script), `[python, -m, tensorboard.main, ARGS]`, with an optional `serve` subcommand; on Windows
+    `…\\Scripts\\tensorboard.exe` and `py -3.12 -m tensorboard`. The data-server child
+    (`…/tensorboard_data_server/bin/server`) and `python -c '…tensorboard…'` are not instances.
     """
     if not cmdline:
         return None
     argv = list(cmdline)
     start = None
-    if _basename(argv[0]) == "tensorboard":
+    if program_name(argv[0]) == "tensorboard":
         start = 1
-    elif _basename(argv[0]).startswith("python") and len(argv) > 1:
-        rest = argv[1:]
-        i = 0
-        while i < len(rest) and rest[i].startswith("-") and rest[i] not in ("-m", "-c"):
-            i += 1  # interpreter flags like -u, -X importtime are rare but harmless to skip
-        if i < len(rest) and rest[i] == "-m" and i + 1 < len(rest) and rest[i + 1] in ("tensorboard", "tensorboard.main"):
-            start = 1 + i + 2
-        elif i < len(rest) and _basename(rest[i]) == "tensorboard":
-            start = 1 + i + 1
+    elif is_python(argv[0]) and len(argv) > 1:
+        i = 1
+        while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-m", "-c"):
+            # interpreter options (-u, -X importtime, py's -3.12) are rare but harmless to skip
+            i += 2 if argv[i] in _INTERPRETER_OPTIONS_WITH_VALUE else 1
+        if i + 1 < len(argv) and argv[i] == "-m" and argv[i + 1] in ("tensorboard", "tensorboard.main"):
+            start = i + 2
+        elif i < len(argv) and program_name(argv[i]) == "tensorboard":
+            start = i + 1
     if start is None:
         return None
     args = argv[start:]
