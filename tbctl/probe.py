@@ -351,18 +351,40 @@ class PsutilBackend(Backend):
 
     def listening(self, ports: set | None, pids: list | None) -> list:
         if pids is not None:  # macOS: only our own processes' sockets are readable without root
-            conns: list = []
-            for pid in pids:
-                try:
-                    conns.extend((pid, c) for c in self._psutil.Process(pid).net_connections(kind="tcp"))
-                except self._unreadable:
-                    continue
-        else:
+            return self._rows(self._sockets_of(pids), ports)
+        try:
             conns = [(c.pid, c) for c in self._psutil.net_connections(kind="tcp")]
+        except self._psutil.AccessDenied:
+            return self._listening_unprivileged(ports)
+        return self._rows(conns, ports)
+
+    def _sockets_of(self, pids: list) -> list:
+        conns: list = []
+        for pid in pids:
+            try:
+                conns.extend((pid, c) for c in self._psutil.Process(pid).net_connections(kind="tcp"))
+            except self._unreadable:
+                continue
+        return conns
+
+    def _rows(self, conns: list, ports: set | None) -> list:
         return [{"family": "ipv6" if c.family == socket.AF_INET6 else "ipv4", "addr": c.laddr.ip, "port": c.laddr.port,
                  "pid": pid, "uid": None}
                 for pid, c in conns
                 if c.status == self._psutil.CONN_LISTEN and (ports is None or c.laddr.port in ports)]
+
+    def _listening_unprivileged(self, ports: set | None) -> list:
+        """macOS as a normal user: psutil reads the machine's sockets by asking every process for its own,
+        and another user's refuses (AccessDenied). Ours are read one process at a time; a port where
+        something else answers on loopback is held by a process of another user (pid None), as the /proc
+        backend tells it to a normal user: nobody here can say which process that is."""
+        rows = self._rows(self._sockets_of(self.pids()), ports)
+        seen = {(r["port"], r["family"]) for r in rows}
+        for port in sorted(ports or ()):
+            for family, addr in answering(port):
+                if (port, family) not in seen:
+                    rows.append({"family": family, "addr": addr, "port": port, "pid": None, "uid": None})
+        return rows
 
 
 def default_backend() -> Backend:
@@ -390,6 +412,24 @@ def bindable(port: int) -> bool:
         return False
     finally:
         sock.close()
+
+
+LOOPBACKS = (("ipv4", socket.AF_INET, "127.0.0.1"), ("ipv6", socket.AF_INET6, "::1"))
+
+
+def answering(port: int) -> list:
+    """(family, address) of each loopback where a connection to `port` is accepted now: someone listens
+    there, whether or not we may see whose socket it is."""
+    found = []
+    for family, af, addr in LOOPBACKS:
+        try:
+            with socket.socket(af, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                if sock.connect_ex((addr, port)) == 0:
+                    found.append((family, addr))
+        except OSError:  # no IPv6 on this machine
+            continue
+    return found
 
 
 # --- TensorBoard discovery ---------------------------------------------------------------------------------
