@@ -401,11 +401,23 @@ def default_backend() -> Backend:
 # --- ports -------------------------------------------------------------------------------------------------
 
 
+def bind_option_name(platform: str) -> str:
+    """The socket option a server binds with on `platform` (sys.platform). Windows' SO_REUSEADDR would let
+    a socket bind over a live listener: SO_EXCLUSIVEADDRUSE is its exclusive bind. Elsewhere SO_REUSEADDR,
+    as werkzeug binds, so a port that a killed server left in TIME_WAIT counts as free."""
+    return "SO_EXCLUSIVEADDRUSE" if platform == "win32" else "SO_REUSEADDR"
+
+
 def bindable(port: int) -> bool:
-    """Whether a server could bind `port` on 127.0.0.1 now (SO_REUSEADDR, as werkzeug binds)."""
+    """Whether a server could take `port` on 127.0.0.1 now with nothing else answering there instead of
+    it: nothing accepts a connection on 127.0.0.1 or ::1, and 127.0.0.1 binds as a server binds. Linux
+    refuses that bind while anyone listens on the wildcard; BSD rules (macOS) let a specific address bind
+    beside a `*:PORT` listener, which the connection test finds."""
+    if answering(port):
+        return False
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, bind_option_name(sys.platform)), 1)
         sock.bind(("127.0.0.1", port))
         return True
     except OSError:
@@ -425,7 +437,9 @@ def answering(port: int) -> list:
         try:
             with socket.socket(af, socket.SOCK_STREAM) as sock:
                 sock.settimeout(1.0)
-                if sock.connect_ex((addr, port)) == 0:
+                # A port in the ephemeral range can be given to this very socket, which then connects to
+                # itself (TCP simultaneous open): that is no listener.
+                if sock.connect_ex((addr, port)) == 0 and sock.getsockname()[:2] != sock.getpeername()[:2]:
                     found.append((family, addr))
         except OSError:  # no IPv6 on this machine
             continue
