@@ -9,6 +9,8 @@ import pytest
 
 from tbctl import probe
 
+pytestmark = pytest.mark.unprivileged  # also run as a normal user and under macOS' rules (.ci/run)
+
 
 def _socket(family: socket.AddressFamily, addr: str, port: int, *, listen: bool = True,
             v6only: bool | None = None) -> socket.socket:
