@@ -16,7 +16,7 @@ from tbctl.models import PortHolder, TensorBoardInstance, UpResult
 from tbctl.probe import CREATE_TIME_SLACK, is_python
 from tbctl.records import InstanceRecord
 from tbctl.state import StateStore
-from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path, tensorboard_args
+from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path, tensorboard_args, tensorboard_flag
 
 BIND_RACE_RETRIES = 3  # another server may take the chosen port between our check and TensorBoard's bind
 _BIND_FAILURE_MARKERS = ("could not bind to port", "is in use by another program", "Address already in use")
@@ -31,6 +31,8 @@ class UpRequest:
     tensorboard: str | None = None
     env_prefix: str | None = None
     extra_args: tuple[str, ...] = ()
+    network_ok: bool = False  # --expose-to-network: the user chose a bind beyond loopback
+    tensorboard_from: str = "--tensorboard"  # where `tensorboard` was set: the flag, or a config file's line
 
 
 def describe_holders(holders: Sequence[PortHolder]) -> str:
@@ -74,7 +76,7 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
        notice: Callable[[str], None] = lambda _: None) -> UpResult:
     """`notice` gets the port note (why the port differs from the one asked for) as soon as it is known,
     before the progress that names the port it explains; it is also in the result."""
-    executable = host.find_tensorboard(request.tensorboard, request.env_prefix)
+    executable = host.find_tensorboard(request.tensorboard, request.env_prefix, explicit_from=request.tensorboard_from)
     resolved = host.call("resolve_path", path=request.logdir)  # the kind too, which Host.resolve_path drops
     logdir = str(resolved["path"])
     warnings: list[str] = []
@@ -102,35 +104,49 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
             if note and not port_note:
                 notice(note)
             port_note = port_note or note
-            argv = build_argv(executable, logdir, port, request.extra_args)
+            argv = build_argv(executable, logdir, port, request.extra_args, network_ok=request.network_ok)
             log_path = f"{host.log_dir}/tensorboard-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
             launched = host.launch(argv, log_path)
-            # Said once it is launched, not before: on a terminal the first progress line loads the status
-            # line's rich modules (~40 ms), which then overlap TensorBoard's own start instead of delaying it.
-            progress(f"starting TensorBoard on {host.name}:{port}")
-            progress(f"waiting for TensorBoard on {host.name}:{port} to answer")
+            # From here until it is recorded, a Ctrl-C (while the status line draws, while waiting) must leave
+            # nothing running.
             try:
+                # Said once it is launched, not before: on a terminal the first progress line loads the status
+                # line's rich modules (~40 ms), which then overlap TensorBoard's own start instead of delaying it.
+                progress(f"starting TensorBoard on {host.name}:{port}")
+                progress(f"waiting for TensorBoard on {host.name}:{port} to answer")
                 ready = host.wait_ready(launched, port, readiness_path(path_prefix), request.timeout)
-            except BaseException:  # Ctrl-C while waiting: leave nothing running
+                if ready.ready and _serves(ready.body, logdir):
+                    ticks = _start_ticks(host, launched)
+                    store.add(InstanceRecord(
+                        host=host.name, pid=launched.pid, create_time=launched.create_time, port=port, logdir=logdir,
+                        log_path=launched.log_path, started_at=time.time(), argv=tuple(argv), start_ticks=ticks,
+                    ))
+                    break
+            except BaseException:
                 terminate(host, [(launched.pid, launched.create_time)], force=False, timeout=3.0)
                 raise
-            if ready.ready and _serves(ready.body, logdir):
-                break
+            if ready.reason == "held":  # another process took the port before TensorBoard could bind it
+                _stop_quietly(host, launched)
+                holders = host.port_holders(port)
+                users = ", ".join(sorted({h.user for h in holders if h.user}))
+                taken = (f"port {port} was taken by {describe_holders(holders) or 'another process'}"
+                         f"{f' (user {users})' if users else ''} while TensorBoard started")
+                if attempt + 1 < BIND_RACE_RETRIES:
+                    notice(f"{taken}; trying {port + 1}")
+                    port_note = f"{taken}; using another port"
+                    wanted = port + 1
+                    continue
+                raise PortBusy(port, holders, taken, hint="another user may be taking the ports tbctl picks; try --port elsewhere")
             tail = host.tail(launched.log_path, 15)
             _stop_quietly(host, launched)
             if ready.reason == "exited" and any(m in tail for m in _BIND_FAILURE_MARKERS) and attempt + 1 < BIND_RACE_RETRIES:
                 wanted = port + 1
                 continue
             raise _failure(ready.reason, request.timeout, tail, launched)
-        ticks = _start_ticks(host, launched)
-        store.add(InstanceRecord(
-            host=host.name, pid=launched.pid, create_time=launched.create_time, port=port, logdir=logdir,
-            log_path=launched.log_path, started_at=time.time(), argv=tuple(argv), start_ticks=ticks,
-        ))
     instance = TensorBoardInstance(
         host=host.name, pid=launched.pid, port=port, logdir=logdir, logdir_arg=logdir, user=host.user,
         status="serving", started_by="tbctl", create_time=launched.create_time, path_prefix=path_prefix,
-        bind=flag_value(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
+        bind=tensorboard_flag(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
         recorded_create_time=launched.create_time, start_ticks=ticks,
     )
     return UpResult(instance=instance, url=instance.url or "", reused=False, port_note=port_note,

@@ -133,6 +133,9 @@ class SSHHost(remote_probe.RemoteHost):
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 self._drop_probe(chan)
                 raise SSHError(f"lost the connection to {self.name}: {exc or type(exc).__name__}") from exc
+            except BaseException:  # Ctrl-C mid-call: the answer still on its way would be read as the next call's
+                self._drop_probe(chan)
+                raise
             if not line:
                 self._drop_probe(chan)
                 raise SSHError(f"lost the connection to {self.name}", hint="the server closed it; try again")

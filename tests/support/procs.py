@@ -140,7 +140,7 @@ class ProcessReaper:
         pending = _wait_gone(targets, self.grace)
         results += [Reaped(pid, "terminated", cmdlines[pid]) for pid in targets if pid not in pending]
         if pending:
-            _signal_all(pending, signal.SIGKILL)
+            _signal_all(pending, getattr(signal, "SIGKILL", signal.SIGTERM))  # Windows: both TerminateProcess
             still = _wait_gone(pending, KILL_WAIT_S)
             results += [Reaped(pid, "killed", cmdlines[pid]) for pid in pending if pid not in still]
             results += [Reaped(pid, "survived", cmdlines[pid]) for pid in still]
@@ -303,6 +303,20 @@ def start_client(reaper: ProcessReaper, port: int, host: str = "127.0.0.1") -> s
     proc = reaper.popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _wait_for_child(proc, lambda: _has_conn(proc.pid, port, psutil.CONN_ESTABLISHED, True), f"client :{port}", 15)
     return proc
+
+
+# A web server whose command line looks like TensorBoard's (run it as a file named `tensorboard`, with
+# `--port N` and any other flags): answers every GET with 200 and `{}`. For tests of what tbctl makes of a
+# TensorBoard it did not start, hostile flags included; it needs only the system's python3.
+FAKE_TENSORBOARD = r"""#!/usr/bin/env python3
+import http.server, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"{}")
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
 
 
 class LoggedPopen(subprocess.Popen[bytes]):

@@ -17,7 +17,7 @@ INSTANCE: dict[str, Any] = {
     "status": str, "started_by": str, "create_time": OptNum, "path_prefix": str, "bind": str,
     "info_file": OptStr, "log_path": OptStr, "cmdline": [str], "note": str, "forward_port": OptInt,
     "job": OptStr, "job_state": OptStr, "node": OptStr, "step": OptStr,
-    "url": OptStr, "uptime": OptNum,
+    "url": OptStr, "uptime": OptNum, "exposure": str,
 }
 UP = {"instance": INSTANCE, "url": str, "reused": bool, "port_note": str, "warnings": [str], "ready_seconds": OptNum}
 FORWARD = {
