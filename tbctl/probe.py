@@ -15,6 +15,7 @@ Answers are plain JSON-able facts (no judgement): `tbctl/core` decides what they
 from __future__ import annotations
 
 import abc
+import errno
 import json
 import os
 import signal
@@ -635,18 +636,30 @@ def bind_option_name(platform: str) -> str:
 
 def bindable(port: int) -> bool:
     """Whether a server could take `port` on 127.0.0.1 now with nothing else answering there instead of
-    it: nothing accepts a connection on 127.0.0.1 or ::1, and 127.0.0.1 binds as a server binds. Linux
-    refuses that bind while anyone listens on the wildcard; BSD rules (macOS) let a specific address bind
-    beside a `*:PORT` listener, which the connection test finds."""
-    if answering(port):
-        return False
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    it. Linux refuses a bind of 127.0.0.1 while anyone listens on the wildcard, but BSD rules (macOS) let
+    it succeed beside a `*:PORT` listener: so nothing may accept a connection on 127.0.0.1 or ::1 either.
+    On Windows a refused connection takes about a second (it retries the SYN), and its exclusive bind
+    fails while any socket has the port: there both loopbacks are bound instead."""
+    option = getattr(socket, bind_option_name(sys.platform))
+    if sys.platform == "win32":
+        return all(_binds(af, addr, port, option) for _, af, addr in LOOPBACKS)
+    return not answering(port) and _binds(socket.AF_INET, "127.0.0.1", port, option)
+
+
+def _binds(af: int, addr: str, port: int, option: int) -> bool:
+    """Whether a socket with `option` binds addr:port now (True where this machine has no such family)."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, bind_option_name(sys.platform)), 1)
-        sock.bind(("127.0.0.1", port))
-        return True
+        sock = socket.socket(af, socket.SOCK_STREAM)
     except OSError:
-        return False
+        return True
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+        if af == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((addr, port))
+        return True
+    except OSError as exc:
+        return af == socket.AF_INET6 and exc.errno == errno.EADDRNOTAVAIL  # no ::1 here: nothing can clash
     finally:
         sock.close()
 
