@@ -1,8 +1,9 @@
 """TensorBoard's command line as `ps` and psutil show it on Linux, macOS and Windows.
 
-The macOS and Windows lines below are copied from those systems' process tables (psutil's `cmdline()`):
-framework Pythons (python.org, Homebrew, Xcode) re-exec themselves as `…/Python.app/Contents/MacOS/Python`,
-and Windows has `.exe`, backslashes, `pythonw` and the `py` launcher."""
+The macOS and Windows lines below have the shapes those systems' process tables give (psutil's `cmdline()`),
+written out here since neither system runs here: framework Pythons (python.org, Homebrew, Xcode) re-exec
+themselves as `…/Python.app/Contents/MacOS/Python`, and Windows has `.exe`, backslashes, `pythonw` and the
+`py` launcher. A real TensorBoard with the framework argv[0] runs in the last test."""
 
 from __future__ import annotations
 
