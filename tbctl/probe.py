@@ -15,6 +15,7 @@ Answers are plain JSON-able facts (no judgement): `tbctl/core` decides what they
 from __future__ import annotations
 
 import abc
+import errno
 import json
 import os
 import signal
@@ -35,32 +36,46 @@ CREATE_TIME_SLACK = 0.05  # seconds; /proc and psutil round start times differen
 # --- recognising TensorBoard -------------------------------------------------------------------------------
 
 
-def _basename(arg: str) -> str:
-    return arg.rstrip("/").rsplit("/", 1)[-1]
+def program_name(arg: str) -> str:
+    """The name a program is known by, from its path as any OS writes it: the last part of a POSIX or a Windows
+    path (`/`, `\\`), lowercased and without `.exe`, since Windows matches names case-blind and macOS' framework
+    Python is `…/Python.app/Contents/MacOS/Python`."""
+    name = arg.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
+    return name[:-4] if name.endswith(".exe") else name
+
+
+def is_python(program: str) -> bool:
+    """`python`, `python3.12`, `python3.13t`, `pythonw`, framework `Python`, or Windows' `py` launcher."""
+    name = program_name(program)
+    return name == "py" or name.startswith("python")
+
+
+_INTERPRETER_OPTIONS_WITH_VALUE = ("-X", "-W")  # `python -X importtime …`: the next word is the option's
 
 
 def tensorboard_args(cmdline: list) -> list | None:
     """The arguments after the program if `cmdline` runs TensorBoard, else None.
 
     Shapes seen in the wild: `[python, …/bin/tensorboard, ARGS]`, `[…/bin/tensorboard, ARGS]` (exec'd
-    script), `[python, -m, tensorboard.main, ARGS]`, with an optional `serve` subcommand. The data-server
-    child (`…/tensorboard_data_server/bin/server`) and `python -c '…tensorboard…'` are not instances.
+    script), `[python, -m, tensorboard.main, ARGS]`, with an optional `serve` subcommand; on Windows
+    `…\\Scripts\\tensorboard.exe` and `py -3.12 -m tensorboard`. The data-server child
+    (`…/tensorboard_data_server/bin/server`) and `python -c '…tensorboard…'` are not instances.
     """
     if not cmdline:
         return None
     argv = list(cmdline)
     start = None
-    if _basename(argv[0]) == "tensorboard":
+    if program_name(argv[0]) == "tensorboard":
         start = 1
-    elif _basename(argv[0]).startswith("python") and len(argv) > 1:
-        rest = argv[1:]
-        i = 0
-        while i < len(rest) and rest[i].startswith("-") and rest[i] not in ("-m", "-c"):
-            i += 1  # interpreter flags like -u, -X importtime are rare but harmless to skip
-        if i < len(rest) and rest[i] == "-m" and i + 1 < len(rest) and rest[i + 1] in ("tensorboard", "tensorboard.main"):
-            start = 1 + i + 2
-        elif i < len(rest) and _basename(rest[i]) == "tensorboard":
-            start = 1 + i + 1
+    elif is_python(argv[0]) and len(argv) > 1:
+        i = 1
+        while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-m", "-c"):
+            # interpreter options (-u, -X importtime, py's -3.12) are rare but harmless to skip
+            i += 2 if argv[i] in _INTERPRETER_OPTIONS_WITH_VALUE else 1
+        if i + 1 < len(argv) and argv[i] == "-m" and argv[i + 1] in ("tensorboard", "tensorboard.main"):
+            start = i + 2
+        elif i < len(argv) and program_name(argv[i]) == "tensorboard":
+            start = i + 1
     if start is None:
         return None
     args = argv[start:]
@@ -407,18 +422,40 @@ class PsutilBackend(Backend):
 
     def listening(self, ports: set | None, pids: list | None) -> list:
         if pids is not None:  # macOS: only our own processes' sockets are readable without root
-            conns: list = []
-            for pid in pids:
-                try:
-                    conns.extend((pid, c) for c in self._psutil.Process(pid).net_connections(kind="tcp"))
-                except self._unreadable:
-                    continue
-        else:
+            return self._rows(self._sockets_of(pids), ports)
+        try:
             conns = [(c.pid, c) for c in self._psutil.net_connections(kind="tcp")]
+        except self._psutil.AccessDenied:
+            return self._listening_unprivileged(ports)
+        return self._rows(conns, ports)
+
+    def _sockets_of(self, pids: list) -> list:
+        conns: list = []
+        for pid in pids:
+            try:
+                conns.extend((pid, c) for c in self._psutil.Process(pid).net_connections(kind="tcp"))
+            except self._unreadable:
+                continue
+        return conns
+
+    def _rows(self, conns: list, ports: set | None) -> list:
         return [{"family": "ipv6" if c.family == socket.AF_INET6 else "ipv4", "addr": c.laddr.ip, "port": c.laddr.port,
                  "pid": pid, "uid": None}
                 for pid, c in conns
                 if c.status == self._psutil.CONN_LISTEN and (ports is None or c.laddr.port in ports)]
+
+    def _listening_unprivileged(self, ports: set | None) -> list:
+        """macOS as a normal user: psutil reads the machine's sockets by asking every process for its own,
+        and another user's refuses (AccessDenied). Ours are read one process at a time; a port where
+        something else answers on loopback is held by a process of another user (pid None), as the /proc
+        backend tells it to a normal user: nobody here can say which process that is."""
+        rows = self._rows(self._sockets_of(self.pids()), ports)
+        seen = {(r["port"], r["family"]) for r in rows}
+        for port in sorted(ports or ()):
+            for family, addr in answering(port):
+                if (port, family) not in seen:
+                    rows.append({"family": family, "addr": addr, "port": port, "pid": None, "uid": None})
+        return rows
 
 
 def default_backend() -> Backend:
@@ -590,17 +627,61 @@ def default_control() -> PosixControl | WindowsControl:
 # --- ports -------------------------------------------------------------------------------------------------
 
 
+def bind_option_name(platform: str) -> str:
+    """The socket option a server binds with on `platform` (sys.platform). Windows' SO_REUSEADDR would let
+    a socket bind over a live listener: SO_EXCLUSIVEADDRUSE is its exclusive bind. Elsewhere SO_REUSEADDR,
+    as werkzeug binds, so a port that a killed server left in TIME_WAIT counts as free."""
+    return "SO_EXCLUSIVEADDRUSE" if platform == "win32" else "SO_REUSEADDR"
+
+
 def bindable(port: int) -> bool:
-    """Whether a server could bind `port` on 127.0.0.1 now (SO_REUSEADDR, as werkzeug binds)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """Whether a server could take `port` on 127.0.0.1 now with nothing else answering there instead of
+    it. Linux refuses a bind of 127.0.0.1 while anyone listens on the wildcard, but BSD rules (macOS) let
+    it succeed beside a `*:PORT` listener: so nothing may accept a connection on 127.0.0.1 or ::1 either.
+    On Windows a refused connection takes about a second (it retries the SYN), and its exclusive bind
+    fails while any socket has the port: there both loopbacks are bound instead."""
+    option = getattr(socket, bind_option_name(sys.platform))
+    if sys.platform == "win32":
+        return all(_binds(af, addr, port, option) for _, af, addr in LOOPBACKS)
+    return not answering(port) and _binds(socket.AF_INET, "127.0.0.1", port, option)
+
+
+def _binds(af: int, addr: str, port: int, option: int) -> bool:
+    """Whether a socket with `option` binds addr:port now (True where this machine has no such family)."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        return True
+        sock = socket.socket(af, socket.SOCK_STREAM)
     except OSError:
-        return False
+        return True
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+        if af == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((addr, port))
+        return True
+    except OSError as exc:
+        return af == socket.AF_INET6 and exc.errno == errno.EADDRNOTAVAIL  # no ::1 here: nothing can clash
     finally:
         sock.close()
+
+
+LOOPBACKS = (("ipv4", socket.AF_INET, "127.0.0.1"), ("ipv6", socket.AF_INET6, "::1"))
+
+
+def answering(port: int) -> list:
+    """(family, address) of each loopback where a connection to `port` is accepted now: someone listens
+    there, whether or not we may see whose socket it is."""
+    found = []
+    for family, af, addr in LOOPBACKS:
+        try:
+            with socket.socket(af, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                # A port in the ephemeral range can be given to this very socket, which then connects to
+                # itself (TCP simultaneous open): that is no listener.
+                if sock.connect_ex((addr, port)) == 0 and sock.getsockname()[:2] != sock.getpeername()[:2]:
+                    found.append((family, addr))
+        except OSError:  # no IPv6 on this machine
+            continue
+    return found
 
 
 # --- TensorBoard discovery ---------------------------------------------------------------------------------

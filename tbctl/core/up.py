@@ -13,7 +13,7 @@ from tbctl.core.stopping import terminate
 from tbctl.errors import PortBusy, TbctlError, TensorBoardFailed, UsageError
 from tbctl.hosts.base import Host, Launched
 from tbctl.models import PortHolder, TensorBoardInstance, UpResult
-from tbctl.probe import CREATE_TIME_SLACK
+from tbctl.probe import CREATE_TIME_SLACK, is_python
 from tbctl.records import InstanceRecord
 from tbctl.state import StateStore
 from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path, tensorboard_args, tensorboard_flag
@@ -61,14 +61,15 @@ def short_command(cmdline: Sequence[str], width: int = 80) -> str:
                 given = 1 if any(a.startswith(f"--{flag}=") for a in args) else 2
                 return f"tensorboard --{flag} {value}" + (" …" if len(args) > given else "")
         return " ".join(["tensorboard", *args])
-    if len(argv) > 1 and _name(argv[0]).startswith("python") and not argv[1].startswith("-"):
+    if len(argv) > 1 and is_python(argv[0]) and not argv[1].startswith("-"):
         argv = argv[1:]  # python SCRIPT ARGS: the script is the program
     text = " ".join([_name(argv[0]), *argv[1:]]) if argv else "?"
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _name(program: str) -> str:
-    return program.rstrip("/").rsplit("/", 1)[-1]
+    """The program's file name as written (a POSIX or a Windows path)."""
+    return program.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
 
 def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[[str], None] = lambda _: None,
