@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from tests.conftest import Cli, tensorboard_pids_for
-from tests.support.procs import ProcessReaper, alive, free_port, start_plain_tensorboard, wait_until
+from tests.support.procs import ProcessReaper, alive, free_port, start_listener, start_plain_tensorboard, wait_until
 
 pytestmark = pytest.mark.unprivileged  # also run as a normal user and under macOS' rules (.ci/run)
 
@@ -83,3 +83,11 @@ def test_down_escalates_to_kill_after_the_timeout(cli: Cli, logdir: Path, port: 
     psutil.Process(inst["pid"]).send_signal(signal.SIGSTOP)
     out = cli("down", str(inst["pid"]), "--timeout", "0.5", "--json").json()["instances"]
     assert out[0]["outcome"] == "killed" and out[0]["info_file_removed"] is True
+
+
+def test_down_only_touches_tensorboards(cli: Cli, reaper: ProcessReaper, port: int) -> None:
+    """A real listener, as the probe sees it here and under the layers' rules (its decision: test_cli_decisions)."""
+    listener = start_listener(reaper, port)
+    cli("down", str(port), exit_code=4)
+    cli("down", str(listener.pid), exit_code=4)
+    assert listener.poll() is None

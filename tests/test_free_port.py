@@ -106,3 +106,20 @@ def test_another_users_holder_is_explained_not_signalled(reaper: ProcessReaper, 
     assert "only to that user and root" in proc.stdout, out
     assert holder.poll() is None
     shutil.rmtree(state, ignore_errors=True)
+
+
+# What free-port decides is tested in-process (tests/test_cli_decisions.py); these two stay here for the
+# real probe, which .ci/run also runs as a normal user and under macOS' rules (a system-wide socket list
+# refused): a free port, and a real listener found and left alone.
+def test_a_free_port_is_reported_free(cli: Cli, port: int) -> None:
+    assert f"port {port} is free" in cli("free-port", str(port)).stdout
+    assert cli("free-port", str(port), "--json").json()["holders"] == []
+
+
+def test_dry_run_only_shows(cli: Cli, reaper: ProcessReaper, port: int) -> None:
+    holder = start_listener(reaper, port)
+    result = cli("free-port", str(port), "--dry-run")
+    assert f"pid {holder.pid}" in result.stdout and "dry run" in result.stdout
+    data = cli("free-port", str(port), "--dry-run", "--json").json()
+    assert [h["pid"] for h in data["holders"]] == [holder.pid] and data["dry_run"] is True
+    assert holder.poll() is None

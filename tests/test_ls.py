@@ -121,3 +121,8 @@ def test_ls_fits_an_80_column_terminal(reaper: ProcessReaper, tmp_path: Path, po
     assert cells[1] == str(port) and "serving" in cells and f"http://127.0.0.1:{port}/" in cells
     logdir_cell = cells[2]
     assert "…" in logdir_cell and logdir_cell.startswith("/") and logdir_cell.endswith("runs"), logdir_cell
+
+
+def test_ls_with_nothing_running_is_not_an_error(cli: Cli) -> None:
+    """The real scan, here and under the layers' rules; the machine may run other TensorBoards."""
+    cli("ls")
