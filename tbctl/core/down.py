@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from tbctl.config import Settings
     from tbctl.core.host_opener import HostOpener
 
+FAILED = ("denied", "survived", "protected")
+
+
 @dataclass(frozen=True)
 class Ended:
     outcomes: tuple[StopOutcome, ...]
@@ -55,9 +58,6 @@ def require_ended(ended: Ended) -> None:
     if ended.job is not None:
         raise TbctlError("a step could not be ended")
     raise TbctlError(f"{len(failed)} TensorBoard(s) could not be stopped")
-
-
-FAILED = ("denied", "survived", "protected")
 
 
 @dataclass(frozen=True)
