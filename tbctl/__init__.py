@@ -7,14 +7,17 @@ first use, so the command line (which imports this package first) pays nothing f
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
 
 _API = ("Dashboard", "up", "ls", "down", "free_port")
 __all__ = ["__version__", *_API, "load_ipython_extension"]
 
+# Not `typing.TYPE_CHECKING`: importing typing would double what `import tbctl` costs. Type checkers
+# take any constant of this name as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from tbctl.api import Dashboard, down, free_port, ls, up  # noqa: F401
 
 

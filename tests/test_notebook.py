@@ -34,6 +34,14 @@ CELL_TIMEOUT = 120  # seconds a cell may take (a kernel's first `up` imports tbc
 IFRAME = re.compile(r'<iframe src="([^"]+)"')
 
 
+@pytest.fixture(autouse=True)
+def browser_beside_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the developer's shell says about proxies and SSH, a kernel here starts as if the browser were
+    on this machine; a test that wants otherwise says so."""
+    for name in ("TENSORBOARD_PROXY_URL", "JUPYTERHUB_SERVICE_PREFIX", "SSH_CONNECTION", "TBCTL_NOTEBOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def _answers(url: str, logdir: Path) -> bool:
     status, body = http_get(url + "data/logdir")
     return status == 200 and json.loads(body)["logdir"] == str(logdir)
