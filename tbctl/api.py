@@ -14,7 +14,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -197,8 +196,9 @@ class Dashboard:
 
 
 # Foreground forwards end with the process; what they stop with them must stop too (as Ctrl-C does for
-# `tbctl up --host`), so those Dashboards are stopped at exit.
-_HELD: weakref.WeakSet[Dashboard] = weakref.WeakSet()
+# `tbctl up --host`), so those Dashboards are stopped at exit. Held here, a forward lives on when its
+# Dashboard is no longer referenced (a notebook cell's result that was not assigned), until stop() or exit.
+_HELD: set[Dashboard] = set()
 
 
 @atexit.register

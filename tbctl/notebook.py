@@ -89,7 +89,8 @@ def _parse(verb: str, words: list[str], extra: list[Any]) -> dict[str, Any] | No
     module, attribute = COMMANDS[verb].split(":")
     command = getattr(importlib.import_module(module), attribute)
     parser = type(command)(name=command.name, params=[*command.params, *extra], help=command.help,
-                           context_settings=command.context_settings)
+                           context_settings=command.context_settings,
+                           rich_markup_mode=getattr(command, "rich_markup_mode", None))
     try:
         return dict(parser.make_context(f"%tbctl {verb}", words).params)
     except ClickUsageError:
@@ -149,6 +150,11 @@ def _up(words: list[str], env: Environment, environ: Mapping[str, str]) -> Dashb
     params = _parse("up", words, [_notebook_url_option()])
     if params is None:
         return None
+    if params["open_browser"] is not None or params["json_output"]:
+        from tbctl.errors import UsageError
+
+        raise UsageError("--open/--no-open and --json do not apply in a notebook: the dashboard shows in the cell",
+                         hint="the returned Dashboard has the record (.result)")
     mode = url_mode(params["notebook_url"] or env.settings.notebook_url, environ)
     if mode not in ("direct", "proxy", "tunnel"):
         from tbctl.errors import UsageError
@@ -169,15 +175,15 @@ def tbctl_magic(line: str) -> Any:
     """%tbctl up [LOGDIR] [--host H] [--port P] [--new] [--detach] [--notebook-url MODE] … | ls | down …"""
     import sys
 
-    from tbctl.cli.app import ClickUsageError
+    from tbctl.cli.app import ClickUsageError, show_error
     from tbctl.cli.environment import Environment
     from tbctl.errors import TbctlError
 
     env = Environment(stdout=sys.stdout, stderr=sys.stderr)
     try:
         return run(line, env)
-    except TbctlError as exc:  # a user's error: its line and hint, as the command prints them, no traceback
-        env.error(exc.message, exc.hint)
+    except TbctlError as exc:  # a user's error as the command prints it, without a traceback
+        show_error(env, exc)
     except ClickUsageError as exc:
         env.error(exc.format_message(), "see '%tbctl " + (line.split() or ["up"])[0] + " --help'")
     return None

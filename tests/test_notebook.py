@@ -230,3 +230,22 @@ def test_the_notebook_url_setting_is_read_and_checked(monkeypatch: pytest.Monkey
     monkeypatch.setenv("TBCTL_NOTEBOOK_URL", "sideways")
     with pytest.raises(UsageError, match="TBCTL_NOTEBOOK_URL='sideways'"):
         _magic("up --port 1", {})
+
+
+def test_the_magic_prints_errors_as_the_command_does_and_its_help(logdir: Path, port: int,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from tbctl.notebook import tbctl_magic
+
+    assert tbctl_magic(f"up {logdir} --port {port} -- --no_such_flag=1") is None
+    out, err = capsys.readouterr()
+    assert "\ntbctl: TensorBoard" in err and "last lines of " in err and "no_such_flag" in err, err
+    assert "Traceback" not in out + err
+    assert tbctl_magic("up --help") is None
+    out, err = capsys.readouterr()
+    assert out.startswith("Usage: %tbctl up [OPTIONS] [LOGDIR]") and "--notebook-url" in out and "--host" in out, out
+    assert tbctl_magic("up --json") is None
+    assert capsys.readouterr().err.startswith("tbctl: --open/--no-open and --json do not apply in a notebook")
+    assert tbctl_magic("sideways") is None
+    assert capsys.readouterr().err.startswith("tbctl: use %tbctl up [LOGDIR] [OPTIONS], %tbctl ls or %tbctl down")
+    assert tbctl_magic("down --bogus") is None
+    assert "No such option: --bogus" in capsys.readouterr().err
