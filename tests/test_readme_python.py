@@ -15,10 +15,15 @@ import pytest
 from examples.make_example_logdir import write_example_logdir
 from tests.conftest import tensorboard_pids_for
 from tests.support.procs import TENSORBOARD, ProcessReaper, wait_until
-from tests.test_notebook import browser_beside_the_kernel  # noqa: F401 (autouse)
+from tests.support.notebook import browser_beside_the_kernel, frame_url, notebook, stream
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 REMOTE = 'host="gpu1"'
+
+
+@pytest.fixture(autouse=True)
+def _browser_beside_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    browser_beside_the_kernel(monkeypatch)
 
 
 def section() -> str:
@@ -85,8 +90,6 @@ def test_the_python_examples_on_gpu1(ssh_env: Any, reaper: ProcessReaper, tmp_pa
 
 
 def test_the_notebook_example(reaper: ProcessReaper, tmp_path: Path) -> None:
-    from tests.test_notebook import frame_url, notebook, stream
-
     write_example_logdir(tmp_path / "runs")
     cells = blocks("ipython")[0].strip().splitlines()
     with notebook(reaper, tmp_path) as nb:
