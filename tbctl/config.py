@@ -171,12 +171,6 @@ def _bool_from_env(name: str, raw: str) -> bool:
     return raw.strip().lower() in _YES
 
 
-PORT = Kind("a port number from 1 to 65535", lambda v: v if type(v) is int and 1 <= v <= 65535 else None,
-            lambda name, raw: parse_port(raw, source=name))
-SECONDS = _seconds_kind(zero_ok=False)
-SECONDS_OR_ZERO = _seconds_kind(zero_ok=True)
-ARGS = Kind('a list of strings, e.g. ["--samples_per_plugin", "scalars=1000"]', _args_check)
-BACKEND = Kind('"openssh" or "paramiko"', lambda v: v if v in SSH_BACKENDS else None, _backend_from_env)
 def _notebook_url_from_env(name: str, raw: str) -> str:
     if raw not in NOTEBOOK_URLS:
         raise UsageError(f"{name}={raw!r} is not a way to reach the notebook's dashboard",
@@ -184,6 +178,12 @@ def _notebook_url_from_env(name: str, raw: str) -> str:
     return raw
 
 
+PORT = Kind("a port number from 1 to 65535", lambda v: v if type(v) is int and 1 <= v <= 65535 else None,
+            lambda name, raw: parse_port(raw, source=name))
+SECONDS = _seconds_kind(zero_ok=False)
+SECONDS_OR_ZERO = _seconds_kind(zero_ok=True)
+ARGS = Kind('a list of strings, e.g. ["--samples_per_plugin", "scalars=1000"]', _args_check)
+BACKEND = Kind('"openssh" or "paramiko"', lambda v: v if v in SSH_BACKENDS else None, _backend_from_env)
 NOTEBOOK_URL = Kind(", ".join(f'"{u}"' for u in NOTEBOOK_URLS[:-1]) + f' or "{NOTEBOOK_URLS[-1]}"',
                     lambda v: v if v in NOTEBOOK_URLS else None, _notebook_url_from_env)
 BOOL = Kind("true or false", lambda v: v if type(v) is bool else None, _bool_from_env)
