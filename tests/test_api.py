@@ -18,6 +18,7 @@ import tbctl
 from tbctl.errors import InstanceNotFound, PortBusy, SSHError, TensorBoardFailed, UsageError
 from tbctl.models import as_json
 from tests.conftest import Cli, tensorboard_pids_for
+from tests.support import schemas
 from tests.support.procs import TENSORBOARD, ProcessReaper, alive, free_port, http_get, port_free, start_listener, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,6 +53,7 @@ def test_with_up_answers_inside_and_leaves_nothing_behind(reaper: ProcessReaper,
         assert (board.port, board.local_port, board.host, board.logdir, board.reused) == (
             port, port, "localhost", str(logdir), False)
         assert board.url == f"http://127.0.0.1:{port}/" and _answers(board.url, logdir)
+        assert set(as_json(board.result)) == set(schemas.UP)  # the record `tbctl up --json` prints
         assert [i.pid for i in tbctl.ls().instances if i.status == "serving" and i.logdir == str(logdir)] == [board.pid]
     assert board.stopped and not alive(board.pid) and not tensorboard_pids_for(logdir)
     assert not [i for i in tbctl.ls().instances if i.pid == board.pid]  # its record went with it
