@@ -166,7 +166,7 @@ def test_up_detached_on_a_remote_host_and_stop_ends_the_background_forward(ssh_e
 
 
 def test_up_on_a_remote_host_from_a_thread(ssh_env: Any, reaper: ProcessReaper, logdir: Path) -> None:
-    """A notebook's or a training loop's helper thread may call up(); only the main thread may set signal
+    """A notebook's or a training loop's worker thread may call up(); only the main thread may set signal
     handlers, so the API must not try."""
     got: list[Any] = []
 

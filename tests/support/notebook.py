@@ -1,5 +1,5 @@
 """A real IPython kernel for tests of the `%tbctl` magic: nbclient runs one cell at a time in it, and the
-helpers read what a cell showed (the frame's URL, its result, its streams)."""
+functions below read what a cell showed (the frame's URL, its result, its streams)."""
 
 from __future__ import annotations
 
