@@ -201,7 +201,15 @@ class Dashboard:
 _HELD: set[Dashboard] = set()
 
 
-@atexit.register
+def _hold(dashboard: Dashboard) -> None:
+    """Stop `dashboard` at exit. Exit handlers run last registered first, and the SSH backend may register
+    its own when it is imported (paramiko's closes every transport): registered again now, after the
+    connection exists, ours runs while the connection still does."""
+    _HELD.add(dashboard)
+    atexit.unregister(_stop_held)
+    atexit.register(_stop_held)
+
+
 def _stop_held() -> None:
     for dashboard in list(_HELD):
         with contextlib.suppress(Exception):
@@ -221,7 +229,7 @@ def serve_request(request: ServeRequest, *, ssh: str | None = None, messages: Me
     session = stack.enter_context(serve(request, settings, reach, store, _Report(messages)))
     dashboard = Dashboard(session, stack, request, ssh, messages, before)
     if session.forwarding:
-        _HELD.add(dashboard)
+        _hold(dashboard)
     return dashboard
 
 

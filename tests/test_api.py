@@ -185,3 +185,16 @@ def test_up_on_a_remote_host_from_a_thread(ssh_env: Any, reaper: ProcessReaper, 
     with board:
         assert _answers(board.url, logdir)
     assert wait_until(lambda: not alive(board.pid), 10)
+
+
+def test_a_process_that_exits_holding_a_foreground_forward_stops_what_it_started(ssh_env: Any, reaper: ProcessReaper,
+                                                                                  logdir: Path) -> None:
+    """As Ctrl-C does for `tbctl up --host`: the forward dies with the process, so the TensorBoard it started
+    for that forward stops too."""
+    code = (f"import tbctl\nboard = tbctl.up({str(logdir)!r}, host={ssh_env.alias!r}, tensorboard={TENSORBOARD!r})\n"
+            "print(board.pid, board.local_port, flush=True)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pid, local_port = map(int, out.stdout.split())
+    reaper.adopt(pid)
+    assert wait_until(lambda: not alive(pid), 10) and wait_until(lambda: port_free(local_port), 10)
