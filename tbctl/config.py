@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tbctl.config_lines import ConfigError, dotted, fail_at, read_toml, toml_repr  # noqa: F401  (ConfigError: re-exported)
+from tbctl.config_lines import ConfigError, dotted, fail_at, locate_key, read_toml, toml_repr  # noqa: F401  (ConfigError: re-exported)
 from tbctl.errors import UsageError
 
 DEFAULT_PORT = 6006
@@ -72,11 +72,24 @@ class Settings:
     config_file: Path | None  # the file consulted (it may not exist)
     config_loaded: bool  # whether it existed and was read
     sources: Mapping[str, str]  # top-level setting -> "default" | "file" | "env:NAME"
+    file_lines: Mapping[tuple[str, ...], int] = field(default_factory=dict)  # a key of the file -> its line
 
     def for_host(self, name: str | None) -> HostSettings:
         if name is None:
             return self.defaults
         return self.hosts.get(name, self.defaults)
+
+    def origin(self, name: str, host: str | None) -> str:
+        """Where the value of setting `name` on `host` came from, for a message about it: the TBCTL_*
+        variable, `FILE:LINE` (with the host's section), or "default". (A flag is named by its caller.)"""
+        setting = BY_NAME[name]
+        if setting.env is not None and self.sources.get(name) == f"env:{setting.env}":
+            return setting.env
+        if host is not None and ("hosts", host, name) in self.file_lines:
+            return f"{self.config_file}:{self.file_lines['hosts', host, name]} ([hosts.{dotted((host,))}])"
+        if (name,) in self.file_lines:
+            return f"{self.config_file}:{self.file_lines[name,]}"
+        return "default"
 
 
 # --- where the file is ---------------------------------------------------------------------------------------
@@ -258,6 +271,7 @@ class ConfigFile:
     path: Path
     top: Mapping[str, Any]
     hosts: Mapping[str, Mapping[str, Any]]
+    lines: Mapping[tuple[str, ...], int] = field(default_factory=dict)  # each key set -> the line setting it
 
 
 def read_config(path: Path) -> ConfigFile | None:
@@ -278,7 +292,10 @@ def read_config(path: Path) -> ConfigFile | None:
                 hosts[name] = {k: _check(path, text, ("hosts", name, k), v, HOST_KEYS) for k, v in section.items()}
         else:
             top[key] = _check(path, text, (key,), value, TOP_LEVEL_KEYS)
-    return ConfigFile(path=path, top=top, hosts=hosts)
+    keys: list[tuple[str, ...]] = [(key,) for key in top]
+    keys += [("hosts", name, key) for name, section in hosts.items() for key in section]
+    lines = {key: line for key in keys if (line := locate_key(text, key)) is not None}
+    return ConfigFile(path=path, top=top, hosts=hosts, lines=lines)
 
 
 def _check(path: Path, text: str, key: tuple[str, ...], value: Any, allowed: tuple[str, ...]) -> Any:
@@ -347,6 +364,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         config_file=path,
         config_loaded=conf is not None,
         sources=sources,
+        file_lines=conf.lines if conf is not None else {},
     )
 
 

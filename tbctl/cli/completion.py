@@ -2,7 +2,8 @@
 loudly (a broken config file must not print a traceback into the user's command line).
 
 The shell scripts in completions/ come from Typer's completion environment variable:
-`_TBCTL_COMPLETE=source_bash tbctl` (or source_zsh, source_fish). The app is built with
+`_TBCTL_COMPLETE=source_bash tbctl` (or source_zsh, source_fish, source_powershell), which is also what
+`tbctl completion SHELL` prints. The app is built with
 `add_completion=False` (no --install-completion/--show-completion options), which also leaves Typer's
 completion classes unregistered; `register_shells()` registers them when that variable is set.
 """
@@ -10,8 +11,8 @@ completion classes unregistered; `register_shells()` registers them when that va
 from __future__ import annotations
 
 COMPLETE_VAR = "_TBCTL_COMPLETE"
-SHELLS = ("bash", "zsh", "fish")
-SCRIPT_FILES = {"bash": "tbctl.bash", "zsh": "tbctl.zsh", "fish": "tbctl.fish"}  # under completions/
+SHELLS = ("bash", "zsh", "fish", "powershell")
+SCRIPT_FILES = {"bash": "tbctl.bash", "zsh": "tbctl.zsh", "fish": "tbctl.fish", "powershell": "tbctl.ps1"}  # under completions/
 
 
 def complete_hosts(incomplete: str) -> list[str]:

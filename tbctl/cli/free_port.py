@@ -9,7 +9,7 @@ import typer
 
 from tbctl.cli import render
 from tbctl.cli.environment import Environment
-from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, TimeoutOption, command_env, verb_app
+from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, StopTimeoutOption, command_env, verb_app
 from tbctl.cli.session import reach
 from tbctl.errors import PortBusy
 
@@ -27,7 +27,7 @@ def free_port(
     force: Annotated[bool, typer.Option("--force", help="SIGKILL at once instead of SIGTERM first.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show who holds the port.")] = False,
     host_spec: HostOption = None,
-    timeout: TimeoutOption = None,
+    timeout: StopTimeoutOption = None,
     connect_timeout: ConnectTimeoutOption = None,
     json_output: JsonOption = False,
 ) -> None:

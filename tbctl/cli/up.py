@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from tbctl.cli.environment import Environment
-from tbctl.cli.options import ConnectTimeoutOption, EnvOption, HostOption, JsonOption, TimeoutOption, command_env, verb_app
+from tbctl.cli.options import ConnectTimeoutOption, EnvOption, HostOption, JsonOption, StartTimeoutOption, command_env, verb_app
 from tbctl.cli.session import reach, SessionNarrator, flush_warnings, open_in_browser, store_of
 from tbctl.errors import UsageError
 
@@ -36,21 +36,21 @@ def _split_logdir_and_extra(positional: list[str], logdir_option: str | None) ->
 def up(
     ctx: typer.Context,
     args: Annotated[Optional[list[str]], typer.Argument(metavar="[LOGDIR] [-- TENSORBOARD_FLAGS...]", show_default=False)] = None,
-    logdir_option: Annotated[Optional[str], typer.Option("--logdir", help="The logdir (default: runs).")] = None,
-    port: Annotated[Optional[str], typer.Option("--port", "-p", help="Preferred port (default 6006; the next free one if taken).")] = None,
+    logdir_option: Annotated[Optional[str], typer.Option("--logdir", metavar="DIR", help="The logdir (default: runs).")] = None,
+    port: Annotated[Optional[str], typer.Option("--port", "-p", metavar="PORT", help="Preferred port (default 6006; the next free one if taken).")] = None,
     host_spec: HostOption = None,
-    local_port: Annotated[Optional[str], typer.Option("--local-port", help="Remote: the local end of the forward (default port+10000).")] = None,
+    local_port: Annotated[Optional[str], typer.Option("--local-port", metavar="PORT", help="Remote: the local end of the forward (default port+10000).")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Remote: leave TensorBoard running when the forward closes.")] = False,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Remote: forward in the background and return; `tbctl down` ends it.")] = False,
-    timeout: TimeoutOption = None,
+    timeout: StartTimeoutOption = None,
     open_browser: Annotated[Optional[bool], typer.Option("--open/--no-open", help="Open the URL in a browser (default: `open` in the config file, else no).")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start another instance even if one serves this logdir.")] = False,
-    tensorboard: Annotated[Optional[str], typer.Option("--tensorboard", help="Path of the tensorboard executable.")] = None,
+    tensorboard: Annotated[Optional[str], typer.Option("--tensorboard", metavar="PATH", help="Path of the tensorboard executable.")] = None,
     env_prefix: EnvOption = None,
     connect_timeout: ConnectTimeoutOption = None,
-    job: Annotated[Optional[str], typer.Option("--job", help="Slurm: serve from inside this running job (ID or ARRAY_TASK), on its node.")] = None,
-    job_name: Annotated[Optional[str], typer.Option("--job-name", help="Slurm: your newest running job of this name.")] = None,
-    node: Annotated[Optional[str], typer.Option("--node", help="Slurm: which node of a multi-node job (default: its batch host).")] = None,
+    job: Annotated[Optional[str], typer.Option("--job", metavar="JOB", help="Slurm: serve from inside this running job (ID or ARRAY_TASK), on its node.")] = None,
+    job_name: Annotated[Optional[str], typer.Option("--job-name", metavar="NAME", help="Slurm: your newest running job of this name.")] = None,
+    node: Annotated[Optional[str], typer.Option("--node", metavar="NODE", help="Slurm: which node of a multi-node job (default: its batch host).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait for a pending job to start.")] = False,
     bind_node_address: Annotated[bool, typer.Option("--bind-node-address", help="Slurm, where ssh to compute nodes is refused: bind the node's cluster address (everyone on that network can reach it) and forward from the login node.")] = False,
     expose_to_network: Annotated[bool, typer.Option("--expose-to-network", help="Let TensorBoard listen beyond 127.0.0.1 (every interface, or the --host given after --): anyone who can reach the host can read the logdir.")] = False,

@@ -40,6 +40,7 @@ class JobUpRequest:
     tensorboard: str | None = None
     env_prefix: str | None = None
     extra_args: tuple[str, ...] = ()
+    tensorboard_from: str = "--tensorboard"  # where `tensorboard` was set: the flag, or a config file's line
     # The fallback where the cluster refuses ssh to compute nodes: TensorBoard binds the node's cluster
     # address and the login node's connection forwards to it. Only when asked: anyone on that network can reach it.
     bind_node_address: bool = False
@@ -153,7 +154,7 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
     if bind is not None:
         warnings.append(f"TensorBoard listens on {node_name}'s cluster address {bind}: everyone on the cluster "
                         "network can reach it, not only you (--bind-node-address)")
-    executable = login.find_tensorboard(request.tensorboard, request.env_prefix)
+    executable = login.find_tensorboard(request.tensorboard, request.env_prefix, explicit_from=request.tensorboard_from)
     path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
     with store.lock(f"up-job-{login.name}-{job.id}"):
         if not request.new:

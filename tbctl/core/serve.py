@@ -205,6 +205,7 @@ def merged_request(request: ServeRequest, settings: Settings) -> tuple[UpRequest
         env_prefix=request.env_prefix or per_host.env,
         extra_args=per_host.tensorboard_args + request.extra_args,
         network_ok=request.expose_to_network,
+        tensorboard_from="--tensorboard" if request.tensorboard else settings.origin("tensorboard", request.host),
     )
     from tbctl.tensorboard import check_extra_args
 
@@ -225,7 +226,8 @@ def job_request(request: ServeRequest, up_request: UpRequest) -> JobUpRequest:
                         port=up_request.port, timeout=up_request.timeout, wait=request.wait, new=request.new,
                         tensorboard=up_request.tensorboard, env_prefix=up_request.env_prefix,
                         extra_args=up_request.extra_args, bind_node_address=request.bind_node_address,
-                        expose_to_network=request.expose_to_network)
+                        expose_to_network=request.expose_to_network,
+                        tensorboard_from=up_request.tensorboard_from)
 
 
 def with_forward(result: UpResult, forward_port: int | None, warning: str = "") -> UpResult:

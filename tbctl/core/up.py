@@ -13,7 +13,7 @@ from tbctl.core.stopping import terminate
 from tbctl.errors import PortBusy, TbctlError, TensorBoardFailed, UsageError
 from tbctl.hosts.base import Host, Launched
 from tbctl.models import PortHolder, TensorBoardInstance, UpResult
-from tbctl.probe import CREATE_TIME_SLACK
+from tbctl.probe import CREATE_TIME_SLACK, is_python
 from tbctl.records import InstanceRecord
 from tbctl.state import StateStore
 from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path, tensorboard_args, tensorboard_flag
@@ -32,6 +32,7 @@ class UpRequest:
     env_prefix: str | None = None
     extra_args: tuple[str, ...] = ()
     network_ok: bool = False  # --expose-to-network: the user chose a bind beyond loopback
+    tensorboard_from: str = "--tensorboard"  # where `tensorboard` was set: the flag, or a config file's line
 
 
 def describe_holders(holders: Sequence[PortHolder]) -> str:
@@ -60,21 +61,22 @@ def short_command(cmdline: Sequence[str], width: int = 80) -> str:
                 given = 1 if any(a.startswith(f"--{flag}=") for a in args) else 2
                 return f"tensorboard --{flag} {value}" + (" …" if len(args) > given else "")
         return " ".join(["tensorboard", *args])
-    if len(argv) > 1 and _name(argv[0]).startswith("python") and not argv[1].startswith("-"):
+    if len(argv) > 1 and is_python(argv[0]) and not argv[1].startswith("-"):
         argv = argv[1:]  # python SCRIPT ARGS: the script is the program
     text = " ".join([_name(argv[0]), *argv[1:]]) if argv else "?"
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _name(program: str) -> str:
-    return program.rstrip("/").rsplit("/", 1)[-1]
+    """The program's file name as written (a POSIX or a Windows path)."""
+    return program.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
 
 def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[[str], None] = lambda _: None,
        notice: Callable[[str], None] = lambda _: None) -> UpResult:
     """`notice` gets the port note (why the port differs from the one asked for) as soon as it is known,
     before the progress that names the port it explains; it is also in the result."""
-    executable = host.find_tensorboard(request.tensorboard, request.env_prefix)
+    executable = host.find_tensorboard(request.tensorboard, request.env_prefix, explicit_from=request.tensorboard_from)
     resolved = host.call("resolve_path", path=request.logdir)  # the kind too, which Host.resolve_path drops
     logdir = str(resolved["path"])
     warnings: list[str] = []

@@ -132,14 +132,19 @@ class Host(abc.ABC):
     def first_free_port(self, candidates: Sequence[int]) -> int | None:
         return self.call("free_port", candidates=list(candidates))["port"]
 
-    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None) -> str:
+    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None, *,
+                         explicit_from: str = "--tensorboard") -> str:
+        """`explicit_from`: where `explicit` was given, for the error: the flag, or a config file's line."""
         found = self.call("find_tensorboard", explicit=explicit, env_prefix=env_prefix, login_shell=self.is_remote)
         if found["path"]:
             return str(found["path"])
         if found.get("explicit_bad"):
+            flag = explicit_from == "--tensorboard"
+            given = f"--tensorboard {explicit}" if flag else f"tensorboard {explicit} (from {explicit_from})"
             raise UsageError(
-                f"--tensorboard {explicit} is not an executable file on {self.name}",
-                hint="give the path of the tensorboard script, e.g. ~/venv/bin/tensorboard",
+                f"{given} is not an executable file on {self.name}",
+                hint="give the path of the tensorboard script, e.g. ~/venv/bin/tensorboard" if flag else
+                f"correct it in {explicit_from}, or pass --tensorboard PATH (e.g. ~/venv/bin/tensorboard)",
             )
         raise TensorBoardNotFound(self.name, found["searched"])
 

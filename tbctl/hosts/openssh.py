@@ -24,8 +24,8 @@ from typing import Any, Protocol
 from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, TbctlError
 from tbctl.hosts import openssh_errors, remote_probe
 from tbctl.hosts.link import DEFAULT_PING_INTERVAL, NEEDS_A_PERSON, LinkState, backoff_delay
-from tbctl.hosts.openssh_masters import Master, own_master, resolve
-from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT, parse_spec
+from tbctl.hosts.openssh_masters import Master, destination_of, own_master, resolve, session_options
+from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
 
 CALL_MARGIN = 30.0  # seconds a probe operation may take beyond its own timeout before the link is presumed dead
 
@@ -45,19 +45,6 @@ class _NoTerminal:
 
     def paused(self) -> AbstractContextManager[None]:
         return nullcontext()
-
-
-def _session_options() -> list[str]:
-    """A host block written for tunnels only (`ForkAfterAuthentication yes`, `SessionType none`, `StdinNull
-    yes`: `ssh -f -N` in config form) would background the probe's ssh or give it no session, and makes
-    even `ssh -G` fail. tbctl's commands need a session in the foreground (OpenSSH 8.7 has these options;
-    an older ssh rejects them, and has no such blocks to undo)."""
-    from tbctl.hosts.backends import openssh_client
-
-    version, _ = openssh_client()
-    if version is None or version < (8, 7):
-        return []
-    return ["-o", "ForkAfterAuthentication=no", "-o", "SessionType=default", "-o", "StdinNull=no"]
 
 
 class LinkTimeout(SSHError):
@@ -92,7 +79,7 @@ class _Lines:
 
 
 class _Probe:
-    """The probe process: `ssh -S CTL -T -- HOST python3 -c BOOTSTRAP`, in its own session so a Ctrl-C
+    """The probe process: `ssh -S CTL -T -- HOST python3 -I -c BOOTSTRAP`, in its own session so a Ctrl-C
     meant for tbctl does not kill it before tbctl has cleaned up through it."""
 
     def __init__(self, argv: list[str], *, on_exit: Callable[[], None]) -> None:
@@ -188,22 +175,17 @@ class OpenSSHHost(remote_probe.RemoteHost):
         config_file: str | None = None,
         jump: str | None = None,
     ) -> None:
-        user, host, port = parse_spec(spec)  # also refuses a spec that ssh would read as an option
+        self.destination, self.host_arg = destination_of(spec, config_file=config_file, jump=jump)
         self.name = spec
+        if jump is not None:
+            from tbctl.hosts.backends import jumped_name
+
+            self.name = jumped_name(jump, spec)
         self.state_dir = state_dir
         self.env_prefix = env_prefix
         self.persist = persist
         self._terminal = terminal or _NoTerminal()
-        self.destination = ["-F", config_file] if config_file else []
-        self.destination += (["-l", user] if user else []) + (["-p", str(port)] if port else [])
-        if jump is not None:  # a compute node through its login node: ssh's own ProxyJump, before `--`
-            from tbctl.hosts.backends import jumped_name
-
-            parse_spec(jump)
-            self.destination += ["-o", f"ProxyJump={jump}"]
-            self.name = jumped_name(jump, spec)
-        self.host_arg = host
-        self.resolved = resolve(self.mux_destination, host, spec)
+        self.resolved = resolve(self.mux_destination, self.host_arg, spec)
         self.connect_timeout = connect_timeout or self.resolved.connect_timeout or DEFAULT_CONNECT_TIMEOUT
         self.master: Master | None = None
         self.forwards: list[OpenSSHForward] = []
@@ -238,7 +220,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
     def mux_destination(self) -> list[str]:
         """The destination options of a command to the master (`-O …`): a tunnel-only host block would make
         even those fail ("Cannot fork into background without a command")."""
-        return [*self.destination, *_session_options()]
+        return [*self.destination, *session_options()]
 
     def ssh_argv(self, *options: str, command: list[str] | None = None) -> list[str]:
         """`ssh [the user's destination options] OPTIONS -- HOST [COMMAND]`: options never after the host."""
@@ -288,7 +270,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
 
     def _start_probe(self) -> None:
         assert self.master is not None
-        probe = _Probe(self.ssh_argv(*self.master.client_options(), *_session_options(), "-o", "RemoteCommand=none", "-T",
+        probe = _Probe(self.ssh_argv(*self.master.client_options(), *session_options(), "-o", "RemoteCommand=none", "-T",
                                      command=[remote_probe.remote_command(self.python)]), on_exit=self._wake.set)
         deadline = time.monotonic() + self.connect_timeout + CALL_MARGIN
         try:

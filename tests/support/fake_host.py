@@ -50,6 +50,9 @@ class FakeProcess:
     zombie: bool = False
     ignores_sigterm: bool = False
     unkillable: bool = False  # survives SIGKILL too (uninterruptible sleep)
+    # exits on SIGTERM without cleaning up, as TensorBoard on Windows does: a CTRL_BREAK, which it has no
+    # handler for, ends it where it stands
+    stops_uncleanly: bool = False
     running: bool = True
 
     @property
@@ -268,7 +271,7 @@ class FakeHost(Host):
             return {"outcome": "denied"}
         self.signals.append((pid, sig))
         if sig == "SIGTERM" and not proc.ignores_sigterm and not proc.unkillable:
-            self.exit(pid, cleanly=True)
+            self.exit(pid, cleanly=not proc.stops_uncleanly)
         elif sig == "SIGKILL" and not proc.unkillable:
             self.exit(pid, cleanly=False)
         return {"outcome": "sent"}
