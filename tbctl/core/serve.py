@@ -49,6 +49,9 @@ class ServeRequest:
     wait: bool = False
     bind_node_address: bool = False
     expose_to_network: bool = False
+    # Whether SIGTERM and SIGHUP end a foreground forward as Ctrl-C does: a command's own process, yes; a
+    # library caller's (tbctl.up() in a notebook's kernel), no, since its signals are not tbctl's to take.
+    catch_hangup: bool = True
 
     @property
     def in_job(self) -> bool:
@@ -168,7 +171,8 @@ def serve(request: ServeRequest, settings: Settings, hosts: HostOpener, store: S
             raise
         stops = (lambda: _stop_reporting(host, store, inst, report),) if stop_after else ()
         background = forward_port if exposure is None else None
-        with ServeSession(result, host, report, exposure=exposure, background_port=background, stops=stops) as session:
+        with ServeSession(result, host, report, exposure=exposure, background_port=background, stops=stops,
+                          catch_hangup=request.catch_hangup) as session:
             yield session
 
 

@@ -54,7 +54,7 @@ class ServeSession:
 
     def __init__(self, result: Any, host: Host, report: ServeReport, *, exposure: Exposure | None = None,
                  background_port: int | None = None, stops: tuple[Callable[[], None], ...] = (),
-                 ended: Callable[[], str] | None = None) -> None:
+                 ended: Callable[[], str] | None = None, catch_hangup: bool = True) -> None:
         self.result = result
         self.host = host
         self.background_port = background_port  # a background forwarder now keeps the URL alive
@@ -62,6 +62,7 @@ class ServeSession:
         self._exposure = exposure
         self._stops = stops
         self._ended = ended
+        self._catch_hangup = catch_hangup
         self._signals = contextlib.ExitStack()
 
     @property
@@ -88,7 +89,7 @@ class ServeSession:
             self._report.ended(why)
 
     def __enter__(self) -> ServeSession:
-        if self.forwarding:  # from here on, a closed terminal or a kill cleans up like Ctrl-C
+        if self.forwarding and self._catch_hangup:  # from here on, a closed terminal or a kill cleans up like Ctrl-C
             from tbctl.core.expose import interrupt_on_hangup
 
             self._signals.enter_context(interrupt_on_hangup())
