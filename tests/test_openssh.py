@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +262,80 @@ def test_odd_but_real_host_blocks_do_not_get_in_the_way(block: str, openssh: Any
     assert cli("ls", "--host", "tbodd", "--json").json()["errors"] == []
     assert cli("ls", "--host", "tbodd", "--json").json()["errors"] == []  # and again, riding the master
     assert not marker.exists(), "tbctl's hidden master must not run the user's LocalCommand"
+
+
+def _users_forwards_block(openssh: Any, name: str, *, local: int, dynamic: int, remote_port: int) -> str:
+    """A host block as people write it for their own sessions: forwards that must all succeed."""
+    return (_base_block(openssh, name) + f"  LocalForward 127.0.0.1:{local} 127.0.0.1:8888\n"
+            f"  DynamicForward 127.0.0.1:{dynamic}\n  RemoteForward 127.0.0.1:{remote_port} 127.0.0.1:22\n"
+            "  ExitOnForwardFailure yes\n")
+
+
+def _up_and_tunnel(reaper: ProcessReaper, state_dir: Path, cli: Cli, alias: str, logdir: Path,
+                   check: Callable[[], None]) -> None:
+    """`ls --host`, `up --host` (held in the foreground), then `tunnel` to what it started; `check` runs while
+    each one holds its forward."""
+    from tests.support.foreground import Foreground
+    from tests.support.procs import TENSORBOARD, free_port, http_get
+
+    assert cli("ls", "--host", alias, "--json").json()["errors"] == []
+    check()
+    up = Foreground(reaper, state_dir, "up", "--host", alias, str(logdir), "--tensorboard", TENSORBOARD,
+                    "--keep", "--new")
+    pid = up.pid_from_stderr()
+    reaper.adopt(pid)
+    assert http_get(up.url + "data/logdir")[0] == 200
+    check()
+    port = next(r["port"] for r in cli("ls", "--host", alias, "--json").json()["instances"] if r["pid"] == pid)
+    assert up.interrupt() == 0, up.stderr
+    tun = Foreground(reaper, state_dir, "tunnel", alias, str(port), "--local-port", str(free_port()))
+    assert http_get(tun.url + "data/logdir")[0] == 200
+    check()
+    assert tun.interrupt() == 0, tun.stderr
+    cli("down", str(pid), "--host", alias)
+
+
+def test_a_users_forward_to_a_busy_port_gets_in_no_command_s_way(
+    openssh: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, logdir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ExitOnForwardFailure, a forward of the user's whose port is taken here would fail every ssh
+    that asks for it: tbctl never asks for the user's forwards, and the port's holder is left alone."""
+    from tests.support.procs import free_port
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = holder.getsockname()[1]
+    try:
+        _use_config(tmp_path, monkeypatch, _users_forwards_block(openssh, "tbfwdbusy", local=busy,
+                                                                 dynamic=free_port(), remote_port=free_port()))
+
+        def holder_untouched() -> None:
+            with socket.create_connection(("127.0.0.1", busy), timeout=5):
+                conn, _ = holder.accept()
+                conn.close()
+
+        _up_and_tunnel(reaper, state_dir, cli, "tbfwdbusy", logdir, holder_untouched)
+    finally:
+        holder.close()
+
+
+def test_a_users_forwards_are_never_opened_by_tbctl(
+    openssh: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, logdir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same block with its ports free: tbctl's master (which persists) must not hold the user's
+    LocalForward, DynamicForward or RemoteForward."""
+    from tests.support.procs import free_port, port_free
+
+    local, dynamic, remote_port = free_port(), free_port(), free_port()
+    _use_config(tmp_path, monkeypatch, _users_forwards_block(openssh, "tbfwdfree", local=local, dynamic=dynamic,
+                                                             remote_port=remote_port))
+
+    def none_opened() -> None:
+        assert port_free(local) and port_free(dynamic), "tbctl opened the user's LocalForward/DynamicForward"
+        assert remote_port not in [p for _, p, _ in openssh.listeners()], "tbctl opened the user's RemoteForward"
+
+    _up_and_tunnel(reaper, state_dir, cli, "tbfwdfree", logdir, none_opened)
+    none_opened()
