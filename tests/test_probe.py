@@ -78,7 +78,7 @@ def test_serve_speaks_json_lines_after_the_hello() -> None:
     assert hello.startswith(probe.HELLO_SENTINEL.decode())
     assert json.loads(hello[len(probe.HELLO_SENTINEL):])["ok"]["pid"] == os.getpid()
     assert [json.loads(r) for r in replies] == [{"ok": {}}, {"ok": {"alive": True}},
-                                                {"error": {"type": "KeyError", "message": "'nope'"}}]
+                                                {"error": {"type": "KeyError", "message": "'nope'", "op": "nope"}}]
 
 
 def test_never_signals_pid_1_itself_or_its_parent() -> None:

@@ -156,3 +156,31 @@ def test_probe_runs_under_the_remote_python3_and_under_an_env_python(ssh_env: An
             holders = host.port_holders(sshd_port)
             assert holders and holders[0].pid is not None and "sshd" in holders[0].command
         assert {p["pid"] for p in bare.scan()["processes"]} == {p["pid"] for p in env_host.scan()["processes"]}
+
+
+def test_a_batch_whose_middle_request_fails_answers_the_others_and_names_the_op(
+    remote: Any, ssh_backend: str, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests written at once are answered in order; one that fails (here: a wait for a launch that
+    started nothing) costs the others nothing, and its error says which operation it was."""
+    from tbctl.errors import ProbeError
+    from tbctl.hosts.backends import open_ssh_host
+    from tbctl.hosts.local import LocalHost
+
+    monkeypatch.setenv("TBCTL_SSH_CONFIG", str(remote.ssh_config))
+    batch = [("resolve_path", {"path": "/"}), ("wait_launched", {"port": 1, "path": "/", "timeout": 1}),
+             ("ping", {})]
+    seen: list[int] = []
+    with open_ssh_host(remote.alias, backend=ssh_backend, state_dir=state_dir, connect_timeout=None,
+                       env_prefix=None, persist=0) as host:
+        host.connect()
+        first, middle, last = host.call_many(batch, on_answer=lambda index, answer: seen.append(index))
+        assert first.get()["path"] == "/" and last.get() == {} and seen == [0, 1, 2]
+        assert isinstance(middle.error, ProbeError) and middle.error.op == "wait_launched"
+        assert "wait_launched failed on" in middle.error.message and "LookupError" in middle.error.message
+        with pytest.raises(ProbeError):
+            middle.get()
+        assert host.call("ping") == {}, "the connection answers in order after the failed request"
+    local_first, local_middle, local_last = LocalHost(tmp_path).call_many(batch)
+    assert local_first.get()["path"] == "/" and local_last.get() == {}
+    assert isinstance(local_middle.error, LookupError)

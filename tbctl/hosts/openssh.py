@@ -10,19 +10,19 @@ otherwise), and no shell string is ever built from user input: remote arguments 
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
 from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, TbctlError
 from tbctl.hosts import openssh_errors, remote_probe
+from tbctl.hosts.base import Answer, Request
 from tbctl.hosts.link import DEFAULT_PING_INTERVAL, NEEDS_A_PERSON, LinkState, backoff_delay
 from tbctl.hosts.openssh_masters import Master, own_master, resolve
 from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT, parse_spec
@@ -101,6 +101,8 @@ class _Probe:
                                      start_new_session=True, bufsize=0)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.lines = _Lines(self.proc.stdout.fileno())
+        self.greeted = False  # its hello line has been read
+        self.owed = 0  # answers to requests sent whose reader gave up (Ctrl-C): skipped before the next
         self._stderr = bytearray()
         self._drain = threading.Thread(target=self._read_stderr, name="tbctl-probe-stderr", daemon=True)
         self._drain.start()
@@ -247,14 +249,16 @@ class OpenSSHHost(remote_probe.RemoteHost):
     def connect(self) -> OpenSSHHost:
         with self._connect_lock:
             if self._probe is None:
-                self._connect(batch=not self._terminal.interactive)
+                self._connect(batch=not self._terminal.interactive, greet=False)
         return self
 
-    def _connect(self, *, batch: bool, avoid: str | None = None) -> None:
-        """Ride a live master (the user's, else ours), or start ours; then start the probe through it."""
+    def _connect(self, *, batch: bool, avoid: str | None = None, greet: bool = True) -> None:
+        """Ride a live master (the user's, else ours), or start ours; then start the probe through it.
+        Without `greet`, the probe's hello is read with the first answers: the first requests then travel
+        right behind the probe's source instead of one round trip later."""
         self.master = self._live_master(avoid) or self._start_own_master(batch=batch)
         try:
-            self._start_probe()
+            self._start_probe(greet=greet)
         except BaseException:
             self._drop_probe()
             raise
@@ -286,15 +290,23 @@ class OpenSSHHost(remote_probe.RemoteHost):
                 self._interactive_auth = True
             return master
 
-    def _start_probe(self) -> None:
+    def _start_probe(self, *, greet: bool) -> None:
         assert self.master is not None
         probe = _Probe(self.ssh_argv(*self.master.client_options(), *_session_options(), "-o", "RemoteCommand=none", "-T",
                                      command=[remote_probe.remote_command(self.python)]), on_exit=self._wake.set)
-        deadline = time.monotonic() + self.connect_timeout + CALL_MARGIN
         try:
             probe.send(remote_probe.PREAMBLE)
         except OSError:
             pass  # the process died at once; read_hello reports what it said
+        if greet:
+            self._greet(probe)
+        self._probe = probe
+
+    def _greet(self, probe: _Probe) -> None:
+        """Read the probe's hello (once); a probe that never says it is closed and the reason raised."""
+        if probe.greeted:
+            return
+        deadline = time.monotonic() + self.connect_timeout + CALL_MARGIN
         try:
             self._hello = remote_probe.read_hello(
                 lambda: probe.lines.readline(deadline), host=self.name, python=self.python,
@@ -305,31 +317,66 @@ class OpenSSHHost(remote_probe.RemoteHost):
         except BaseException:
             probe.close()
             raise
-        self._probe = probe
+        probe.greeted = True
+
+    def hello(self) -> dict[str, Any]:
+        self.connect()
+        with self._lock:
+            probe = self._probe
+            if probe is not None and not probe.greeted:
+                self._greet_or_drop(probe)
+        return self._hello
+
+    def _greet_or_drop(self, probe: _Probe) -> None:
+        try:
+            self._greet(probe)
+        except BaseException:
+            self._probe = None  # closed by _greet: the next command connects anew
+            raise
 
     def call(self, op: str, **args: Any) -> Any:
+        return self.call_many([(op, args)])[0].get()
+
+    def call_many(self, requests: Sequence[Request], *,
+                  on_answer: Callable[[int, Answer], None] = lambda index, answer: None) -> list[Answer]:
+        """Every request written at once; the probe answers them in order, so the batch costs one round
+        trip (the first batch also travels with the probe's source, see connect)."""
         self.connect()
-        timeout = float(args.get("timeout") or 0) + CALL_MARGIN
+        timeout = sum(float(args.get("timeout") or 0) for _, args in requests) + CALL_MARGIN
+        answers: list[Answer] = []
+        why = ""
         with self._lock:
             probe = self._probe
             if probe is None:
                 raise SSHError(f"lost the connection to {self.name}", hint="run the command again")
+            deadline = time.monotonic() + timeout
             try:
-                probe.send(json.dumps({"op": op, "args": args}).encode() + b"\n")
-                line = probe.lines.readline(time.monotonic() + timeout)
+                probe.send(remote_probe.request_lines(requests))
+                probe.owed += len(requests)
+                if not probe.greeted:
+                    self._greet_or_drop(probe)
+                while probe.owed > len(requests):  # answers a reader gave up on (Ctrl-C) come first
+                    if not probe.lines.readline(deadline):
+                        break
+                    probe.owed -= 1
+                for index, (op, _) in enumerate(requests):
+                    line = probe.lines.readline(deadline)
+                    if not line:
+                        break
+                    probe.owed -= 1
+                    answer = remote_probe.outcome(line, op=op, host=self.name)
+                    answers.append(answer)
+                    on_answer(index, answer)
             except TimeoutError:
                 self._wake.set()
                 raise LinkTimeout(f"no answer from {self.name} within {timeout:g} s (the link may be dead)") from None
             except OSError as exc:
-                line = b""
                 why = exc.strerror or str(exc)
-            else:
-                why = ""
-        if not line:
+        if len(answers) < len(requests):
             self._wake.set()
             raise SSHError(f"lost the connection to {self.name}" + (f": {why}" if why else ""),
                            hint="the server or the network closed it; try again")
-        return remote_probe.answer(line, op=op, host=self.name)
+        return answers
 
     def ping(self, timeout: float) -> None:
         """One round trip through the probe within `timeout`, else SSHError."""
@@ -337,15 +384,21 @@ class OpenSSHHost(remote_probe.RemoteHost):
             probe = self._probe
             if probe is None:
                 raise SSHError(f"not connected to {self.name}")
+            deadline = time.monotonic() + timeout
             try:
                 probe.send(b'{"op": "ping", "args": {}}\n')
-                line = probe.lines.readline(time.monotonic() + timeout)
+                probe.owed += 1
+                if not probe.greeted:
+                    self._greet_or_drop(probe)
+                while probe.owed:
+                    line = probe.lines.readline(deadline)
+                    if not line:
+                        raise SSHError(f"lost the connection to {self.name}")
+                    probe.owed -= 1
             except TimeoutError:
                 raise LinkTimeout(f"no answer from {self.name} within {timeout:g} s") from None
             except OSError as exc:
                 raise SSHError(f"lost the connection to {self.name}: {exc.strerror or exc}") from None
-        if not line:
-            raise SSHError(f"lost the connection to {self.name}")
 
     # --- forwards ---
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tbctl import probe
 from tbctl.errors import NotFound, ProbeError
-from tbctl.hosts.base import Host
+from tbctl.hosts.base import Answer, Host, Request
 
 BOOTSTRAP = (
     "import sys;b=sys.stdin.buffer;n=int(b.readline());g={'__name__':'tbctl_probe'};"
@@ -45,18 +45,21 @@ class RemoteHost(Host):
         """The interpreter that runs the probe: the env's when --env names one, else python3 on PATH."""
         return f"{self.env_prefix.rstrip('/')}/bin/python" if self.env_prefix else "python3"
 
+    def hello(self) -> dict[str, Any]:
+        """What the probe said of the host when it started (whoami)."""
+        self.connect()
+        return self._hello
+
     @property
     def log_dir(self) -> str:
-        self.connect()
-        return f"{self._hello['cache_dir']}/logs"
+        return f"{self.hello()['cache_dir']}/logs"
 
     @property
     def user(self) -> str:
-        self.connect()
-        return str(self._hello["user"])
+        return str(self.hello()["user"])
 
-    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None) -> str:
-        return super().find_tensorboard(explicit, env_prefix or self.env_prefix)
+    def find_tensorboard_request(self, explicit: str | None = None, env_prefix: str | None = None) -> Request:
+        return super().find_tensorboard_request(explicit, env_prefix or self.env_prefix)
 
 
 def quote_argv(argv: list[str]) -> str:
@@ -99,9 +102,19 @@ def read_hello(readline: Callable[[], bytes], *, host: str, python: str,
 
 def answer(line: bytes, *, op: str, host: str) -> Any:
     """A reply line's result, or the ProbeError it carries (the remote exception's type and message)."""
+    return outcome(line, op=op, host=host).get()
+
+
+def outcome(line: bytes, *, op: str, host: str) -> Answer:
+    """A reply line as an Answer: its result, or the ProbeError it carries."""
     reply = json.loads(line)
     if "error" in reply:
         err = reply["error"]
-        raise ProbeError(f"{op} failed on {host}: {err['type']}: {err['message']}", host=host, op=op,
-                         remote_type=str(err["type"]))
-    return reply["ok"]
+        return Answer(error=ProbeError(f"{op} failed on {host}: {err['type']}: {err['message']}", host=host, op=op,
+                                       remote_type=str(err["type"])))
+    return Answer(reply["ok"])
+
+
+def request_lines(requests: Sequence[Request]) -> bytes:
+    """What the client writes for a batch: one JSON line per request, all at once."""
+    return b"".join(json.dumps({"op": op, "args": args}).encode() + b"\n" for op, args in requests)
