@@ -119,3 +119,22 @@ def test_remove_info_file_refuses_anything_else(tmp_path: Path) -> None:
     victim.write_text("keep me")
     assert probe.remove_info_file(str(victim))["removed"] is False
     assert victim.exists()
+
+
+def test_the_probe_travels_in_one_initial_tcp_window_and_runs_from_its_bootstrap(tmp_path: Path) -> None:
+    """What the client writes before its first request fits in TCP's initial window (10 segments of
+    1448 bytes), so on a real link it costs no extra round trip; and the bootstrap runs it as sent, from a
+    directory holding a `zlib.py` that must not be imported in its place."""
+    import subprocess
+    import sys
+
+    from tbctl.hosts import remote_probe
+
+    preamble = remote_probe.preamble()
+    assert len(preamble) <= 10 * 1448, len(preamble)
+    (tmp_path / "zlib.py").write_text("raise SystemExit('the home directory was imported')\n")
+    res = subprocess.run([sys.executable, "-c", remote_probe.BOOTSTRAP], input=preamble + b'{"op": "ping"}\n',
+                         capture_output=True, timeout=30, cwd=tmp_path)
+    hello, answer = res.stdout.split(b"\n")[:2]
+    assert hello.startswith(probe.HELLO_SENTINEL), res.stderr
+    assert json.loads(answer) == {"ok": {}}

@@ -295,7 +295,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
         probe = _Probe(self.ssh_argv(*self.master.client_options(), *_session_options(), "-o", "RemoteCommand=none", "-T",
                                      command=[remote_probe.remote_command(self.python)]), on_exit=self._wake.set)
         try:
-            probe.send(remote_probe.PREAMBLE)
+            probe.send(remote_probe.preamble())
         except OSError:
             pass  # the process died at once; read_hello reports what it said
         if greet:

@@ -85,7 +85,7 @@ class SSHHost(remote_probe.RemoteHost):
             chan = self._conn.transport.open_session(timeout=self.target.connect_timeout)
             chan.settimeout(max(self.target.connect_timeout, DEFAULT_CALL_TIMEOUT))  # the remote python's start
             chan.exec_command(remote_probe.remote_command(self.python))
-            chan.sendall(remote_probe.PREAMBLE)
+            chan.sendall(remote_probe.preamble())
             reader = chan.makefile("rb")
             hello = remote_probe.read_hello(
                 reader.readline, host=self.name, python=self.python, exit_status=chan.recv_exit_status,
