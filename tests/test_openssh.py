@@ -339,3 +339,107 @@ def test_a_users_forwards_are_never_opened_by_tbctl(
 
     _up_and_tunnel(reaper, state_dir, cli, "tbfwdfree", logdir, none_opened)
     none_opened()
+
+
+def _logging_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """An `ssh` first on PATH that logs each invocation (its pid and argv) and runs the real one; with
+    SLOW_PROBE_EXIT set, a probe's ssh (`-T`) lingers 30 s after its channel closed."""
+    import shutil
+
+    real = shutil.which("ssh")
+    assert real is not None
+    bin_dir, log = tmp_path / "ssh-bin", tmp_path / "ssh-calls.log"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ssh"
+    wrapper.write_text(f'#!/bin/sh\necho "$$ $*" >> {log}\n'
+                       f'case " $* " in *" -T "*) if [ -n "$SLOW_PROBE_EXIT" ]; then {real} "$@"; s=$?; '
+                       f'sleep 30; exit $s; fi;; esac\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return wrapper, log
+
+
+def _tbctl(*args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "tbctl", *args], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_ssh_version_is_asked_once_per_client_binary_across_commands(
+    openssh: Any, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ssh -V` is a process start; its answer is kept in the state dir for that binary, and a warm `ls
+    --host` then runs three ssh: `-G`, one `-O check` and the probe."""
+    wrapper, log = _logging_ssh(tmp_path, monkeypatch)
+
+    def calls() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+
+    for _ in range(3):
+        assert _tbctl("ls", "--host", openssh.alias).returncode == 0
+    assert sum(" -V" in c for c in calls()) == 1, calls()
+    log.write_text("")
+    assert _tbctl("ls", "--host", openssh.alias).returncode == 0
+    warm = [c.split(" ", 1)[1] for c in calls()]
+    assert len(warm) == 3 and " -G " in f" {warm[0]} " and "-O check" in warm[1] and " -T " in warm[2], warm
+    wrapper.write_text(wrapper.read_text() + "# another build of ssh\n")
+    assert _tbctl("ls", "--host", openssh.alias).returncode == 0
+    assert sum(" -V" in c for c in calls()) == 1, "a changed binary is asked again"
+
+
+def test_ls_host_answers_without_waiting_for_the_probe_to_exit(
+    openssh: Any, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing is printed and the command ends; the probe's ssh ends by itself with its channel."""
+    _, log = _logging_ssh(tmp_path, monkeypatch)
+    monkeypatch.setenv("SLOW_PROBE_EXIT", "1")
+    res = _tbctl("ls", "--host", openssh.alias, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["errors"] == [], res.stderr
+    probe_pid = next(int(c.split()[0]) for c in log.read_text().splitlines() if " -T " in f" {c} ")
+    try:
+        assert psutil.pid_exists(probe_pid) and psutil.Process(probe_pid).status() != psutil.STATUS_ZOMBIE, \
+            "tbctl waited for (or killed) the probe's ssh before it ended"
+    finally:
+        with __import__("contextlib").suppress(psutil.NoSuchProcess):
+            for proc in [psutil.Process(probe_pid), *psutil.Process(probe_pid).children(recursive=True)]:
+                proc.kill()
+
+
+def test_on_a_terminal_the_connection_opens_while_importing_and_a_prompt_falls_back(
+    openssh: Any, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The early connection never asks (BatchMode), so it may start on a terminal too. When it fails where
+    a person could answer (here: a login the server refuses), the CLI connects as on a terminal, asking;
+    without a terminal that failure is the command's."""
+    import io
+    import pty
+    import sys
+
+    from tbctl.config import load_settings
+    from tbctl.errors import AuthFailed
+    from tbctl.hosts import preconnect
+
+    def key(spec: str) -> Any:
+        per_host = load_settings().for_host(spec)
+        return preconnect.EarlyKey(spec, "openssh", per_host.connect_timeout, per_host.env, per_host.ssh_persist)
+
+    leader, follower = pty.openpty()
+    with os.fdopen(leader, "rb") as _, os.fdopen(follower, "r") as tty:
+        assert tty.isatty()
+        monkeypatch.setattr(sys, "stdin", tty)
+        preconnect.start(["ls", "--host", openssh.alias])
+        host = preconnect.take(key(openssh.alias))
+        assert host is not None, "not opened early on a terminal"
+        try:
+            assert host.call("ping") == {}
+        finally:
+            host.close()
+        _use_config(tmp_path, monkeypatch, openssh.ssh_config.read_text() + "\n"
+                    + _base_block(openssh, "tbrefused").replace(f"User {openssh.server.user}", "User tbnosuchuser"))
+        preconnect.start(["ls", "--host", "tbrefused"])
+        assert preconnect.take(key("tbrefused")) is None, "a person could answer: the CLI asks"
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    preconnect.start(["ls", "--host", "tbrefused"])
+    with pytest.raises(AuthFailed):
+        preconnect.take(key("tbrefused"))

@@ -136,11 +136,24 @@ class _Probe:
 
     def close(self) -> None:
         """EOF on the probe's stdin: it exits by itself; killed if it does not."""
+        self._end_input()
+        self._reap()
+
+    def close_soon(self) -> None:
+        """EOF now, the rest in the background: a command shows its answer without waiting the round trip
+        the probe's exit takes. If tbctl exits first, the ssh client (in its own session) still ends with
+        its channel, and init reaps it."""
+        self._end_input()
+        threading.Thread(target=self._reap, name="tbctl-probe-close", daemon=True).start()
+
+    def _end_input(self) -> None:
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
         except OSError:
             pass
+
+    def _reap(self) -> None:
         if self.exit_status(2.0) is None:
             self.proc.kill()
             self.proc.wait(timeout=5)
@@ -510,11 +523,14 @@ class OpenSSHHost(remote_probe.RemoteHost):
         if master.owned and hung:
             master.exit()
 
-    def _drop_probe(self) -> None:
+    def _drop_probe(self, *, wait: bool = True) -> None:
         with self._lock:
             probe, self._probe = self._probe, None
         if probe is not None:
-            probe.close()
+            if wait:
+                probe.close()
+            else:
+                probe.close_soon()
 
     def close(self) -> None:
         self._stop.set()
@@ -526,5 +542,5 @@ class OpenSSHHost(remote_probe.RemoteHost):
                 self.cancel_forward(fwd)
             if self.persist < 1 and self.master is not None and self.master.owned:
                 self.master.stop()  # ssh_persist 0: gone with this command (or with the last one riding it)
-            self._drop_probe()
+            self._drop_probe(wait=False)
 

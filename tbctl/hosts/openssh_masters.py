@@ -305,9 +305,9 @@ def kept_connections(state_dir: Path) -> list[KeptConnection]:
     """tbctl's masters that answer; the records and sockets of those that are gone are removed."""
     out = []
     for rec in recorded_masters(state_dir):
-        if rec.master.check():
-            out.append(KeptConnection(rec.host, rec.master.pid() or rec.pid, rec.control_path, rec.created_at,
-                                      rec.persist))
+        pid = rec.master.pid() if os.path.exists(rec.control_path) else None  # one `-O check`: alive, and its pid
+        if pid is not None:
+            out.append(KeptConnection(rec.host, pid, rec.control_path, rec.created_at, rec.persist))
         else:
             for leftover in (rec.control_path, rec.control_path + ".json"):
                 with contextlib.suppress(FileNotFoundError):
