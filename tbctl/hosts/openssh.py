@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import select
+import shlex
 import subprocess
 import threading
 import time
@@ -58,6 +59,22 @@ def _session_options() -> list[str]:
     if version is None or version < (8, 7):
         return []
     return ["-o", "ForkAfterAuthentication=no", "-o", "SessionType=default", "-o", "StdinNull=no"]
+
+
+def _through(login: OpenSSHHost) -> str:
+    """How to reach a host behind `login`: through the master that already serves `login` (the user's,
+    else tbctl's), as a `-W` stdio forward on it, so the login node sees no second login (nor asks a
+    second 2FA code); ssh's own ProxyJump, a login of its own, where no master serves it. A master gone
+    meanwhile makes that ssh connect by itself with the user's config, as ProxyJump would."""
+    sockets = [path for path in (login.resolved.user_control_path, own_master(login).control_path)
+               if path and os.path.exists(path)]
+    if not sockets:
+        return f"ProxyJump={login.name}"
+    # ssh runs a ProxyCommand with the shell after expanding its %-tokens: every word quoted, every % doubled
+    words = ["ssh", *login.destination, "-S", sockets[0], "-o", "ControlMaster=no", "-o", "BatchMode=yes",
+             "-o", "ClearAllForwardings=yes"]
+    command = " ".join(shlex.quote(word).replace("%", "%%") for word in words)
+    return f"ProxyCommand={command} -W '[%h]:%p' -- {shlex.quote(login.host_arg).replace('%', '%%')}"
 
 
 class LinkTimeout(SSHError):
@@ -211,11 +228,11 @@ class OpenSSHHost(remote_probe.RemoteHost):
         self._terminal = terminal or _NoTerminal()
         self.destination = ["-F", config_file] if config_file else []
         self.destination += (["-l", user] if user else []) + (["-p", str(port)] if port else [])
-        if jump is not None:  # a compute node through its login node: ssh's own ProxyJump, before `--`
+        if jump is not None:  # a compute node through its login node, before `--`
             from tbctl.hosts.backends import jumped_name
 
             parse_spec(jump)
-            self.destination += ["-o", f"ProxyJump={jump}"]
+            self.destination += ["-o", _through(OpenSSHHost(jump, state_dir=state_dir, config_file=config_file))]
             self.name = jumped_name(jump, spec)
         self.host_arg = host
         self.resolved = resolve(self.mux_destination, host, spec)
