@@ -55,6 +55,7 @@ def _nodelay(writer: asyncio.StreamWriter) -> None:
 
 
 FLIGHTS = [0]  # the client's flights, over every connection
+TRACE = bool(os.environ.get("DELAY_RELAY_TRACE"))  # each flight on stderr: where the round trips go
 
 
 class _Turn:
@@ -63,17 +64,20 @@ class _Turn:
     def __init__(self) -> None:
         self.answered = True  # the first burst is a flight
 
-    def client_sent(self) -> None:
+    def client_sent(self, size: int = 0) -> None:
         if self.answered:
             FLIGHTS[0] += 1
             self.answered = False
+            if TRACE:
+                print(f"trace {time.monotonic():.3f} conn {id(self) % 10000} flight {FLIGHTS[0]} ({size} bytes)",
+                      file=sys.stderr, flush=True)
 
     def client_got(self) -> None:
         self.answered = True
 
 
 async def _pipe(reader: asyncio.StreamReader, writer_ready: asyncio.Future[asyncio.StreamWriter], delay: float,
-                on_read: Callable[[], None] = lambda: None, on_written: Callable[[], None] = lambda: None) -> None:
+                on_read: Callable[[int], None] = lambda size: None, on_written: Callable[[], None] = lambda: None) -> None:
     """Read chunks as they come, write each `delay` seconds after it was read, in order; EOF likewise."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(QUEUE_CHUNKS)
@@ -81,7 +85,7 @@ async def _pipe(reader: asyncio.StreamReader, writer_ready: asyncio.Future[async
     async def read() -> None:
         try:
             while data := await reader.read(CHUNK):
-                on_read()
+                on_read(len(data))
                 await queue.put((loop.time() + delay, data))
         except (ConnectionError, OSError):
             pass
