@@ -154,16 +154,16 @@ def _launch(host: Host, argv: list[str], log_path: str, port: int, path: str, ti
         checked, launch_answer, waited = host.call_many(
             [("private_dir", {"path": host.log_dir}), ("launch", {"argv": argv, "log_path": log_path}),
              ("wait_launched", {"port": port, "path": path, "timeout": timeout})], on_answer=on_answer)
-    except BaseException:  # Ctrl-C while waiting: leave nothing running
+        unsafe = checked.get()["error"]
+        if unsafe:
+            raise TbctlError(f"log dir {unsafe}", hint="remove it, or fix its owner; tbctl keeps its logs there")
+        if not started:
+            launch_answer.get()  # the launch's own error
+        answer = waited.get()
+    except BaseException:  # Ctrl-C or a failure while waiting: leave nothing running
         if started:
             terminate(host, [(started[0].pid, started[0].create_time)], force=False, timeout=3.0)
         raise
-    unsafe = checked.get()["error"]
-    if unsafe:
-        raise TbctlError(f"log dir {unsafe}", hint="remove it, or fix its owner; tbctl keeps its logs there")
-    if not started:
-        launch_answer.get()  # the launch's own error
-    answer = waited.get()
     ready = Readiness(ready=answer["ready"], reason=answer.get("reason", ""), elapsed=answer["elapsed"],
                       body=answer.get("body", ""))
     return started[0], ready, answer.get("info")
