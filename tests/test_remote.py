@@ -184,3 +184,37 @@ def test_a_batch_whose_middle_request_fails_answers_the_others_and_names_the_op(
     local_first, local_middle, local_last = LocalHost(tmp_path).call_many(batch)
     assert local_first.get()["path"] == "/" and local_last.get() == {}
     assert isinstance(local_middle.error, LookupError)
+
+
+def test_ctrl_c_while_a_remote_tensorboard_starts_stops_it_at_once(
+    ssh_env: Any, reaper: ProcessReaper, state_dir: Path, logdir: Path, tmp_path: Path
+) -> None:
+    """The launch's answer comes before its wait's: "waiting" is said while TensorBoard starts, and a Ctrl-C
+    then stops what was launched, without first waiting out the remote wait (--timeout 120 here)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "slow-tensorboard.pid"
+    slow = tmp_path / "tensorboard"
+    slow.write_text(f"#!{sys.executable}\nimport os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+                    "time.sleep(600)\n")
+    slow.chmod(0o755)
+    proc = reaper.popen([sys.executable, "-m", "tbctl", "up", "--host", ssh_env.alias, str(logdir), "--tensorboard",
+                         str(slow), "--timeout", "120", "--new"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, env=dict(os.environ, TBCTL_STATE_DIR=str(state_dir)))
+    assert proc.stderr is not None
+    said = ""
+    while "waiting for TensorBoard" not in said:
+        line = proc.stderr.readline().decode()
+        assert line, f"tbctl ended before it said it was waiting: {said}"
+        said += line
+    assert wait_until(pid_file.exists, 10)
+    launched = int(pid_file.read_text())
+    reaper.adopt(launched)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert wait_until(lambda: not alive(launched), 10), "the TensorBoard launched for this command still runs"
+    assert time.monotonic() - started < 60, "stopping waited for the remote wait to end"

@@ -119,7 +119,6 @@ class _Probe:
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.lines = _Lines(self.proc.stdout.fileno())
         self.greeted = False  # its hello line has been read
-        self.owed = 0  # answers to requests sent whose reader gave up (Ctrl-C): skipped before the next
         self._stderr = bytearray()
         self._drain = threading.Thread(target=self._read_stderr, name="tbctl-probe-stderr", daemon=True)
         self._drain.start()
@@ -382,18 +381,12 @@ class OpenSSHHost(remote_probe.RemoteHost):
             deadline = time.monotonic() + timeout
             try:
                 probe.send(remote_probe.request_lines(requests))
-                probe.owed += len(requests)
                 if not probe.greeted:
                     self._greet_or_drop(probe)
-                while probe.owed > len(requests):  # answers a reader gave up on (Ctrl-C) come first
-                    if not probe.lines.readline(deadline):
-                        break
-                    probe.owed -= 1
                 for index, (op, _) in enumerate(requests):
                     line = probe.lines.readline(deadline)
                     if not line:
                         break
-                    probe.owed -= 1
                     answer = remote_probe.outcome(line, op=op, host=self.name)
                     answers.append(answer)
                     on_answer(index, answer)
@@ -402,6 +395,11 @@ class OpenSSHHost(remote_probe.RemoteHost):
                 raise LinkTimeout(f"no answer from {self.name} within {timeout:g} s (the link may be dead)") from None
             except OSError as exc:
                 why = exc.strerror or str(exc)
+            except BaseException:  # a Ctrl-C while answers are on their way: this probe is out of step now
+                if self._probe is probe and len(answers) < len(requests):
+                    self._probe = None  # the next call starts another (a remote wait would hold this one)
+                    probe.close_soon()
+                raise
         if len(answers) < len(requests):
             self._wake.set()
             raise SSHError(f"lost the connection to {self.name}" + (f": {why}" if why else ""),
@@ -417,14 +415,10 @@ class OpenSSHHost(remote_probe.RemoteHost):
             deadline = time.monotonic() + timeout
             try:
                 probe.send(b'{"op": "ping", "args": {}}\n')
-                probe.owed += 1
                 if not probe.greeted:
                     self._greet_or_drop(probe)
-                while probe.owed:
-                    line = probe.lines.readline(deadline)
-                    if not line:
-                        raise SSHError(f"lost the connection to {self.name}")
-                    probe.owed -= 1
+                if not probe.lines.readline(deadline):
+                    raise SSHError(f"lost the connection to {self.name}")
             except TimeoutError:
                 raise LinkTimeout(f"no answer from {self.name} within {timeout:g} s") from None
             except OSError as exc:

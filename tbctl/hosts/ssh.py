@@ -110,10 +110,13 @@ class SSHHost(remote_probe.RemoteHost):
                     if any(isinstance(w, (int, float)) for w in waits) else DEFAULT_CALL_TIMEOUT)
         self.connect()
         answers = []
-        for index, ((op, _), line) in enumerate(zip(requests, self._exchange(requests, deadline))):
-            answer = remote_probe.outcome(line, op=op, host=self.name)
-            on_answer(index, answer)
+
+        def answered(index: int, line: bytes) -> None:  # as each comes: a launch is known before its wait ends
+            answer = remote_probe.outcome(line, op=requests[index][0], host=self.name)
             answers.append(answer)
+            on_answer(index, answer)
+
+        self._exchange(requests, deadline, on_line=answered)
         return answers
 
     def ping(self, timeout: float) -> None:
@@ -125,9 +128,11 @@ class SSHHost(remote_probe.RemoteHost):
         except _ProbeBusy:
             self._transport_round_trip(timeout)
 
-    def _exchange(self, requests: Sequence[Request], timeout: float, *, wait_for_lock: bool = True) -> list[bytes]:
+    def _exchange(self, requests: Sequence[Request], timeout: float, *, wait_for_lock: bool = True,
+                  on_line: Callable[[int, bytes], None] = lambda index, line: None) -> list[bytes]:
         """Send the requests on the probe channel and read their answer lines within `timeout`. A missed
-        deadline leaves a late answer on its way, so the channel is dropped (the next call opens another)."""
+        deadline (or a Ctrl-C while reading) leaves answers on their way, so the channel is dropped (the
+        next call opens another)."""
         if not self._lock.acquire(blocking=wait_for_lock):
             raise _ProbeBusy()
         try:
@@ -138,18 +143,23 @@ class SSHHost(remote_probe.RemoteHost):
             try:
                 chan.settimeout(timeout)
                 chan.sendall(remote_probe.request_lines(requests))
-                for op, _ in requests:
+                for index, (op, _) in enumerate(requests):
                     line = reader.readline()
                     if not line:
                         self._drop_probe(chan)
                         raise SSHError(f"lost the connection to {self.name}", hint="the server closed it; try again")
                     lines.append(bytes(line))
+                    on_line(index, bytes(line))
             except socket.timeout as exc:
                 self._drop_probe(chan)
                 raise SSHError(f"no answer from {self.name} to {op} within {timeout:g} s") from exc
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 self._drop_probe(chan)
                 raise SSHError(f"lost the connection to {self.name}: {exc or type(exc).__name__}") from exc
+            except BaseException:
+                if len(lines) < len(requests):
+                    self._drop_probe(chan)
+                raise
             chan.settimeout(None)
             return lines
         finally:
