@@ -295,7 +295,7 @@ def _up_and_tunnel(reaper: ProcessReaper, state_dir: Path, cli: Cli, alias: str,
     cli("down", str(pid), "--host", alias)
 
 
-def test_a_users_forward_to_a_busy_port_gets_in_no_command_s_way(
+def test_a_users_forward_to_a_busy_port_is_in_no_commands_way(
     openssh: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, logdir: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
