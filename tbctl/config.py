@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tbctl.config_lines import ConfigError, dotted, fail_at, read_toml, toml_repr  # noqa: F401  (ConfigError: re-exported)
+from tbctl.config_lines import ConfigError, dotted, fail_at, locate_key, read_toml, toml_repr  # noqa: F401  (ConfigError: re-exported)
 from tbctl.errors import UsageError
 
 DEFAULT_PORT = 6006
@@ -34,6 +34,8 @@ REMOTE_FORWARD_OFFSET = 10000  # 6006 -> 16006, as users already type it
 CONFIG_FILE_NAME = "config.toml"
 DEFAULT_SSH_PERSIST = 600.0  # seconds tbctl's own ControlMaster stays after the last command that used it
 SSH_BACKENDS = ("openssh", "paramiko")
+# How the notebook magic's inline dashboard is reached from the browser: `auto` picks one of the others.
+NOTEBOOK_URLS = ("auto", "direct", "proxy", "tunnel")
 
 
 @dataclass(frozen=True)
@@ -64,16 +66,30 @@ class Settings:
     port: int
     timeout: float
     stop_timeout: float
+    notebook_url: str  # one of NOTEBOOK_URLS
     hosts: Mapping[str, HostSettings]  # each [hosts.NAME] section, merged over the top level
     defaults: HostSettings  # what a host without a section gets, this machine included
     config_file: Path | None  # the file consulted (it may not exist)
     config_loaded: bool  # whether it existed and was read
     sources: Mapping[str, str]  # top-level setting -> "default" | "file" | "env:NAME"
+    file_lines: Mapping[tuple[str, ...], int] = field(default_factory=dict)  # a key of the file -> its line
 
     def for_host(self, name: str | None) -> HostSettings:
         if name is None:
             return self.defaults
         return self.hosts.get(name, self.defaults)
+
+    def origin(self, name: str, host: str | None) -> str:
+        """Where the value of setting `name` on `host` came from, for a message about it: the TBCTL_*
+        variable, `FILE:LINE` (with the host's section), or "default". (A flag is named by its caller.)"""
+        setting = BY_NAME[name]
+        if setting.env is not None and self.sources.get(name) == f"env:{setting.env}":
+            return setting.env
+        if host is not None and ("hosts", host, name) in self.file_lines:
+            return f"{self.config_file}:{self.file_lines['hosts', host, name]} ([hosts.{dotted((host,))}])"
+        if (name,) in self.file_lines:
+            return f"{self.config_file}:{self.file_lines[name,]}"
+        return "default"
 
 
 # --- where the file is ---------------------------------------------------------------------------------------
@@ -168,12 +184,21 @@ def _bool_from_env(name: str, raw: str) -> bool:
     return raw.strip().lower() in _YES
 
 
+def _notebook_url_from_env(name: str, raw: str) -> str:
+    if raw not in NOTEBOOK_URLS:
+        raise UsageError(f"{name}={raw!r} is not a way to reach the notebook's dashboard",
+                         hint="use " + ", ".join(NOTEBOOK_URLS))
+    return raw
+
+
 PORT = Kind("a port number from 1 to 65535", lambda v: v if type(v) is int and 1 <= v <= 65535 else None,
             lambda name, raw: parse_port(raw, source=name))
 SECONDS = _seconds_kind(zero_ok=False)
 SECONDS_OR_ZERO = _seconds_kind(zero_ok=True)
 ARGS = Kind('a list of strings, e.g. ["--samples_per_plugin", "scalars=1000"]', _args_check)
 BACKEND = Kind('"openssh" or "paramiko"', lambda v: v if v in SSH_BACKENDS else None, _backend_from_env)
+NOTEBOOK_URL = Kind(", ".join(f'"{u}"' for u in NOTEBOOK_URLS[:-1]) + f' or "{NOTEBOOK_URLS[-1]}"',
+                    lambda v: v if v in NOTEBOOK_URLS else None, _notebook_url_from_env)
 BOOL = Kind("true or false", lambda v: v if type(v) is bool else None, _bool_from_env)
 
 Scope = Literal["top", "host", "both"]  # the top level, [hosts.NAME] sections, or either
@@ -225,6 +250,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ssh_persist", SECONDS_OR_ZERO, DEFAULT_SSH_PERSIST,
             "seconds tbctl's own ControlMaster stays idle; 0: it ends with the command", env="TBCTL_SSH_PERSIST"),
     Setting("open", BOOL, False, "`--open`: `up` and `tunnel` open the URL in a browser", env="TBCTL_OPEN"),
+    Setting("notebook_url", NOTEBOOK_URL, "auto", "`%tbctl up --notebook-url`: how the notebook's browser reaches "
+            "the dashboard: `direct`, `proxy` (jupyter-server-proxy) or `tunnel` (prints the `tbctl tunnel` line); "
+            "`auto` picks", env="TBCTL_NOTEBOOK_URL", scope="top"),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 TOP_LEVEL_KEYS = tuple(s.name for s in SETTINGS if s.scope != "host")
@@ -243,6 +271,7 @@ class ConfigFile:
     path: Path
     top: Mapping[str, Any]
     hosts: Mapping[str, Mapping[str, Any]]
+    lines: Mapping[tuple[str, ...], int] = field(default_factory=dict)  # each key set -> the line setting it
 
 
 def read_config(path: Path) -> ConfigFile | None:
@@ -263,7 +292,10 @@ def read_config(path: Path) -> ConfigFile | None:
                 hosts[name] = {k: _check(path, text, ("hosts", name, k), v, HOST_KEYS) for k, v in section.items()}
         else:
             top[key] = _check(path, text, (key,), value, TOP_LEVEL_KEYS)
-    return ConfigFile(path=path, top=top, hosts=hosts)
+    keys: list[tuple[str, ...]] = [(key,) for key in top]
+    keys += [("hosts", name, key) for name, section in hosts.items() for key in section]
+    lines = {key: line for key in keys if (line := locate_key(text, key)) is not None}
+    return ConfigFile(path=path, top=top, hosts=hosts, lines=lines)
 
 
 def _check(path: Path, text: str, key: tuple[str, ...], value: Any, allowed: tuple[str, ...]) -> Any:
@@ -332,6 +364,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         config_file=path,
         config_loaded=conf is not None,
         sources=sources,
+        file_lines=conf.lines if conf is not None else {},
     )
 
 

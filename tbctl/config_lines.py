@@ -84,6 +84,11 @@ def _parse_toml(path: Path, text: str) -> dict[str, Any]:
         if found:
             problem += f" (column {found.group(2)})"
         lines = text.splitlines()
+        if line is None and "(at end of document)" in message:
+            # tomllib names no line when the file ends inside a value (`port = [`): the value left open is
+            # on the last line that says anything.
+            line = next((n for n in range(len(lines), 0, -1) if lines[n - 1].strip()), None)
+            problem += " (the file ends before it is complete)"
         line_text = lines[line - 1] if line is not None and 0 < line <= len(lines) else None
         key = key_of_line(line_text) if line_text is not None else None
         raise ConfigError(path, f"invalid TOML: {problem}", line=line, key=key, line_text=line_text) from None

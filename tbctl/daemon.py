@@ -63,13 +63,13 @@ def ensure_running(store: StateStore, host: str, *, backend: str, connect_timeou
         argv += ["--env", env_prefix] if env_prefix else []
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                argv, cwd="/", stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True,  # outlives the terminal and the command
+                argv, cwd="/", stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+                **probe.default_control().popen_options(),  # outlives the terminal and the command
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             status = running_status(store, host)
-            if status is not None and status.pid == proc.pid:
+            if status is not None and _started_by(status, proc.pid):
                 return status
             if proc.poll() is not None:
                 break
@@ -79,6 +79,14 @@ def ensure_running(store: StateStore, host: str, *, backend: str, connect_timeou
         proc.wait()
         tail = probe.tail(str(log_path), 10)["text"]
         raise TbctlError(f"the background forwarder for {host} did not start", hint=f"its log {log_path} says:\n{tail}")
+
+
+def _started_by(status: ForwarderStatus, pid: int) -> bool:
+    """The forwarder that wrote `status` is the process `pid`, or its child: a venv's python.exe on Windows
+    is a redirector that runs the base interpreter as a child process."""
+    if status.pid == pid:
+        return True
+    return (probe.default_backend().proc_info(status.pid) or {}).get("ppid") == pid
 
 
 def wait_listening(store: StateStore, host: str, local_port: int, timeout: float = 10.0) -> ForwardState:
@@ -98,7 +106,7 @@ def wait_listening(store: StateStore, host: str, local_port: int, timeout: float
 
 
 def stop(status: ForwarderStatus, timeout: float = 5.0) -> None:
-    """Stop a forwarder (SIGTERM, then SIGKILL), pid-reuse safe."""
+    """Stop a forwarder (SIGTERM, then SIGKILL; on Windows CTRL_BREAK, then TerminateProcess), pid-reuse safe."""
     pid, ct = status.pid, status.create_time
     local = probe.Probe()
     if local.send_signal(pid, ct, "SIGTERM")["outcome"] == "sent":
@@ -107,16 +115,18 @@ def stop(status: ForwarderStatus, timeout: float = 5.0) -> None:
             local.wait_gone([[pid, ct]], 5.0)
 
 
-def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> ExitCode:
+def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host], *, backend: str = "") -> ExitCode:
     """The forwarder's main loop (run as `tbctl _forwarder HOST` in its own session). `open_host` gives the
-    host unconnected, over whichever SSH backend: it connects, and reconnects, in the background."""
+    host unconnected, over the SSH backend `backend`: it connects, and reconnects, in the background."""
     stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: stopping.set())
+    # SIGHUP exists on POSIX only; SIGBREAK (the CTRL_BREAK `stop` sends) on Windows only
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda *_: stopping.set())
     me = probe.default_backend().proc_info(os.getpid()) or {}
     base = ForwarderStatus(host=host_spec, pid=os.getpid(), create_time=me.get("create_time"),
                            log_path=str(store.forwarder_log_path(host_spec)), started_at=time.time(),
-                           link=LinkState("reconnecting", time.time(), 0, "starting"))
+                           link=LinkState("reconnecting", time.time(), 0, "starting"), backend=backend)
     link = base.link  # the latest state the host reported (set from its watcher's thread)
     forwarders: dict[int, Forward] = {}
     errors: dict[int, str] = {}

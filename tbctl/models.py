@@ -7,17 +7,33 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["serving", "starting", "stale", "exited", "dead"]
+Status = Literal["serving", "starting", "unknown", "stale", "exited", "dead"]
 LOCAL_HOST_NAME = "localhost"
 StartedBy = Literal["tbctl", "other"]
 LOOPBACK = "127.0.0.1"
 
 
+def is_loopback(address: str) -> bool:
+    """Whether a bind address (TensorBoard's --host, or a socket's address) is reachable only from this
+    machine."""
+    import ipaddress
+
+    text = address.strip("[]")
+    if text.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False  # a host name: it resolves to whatever it resolves to
+
+
 def browser_url(port: int, path_prefix: str = "", *, host: str = LOOPBACK) -> str:
     """What a browser on this machine opens for an HTTP server on host:port (TensorBoard, or the local end
     of a forward to it). `path_prefix` is TensorBoard's --path_prefix, normalised ("" or "/a/b")."""
+    from urllib.parse import quote
+
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address
-    return f"http://{shown}:{port}{path_prefix}/"
+    return f"http://{shown}:{port}{quote(path_prefix, safe='/')}/"
 
 
 @dataclass(frozen=True)
@@ -59,8 +75,15 @@ class TensorBoardInstance:
             return browser_url(self.forward_port, self.path_prefix)
         if self.host != LOCAL_HOST_NAME:
             return None
-        host = LOOPBACK if self.bind in ("", "0.0.0.0", "::", "localhost") else self.bind
+        # Always a loopback address of tbctl's choosing: the bind comes from a command line or an info file,
+        # which another user may have written (`--host 'evil.example/phish?'`).
+        host = "::1" if ":" in self.bind and is_loopback(self.bind) else LOOPBACK
         return browser_url(self.port, self.path_prefix, host=host)
+
+    @property
+    def exposure(self) -> Literal["loopback", "network"]:
+        """Who can connect to it: only this host (`loopback`), or anyone who reaches it (`network`)."""
+        return "loopback" if is_loopback(self.bind) else "network"
 
     @property
     def uptime(self) -> float | None:
@@ -130,7 +153,7 @@ def as_json(record: Any) -> Any:
     """A JSON-able view of a record, with derived properties (url, uptime) included."""
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
         out = {f.name: as_json(getattr(record, f.name)) for f in dataclasses.fields(record) if f.metadata.get("json", True)}
-        for extra in ("url", "uptime", "command"):
+        for extra in ("url", "uptime", "command", "exposure"):
             if hasattr(type(record), extra):
                 out[extra] = getattr(record, extra)
         return out

@@ -15,9 +15,9 @@ Answers are plain JSON-able facts (no judgement): `tbctl/core` decides what they
 from __future__ import annotations
 
 import abc
+import errno
 import json
 import os
-import pwd
 import signal
 import socket
 import stat
@@ -36,32 +36,46 @@ CREATE_TIME_SLACK = 0.05  # seconds; /proc and psutil round start times differen
 # --- recognising TensorBoard -------------------------------------------------------------------------------
 
 
-def _basename(arg: str) -> str:
-    return arg.rstrip("/").rsplit("/", 1)[-1]
+def program_name(arg: str) -> str:
+    """The name a program is known by, from its path as any OS writes it: the last part of a POSIX or a Windows
+    path (`/`, `\\`), lowercased and without `.exe`, since Windows matches names case-blind and macOS' framework
+    Python is `…/Python.app/Contents/MacOS/Python`."""
+    name = arg.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
+    return name[:-4] if name.endswith(".exe") else name
+
+
+def is_python(program: str) -> bool:
+    """`python`, `python3.12`, `python3.13t`, `pythonw`, framework `Python`, or Windows' `py` launcher."""
+    name = program_name(program)
+    return name == "py" or name.startswith("python")
+
+
+_INTERPRETER_OPTIONS_WITH_VALUE = ("-X", "-W")  # `python -X importtime …`: the next word is the option's
 
 
 def tensorboard_args(cmdline: list) -> list | None:
     """The arguments after the program if `cmdline` runs TensorBoard, else None.
 
     Shapes seen in the wild: `[python, …/bin/tensorboard, ARGS]`, `[…/bin/tensorboard, ARGS]` (exec'd
-    script), `[python, -m, tensorboard.main, ARGS]`, with an optional `serve` subcommand. The data-server
-    child (`…/tensorboard_data_server/bin/server`) and `python -c '…tensorboard…'` are not instances.
+    script), `[python, -m, tensorboard.main, ARGS]`, with an optional `serve` subcommand; on Windows
+    `…\\Scripts\\tensorboard.exe` and `py -3.12 -m tensorboard`. The data-server child
+    (`…/tensorboard_data_server/bin/server`) and `python -c '…tensorboard…'` are not instances.
     """
     if not cmdline:
         return None
     argv = list(cmdline)
     start = None
-    if _basename(argv[0]) == "tensorboard":
+    if program_name(argv[0]) == "tensorboard":
         start = 1
-    elif _basename(argv[0]).startswith("python") and len(argv) > 1:
-        rest = argv[1:]
-        i = 0
-        while i < len(rest) and rest[i].startswith("-") and rest[i] not in ("-m", "-c"):
-            i += 1  # interpreter flags like -u, -X importtime are rare but harmless to skip
-        if i < len(rest) and rest[i] == "-m" and i + 1 < len(rest) and rest[i + 1] in ("tensorboard", "tensorboard.main"):
-            start = 1 + i + 2
-        elif i < len(rest) and _basename(rest[i]) == "tensorboard":
-            start = 1 + i + 1
+    elif is_python(argv[0]) and len(argv) > 1:
+        i = 1
+        while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-m", "-c"):
+            # interpreter options (-u, -X importtime, py's -3.12) are rare but harmless to skip
+            i += 2 if argv[i] in _INTERPRETER_OPTIONS_WITH_VALUE else 1
+        if i + 1 < len(argv) and argv[i] == "-m" and argv[i + 1] in ("tensorboard", "tensorboard.main"):
+            start = i + 2
+        elif i < len(argv) and program_name(argv[i]) == "tensorboard":
+            start = i + 1
     if start is None:
         return None
     args = argv[start:]
@@ -86,9 +100,19 @@ def flag_value(args: list, name: str) -> str | None:
 
 def username_of(uid: int) -> str:
     try:
+        import pwd  # here: Windows has no pwd (nor uids: the psutil backend names owners there)
+    except ImportError:
+        return str(uid)
+    try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def current_uid() -> int | None:
+    """This process's uid, or None where the platform has no uids (Windows)."""
+    getuid = getattr(os, "getuid", None)
+    return getuid() if getuid is not None else None
 
 
 def _split_cmdline(raw: bytes) -> list:
@@ -127,6 +151,31 @@ class Backend(abc.ABC):
         """Every LISTEN TCP socket (IPv4 and IPv6) on `ports`, or of `pids` (None: any). Each row: family,
         addr, port, pid (None when the owner is another user's and we are not root), uid (None if unknown)."""
 
+    def sockets_visible(self, pid: int) -> bool:
+        """Whether this user may see `pid`'s sockets (its own processes, or any as root)."""
+        return True
+
+    def listen_ports_by_user(self) -> dict | None:
+        """{user name: [ports]} of every LISTEN socket, where the system tells a socket's owner without
+        telling its process (Linux: the kernel's socket table has the uid); None where it does not."""
+        return None
+
+    def ppid(self, pid: int) -> int | None:
+        info = self.proc_info(pid)
+        return info["ppid"] if info is not None else None
+
+    def descendants(self, pid: int) -> list:
+        """The pids of `pid`'s children, their children, and so on."""
+        parents: dict = {}
+        for child in self.pids():
+            parents.setdefault(self.ppid(child), []).append(child)
+        out, todo = [], [pid]
+        while todo:
+            for child in parents.get(todo.pop(), []):
+                out.append(child)
+                todo.append(child)
+        return out
+
 
 class ProcBackend(Backend):
     """Linux: /proc for processes, sock_diag (else /proc/net/tcp{,6}) for sockets."""
@@ -161,6 +210,27 @@ class ProcBackend(Backend):
 
     def pids(self) -> list:
         return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+    def sockets_visible(self, pid: int) -> bool:
+        try:
+            os.listdir("/proc/%d/fd" % pid)
+            return True
+        except PermissionError:
+            return False
+        except OSError:
+            return True  # gone: nothing hidden
+
+    def listen_ports_by_user(self) -> dict | None:
+        out: dict = {}
+        for _, _, port, _, uid in self._listen_sockets():
+            out.setdefault(username_of(uid), set()).add(port)
+        return {user: sorted(ports) for user, ports in out.items()}
+
+    def ppid(self, pid: int) -> int | None:
+        try:
+            return self._stat(pid)[1]
+        except (OSError, ValueError):
+            return None
 
     def candidate_cmdline(self, pid: int) -> list | None:
         """One read of /proc/PID/cmdline; psutil.Process() would also read /proc/PID/stat per process."""
@@ -335,20 +405,57 @@ class PsutilBackend(Backend):
         except (self._psutil.AccessDenied, self._psutil.ZombieProcess):
             return None
 
+    def sockets_visible(self, pid: int) -> bool:
+        try:
+            self._psutil.Process(pid).net_connections(kind="tcp")
+            return True
+        except self._psutil.AccessDenied:
+            return False
+        except (self._psutil.NoSuchProcess, self._psutil.ZombieProcess):
+            return True
+
+    def descendants(self, pid: int) -> list:
+        try:
+            return [c.pid for c in self._psutil.Process(pid).children(recursive=True)]
+        except self._unreadable:
+            return []
+
     def listening(self, ports: set | None, pids: list | None) -> list:
         if pids is not None:  # macOS: only our own processes' sockets are readable without root
-            conns: list = []
-            for pid in pids:
-                try:
-                    conns.extend((pid, c) for c in self._psutil.Process(pid).net_connections(kind="tcp"))
-                except self._unreadable:
-                    continue
-        else:
+            return self._rows(self._sockets_of(pids), ports)
+        try:
             conns = [(c.pid, c) for c in self._psutil.net_connections(kind="tcp")]
+        except self._psutil.AccessDenied:
+            return self._listening_unprivileged(ports)
+        return self._rows(conns, ports)
+
+    def _sockets_of(self, pids: list) -> list:
+        conns: list = []
+        for pid in pids:
+            try:
+                conns.extend((pid, c) for c in self._psutil.Process(pid).net_connections(kind="tcp"))
+            except self._unreadable:
+                continue
+        return conns
+
+    def _rows(self, conns: list, ports: set | None) -> list:
         return [{"family": "ipv6" if c.family == socket.AF_INET6 else "ipv4", "addr": c.laddr.ip, "port": c.laddr.port,
                  "pid": pid, "uid": None}
                 for pid, c in conns
                 if c.status == self._psutil.CONN_LISTEN and (ports is None or c.laddr.port in ports)]
+
+    def _listening_unprivileged(self, ports: set | None) -> list:
+        """macOS as a normal user: psutil reads the machine's sockets by asking every process for its own,
+        and another user's refuses (AccessDenied). Ours are read one process at a time; a port where
+        something else answers on loopback is held by a process of another user (pid None), as the /proc
+        backend tells it to a normal user: nobody here can say which process that is."""
+        rows = self._rows(self._sockets_of(self.pids()), ports)
+        seen = {(r["port"], r["family"]) for r in rows}
+        for port in sorted(ports or ()):
+            for family, addr in answering(port):
+                if (port, family) not in seen:
+                    rows.append({"family": family, "addr": addr, "port": port, "pid": None, "uid": None})
+        return rows
 
 
 def default_backend() -> Backend:
@@ -362,20 +469,219 @@ def default_backend() -> Backend:
         return ProcBackend()
 
 
+# --- process control: launching detached, a child's exit, stopping; per OS ----------------------------------
+
+
+class PosixControl:
+    """Linux and macOS: a detached child leads a session of its own, so a closed terminal or SSH session
+    sends it no SIGHUP; only its parent can reap it (waitpid); it is stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self) -> None:
+        self._children: set = set()  # pids launch() started
+
+    @staticmethod
+    def popen_options() -> dict:
+        return {"start_new_session": True}
+
+    def remember(self, proc: Any) -> None:
+        self._children.add(proc.pid)
+
+    def child_running(self, pid: int) -> bool | None:
+        """Whether `pid`, a child launch() started, still runs (reaping it once it exited); None for a pid
+        that is no child of ours."""
+        if pid not in self._children:
+            return None
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                return True
+        except OSError:
+            pass
+        self._children.discard(pid)
+        return False
+
+    def send(self, pid: int, sig: str, still_it: Callable[[], bool]) -> bool:
+        """Send `sig` (SIGTERM or SIGKILL) to `pid` if `still_it()`; False if it was not (gone, or its pid
+        reused). Raises ProcessLookupError or PermissionError as os.kill does.
+
+        Where Linux has pidfds (Python >= 3.9, Linux >= 5.3) the process is pinned with one *before*
+        `still_it()` checks its identity and signalled through it: if it exits after the check and its pid
+        is reused, the signal fails instead of hitting the newcomer. Elsewhere: check, then kill (a window
+        of microseconds)."""
+        signum = getattr(signal, sig)
+        pidfd = _pidfd_open(pid)
+        try:
+            if not still_it():
+                return False
+            if pidfd is not None:
+                signal.pidfd_send_signal(pidfd, signum)
+            else:
+                os.kill(pid, signum)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        return True
+
+
+class WindowsControl:
+    """Windows: no sessions, no signals, no waitpid (subprocess ignores start_new_session there).
+
+    A detached child gets its own process group and a console of its own without a window
+    (CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW), so closing the user's console does not end it. Not
+    DETACHED_PROCESS: a process without a console cannot be sent CTRL_BREAK, the only graceful stop Windows
+    has (and CREATE_NO_WINDOW is ignored beside it). SIGTERM is CTRL_BREAK_EVENT to its group, SIGKILL (or
+    a process no CTRL_BREAK can reach) is TerminateProcess, through a psutil.Process made before the
+    identity check, which refuses to act on a pid that now belongs to a newer process (its create time).
+    """
+
+    # subprocess names these only on Windows; the values are Windows' own
+    CREATE_NEW_PROCESS_GROUP = 0x00000200
+    CREATE_NO_WINDOW = 0x08000000
+    CTRL_BREAK_EVENT = 1
+
+    # A console control event reaches only the processes of the sender's console, and the child has its
+    # own: this short helper leaves its console, attaches to the child's and sends the break to the child's
+    # group, so tbctl's own console never sees it. Only where that console holds nothing but the process
+    # and its descendants (argv: the pids of that tree): a pid that leads no group is said to get the
+    # break sent to its whole console, which for a TensorBoard started in a terminal is the user's shell.
+    # Exit 0: sent.
+    BREAK_HELPER = (
+        "import ctypes, signal, sys\n"
+        "signal.signal(signal.SIGBREAK, signal.SIG_IGN)\n"
+        "kernel32 = ctypes.WinDLL('kernel32', use_last_error=True)\n"
+        "pid, tree = int(sys.argv[1]), {int(p) for p in sys.argv[1:]}\n"
+        "kernel32.FreeConsole()\n"
+        "if not kernel32.AttachConsole(pid):\n"
+        "    sys.exit(1)\n"
+        "pids = (ctypes.c_uint32 * 64)()\n"
+        "n = kernel32.GetConsoleProcessList(pids, 64)\n"
+        "others = set(pids[:min(n, 64)]) - tree - {kernel32.GetCurrentProcessId()}\n"
+        "sys.exit(0 if 0 < n <= 64 and not others and kernel32.GenerateConsoleCtrlEvent(%d, pid) else 1)\n"
+        % CTRL_BREAK_EVENT
+    )
+
+    def __init__(self) -> None:
+        self._children: dict = {}  # pid -> the Popen launch() made: its handle tells when it exits
+
+    @classmethod
+    def popen_options(cls) -> dict:
+        return {"creationflags": cls.CREATE_NEW_PROCESS_GROUP | cls.CREATE_NO_WINDOW}
+
+    def remember(self, proc: Any) -> None:
+        self._children[proc.pid] = proc
+
+    def child_running(self, pid: int) -> bool | None:
+        proc = self._children.get(pid)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            return True
+        del self._children[pid]
+        return False
+
+    def send(self, pid: int, sig: str, still_it: Callable[[], bool]) -> bool:
+        import psutil  # the psutil backend is the one Windows has: it is installed
+
+        try:
+            proc = psutil.Process(pid)  # pinned before the check: kill() refuses it once the pid is reused
+        except psutil.NoSuchProcess:
+            return False
+        if not still_it():
+            return False
+        if sig != "SIGKILL" and self.ask_to_stop(pid):
+            return True
+        try:
+            proc.kill()  # TerminateProcess
+        except psutil.NoSuchProcess:
+            return False
+        except psutil.AccessDenied as exc:
+            raise PermissionError(str(exc)) from None
+        return True
+
+    def break_argv(self, pid: int, descendants: list) -> list:
+        return [sys.executable, "-I", "-c", self.BREAK_HELPER, str(pid)] + [str(p) for p in descendants]
+
+    def ask_to_stop(self, pid: int) -> bool:
+        """CTRL_BREAK_EVENT to the process group `pid` leads (launch() made it one); False when it could
+        not be sent: a process with no console, or one sharing a console with others (started in a
+        terminal, not by tbctl), which has no graceful stop from here."""
+        import subprocess
+
+        import psutil
+
+        try:
+            descendants = [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            return False
+        try:
+            done = subprocess.run(self.break_argv(pid, descendants), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=10, **self.popen_options())
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return done.returncode == 0
+
+
+def default_control() -> PosixControl | WindowsControl:
+    return WindowsControl() if os.name == "nt" else PosixControl()
+
+
 # --- ports -------------------------------------------------------------------------------------------------
 
 
+def bind_option_name(platform: str) -> str:
+    """The socket option a server binds with on `platform` (sys.platform). Windows' SO_REUSEADDR would let
+    a socket bind over a live listener: SO_EXCLUSIVEADDRUSE is its exclusive bind. Elsewhere SO_REUSEADDR,
+    as werkzeug binds, so a port that a killed server left in TIME_WAIT counts as free."""
+    return "SO_EXCLUSIVEADDRUSE" if platform == "win32" else "SO_REUSEADDR"
+
+
 def bindable(port: int) -> bool:
-    """Whether a server could bind `port` on 127.0.0.1 now (SO_REUSEADDR, as werkzeug binds)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """Whether a server could take `port` on 127.0.0.1 now with nothing else answering there instead of
+    it. Linux refuses a bind of 127.0.0.1 while anyone listens on the wildcard, but BSD rules (macOS) let
+    it succeed beside a `*:PORT` listener: so nothing may accept a connection on 127.0.0.1 or ::1 either.
+    On Windows a refused connection takes about a second (it retries the SYN), and its exclusive bind
+    fails while any socket has the port: there both loopbacks are bound instead."""
+    option = getattr(socket, bind_option_name(sys.platform))
+    if sys.platform == "win32":
+        return all(_binds(af, addr, port, option) for _, af, addr in LOOPBACKS)
+    return not answering(port) and _binds(socket.AF_INET, "127.0.0.1", port, option)
+
+
+def _binds(af: int, addr: str, port: int, option: int) -> bool:
+    """Whether a socket with `option` binds addr:port now (True where this machine has no such family)."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        return True
+        sock = socket.socket(af, socket.SOCK_STREAM)
     except OSError:
-        return False
+        return True
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+        if af == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((addr, port))
+        return True
+    except OSError as exc:
+        return af == socket.AF_INET6 and exc.errno == errno.EADDRNOTAVAIL  # no ::1 here: nothing can clash
     finally:
         sock.close()
+
+
+LOOPBACKS = (("ipv4", socket.AF_INET, "127.0.0.1"), ("ipv6", socket.AF_INET6, "::1"))
+
+
+def answering(port: int) -> list:
+    """(family, address) of each loopback where a connection to `port` is accepted now: someone listens
+    there, whether or not we may see whose socket it is."""
+    found = []
+    for family, af, addr in LOOPBACKS:
+        try:
+            with socket.socket(af, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                # A port in the ephemeral range can be given to this very socket, which then connects to
+                # itself (TCP simultaneous open): that is no listener.
+                if sock.connect_ex((addr, port)) == 0 and sock.getsockname()[:2] != sock.getpeername()[:2]:
+                    found.append((family, addr))
+        except OSError:  # no IPv6 on this machine
+            continue
+    return found
 
 
 # --- TensorBoard discovery ---------------------------------------------------------------------------------
@@ -415,8 +721,10 @@ def find_tensorboard(explicit: str | None = None, env_prefix: str | None = None,
         prefixes.append(os.path.expanduser(env_prefix))
     else:
         prefixes.append(os.path.dirname(os.path.dirname(os.path.abspath(sys.executable))))
+    # an environment keeps its programs in bin/, or on Windows in Scripts\ as .exe launchers
+    programs = ("Scripts", "tensorboard.exe") if os.name == "nt" else ("bin", "tensorboard")
     for prefix in prefixes:
-        candidate = os.path.join(prefix, "bin", "tensorboard")
+        candidate = os.path.join(prefix, *programs)
         searched.append(candidate)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return {"path": candidate, "searched": searched}
@@ -461,7 +769,9 @@ def private_dir(path: str) -> dict:
 
 
 def _private_dir(path: str) -> str | None:
-    uid = os.getuid()
+    # Windows has no uids (st_uid is 0) and its mode bits do not express who may read: there the user's
+    # profile (platformdirs' dirs, the temp dir) is private by its ACL, and only the kind of file is checked.
+    uid = current_uid()
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -474,7 +784,7 @@ def _private_dir(path: str) -> str | None:
             pass  # another tbctl made it meanwhile: judge it like any existing one
         st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
-        if st.st_uid != uid:
+        if uid is not None and st.st_uid != uid:
             return "%s is a symlink owned by %s; refusing to use it" % (path, username_of(st.st_uid))
         try:
             st = os.stat(path)
@@ -482,6 +792,8 @@ def _private_dir(path: str) -> str | None:
             return "%s is a symlink to nothing; refusing to use it" % path
     if not stat.S_ISDIR(st.st_mode):
         return "%s is not a directory" % path
+    if uid is None:
+        return None
     if st.st_uid != uid:
         return "%s is owned by %s, not by %s; refusing to use it" % (path, username_of(st.st_uid), username_of(uid))
     if st.st_mode & 0o077:
@@ -497,8 +809,12 @@ def ensure_private_dir(path: str) -> None:
 
 
 def open_private(path: str, flags: int) -> int:
-    """os.open for tbctl's own files: 0600 when created, and never through a symlink (ELOOP instead)."""
-    return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
+    """os.open for tbctl's own files: 0600 when created, and never through a symlink (ELOOP instead).
+    Windows has no O_NOFOLLOW (a symlink there needs an administrator or Developer Mode to be made), and
+    opens in text mode (CRLF, and ^Z as the end) unless asked for O_BINARY."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    binary = getattr(os, "O_BINARY", 0)
+    return os.open(path, flags | nofollow | binary | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
 
 
 # --- logs, HTTP, programs, files: what needs no backend ----------------------------------------------------
@@ -632,9 +948,9 @@ class Probe:
     it launched, which only it can reap (waitpid tells whether they live, and reaps them once they exit).
     serve() makes one for its connection; LocalHost holds one."""
 
-    def __init__(self, backend: Backend | None = None) -> None:
+    def __init__(self, backend: Backend | None = None, control: PosixControl | WindowsControl | None = None) -> None:
         self.backend = backend if backend is not None else default_backend()
-        self._launched: set = set()  # pids launch() started
+        self.control = control if control is not None else default_control()
         self._last_launch: dict | None = None  # what the latest "launch" request started, for wait_launched
         # The wire protocol: each op name and what answers it, called with the request's args by name.
         self._ops: dict[str, Callable[..., Any]] = {
@@ -655,14 +971,9 @@ class Probe:
     def alive(self, pid: int, create_time: float | None, start_ticks: int | None = None) -> bool:
         """True if `pid` is still the process that started at `create_time` (or, where the caller knows it,
         `start_ticks` after boot, which a wall-clock step does not move) and is not a zombie."""
-        if pid in self._launched:  # our own child: waitpid answers (and reaps), no need to read /proc
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                    return True
-            except OSError:
-                pass
-            self._launched.discard(pid)
-            return False
+        running = self.control.child_running(pid)  # our own child: no need to read /proc
+        if running is not None:
+            return running
         info = self.backend.proc_info(pid)
         if info is None or info["zombie"]:
             return False
@@ -675,6 +986,12 @@ class Probe:
     def listening(self, ports: list | None = None, pids: list | None = None) -> list:
         """Every LISTEN TCP socket on `ports`, or of `pids`: never a mere client of a port."""
         return self.backend.listening(set(ports) if ports is not None else None, pids)
+
+    def listens_on(self, pid: int, port: int) -> bool:
+        """Whether `pid` or one of its descendants (a wrapper's child) holds a LISTEN socket on `port`. Asked of
+        those processes' own sockets, which a user may always read (macOS refuses a normal user the
+        system-wide list)."""
+        return bool(self.backend.listening({port}, [pid]) or self.backend.listening({port}, self.backend.descendants(pid)))
 
     def holders(self, port: int) -> list:
         """Who LISTENs on `port`, with what we can tell about each process."""
@@ -725,8 +1042,17 @@ class Probe:
                 continue
             processes.append(info)
         socks = self.listening(pids=[p["pid"] for p in processes if not p["zombie"]]) if processes else []
+        by_user = None
         for p in processes:
             p["listen"] = [s for s in socks if s["pid"] == p["pid"]]
+            # Another user's process, seen by a normal user: its sockets are hidden, but on Linux the socket
+            # table still says which ports that user listens on.
+            p["sockets_visible"] = p["zombie"] or self.backend.sockets_visible(p["pid"])
+            p["user_listen_ports"] = None
+            if not p["sockets_visible"]:
+                by_user = self.backend.listen_ports_by_user() if by_user is None else by_user
+                if by_user is not None:
+                    p["user_listen_ports"] = by_user.get(p["username"], [])
             # Resolve a relative --logdir against the process's own cwd here, where that cwd means something.
             logdir = flag_value(tensorboard_args(p["cmdline"]) or [], "logdir")
             p["logdir_abs"] = None
@@ -759,11 +1085,11 @@ class Probe:
                     "pid_create_time": (
                         (self.backend.proc_info(pid) or {}).get("create_time") if isinstance(pid, int) else None),
                 })
-        return {"processes": processes, "info_files": infos, "user": username_of(os.getuid()), "now": time.time()}
+        return {"processes": processes, "info_files": infos, "user": self.user(), "now": time.time()}
 
     def launch(self, argv: list, log_path: str, cwd: str | None = None) -> dict:
-        """Start `argv` detached: its own session (no SIGHUP when the terminal or SSH session closes),
-        stdin from /dev/null, stdout and stderr appended to `log_path`."""
+        """Start `argv` detached (its own session, or on Windows its own process group and console: see the
+        process control above), stdin from /dev/null, stdout and stderr appended to `log_path`."""
         import subprocess
 
         log_path = os.path.expanduser(log_path)
@@ -775,9 +1101,9 @@ class Probe:
         fd, log_path = _new_log(log_path)
         with os.fdopen(fd, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=os.path.expanduser(cwd) if cwd else None, start_new_session=True,
-                                    close_fds=True)
-        self._launched.add(proc.pid)
+                                    cwd=os.path.expanduser(cwd) if cwd else None, close_fds=True,
+                                    **self.control.popen_options())
+        self.control.remember(proc)
         info = self.backend.proc_info(proc.pid)
         return {"pid": proc.pid, "create_time": info["create_time"] if info else time.time(), "log_path": log_path}
 
@@ -797,32 +1123,17 @@ class Probe:
         return answer
 
     def send_signal(self, pid: int, create_time: float | None, sig: str) -> dict:
-        """Signal `pid` only if it is still the process first seen (pid-reuse safe). Outcome:
-        sent | gone | denied | protected.
-
-        Where Linux has pidfds (Python >= 3.9, Linux >= 5.3) the process is pinned with one *before* its
-        identity is checked and signalled through it: if it exits after the check and its pid is reused, the
-        signal fails instead of hitting the newcomer. Elsewhere: check, then kill (a window of microseconds).
-        """
+        """Send `sig` (SIGTERM: stop gracefully; SIGKILL: at once) to `pid` only if it is still the process
+        first seen (pid-reuse safe: see the process control). Outcome: sent | gone | denied | protected."""
         if pid <= 1 or pid in (os.getpid(), os.getppid()):
             return {"outcome": "protected"}
-        signum = getattr(signal, sig)
-        pidfd = _pidfd_open(pid)
         try:
-            if not self.alive(pid, create_time):
-                return {"outcome": "gone"}
-            if pidfd is not None:
-                signal.pidfd_send_signal(pidfd, signum)
-            else:
-                os.kill(pid, signum)
+            sent = self.control.send(pid, sig, lambda: self.alive(pid, create_time))
         except ProcessLookupError:
             return {"outcome": "gone"}
         except PermissionError:
             return {"outcome": "denied"}
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-        return {"outcome": "sent"}
+        return {"outcome": "sent" if sent else "gone"}
 
     def wait_gone(self, procs: list, timeout: float) -> dict:
         """Wait until every (pid, create_time) has exited (zombies count as exited). Returns those still alive."""
@@ -835,7 +1146,10 @@ class Probe:
             time.sleep(0.02)
 
     def wait_ready(self, pid: int, create_time: float | None, port: int, path: str, timeout: float) -> dict:
-        """Poll `GET path` on 127.0.0.1:port until it answers 200, the process dies, or time runs out.
+        """Poll `GET path` on 127.0.0.1:port until it answers 200 from a socket of `pid` (or of a child of
+        it), the process dies, or time runs out. An answer from anyone else's socket (`reason: held`) means
+        another process took the port between the check and TensorBoard's bind: TensorBoard's --port is
+        readable by every user in its command line, so that may be on purpose.
 
         Done here, on the host, so a remote start costs one round trip, not one per poll.
         """
@@ -846,10 +1160,12 @@ class Probe:
                 return {"ready": False, "reason": "exited", "elapsed": time.monotonic() - started}
             try:
                 status, body = _http_get(port, path, 2.0)
-                if status == 200:
-                    return {"ready": True, "body": body, "elapsed": time.monotonic() - started}
             except Exception:  # not answering yet, or something that is not HTTP holds the port meanwhile
-                pass
+                status, body = None, ""
+            if status == 200:
+                if self.listens_on(pid, port):
+                    return {"ready": True, "body": body, "elapsed": time.monotonic() - started}
+                return {"ready": False, "reason": "held", "elapsed": time.monotonic() - started}
             if time.monotonic() >= deadline:
                 return {"ready": False, "reason": "timeout", "elapsed": time.monotonic() - started}
             time.sleep(0.01)
@@ -888,8 +1204,18 @@ class Probe:
             text = "".join(kept[-lines:]) if lines > 0 else ""
         return dict(answer, text=text, offset=start + cut, size=size)
 
+    def user(self) -> str:
+        """Who this process runs as, named as the backend names the owners of processes (on Windows, where
+        there are no uids, psutil's `DOMAIN\\user`)."""
+        uid = current_uid()
+        if uid is not None:
+            return username_of(uid)
+        import getpass
+
+        return (self.backend.proc_info(os.getpid()) or {}).get("username") or getpass.getuser()
+
     def whoami(self) -> dict:
-        return {"user": username_of(os.getuid()), "home": os.path.expanduser("~"), "pid": os.getpid(),
+        return {"user": self.user(), "home": os.path.expanduser("~"), "pid": os.getpid(),
                 "psutil": self.backend.uses_psutil, "python": sys.version.split()[0],
                 "cache_dir": os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tbctl")}
 

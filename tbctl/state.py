@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import time
@@ -15,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tbctl import locks
 from tbctl.errors import TbctlError
 from tbctl.probe import open_private, private_dir
 from tbctl.records import ForwarderStatus, ForwardRecord, InstanceRecord, Record
@@ -58,12 +58,9 @@ class StateStore:
         """An exclusive lock between tbctl processes on this machine (held across check-then-launch)."""
         lock_dir = self.dir / "locks"
         self._private_dir(lock_dir)
-        with os.fdopen(_open(lock_dir / f"{_safe(name)}.lock", os.O_RDWR | os.O_CREAT), "r+b") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        with os.fdopen(_open(lock_dir / f"{_safe(name)}.lock", os.O_RDWR | os.O_CREAT), "r+b") as f, \
+                locks.held(f.fileno()):
+            yield
 
     def load(self) -> list[InstanceRecord]:
         """All readable instance records; damaged lines are set aside with a warning."""

@@ -9,11 +9,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tbctl.errors import UsageError
-from tbctl.models import StartedBy, TensorBoardInstance
+from tbctl.models import StartedBy, Status, TensorBoardInstance, is_loopback
 from tbctl.probe import flag_value, tensorboard_args
 from tbctl.records import InstanceRecord
 
-__all__ = ["build_argv", "readiness_path", "classify", "flag_value", "tensorboard_args", "MANAGED_FLAGS"]
+__all__ = ["build_argv", "readiness_path", "classify", "flag_value", "tensorboard_args", "tensorboard_flag", "MANAGED_FLAGS"]
 
 # Flags tbctl sets itself; letting them through after `--` would make the record lie about the instance.
 MANAGED_FLAGS = ("logdir", "logdir_spec", "port")
@@ -33,17 +33,109 @@ def readiness_path(path_prefix: str = "") -> str:
     return normalize_path_prefix(path_prefix) + "/data/logdir"
 
 
-def build_argv(executable: str, logdir: str, port: int, extra_args: Sequence[str] = ()) -> list[str]:
-    """The command line to launch: loopback only unless the user asked for another bind in `extra_args`."""
-    for flag in MANAGED_FLAGS:
-        if flag_value(list(extra_args), flag) is not None or f"--{flag}" in extra_args:
+# TensorBoard 2.21's `serve` flags (its own, its plugins' and absl's) and whether each takes a value. Its
+# parser is argparse, which takes any unambiguous prefix of a flag (`--hos` is `--host`, `--b` is
+# `--bind_all`), so tbctl must read extra flags the same way to know what they set.
+TENSORBOARD_FLAGS: dict[str, bool] = {
+    "help": False, "helpshort": False, "helpfull": False, "undefok": True, "logdir": True, "logdir_spec": True,
+    "host": True, "bind_all": False, "port": True, "reuse_port": True, "load_fast": True,
+    "extra_data_server_flags": True, "grpc_creds_type": True, "grpc_data_provider": True,
+    "purge_orphaned_data": True, "db": True, "db_import": False, "inspect": False, "version_tb": False, "tag": True,
+    "event_file": True, "path_prefix": True, "window_title": True, "max_reload_threads": True,
+    "reload_interval": True, "reload_task": True, "reload_multifile": True, "reload_multifile_inactive_secs": True,
+    "generic_data": True, "samples_per_plugin": True, "detect_file_replacement": True,
+}
+FLAGFILE = "flagfile"  # absl reads more flags from this file before argparse sees them: tbctl cannot vet those
+
+
+def resolve_flag(word: str) -> str | None:
+    """The TensorBoard flag `word` (`--x`, `--x=v`, or a prefix of either) names, as argparse resolves it;
+    None for a value, an unknown or an ambiguous prefix (TensorBoard refuses those itself)."""
+    if word.lstrip("-").startswith(FLAGFILE) and word.startswith("-"):
+        return FLAGFILE  # absl's `--flagfile`/`-flagfile`, read before argparse
+    if not word.startswith("--") or word == "--":
+        return None
+    name = word[2:].split("=", 1)[0]
+    if name in TENSORBOARD_FLAGS:
+        return name
+    matches = [flag for flag in TENSORBOARD_FLAGS if flag.startswith(name)] if name else []
+    return matches[0] if len(matches) == 1 else None
+
+
+def parse_flags(args: Sequence[str]) -> list[tuple[str, str | None, str]]:
+    """(flag, value, as written) for each TensorBoard flag in `args`, abbreviations resolved: what
+    TensorBoard's parser will make of them. A flag's value is `=v` or the next word (unless that word is
+    itself an option, which argparse refuses); a bare `--` ends the flags."""
+    out: list[tuple[str, str | None, str]] = []
+    words = list(args)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if word == "--":
+            break
+        flag = resolve_flag(word)
+        if flag is None:
+            continue
+        if "=" in word:
+            value: str | None = word.split("=", 1)[1]
+        elif (TENSORBOARD_FLAGS.get(flag, True)) and i < len(words) and not words[i].startswith("-"):
+            value = words[i]
+            i += 1
+        else:
+            value = None
+        out.append((flag, value, word))
+    return out
+
+
+def tensorboard_flag(args: Sequence[str], name: str) -> str | None:
+    """The value TensorBoard takes for `--name` from `args` (the last one given, abbreviations included)."""
+    value = None
+    for flag, given, _ in parse_flags(args):
+        if flag == name:
+            value = given
+    return value
+
+
+def network_bind(args: Sequence[str]) -> str | None:
+    """How `args` make TensorBoard listen beyond loopback, in words (e.g. `--bind_all (every interface)`), or
+    None when they do not."""
+    reason = None
+    for flag, value, word in parse_flags(args):
+        if flag == "bind_all":
+            reason = f"{word} (every network interface)"
+        elif flag == "host" and value is not None:
+            reason = None if is_loopback(value) else f"{word} {value}" if "=" not in word else word
+        elif flag == FLAGFILE:
+            return f"{word} (flags tbctl cannot check, which may bind any address)"
+    return reason
+
+
+def check_extra_args(extra_args: Sequence[str], *, network_ok: bool = False) -> None:
+    """Refuse (UsageError) flags after `--` that tbctl sets itself, and a bind beyond loopback that the user
+    did not choose with `network_ok`: TensorBoard serves the logdir to whoever connects."""
+    for flag, _, word in parse_flags(extra_args):
+        if flag in MANAGED_FLAGS:
             raise UsageError(
-                f"--{flag} is set by tbctl itself; do not pass it after --",
+                f"--{flag} is set by tbctl itself; do not pass it after --" + (f" (as {word})" if word != f"--{flag}" else ""),
                 hint="use tbctl's own LOGDIR argument and --port option",
             )
+    exposed = network_bind(extra_args)
+    if exposed and not network_ok:
+        raise UsageError(
+            f"{exposed} would serve TensorBoard to the network, not only to this machine; refused",
+            hint="anyone who can reach the host could read the logdir; add --expose-to-network if that is intended",
+        )
+
+
+def build_argv(executable: str, logdir: str, port: int, extra_args: Sequence[str] = (), *,
+               network_ok: bool = False) -> list[str]:
+    """The command line to launch: loopback only, unless `network_ok` (the user's explicit choice): then
+    every interface, or the address the user gave with --host."""
+    check_extra_args(extra_args, network_ok=network_ok)
     argv = [executable, "--logdir", logdir, "--port", str(port)]
-    if "--bind_all" not in extra_args and flag_value(list(extra_args), "host") is None:
-        argv += ["--host", "127.0.0.1"]
+    if not any(flag in ("host", "bind_all", FLAGFILE) for flag, _, _ in parse_flags(extra_args)):
+        argv += ["--bind_all"] if network_ok else ["--host", "127.0.0.1"]
     return argv + list(extra_args)
 
 
@@ -58,7 +150,24 @@ def _info_matches(info: Mapping[str, Any], proc: Mapping[str, Any]) -> bool:
     if ct is None or not isinstance(start, (int, float)) or ct <= start + _START_TIME_SLACK:
         return True
     args = tensorboard_args(proc.get("cmdline") or []) or []
-    return info.get("logdir") == flag_value(args, "logdir") and str(info.get("port")) == flag_value(args, "port")
+    return info.get("logdir") == tensorboard_flag(args, "logdir") and str(info.get("port")) == tensorboard_flag(args, "port")
+
+
+def _trusted(info: Mapping[str, Any], proc: Mapping[str, Any]) -> bool:
+    """Whether an info file may speak for `proc`: the info directory is writable by every user, so a file is
+    believed only when it is owned by the process's own user and that process listens on the port it names."""
+    if info.get("owner") is None or info.get("owner") != proc.get("username"):
+        return False
+    port = info["content"].get("port")
+    return isinstance(port, int) and port in _listen_ports(proc)
+
+
+def _listen_ports(proc: Mapping[str, Any]) -> set[int]:
+    """The ports `proc` listens on: its own sockets, or, where another user's are hidden from us, the ports that
+    user listens on (the kernel's socket table tells the owner, not the process)."""
+    if proc.get("sockets_visible", True):
+        return {s["port"] for s in proc.get("listen", [])}
+    return set(proc.get("user_listen_ports") or ())
 
 
 def _working_directory(info: Mapping[str, Any]) -> str | None:
@@ -73,9 +182,10 @@ def _working_directory(info: Mapping[str, Any]) -> str | None:
 def _bind_of(proc: Mapping[str, Any], args: list[str]) -> str:
     if proc.get("listen"):
         return str(proc["listen"][0]["addr"])
-    if "--bind_all" in args:
+    flags = parse_flags(args)
+    if any(flag == "bind_all" for flag, _, _ in flags):
         return "::"
-    return flag_value(args, "host") or "127.0.0.1"
+    return tensorboard_flag(args, "host") or "127.0.0.1"
 
 
 def classify(
@@ -117,17 +227,24 @@ def classify(
         if proc.get("zombie"):
             continue
         args = tensorboard_args(proc.get("cmdline") or []) or []
-        info = next((i for i in infos if _info_matches(i["content"], proc)), None)
+        claiming = [i for i in infos if _info_matches(i["content"], proc)]
+        used_infos.update(i["path"] for i in claiming)  # about a live process, so never a stale row
+        info = next((i for i in claiming if _trusted(i, proc)), None)
         if info is not None:
             used_infos.add(info["path"])
         content: Mapping[str, Any] = info["content"] if info else {}
-        flag_port = flag_value(args, "port")
+        flag_port = tensorboard_flag(args, "port")
         port: int | None = content.get("port") if isinstance(content.get("port"), int) else None
         if port is None and flag_port and flag_port.isdigit() and flag_port != "0":
             port = int(flag_port)
-        listen_ports = sorted({s["port"] for s in proc.get("listen", [])})
-        if port is None and listen_ports:
+        listen_ports = sorted(_listen_ports(proc))
+        if port is None and listen_ports and proc.get("sockets_visible", True):
             port = listen_ports[0]
+        hidden = not proc.get("sockets_visible", True) and proc.get("user_listen_ports") is None
+        if hidden or (port is None and not proc.get("sockets_visible", True)):
+            status: Status = "unknown"  # another user's, and nothing here can tell whether it listens
+        else:
+            status = "serving" if port is not None and port in listen_ports else "starting"
         rec = record_for(proc)
         if rec is not None:
             used_records.add(id(rec))
@@ -138,12 +255,13 @@ def classify(
                 pid=proc["pid"],
                 port=port,
                 logdir=proc.get("logdir_abs") or _resolve_info_logdir(content),
-                logdir_arg=flag_value(args, "logdir"),
+                logdir_arg=tensorboard_flag(args, "logdir"),
                 user=proc.get("username"),
-                status="serving" if port is not None and port in listen_ports else "starting",
+                status=status,
+                note="another user's; its sockets are hidden from you" if status == "unknown" else "",
                 started_by=started_by,
                 create_time=proc.get("create_time"),
-                path_prefix=normalize_path_prefix(content.get("path_prefix") or flag_value(args, "path_prefix")),
+                path_prefix=normalize_path_prefix(content.get("path_prefix") or tensorboard_flag(args, "path_prefix")),
                 bind=_bind_of(proc, args),
                 info_file=info["path"] if info else None,
                 log_path=rec.log_path if rec else None,
@@ -153,7 +271,9 @@ def classify(
             )
         )
     for info in infos:
-        if info["path"] in used_infos:
+        # Another user's file that speaks for no live process of theirs: anyone can write in the info
+        # directory, so it says nothing reliable (nor can this user clean it); only this user's own are listed.
+        if info["path"] in used_infos or info.get("owner") != scan.get("user"):
             continue
         content = info["content"]
         pid = content.get("pid") if isinstance(content.get("pid"), int) else None
@@ -198,13 +318,13 @@ def classify(
                 pid=rec.pid,
                 port=rec.port,
                 logdir=rec.logdir,
-                logdir_arg=flag_value(argv, "logdir") or rec.logdir,
+                logdir_arg=tensorboard_flag(argv, "logdir") or rec.logdir,
                 user=scan.get("user"),  # tbctl's records on this machine are this user's
                 status="exited",
                 started_by="tbctl",
                 create_time=rec.create_time,
-                path_prefix=normalize_path_prefix(flag_value(argv, "path_prefix")),
-                bind=flag_value(argv, "host") or "127.0.0.1",
+                path_prefix=normalize_path_prefix(tensorboard_flag(argv, "path_prefix")),
+                bind=tensorboard_flag(argv, "host") or "127.0.0.1",
                 log_path=rec.log_path,
                 cmdline=rec.argv,
                 recorded_create_time=rec.create_time,

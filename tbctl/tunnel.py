@@ -17,7 +17,6 @@ Not sshtunnel: it binds 0.0.0.0 by default, never reads known_hosts and blocks o
 
 from __future__ import annotations
 
-import os
 import queue
 import selectors
 import socket
@@ -75,7 +74,9 @@ class Forwarder:
         self.remote = (remote_host, remote_port)
         self.local_port = local_port
         self._listener: socket.socket | None = None
-        self._wake_r = self._wake_w = -1  # a self-pipe that wakes the loop (made in start)
+        # wakes the loop (made in start): a socketpair, not a pipe, since Windows' select() takes only sockets
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._loop_thread: threading.Thread | None = None
         self._opened: list[_Connection] = []  # handed from opener threads to the loop
         self._to_open: queue.SimpleQueue[tuple[socket.socket, tuple[str, int]] | None] = queue.SimpleQueue()
@@ -103,9 +104,9 @@ class Forwarder:
         listener.listen(128)
         listener.setblocking(False)
         self.local_port = listener.getsockname()[1]
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._listener = listener
         self._loop_thread = self._spawn(self._loop, "tbctl-forward")
         for _ in range(OPENERS):
@@ -151,8 +152,8 @@ class Forwarder:
             _close_quietly(conn.client)
             _close_quietly(conn.chan)
         _close_quietly(self._listener)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        _close_quietly(self._wake_r)
+        _close_quietly(self._wake_w)
 
     # --- threads ---
 
@@ -169,9 +170,10 @@ class Forwarder:
         return thread
 
     def _wake(self) -> None:
+        assert self._wake_w is not None
         try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:  # the pipe is full: the loop is already due to wake
+            self._wake_w.send(b"x")
+        except BlockingIOError:  # its buffer is full: the loop is already due to wake
             pass
 
     def _opener(self) -> None:
@@ -201,7 +203,7 @@ class Forwarder:
     # --- the loop ---
 
     def _loop(self) -> None:
-        assert self._listener is not None
+        assert self._listener is not None and self._wake_r is not None
         sel = selectors.DefaultSelector()
         sel.register(self._listener, READ)
         sel.register(self._wake_r, READ)
@@ -211,7 +213,7 @@ class Forwarder:
                 for key, events in sel.select(WINDOW_POLL if waiting_for_window else None):
                     if key.fileobj is self._listener:
                         self._accept()
-                    elif key.fileobj == self._wake_r:
+                    elif key.fileobj is self._wake_r:
                         self._adopt(sel)
                     else:
                         self._step(sel, key.data, key.fileobj, events)
@@ -246,8 +248,9 @@ class Forwarder:
                 self._spawn(self._open, "tbctl-forward-open-extra", client, peer)
 
     def _adopt(self, sel: selectors.BaseSelector) -> None:
+        assert self._wake_r is not None
         try:
-            while os.read(self._wake_r, 4096):
+            while self._wake_r.recv(4096):
                 pass
         except BlockingIOError:
             pass

@@ -56,8 +56,9 @@ class Cli:
 
 @pytest.fixture(autouse=True)
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each test gets its own tbctl state (records, logs, locks)."""
-    path = tmp_path / "state"
+    """Each test gets its own tbctl state (records, logs, locks): `state`, or where TBCTL_TEST_STATE_SUBDIR
+    says under the test's tmp dir (.ci/run's macOS-like layer: "Library/Application Support/tbctl")."""
+    path = tmp_path / os.environ.get("TBCTL_TEST_STATE_SUBDIR", "state")
     monkeypatch.setenv("TBCTL_STATE_DIR", str(path))
     monkeypatch.delenv("TBCTL_PORT", raising=False)
     monkeypatch.delenv("TBCTL_TIMEOUT", raising=False)
@@ -92,10 +93,17 @@ XDG_DIRS = {"XDG_CONFIG_HOME": ".config", "XDG_CACHE_HOME": ".cache", "XDG_STATE
 def _real_tbctl_dirs() -> list[Path]:
     """Where tbctl run by this user, with nothing overridden, writes: its state dir here and, on a
     "remote" that is this same machine, its cache dir; for HOME as set and as passwd says (what sshd uses)."""
-    import pwd
+    import platformdirs
 
-    homes = {Path(os.environ.get("HOME") or "~").expanduser(), Path(pwd.getpwuid(os.getuid()).pw_dir)}
+    homes = {Path(os.environ.get("HOME") or "~").expanduser()}
+    try:
+        import pwd
+    except ImportError:  # Windows: no passwd; platformdirs names its dirs below
+        pass
+    else:
+        homes.add(Path(pwd.getpwuid(os.getuid()).pw_dir))
     dirs = {home / sub / "tbctl" for home in homes for sub in (".local/state", ".cache")}
+    dirs |= {Path(platformdirs.user_state_dir("tbctl")), Path(platformdirs.user_cache_dir("tbctl"))}
     dirs |= {Path(os.environ[var]) / "tbctl" for var in ("XDG_STATE_HOME", "XDG_CACHE_HOME") if os.environ.get(var)}
     return sorted(dirs)
 

@@ -141,4 +141,5 @@ def test_the_fake_answers_in_the_shapes_the_probe_does(local: FakeHost, tmp_path
         assert set(fake) - {"error"} == set(answer) - {"error"}, op  # "error" only where something failed
     process_keys = set(real.call("proc_info", pid=me)["info"])
     assert set(local.call("proc_info", pid=tb.pid)["info"]) == process_keys
-    assert set(local.call("scan")["processes"][0]) == process_keys | {"listen", "logdir_abs"}
+    scanned = set(local.call("scan")["processes"][0])
+    assert scanned == process_keys | {"listen", "logdir_abs", "sockets_visible", "user_listen_ports"}

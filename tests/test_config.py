@@ -202,6 +202,9 @@ MALFORMED = [
     ('env = "~/venv"\n', 1, "env", "unknown key"),
     ("[hosts.gpu1]\nport = 6010\n[hosts.gpu1]\nport = 6011\n", 3, None, "invalid TOML"),
     ('tensorboard_args = [\n  "--a",\n  1,\n]\nport = "x"\n', 1, "tensorboard_args", "a list of strings"),
+    # an unfinished value at the end of the file: tomllib says "at end of document", with no line
+    ("port = [\n", 1, "port", "invalid TOML: Invalid value"),
+    ('timeout = 5\n\nlogdir = "runs\n\n', 3, "logdir", "invalid TOML"),
 ]
 
 
@@ -356,6 +359,7 @@ EXAMPLES = {
     config.SECONDS_OR_ZERO: ("0", 0.0, "7", 7.0),
     config.BACKEND: ('"paramiko"', "paramiko", "openssh", "openssh"),
     config.BOOL: ("true", True, "0", False),
+    config.NOTEBOOK_URL: ('"proxy"', "proxy", "tunnel", "tunnel"),
 }
 
 
@@ -408,3 +412,28 @@ def test_the_readmes_example_file_is_valid_and_sets_every_key(tmp_path: Path) ->
     conf = read_config(example)
     assert conf is not None
     assert set(conf.top) | {k for section in conf.hosts.values() for k in section} == {s.name for s in SETTINGS}
+
+
+# --- where a value came from ----------------------------------------------------------------------------------
+
+
+def test_a_bad_value_from_the_file_is_blamed_on_the_file_not_on_a_flag(cli: Cli, config_file: Path,
+                                                                         logdir: Path) -> None:
+    """The README's sample config on a machine without ~/venvs/tb: the file's line is named, not --tensorboard."""
+    config_file.write_text('port = 6006\ntensorboard = "~/venvs/tb/bin/tensorboard"\n')
+    err = cli("up", str(logdir), exit_code=2).stderr
+    assert "--tensorboard" not in err.splitlines()[0], err
+    assert f"tensorboard ~/venvs/tb/bin/tensorboard (from {config_file}:2) is not an executable file" in err, err
+
+
+def test_origin_names_the_flag_the_variable_or_the_files_line(config_file: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    config_file.write_text(FULL)
+    settings = load_settings()
+    assert settings.origin("tensorboard", None) == f"{config_file}:7"
+    assert settings.origin("tensorboard", "gpu1") == f"{config_file}:14 ([hosts.gpu1])"
+    assert settings.origin("tensorboard", "elsewhere") == f"{config_file}:7"
+    assert settings.origin("port", "me@box:2222") == f"{config_file}:20 ([hosts.\"me@box:2222\"])"
+    assert settings.origin("ssh", None) == "default"
+    monkeypatch.setenv("TBCTL_PORT", "7001")
+    assert load_settings().origin("port", "gpu1") == "TBCTL_PORT"

@@ -237,6 +237,15 @@ def test_what_ignores_sigterm_is_killed_and_its_info_file_removed(hosts: FakeHos
     assert local.signals == [(stubborn.pid, "SIGTERM"), (stubborn.pid, "SIGKILL")] and local.info_files == {}
 
 
+def test_a_tensorboard_that_stops_without_removing_its_info_file_has_it_removed(hosts: FakeHosts, local: FakeHost,
+                                                                                store: StateStore) -> None:
+    """On Windows the graceful stop is a CTRL_BREAK, and TensorBoard ends on it without removing its info file."""
+    inst = local.add_tensorboard(RUNS, port=6006, stops_uncleanly=True)
+    result = run_down(hosts, store, "6006")
+    assert outcomes(result) == [("stopped", inst.pid)] and result.outcomes[0].info_file_removed
+    assert local.signals == [(inst.pid, "SIGTERM")] and local.info_files == {}
+
+
 def test_force_kills_at_once(hosts: FakeHosts, local: FakeHost, store: StateStore) -> None:
     inst = started(local, store)
     assert outcomes(run_down(hosts, store, "6006", force=True)) == [("killed", inst.pid)]

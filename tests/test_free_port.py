@@ -15,6 +15,8 @@ from tests.conftest import Cli
 from tests.support.procs import (ProcessReaper, free_port, port_free, start_client, start_listener,
                                  start_plain_tensorboard)
 
+pytestmark = pytest.mark.unprivileged  # also run as a normal user and under macOS' rules (.ci/run)
+
 
 def test_free_port_with_yes_stops_the_holder_and_verifies(cli: Cli, reaper: ProcessReaper, port: int) -> None:
     holder = start_listener(reaper, port)
@@ -118,5 +120,10 @@ def test_another_users_holder_is_explained_not_signalled(reaper: ProcessReaper, 
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert "root" in proc.stdout + proc.stderr and "sudo" in proc.stderr
+    # What it cannot see is said in words, with the reason, never as `pid ?`, `since -` or a lone `?`.
+    out = proc.stdout + proc.stderr
+    assert "?" not in out and "since -" not in out, out
+    assert "a process of root" in proc.stdout, out
+    assert "only to that user and root" in proc.stdout, out
     assert holder.poll() is None
     shutil.rmtree(state, ignore_errors=True)

@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import Cli
 from tests.support.browser import fake_browser, tbctl_process
 from tests.support.foreground import Foreground
@@ -217,3 +219,31 @@ def test_open_remote_needs_a_forward(ssh_env: Any, cli: Cli, reaper: ProcessReap
         assert data["url"] == f"http://127.0.0.1:{local}/" and data["port"] == 6650 and data["host"] == remote.alias
     cli("down", str(local))
     cli("down", "6650", "--host", remote.alias)
+
+
+def test_up_open_says_it_opened_the_browser(logdir: Path, port: int, tmp_path: Path, reaper: ProcessReaper) -> None:
+    browser, got = fake_browser(tmp_path)
+    done = tbctl_process("up", str(logdir), "--port", str(port), "--open", env=dict(os.environ, BROWSER=browser))
+    assert done.returncode == 0, done.stderr
+    url = done.stdout.strip()
+    reaper.adopt(next(i["pid"] for i in json.loads(tbctl_process("ls", "--json", env=dict(os.environ)).stdout)["instances"]
+                      if i["port"] == port))
+    assert got.read_text() == f"{url}\n"
+    assert done.stderr.rstrip().endswith(f"opened {url} in the browser"), done.stderr
+    tbctl_process("down", str(port), env=dict(os.environ))
+
+
+@pytest.mark.parametrize("command", ["open", "up"])
+def test_without_a_browser_the_url_comes_before_the_words_about_it(
+        cli: Cli, logdir: Path, port: int, tmp_path: Path, reaper: ProcessReaper, command: str) -> None:
+    """stdout and stderr into one pipe (`tbctl open 2>&1 | cat`): the URL is not left behind in a buffer
+    while the message that refers to it goes first."""
+    url = cli.up(str(logdir), "--port", str(port))["url"]
+    args = [command, str(port)] if command == "open" else [command, str(logdir), "--port", str(port), "--open"]
+    done = subprocess.run([sys.executable, "-m", "tbctl", *args], env=_headless_env(tmp_path),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout
+    lines = done.stdout.splitlines()
+    about = next(i for i, line in enumerate(lines) if "no browser available" in line)
+    assert lines.index(url) < about, done.stdout
+    assert url in lines[about], "the message names the URL itself, wherever stdout went"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cli
 from tests.support.procs import ProcessReaper, alive, start_plain_tensorboard
+
+pytestmark = pytest.mark.unprivileged  # also run as a normal user and under macOS' rules (.ci/run)
 
 
 def _row(rows: list[dict], pid: int) -> dict:
@@ -77,7 +80,7 @@ def test_a_tensorboard_that_exited_cleanly_is_listed_as_exited_until_down_cleans
         if mine:
             pytest.skip(f"{len(mine)} other TensorBoard(s) of this user are running; down --all would stop them")
     inst = cli.up(str(logdir), "--port", str(port))["instance"]
-    info = Path(f"/tmp/.tensorboard-info/pid-{inst['pid']}.info")
+    info = Path(tempfile.gettempdir(), ".tensorboard-info", f"pid-{inst['pid']}.info")  # TensorBoard's TMPDIR is ours
     assert wait_until(info.exists, 10)
     os.kill(inst["pid"], signal.SIGTERM)  # a plain `kill -TERM`: TensorBoard exits and removes its info file
     assert wait_until(lambda: not info.exists(), 10)
@@ -92,3 +95,34 @@ def test_a_tensorboard_that_exited_cleanly_is_listed_as_exited_until_down_cleans
     assert [(o["instance"]["pid"], o["outcome"]) for o in out if o["instance"]["pid"] == inst["pid"]] == [(inst["pid"], "cleaned")]
     assert not [r for r in cli("ls", "--json").json()["instances"] if r["pid"] == inst["pid"]]
     cli("down", str(port), exit_code=4)  # the record is gone
+
+
+def test_ls_fits_an_80_column_terminal(reaper: ProcessReaper, tmp_path: Path, port: int) -> None:
+    """Long logdirs are shortened in the middle (their start and their run name stay), one row per line;
+    headers stay whole."""
+    import os
+    import re
+    import sys
+
+    from examples.make_example_logdir import write_example_logdir
+    from tests.support.terminal import Terminal
+
+    logdir = tmp_path / "a-rather-long-experiment-name-for-the-learning-rate-sweep" / "seed-1234-runs"
+    write_example_logdir(logdir)
+    tb = start_plain_tensorboard(reaper, logdir, port)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")} | {"TERM": "xterm-256color"}
+    term = Terminal([sys.executable, "-m", "tbctl", "ls"], env=env, size=(40, 80))
+    try:
+        assert term.wait_exit(timeout=60) == 0, term.screen()
+    finally:
+        term.close(wait=0)
+    lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line) for line in term.out.decode().split("\r\n")]
+    assert all(len(line) <= 80 for line in lines), "\n".join(lines)
+    header = lines[0].split()
+    assert header[:3] == ["pid", "port", "logdir"] and "started-by" in header and "status" in header, lines[0]
+    mine = [line for line in lines if line.startswith(f"{tb.pid} ")]
+    assert len(mine) == 1, "\n".join(lines)
+    cells = mine[0].split()
+    assert cells[1] == str(port) and "serving" in cells and f"http://127.0.0.1:{port}/" in cells
+    logdir_cell = cells[2]
+    assert "…" in logdir_cell and logdir_cell.startswith("/") and logdir_cell.endswith("runs"), logdir_cell

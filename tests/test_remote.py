@@ -22,6 +22,8 @@ from tests.support.procs import (TENSORBOARD, ProcessReaper, alive, free_port, h
 
 VENV = str(Path(sys.executable).parent.parent)
 
+pytestmark = pytest.mark.unprivileged  # also run as a normal user and under macOS' rules (.ci/run)
+
 
 def _no_wide_listener(pid: int) -> bool:
     return all(c.laddr.ip in ("127.0.0.1", "::1") for c in psutil.Process(pid).net_connections("tcp")

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from tbctl import __version__
 from tbctl.cli.environment import Environment
 from tbctl.cli.options import TYPER_SETTINGS, JsonOption, env_of
+from tbctl.cli.visible import TAB, visible
 from tbctl.errors import ExitCode, TbctlError, TensorBoardFailed
 
 # typer vendors click; its UsageError is the base of typer.BadParameter (found without a private import).
@@ -38,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "connections": "tbctl.cli.connections:connections_command",
     "disconnect": "tbctl.cli.connections:disconnect_command",
     "config": "tbctl.cli.config:command",
+    "completion": "tbctl.cli.completion_script:command",
 }
 
 
@@ -177,12 +179,15 @@ class TbctlGroup(TyperGroup):
         return super().main(hoist_global_options(self, sys.argv[1:] if args is None else args), *pos, **kwargs)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:
+            # `tbctl` alone asks what tbctl does: the help is the answer, not an error. On stdout with exit 0,
+            # as gh, docker and pip do (git exits 1), so `tbctl | less` pages it and nothing reads as a failure.
+            typer.echo(ctx.get_help())
+            ctx.exit(0)
         # tbctl's own options are parsed here, before invoke(): its handler below never sees their errors.
         try:
             return super().parse_args(ctx, args)
         except ClickUsageError as exc:
-            if type(exc).__name__ == "NoArgsIsHelpError":  # `tbctl` alone: the help (exit 2), not an error line
-                raise
             _usage_error(ctx, exc)
 
     def invoke(self, ctx: Any) -> Any:
@@ -195,10 +200,7 @@ class TbctlGroup(TyperGroup):
             env = env_of(ctx)
             if env.debug:
                 traceback.print_exc(file=env.stderr)
-            env.error(exc.message, exc.hint)
-            if isinstance(exc, TensorBoardFailed) and exc.log_tail:
-                env.stderr.write(f"last lines of {exc.log_path}:\n")
-                env.stderr.write("".join(f"  | {line}\n" for line in exc.log_tail.splitlines()))
+            show_error(env, exc)
             raise typer.Exit(exc.exit_code) from None
         except ClickUsageError as exc:  # a subcommand's arguments: one line and a hint, like ours
             if type(exc).__name__ == "NoArgsIsHelpError":  # `tbctl config` alone: its help, on stdout, exit 2
@@ -220,6 +222,14 @@ class TbctlGroup(TyperGroup):
             raise typer.Exit(ExitCode.ERROR) from None
 
 
+def show_error(env: Environment, exc: TbctlError) -> None:
+    """A user's error as tbctl prints it: its line, its hint, and the end of TensorBoard's log when it failed."""
+    env.error(exc.message, exc.hint)
+    if isinstance(exc, TensorBoardFailed) and exc.log_tail:
+        env.stderr.write(f"last lines of {visible(str(exc.log_path))}:\n")
+        env.stderr.write("".join(f"  | {visible(line, keep=TAB)}\n" for line in exc.log_tail.splitlines()))
+
+
 def _usage_error(ctx: Any, exc: Any) -> NoReturn:
     """click's usage error as tbctl's: one line, a hint, exit 2."""
     sub = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "tbctl"
@@ -229,6 +239,9 @@ def _usage_error(ctx: Any, exc: Any) -> NoReturn:
 
         close = difflib.get_close_matches(exc.option_name, exc.possibilities, n=3, cutoff=SUGGEST_CUTOFF)
         message = exc.message + (f" (did you mean {' or '.join(close)}?)" if close else "")
+        if exc.option_name in ("--install-completion", "--show-completion"):  # typer's usual options
+            env_of(ctx).error(message, "`tbctl completion bash|zsh|fish|powershell` prints the script")
+            raise typer.Exit(ExitCode.USAGE) from None
     env_of(ctx).error(message, f"see '{sub} -h'")
     raise typer.Exit(ExitCode.USAGE) from None
 

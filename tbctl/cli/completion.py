@@ -2,7 +2,8 @@
 loudly (a broken config file must not print a traceback into the user's command line).
 
 The shell scripts in completions/ come from Typer's completion environment variable:
-`_TBCTL_COMPLETE=source_bash tbctl` (or source_zsh, source_fish). The app is built with
+`_TBCTL_COMPLETE=source_bash tbctl` (or source_zsh, source_fish, source_powershell), which is also what
+`tbctl completion SHELL` prints. The app is built with
 `add_completion=False` (no --install-completion/--show-completion options), which also leaves Typer's
 completion classes unregistered; `register_shells()` registers them when that variable is set.
 """
@@ -10,8 +11,8 @@ completion classes unregistered; `register_shells()` registers them when that va
 from __future__ import annotations
 
 COMPLETE_VAR = "_TBCTL_COMPLETE"
-SHELLS = ("bash", "zsh", "fish")
-SCRIPT_FILES = {"bash": "tbctl.bash", "zsh": "tbctl.zsh", "fish": "tbctl.fish"}  # under completions/
+SHELLS = ("bash", "zsh", "fish", "powershell")
+SCRIPT_FILES = {"bash": "tbctl.bash", "zsh": "tbctl.zsh", "fish": "tbctl.fish", "powershell": "tbctl.ps1"}  # under completions/
 
 
 def complete_hosts(incomplete: str) -> list[str]:
@@ -34,7 +35,8 @@ def _config_hosts() -> list[str]:
 
 
 def complete_targets(incomplete: str) -> list[str]:
-    """`down`'s target: ports of the TensorBoards running here."""
+    """The target of `down`, `logs` and `open`: ports of this user's TensorBoards running here (not one that
+    exited, which `down` only cleans up, nor another user's, which none of them may act on)."""
     from tbctl.config import state_dir_path
     from tbctl.core.instances import list_instances
     from tbctl.errors import TbctlError
@@ -42,11 +44,13 @@ def complete_targets(incomplete: str) -> list[str]:
     from tbctl.state import StateStore
 
     state_dir = state_dir_path()
+    host = LocalHost(state_dir)
     try:
-        instances = list_instances(LocalHost(state_dir), StateStore(state_dir))
+        instances = list_instances(host, StateStore(state_dir))
     except TbctlError:
         return []
-    ports = sorted({i.port for i in instances if i.port is not None and i.status not in ("stale", "dead")})
+    ports = sorted({i.port for i in instances if i.port is not None and i.status in ("serving", "starting")
+                    and i.user == host.user})
     return [str(p) for p in ports if str(p).startswith(incomplete)]
 
 

@@ -8,7 +8,7 @@ import typer
 
 from tbctl.cli import render
 from tbctl.cli.completion import complete_targets
-from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, TimeoutOption, command_env, verb_app
+from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, StopTimeoutOption, command_env, verb_app
 from tbctl.cli.session import flush_warnings, reach, store_of
 
 verb = verb_app()
@@ -21,9 +21,9 @@ def down(
     all_instances: Annotated[bool, typer.Option("--all", help="Stop every TensorBoard of yours.")] = False,
     force: Annotated[bool, typer.Option("--force", help="SIGKILL at once instead of SIGTERM first.")] = False,
     host_spec: HostOption = None,
-    timeout: TimeoutOption = None,
+    timeout: StopTimeoutOption = None,
     connect_timeout: ConnectTimeoutOption = None,
-    job: Annotated[Optional[str], typer.Option("--job", help="Slurm: end what tbctl started in this job (with --host LOGIN).")] = None,
+    job: Annotated[Optional[str], typer.Option("--job", metavar="JOB", help="Slurm: end what tbctl started in this job (with --host LOGIN).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Stop TensorBoard gracefully (SIGTERM, then SIGKILL after --timeout); pid-reuse safe.

@@ -4,6 +4,9 @@ Progress ("connecting to gpu1…", "starting TensorBoard on gpu1:6006", "waiting
 stderr: inside `with env.status():`, when stdout and stderr are a terminal, it is one rich status line that
 each step replaces and that disappears when the block ends; otherwise (a pipe, a log file, TERM=dumb) each
 step is a plain line, so logs stay readable. `--quiet` shows neither; `NO_COLOR` drops the colours.
+
+Every message, result line and status text goes out through `visible()`: it may quote another process,
+user or host, so its control characters are shown, never sent, and rich never reads it as markup.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tbctl.cli.visible import visible
 from tbctl.config import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -72,7 +76,7 @@ class Environment:
     def result_line(self, text: str) -> None:
         """What the command did, on stdout (not in --json mode, where stdout is JSON only)."""
         if not self.json:
-            self.stdout.write(text + "\n")
+            self.stdout.write(visible(text, keep="\n") + "\n")
 
     # --- progress ---
 
@@ -94,15 +98,19 @@ class Environment:
         """One step of a slow operation: replaces the status line on a terminal, else a plain line."""
         if self.quiet:
             return
+        text = visible(text)  # one line: a newline in an squeue reason would break the status line
         if self._status is not None:
+            from rich.text import Text
+
             live, spinner = self._status
-            spinner.update(text=text)
+            spinner.update(text=Text(text))  # a str would be parsed as markup: `[/oops]` in a reason crashed
             live.refresh()  # draw now: a step shorter than one refresh period would otherwise never show
         elif self._status_depth and self.live_progress:
             from rich.live import Live
             from rich.spinner import Spinner
+            from rich.text import Text
 
-            spinner = Spinner("dots", text=text, style="status.spinner")
+            spinner = Spinner("dots", text=Text(text), style="status.spinner")
             live = Live(spinner, console=self.err_console, transient=True, refresh_per_second=12.5,
                         redirect_stdout=False, redirect_stderr=False)
             live.start(refresh=True)
@@ -132,6 +140,7 @@ class Environment:
             status[0].stop()  # transient: the line is erased, the cursor left where the line began
 
     def _message(self, text: str) -> None:
+        text = visible(text, keep="\n")
         # While a status line is live, print above it through its console so neither garbles the other.
         if self._status is not None:
             self.err_console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -151,9 +160,9 @@ class Environment:
 
     def error(self, text: str, hint: str | None = None) -> None:
         self._stop_status()  # an error ends the command: no spinner left under it
-        self.stderr.write(f"tbctl: {text}\n")
+        self.stderr.write("tbctl: " + visible(text, keep="\n") + "\n")
         if hint:
-            self.stderr.write(f"hint: {hint}\n")
+            self.stderr.write("hint: " + visible(hint, keep="\n") + "\n")
 
 
 def _isatty(stream: TextIO) -> bool:

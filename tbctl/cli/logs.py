@@ -11,6 +11,7 @@ from tbctl.cli.completion import complete_targets
 from tbctl.cli.environment import Environment
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, command_env, verb_app
 from tbctl.cli.session import connect, store_of
+from tbctl.cli.visible import visible
 
 if TYPE_CHECKING:
     from tbctl.core.logs import LogSource
@@ -23,7 +24,7 @@ def logs(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="PORT|PID|LOGDIR", show_default=False, autocompletion=complete_targets)],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep showing what is written until Ctrl-C or TensorBoard exits.")] = False,
-    lines: Annotated[str, typer.Option("--lines", "-n", metavar="N", help="How many of the last lines to show first.")] = "50",
+    lines: Annotated[str, typer.Option("--lines", "-n", metavar="N", show_default=False, help="How many of the last lines to show first (default 50).")] = "50",
     host_spec: HostOption = None,
     connect_timeout: ConnectTimeoutOption = None,
     json_output: JsonOption = False,
@@ -86,8 +87,10 @@ def _log_json(source: LogSource) -> dict[str, Any]:
 
 
 class _LogWriter:
-    """Log text to stdout as it arrives: raw on a terminal or a pipe (like `tail -f`), or one JSON object
-    per complete line with --json (a line still being written waits for its newline)."""
+    """Log text to stdout as it arrives: on a pipe as it is (like `tail -f`); on a terminal with its control
+    characters made visible, newlines and tabs kept (a log quotes logdirs and whatever TensorBoard was
+    fed, and must not drive the terminal); or one JSON object per complete line with --json (a line still
+    being written waits for its newline)."""
 
     def __init__(self, env: Environment, source: LogSource) -> None:
         self.env = env
@@ -98,7 +101,7 @@ class _LogWriter:
         if not text:
             return
         if not self.env.json:
-            self.env.stdout.write(text)
+            self.env.stdout.write(visible(text, keep="\n\t") if self.env.stdout_isatty else text)
             self.env.stdout.flush()
             return
         import json

@@ -17,7 +17,7 @@ verb = verb_app()
 @verb.command("ls")
 def ls(
     ctx: typer.Context,
-    hosts: Annotated[Optional[list[str]], typer.Option("--host", "-H", help="List on these SSH hosts (repeatable) instead of here.", autocompletion=complete_hosts)] = None,
+    hosts: Annotated[Optional[list[str]], typer.Option("--host", "-H", metavar="HOST", help="List on these SSH hosts (repeatable) instead of here.", autocompletion=complete_hosts)] = None,
     all_hosts: Annotated[bool, typer.Option("--all-hosts", help="Here and every host in the config file or tbctl's records, in parallel.")] = False,
     connect_timeout: ConnectTimeoutOption = None,
     json_output: JsonOption = False,
@@ -33,7 +33,9 @@ def ls(
     flush_warnings(env, store)
     if env.json:
         render.print_json(env, {"instances": listing.instances, "forwards": listing.forwards, "errors": listing.errors})
-    else:
+    if listing.failure is not None:  # after its JSON, said as any error is (one line, exit code)
+        raise listing.failure
+    if not env.json:
         render.instances_table(env, listing.instances, errors=listing.errors, show_host=listing.elsewhere)
         render.forwards_table(env, listing.forwards)
 

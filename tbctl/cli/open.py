@@ -9,7 +9,8 @@ import typer
 from tbctl.cli import render
 from tbctl.cli.completion import complete_targets
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, command_env, verb_app
-from tbctl.cli.session import browse, connect, store_of
+from tbctl.cli.session import browse, connect, open_in_browser, store_of
+from tbctl.cli.visible import visible
 
 verb = verb_app()
 
@@ -30,16 +31,12 @@ def open_url(
     env = command_env(ctx, json_output)
     chosen = find_target(store_of(env), target, host_spec,
                          connect=lambda: connect(env, host_spec, connect_timeout=connect_timeout))
-    opened = browse(chosen.url)
     if env.json:
-        render.print_json(env, {"url": chosen.url, "opened": opened, "host": chosen.host, "pid": chosen.pid,
-                                "port": chosen.port, "logdir": chosen.logdir})
+        render.print_json(env, {"url": chosen.url, "opened": browse(chosen.url), "host": chosen.host,
+                                "pid": chosen.pid, "port": chosen.port, "logdir": chosen.logdir})
         return
-    env.stdout.write(chosen.url + "\n")
-    if opened:
-        env.info(f"opened {chosen.url} in the browser")
-    else:
-        env.info("no browser available here; open the URL above yourself")
+    env.stdout.write(visible(chosen.url) + "\n")
+    open_in_browser(env, chosen.url)
 
 
 command = typer.main.get_command(verb)

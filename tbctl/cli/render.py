@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tbctl.cli.visible import visible
 from tbctl.models import ForwardInfo, FreePortResult, PortHolder, PortReport, StopOutcome, TensorBoardInstance, UpResult, as_json
 
 if TYPE_CHECKING:
@@ -41,6 +42,14 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _status(inst: TensorBoardInstance) -> str:
+    """The status cell: the status, why (a note), and that the network reaches it when it does."""
+    notes = [inst.note] if inst.note else []
+    if inst.exposure == "network" and inst.status in ("serving", "starting", "unknown"):
+        notes.append(f"exposed to the network on {inst.bind}")
+    return f"{inst.status} ({'; '.join(notes)})" if notes else inst.status
+
+
 def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], *, errors: Sequence[Any] = (),
                     show_host: bool = False) -> None:
     for err in errors:
@@ -63,7 +72,7 @@ def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], 
             human_duration(inst.uptime) if inst.status not in ("stale", "exited") else "-",
             inst.started_by,
             *job,
-            inst.status if not inst.note else f"{inst.status} ({inst.note})",
+            _status(inst),
         ])
     for err in errors:
         rows.append(([err.host] if show_host else []) + ["-"] * (8 if jobs else 7) + [f"error: {err.error}"])
@@ -92,13 +101,54 @@ def forwards_table(env: Environment, forwards: Sequence[ForwardInfo]) -> None:
     table(env, ["host", "local", "remote", "url", "forwarder", "tensorboard", "tunnel"], rows, status_column=6)
 
 
-_STATUS_STYLE = {"serving": "green", "starting": "yellow", "stale": "red", "exited": "yellow", "dead": "red", "down": "red",
+# The columns a narrow terminal may shorten, and where: paths in the middle (their start and their run name
+# stay), names and free text at the end. The others (pid, port, url, …) stay whole: they are what one copies.
+_SHORTEN = {"logdir": "middle", "host": "middle", "user": "end", "status": "end", "tunnel": "end", "job": "end"}
+_NARROWEST = 8  # a shortened cell keeps at least this many characters (or its header's width)
+
+
+def shorten(text: str, width: int, *, where: str = "middle") -> str:
+    """`text` in at most `width` characters, with "…" where the rest was taken out."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    if where == "end":
+        return text[: width - 1] + "…"
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def fit_rows(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> tuple[list[list[str]], int]:
+    """(`rows` with the cells of the shortenable columns cut, widest column first, until a row fits in
+    `width` characters, the gap between columns): so that a terminal shows one row per line instead of
+    folding cells into pieces. Columns go two spaces apart, or one (as in `ps`) when two do not fit."""
+    natural = [max([len(column), *(len(r[i]) for r in rows)]) for i, column in enumerate(columns)]
+    widths = list(natural)
+    gap = 2 if sum(natural) + 2 * (len(columns) - 1) <= width else 1
+    excess = sum(widths) + gap * (len(widths) - 1) - width
+    floor = {i: max(len(c), _NARROWEST) for i, c in enumerate(columns) if c in _SHORTEN}
+    while excess > 0:
+        shrinkable = [i for i in floor if widths[i] > floor[i]]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda i: widths[i])
+        widths[widest] -= 1
+        excess -= 1
+    fitted = [[shorten(cell, widths[i], where=_SHORTEN.get(columns[i], "end")) if widths[i] < natural[i] else cell
+               for i, cell in enumerate(r)] for r in rows]
+    return fitted, gap
+
+
+_STATUS_STYLE = {"serving": "green", "starting": "yellow", "unknown": "dim", "stale": "red", "exited": "yellow", "dead": "red", "down": "red",
                  "up": "green", "reconnecting": "yellow", "error:": "red"}
 
 
 def table(env: Environment, columns: Sequence[str], rows: Sequence[Sequence[str]], *, status_column: int | None = None) -> None:
     """A rich table on a terminal; plain space-aligned columns, one row per line, when piped (for grep
-    and awk, and because a pipe should not pay for importing rich.table)."""
+    and awk, and because a pipe should not pay for importing rich.table). Every cell is shown with its
+    control characters escaped (a logdir or a command line is anyone's text), newlines included."""
+    rows = [[visible(str(c)) for c in r] for r in rows]
     if not env.stdout_isatty:
         widths = [max(len(str(r[i])) for r in [list(columns), *rows]) for i in range(len(columns))]
         for r in [list(columns), *rows]:
@@ -107,11 +157,12 @@ def table(env: Environment, columns: Sequence[str], rows: Sequence[Sequence[str]
     from rich.markup import escape
     from rich.table import Table
 
-    rich_table = Table(box=None, pad_edge=False, header_style="bold")
+    rows, gap = fit_rows(columns, rows, env.console.width)
+    rich_table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, gap, 0, 0))
     for column in columns:
-        rich_table.add_column(column, overflow="fold", no_wrap=column == "url")
+        rich_table.add_column(column, overflow="ellipsis", no_wrap=True, min_width=len(column))
     for r in rows:
-        cells = [escape(str(c)) for c in r]
+        cells = [escape(c) for c in r]
         if status_column is not None:
             style = _STATUS_STYLE.get(str(r[status_column]).split(" ")[0], "")
             if style:
@@ -131,7 +182,7 @@ def up_result(env: Environment, result: UpResult) -> None:
         if inst.log_path:
             env.info(f"log: {inst.log_path}")
     # The URL alone on stdout, so `$(tbctl up -q runs)` is the URL.
-    env.stdout.write(result.url + "\n")
+    env.stdout.write(visible(result.url) + "\n")
 
 
 _STOP_WORDS = {
@@ -166,14 +217,21 @@ def stop_outcomes(env: Environment, outcomes: Sequence[StopOutcome], *, closed_f
         env.result_line(line)
 
 
+# Why a holder can be known only by its socket: the kernel shows every socket's owner to everyone, but which
+# process holds it (its pid, command line, start time) only to that process's user and to root.
+HIDDEN_HOLDER = "which process it is: shown only to that user and root"
+
+
 def holder_line(holder: PortHolder) -> str:
-    who = f"pid {holder.pid}" if holder.pid is not None else "pid ?"
-    kind = "TensorBoard, " if holder.is_tensorboard else ""
     user = holder.user or "another user"
-    return (
-        f"{who}  {kind}user {user}  {holder.family} {holder.addr}  since {since(holder.create_time)}\n"
-        f"    {_short(holder.command, 200)}"
-    )
+    where = f"{holder.family} {holder.addr}"
+    if holder.pid is None:
+        return f"a process of {user}  {where}\n    (tbctl cannot see {HIDDEN_HOLDER})"
+    kind = "TensorBoard, " if holder.is_tensorboard else ""
+    started = f"  since {since(holder.create_time)}" if holder.create_time is not None else ""
+    command = _short(visible(holder.command), 200) if holder.cmdline else \
+        "(tbctl cannot see its command line: another user's process)"
+    return f"pid {holder.pid}  {kind}user {user}  {where}{started}\n    {command}"
 
 
 def port_report(env: Environment, report: PortReport) -> None:
@@ -192,11 +250,10 @@ def free_port_result(env: Environment, result: FreePortResult) -> None:
     for o in result.outcomes:
         h = o.holder
         if o.outcome == "denied":
-            env.warn(
-                f"pid {h.pid if h.pid is not None else '?'} belongs to {h.user or 'another user'}; "
-                f"not signalled (run tbctl with sudo to stop it)"
-            )
+            what = f"pid {h.pid}" if h.pid is not None else f"the holder on {h.family} {h.addr}"
+            env.warn(f"{what} belongs to {h.user or 'another user'}; not signalled: only root may signal another "
+                     "user's process (run tbctl with sudo to stop it)")
         else:
-            env.result_line(f"{_STOP_WORDS.get(o.outcome, o.outcome)} pid {h.pid} ({_short(h.command, 60)})")
+            env.result_line(f"{_STOP_WORDS.get(o.outcome, o.outcome)} pid {h.pid} ({_short(visible(h.command), 60)})")
     if result.freed:
         env.result_line(f"port {result.port} is free")

@@ -6,6 +6,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from tbctl.cli.environment import Environment
+from tbctl.cli.visible import visible
 
 if TYPE_CHECKING:
     from tbctl.core.reach import Reach
@@ -29,7 +30,7 @@ class TerminalPrompter:
         import getpass
 
         with self.env.paused():  # a spinner redrawn over the prompt would hide what is being asked
-            return getpass.getpass(prompt, stream=self.env.stderr)
+            return getpass.getpass(visible(prompt, keep="\n"), stream=self.env.stderr)  # the server's words
 
     def paused(self) -> contextlib.AbstractContextManager[None]:
         """While ssh itself may be asking on the terminal (the OpenSSH backend)."""
@@ -37,7 +38,7 @@ class TerminalPrompter:
 
     def ask(self, prompt: str) -> str:
         with self.env.paused():
-            self.env.stderr.write(prompt)
+            self.env.stderr.write(visible(prompt, keep="\n"))
             self.env.stderr.flush()
             return self.env.stdin.readline().rstrip("\n")
 
@@ -136,6 +137,13 @@ def flush_warnings(env: Environment, store: StateStore) -> None:
     store.warnings.clear()
 
 
-def open_in_browser(env: Environment, url: str) -> None:
-    if not browse(url):
-        env.info(f"no browser available; open {url}")
+def open_in_browser(env: Environment, url: str) -> bool:
+    """Hand `url` to a browser and say how that went. The URL is already on stdout: flushed first, so that
+    in one stream (`2>&1`, a log) it comes before the words about it; they name it too, wherever stdout went."""
+    env.stdout.flush()
+    opened = browse(url)
+    if opened:
+        env.info(f"opened {url} in the browser")
+    else:
+        env.info(f"no browser available here; open {url} yourself")
+    return opened

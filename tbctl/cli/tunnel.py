@@ -10,6 +10,7 @@ from tbctl.cli import render
 from tbctl.cli.completion import complete_hosts
 from tbctl.cli.options import ConnectTimeoutOption, JsonOption, command_env, verb_app
 from tbctl.cli.session import reach, SessionNarrator, open_in_browser, store_of
+from tbctl.cli.visible import visible
 
 verb = verb_app()
 
@@ -19,7 +20,7 @@ def tunnel(
     ctx: typer.Context,
     host_spec: Annotated[str, typer.Argument(metavar="HOST", help="ssh_config alias or [user@]host[:port].", autocompletion=complete_hosts)],
     remote_port: Annotated[str, typer.Argument(metavar="REMOTE_PORT")],
-    local_port: Annotated[Optional[str], typer.Option("--local-port", help="Local end (default REMOTE_PORT+10000).")] = None,
+    local_port: Annotated[Optional[str], typer.Option("--local-port", metavar="PORT", help="Local end (default REMOTE_PORT+10000).")] = None,
     connect_timeout: ConnectTimeoutOption = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Forward in the background and return; `tbctl down LOCAL_PORT` ends it.")] = False,
     open_browser: Annotated[Optional[bool], typer.Option("--open/--no-open", help="Open the URL in a browser (default: `open` in the config file, else no).")] = None,
@@ -37,7 +38,7 @@ def tunnel(
             render.print_json(env, result)
         else:
             env.info(f"{result.host}:{result.remote_port} → 127.0.0.1:{result.local_port}")
-            env.stdout.write(result.url + "\n")
+            env.stdout.write(visible(result.url) + "\n")
         env.stdout.flush()
         if opens_browser(open_browser, env.settings, host_spec):
             open_in_browser(env, result.url)

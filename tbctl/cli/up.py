@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from tbctl.cli.environment import Environment
-from tbctl.cli.options import ConnectTimeoutOption, EnvOption, HostOption, JsonOption, TimeoutOption, command_env, verb_app
+from tbctl.cli.options import ConnectTimeoutOption, EnvOption, HostOption, JsonOption, StartTimeoutOption, command_env, verb_app
 from tbctl.cli.session import reach, SessionNarrator, flush_warnings, open_in_browser, store_of
 from tbctl.errors import UsageError
 
 if TYPE_CHECKING:
+    from tbctl.core.serve import ServeRequest
     from tbctl.models import UpResult
     from tbctl.state import StateStore
 
@@ -34,23 +36,24 @@ def _split_logdir_and_extra(positional: list[str], logdir_option: str | None) ->
 def up(
     ctx: typer.Context,
     args: Annotated[Optional[list[str]], typer.Argument(metavar="[LOGDIR] [-- TENSORBOARD_FLAGS...]", show_default=False)] = None,
-    logdir_option: Annotated[Optional[str], typer.Option("--logdir", help="The logdir (default: runs).")] = None,
-    port: Annotated[Optional[str], typer.Option("--port", "-p", help="Preferred port (default 6006; the next free one if taken).")] = None,
+    logdir_option: Annotated[Optional[str], typer.Option("--logdir", metavar="DIR", help="The logdir (default: runs).")] = None,
+    port: Annotated[Optional[str], typer.Option("--port", "-p", metavar="PORT", help="Preferred port (default 6006; the next free one if taken).")] = None,
     host_spec: HostOption = None,
-    local_port: Annotated[Optional[str], typer.Option("--local-port", help="Remote: the local end of the forward (default port+10000).")] = None,
+    local_port: Annotated[Optional[str], typer.Option("--local-port", metavar="PORT", help="Remote: the local end of the forward (default port+10000).")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Remote: leave TensorBoard running when the forward closes.")] = False,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Remote: forward in the background and return; `tbctl down` ends it.")] = False,
-    timeout: TimeoutOption = None,
+    timeout: StartTimeoutOption = None,
     open_browser: Annotated[Optional[bool], typer.Option("--open/--no-open", help="Open the URL in a browser (default: `open` in the config file, else no).")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start another instance even if one serves this logdir.")] = False,
-    tensorboard: Annotated[Optional[str], typer.Option("--tensorboard", help="Path of the tensorboard executable.")] = None,
+    tensorboard: Annotated[Optional[str], typer.Option("--tensorboard", metavar="PATH", help="Path of the tensorboard executable.")] = None,
     env_prefix: EnvOption = None,
     connect_timeout: ConnectTimeoutOption = None,
-    job: Annotated[Optional[str], typer.Option("--job", help="Slurm: serve from inside this running job (ID or ARRAY_TASK), on its node.")] = None,
-    job_name: Annotated[Optional[str], typer.Option("--job-name", help="Slurm: your newest running job of this name.")] = None,
-    node: Annotated[Optional[str], typer.Option("--node", help="Slurm: which node of a multi-node job (default: its batch host).")] = None,
+    job: Annotated[Optional[str], typer.Option("--job", metavar="JOB", help="Slurm: serve from inside this running job (ID or ARRAY_TASK), on its node.")] = None,
+    job_name: Annotated[Optional[str], typer.Option("--job-name", metavar="NAME", help="Slurm: your newest running job of this name.")] = None,
+    node: Annotated[Optional[str], typer.Option("--node", metavar="NODE", help="Slurm: which node of a multi-node job (default: its batch host).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait for a pending job to start.")] = False,
     bind_node_address: Annotated[bool, typer.Option("--bind-node-address", help="Slurm, where ssh to compute nodes is refused: bind the node's cluster address (everyone on that network can reach it) and forward from the login node.")] = False,
+    expose_to_network: Annotated[bool, typer.Option("--expose-to-network", help="Let TensorBoard listen beyond 127.0.0.1 (every interface, or the --host given after --): anyone who can reach the host can read the logdir.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Serve LOGDIR with TensorBoard on a free port, verified ready; reuse one already serving it.
@@ -59,15 +62,10 @@ def up(
     (or, with --detach, by a background tbctl process until `tbctl down`). With --job (or --job-name),
     --host is the Slurm login node: TensorBoard runs as a step of that job on its node, forwarded through
     the login node; a relative LOGDIR is relative to the job's WorkDir."""
-    from tbctl.core.serve import ServeRequest, opens_browser, serve
+    from tbctl.core.serve import opens_browser, serve
 
     env = command_env(ctx, json_output)
-    logdir, extra = _split_logdir_and_extra(args or [], logdir_option)
-    request = ServeRequest(
-        host=host_spec, logdir=logdir, port=port, local_port=local_port, timeout=timeout, new=new,
-        tensorboard=tensorboard, env_prefix=env_prefix, extra_args=tuple(extra), connect_timeout=connect_timeout,
-        keep=keep, detach=detach, job=job, job_name=job_name, node=node, wait=wait,
-        bind_node_address=bind_node_address)
+    request = request_of(ctx.params)
     store = store_of(env)
     with serve(request, env.settings, reach(env), store, SessionNarrator(env)) as session:
         _announce(env, store, session.result, open_browser=opens_browser(open_browser, env.settings, host_spec))
@@ -76,6 +74,20 @@ def up(
             ends_it = f"--job {job_id} --host {host_spec}" if request.in_job else str(session.background_port)
             env.info(f"forwarding in the background; `tbctl down {ends_it}` ends it")
         session.hold()
+
+
+def request_of(params: Mapping[str, Any]) -> ServeRequest:
+    """core's request from `up`'s parsed parameters (the notebook's `%tbctl up` parses with this command too)."""
+    from tbctl.core.serve import ServeRequest
+
+    logdir, extra = _split_logdir_and_extra(list(params["args"] or []), params["logdir_option"])
+    return ServeRequest(
+        host=params["host_spec"], logdir=logdir, port=params["port"], local_port=params["local_port"],
+        timeout=params["timeout"], new=params["new"], tensorboard=params["tensorboard"],
+        env_prefix=params["env_prefix"], extra_args=tuple(extra), connect_timeout=params["connect_timeout"],
+        keep=params["keep"], detach=params["detach"], job=params["job"], job_name=params["job_name"],
+        node=params["node"], wait=params["wait"], bind_node_address=params["bind_node_address"],
+        expose_to_network=params["expose_to_network"])
 
 
 def _announce(env: Environment, store: StateStore, result: UpResult, *, open_browser: bool) -> None:

@@ -107,8 +107,9 @@ def stop_instances(
         assert inst.pid is not None
         outcome = outcomes.get(inst.pid, "gone")
         removed = False
-        # TensorBoard removes its info file on SIGTERM, not on SIGKILL: clean up after a forced kill.
-        if outcome in ("killed", "gone") and inst.info_file is not None:
+        # TensorBoard removes its info file on SIGTERM, not on SIGKILL nor on Windows' CTRL_BREAK (it has no
+        # handler for it): clean up after any end (a file it removed itself is simply not there).
+        if outcome in ("stopped", "killed", "gone") and inst.info_file is not None:
             removed = host.remove_info_file(inst.info_file)
         results.append(StopOutcome(inst, outcome, info_file_removed=removed))
     store.remove(host.name, {(r.instance.pid, r.instance.recorded_create_time) for r in results

@@ -133,12 +133,13 @@ def hold(exposure: Exposure, *, is_alive: Callable[[], bool], poll: float = 1.0,
 @contextlib.contextmanager
 def interrupt_on_hangup() -> Iterator[None]:
     """While holding a forward (or following a log), SIGTERM and SIGHUP (terminal closed) clean up like
-    Ctrl-C does."""
+    Ctrl-C does; so does Ctrl-Break on Windows (SIGBREAK), which has no SIGHUP."""
 
     def raise_interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    present = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGBREAK") if hasattr(signal, name)]
+    previous = {sig: signal.signal(sig, raise_interrupt) for sig in present}
     try:
         yield
     finally:

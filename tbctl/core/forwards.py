@@ -94,10 +94,22 @@ def detach_warning(host: Host) -> str:
             "if the connection drops, run the command again to reconnect")
 
 
+def live_forward(store: StateStore, host: str, remote_port: int) -> ForwardInfo | None:
+    """A background forward to `host`:`remote_port` that its forwarder keeps up (or is re-making), if any:
+    what a second `--detach` or an `up` of the same instance reuses rather than opening another port."""
+    return next((f for f in list_forwards(store) if f.host == host and f.remote_port == remote_port
+                 and f.tunnel in ("up", "reconnecting")), None)
+
+
+def reusing_note(forward: ForwardInfo) -> str:
+    return f"reusing the background forward to {forward.host}:{forward.remote_port} on 127.0.0.1:{forward.local_port}"
+
+
 @dataclass(frozen=True)
 class Detached:
     local_port: int
     warning: str = ""
+    reused: ForwardInfo | None = None  # the live background forward used instead of a new one
 
 
 def detach_forward(host: Host, local: Host, store: StateStore, *, backend: str, remote_port: int,
@@ -107,6 +119,9 @@ def detach_forward(host: Host, local: Host, store: StateStore, *, backend: str, 
     """Hand a forward to the host's background forwarder and verify it answers. `route` (spec, jump): the
     host is reached through a jump host (a job's compute node through its login node)."""
     warning = detach_warning(host)
+    existing = live_forward(store, host.name, remote_port)
+    if existing is not None and local_port in (None, existing.local_port):
+        return Detached(existing.local_port, warning, reused=existing)
     if check_path is None:
         require_listener(host, remote_port)
     port = choose_local_port(local, remote_port, local_port)
@@ -117,8 +132,13 @@ def detach_forward(host: Host, local: Host, store: StateStore, *, backend: str, 
                 logdir=instance.logdir if instance else None,
                 path_prefix=instance.path_prefix if instance else "", stop_instance=stop_instance)
     try:
-        daemon.ensure_running(store, host.name, backend=backend, connect_timeout=connect_timeout,
-                              env_prefix=env_prefix, route=route)
+        forwarder = daemon.ensure_running(store, host.name, backend=backend, connect_timeout=connect_timeout,
+                                          env_prefix=env_prefix, route=route)
+        if forwarder.backend and forwarder.backend != backend:
+            # one forwarder per host: starting another over the other backend would hold the same host twice
+            warning = "; ".join(filter(None, [warning, (
+                f"the forward joins the background forwarder that serves {host.name} over {forwarder.backend}, "
+                f"not {backend}: it keeps that backend until its last forward ends")]))
         daemon.wait_listening(store, host.name, port)
         if check_path is not None:
             verify_http(local, port, check_path, what=f"{host.name}:{remote_port}")

@@ -40,9 +40,11 @@ class JobUpRequest:
     tensorboard: str | None = None
     env_prefix: str | None = None
     extra_args: tuple[str, ...] = ()
+    tensorboard_from: str = "--tensorboard"  # where `tensorboard` was set: the flag, or a config file's line
     # The fallback where the cluster refuses ssh to compute nodes: TensorBoard binds the node's cluster
     # address and the login node's connection forwards to it. Only when asked: anyone on that network can reach it.
     bind_node_address: bool = False
+    expose_to_network: bool = False  # a bind beyond loopback given after `--`, chosen by the user
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
     if bind is not None:
         warnings.append(f"TensorBoard listens on {node_name}'s cluster address {bind}: everyone on the cluster "
                         "network can reach it, not only you (--bind-node-address)")
-    executable = login.find_tensorboard(request.tensorboard, request.env_prefix)
+    executable = login.find_tensorboard(request.tensorboard, request.env_prefix, explicit_from=request.tensorboard_from)
     path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
     with store.lock(f"up-job-{login.name}-{job.id}"):
         if not request.new:
@@ -169,7 +171,8 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
             if note and not port_note:
                 notice(note)
             port_note = port_note or note
-            argv = build_argv(executable, logdir, port, (*request.extra_args, *(("--host", bind) if bind else ())))
+            argv = build_argv(executable, logdir, port, (*request.extra_args, *(("--host", bind) if bind else ())),
+                              network_ok=bind is not None or request.expose_to_network)
             srun = ["srun", f"--jobid={job.id}", "--overlap", f"--nodelist={node_name}", "--nodes=1", "--ntasks=1",
                     f"--job-name={STEP_NAME}-{port}", "--", *argv]
             log_path = f"{login.log_dir}/tensorboard-job{job.id}-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"

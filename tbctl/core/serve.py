@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tbctl.core.up import UpRequest
     from tbctl.hosts.base import Host
     from tbctl.hosts.link import LinkState
-    from tbctl.models import TensorBoardInstance, UpResult
+    from tbctl.models import ForwardInfo, TensorBoardInstance, UpResult
     from tbctl.state import StateStore
 
 STOP_TIMEOUT = 5.0  # stopping the TensorBoard a foreground `up` started, when its forward closes
@@ -49,6 +49,10 @@ class ServeRequest:
     node: str | None = None
     wait: bool = False
     bind_node_address: bool = False
+    expose_to_network: bool = False
+    # Whether SIGTERM and SIGHUP end a foreground forward as Ctrl-C does: a command's own process, yes; a
+    # library caller's (tbctl.up() in a notebook's kernel), no, since its signals are not tbctl's to take.
+    catch_hangup: bool = True
 
     @property
     def in_job(self) -> bool:
@@ -128,7 +132,7 @@ class ServeSession:
 
     def __init__(self, result: Any, host: Host, report: ServeReport, *, exposure: Exposure | None = None,
                  background_port: int | None = None, stops: tuple[Callable[[], None], ...] = (),
-                 ended: Callable[[], str] | None = None) -> None:
+                 ended: Callable[[], str] | None = None, catch_hangup: bool = True) -> None:
         self.result = result
         self.host = host
         self.background_port = background_port  # a background forwarder now keeps the URL alive
@@ -136,6 +140,7 @@ class ServeSession:
         self._exposure = exposure
         self._stops = stops
         self._ended = ended
+        self._catch_hangup = catch_hangup
         self._signals = contextlib.ExitStack()
 
     @property
@@ -162,7 +167,7 @@ class ServeSession:
             self._report.ended(why)
 
     def __enter__(self) -> ServeSession:
-        if self.forwarding:  # from here on, a closed terminal or a kill cleans up like Ctrl-C
+        if self.forwarding and self._catch_hangup:  # from here on, a closed terminal or a kill cleans up like Ctrl-C
             from tbctl.core.expose import interrupt_on_hangup
 
             self._signals.enter_context(interrupt_on_hangup())
@@ -199,7 +204,12 @@ def merged_request(request: ServeRequest, settings: Settings) -> tuple[UpRequest
         tensorboard=request.tensorboard or per_host.tensorboard,
         env_prefix=request.env_prefix or per_host.env,
         extra_args=per_host.tensorboard_args + request.extra_args,
+        network_ok=request.expose_to_network,
+        tensorboard_from="--tensorboard" if request.tensorboard else settings.origin("tensorboard", request.host),
     )
+    from tbctl.tensorboard import check_extra_args
+
+    check_extra_args(up_request.extra_args, network_ok=up_request.network_ok)  # before connecting anywhere
     wanted_local = parse_port(request.local_port, source="--local-port") if request.local_port is not None else per_host.local_port
     return up_request, wanted_local
 
@@ -215,7 +225,9 @@ def job_request(request: ServeRequest, up_request: UpRequest) -> JobUpRequest:
     return JobUpRequest(job=request.job, job_name=request.job_name, node=request.node, logdir=up_request.logdir,
                         port=up_request.port, timeout=up_request.timeout, wait=request.wait, new=request.new,
                         tensorboard=up_request.tensorboard, env_prefix=up_request.env_prefix,
-                        extra_args=up_request.extra_args, bind_node_address=request.bind_node_address)
+                        extra_args=up_request.extra_args, bind_node_address=request.bind_node_address,
+                        expose_to_network=request.expose_to_network,
+                        tensorboard_from=up_request.tensorboard_from)
 
 
 def with_forward(result: UpResult, forward_port: int | None, warning: str = "") -> UpResult:
@@ -265,7 +277,13 @@ def serve(request: ServeRequest, settings: Settings, hosts: HostOpener, store: S
                                           stop_instance=stop_after, check_path=readiness_path(inst.path_prefix),
                                           connect_timeout=request.connect_timeout, env_prefix=up_request.env_prefix)
                 forward_port: int | None = detached.local_port
+                if detached.reused is not None:
+                    report.notice(reusing_note(detached.reused))
                 result = with_forward(result, forward_port, detached.warning)
+            elif (existing := _reusable_forward(host, store, inst.port, wanted_local) if result.reused else None):
+                report.notice(reusing_note(existing))  # the instance's own background forward: no second one
+                forward_port = existing.local_port
+                result = with_forward(result, forward_port)
             else:
                 from tbctl.core.expose import expose
 
@@ -279,8 +297,25 @@ def serve(request: ServeRequest, settings: Settings, hosts: HostOpener, store: S
             raise
         stops = (lambda: _stop_reporting(host, store, inst, report),) if stop_after else ()
         background = forward_port if exposure is None else None
-        with ServeSession(result, host, report, exposure=exposure, background_port=background, stops=stops) as session:
+        with ServeSession(result, host, report, exposure=exposure, background_port=background, stops=stops,
+                          catch_hangup=request.catch_hangup) as session:
             yield session
+
+
+def _reusable_forward(host: Host, store: StateStore, remote_port: int, wanted_local: int | None) -> ForwardInfo | None:
+    """A live background forward to this port of the host, unless another local port was asked for."""
+    if host.reachable_here:
+        return None
+    from tbctl.core.forwards import live_forward
+
+    existing = live_forward(store, host.name, remote_port)
+    return existing if existing is not None and wanted_local in (None, existing.local_port) else None
+
+
+def reusing_note(forward: ForwardInfo) -> str:
+    from tbctl.core.forwards import reusing_note as note
+
+    return note(forward)
 
 
 def _stop_started(host: Host, store: StateStore, inst: TensorBoardInstance) -> None:
@@ -320,7 +355,12 @@ def tunnel(request: TunnelRequest, hosts: HostOpener, store: StateStore, report:
                                       check_path=None, connect_timeout=request.connect_timeout)
             if detached.warning:
                 report.warn(detached.warning)
+            if detached.reused is not None:
+                report.notice(reusing_note(detached.reused))
             local = detached.local_port
+        elif (existing := _reusable_forward(host, store, port, wanted_local)) is not None:
+            report.notice(reusing_note(existing))
+            local = existing.local_port
         else:
             from tbctl.core.expose import expose
 
@@ -329,7 +369,7 @@ def tunnel(request: TunnelRequest, hosts: HostOpener, store: StateStore, report:
             if exposure.note:
                 report.notice(exposure.note)
         result = TunnelResult(host=host.name, remote_port=port, local_port=local, url=browser_url(local),
-                              detached=request.detach)
+                              detached=exposure is None)
         with ServeSession(result, host, report, exposure=exposure,
                           background_port=local if exposure is None else None) as session:
             yield session

@@ -14,10 +14,10 @@ from tbctl.core.stopping import terminate
 from tbctl.errors import PortBusy, TbctlError, TensorBoardFailed, UsageError
 from tbctl.hosts.base import Answer, Host, Launched, Readiness
 from tbctl.models import PortHolder, TensorBoardInstance, UpResult
-from tbctl.probe import CREATE_TIME_SLACK
+from tbctl.probe import CREATE_TIME_SLACK, is_python
 from tbctl.records import InstanceRecord
 from tbctl.state import StateStore
-from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path, tensorboard_args
+from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path, tensorboard_args, tensorboard_flag
 
 BIND_RACE_RETRIES = 3  # another server may take the chosen port between our check and TensorBoard's bind
 _BIND_FAILURE_MARKERS = ("could not bind to port", "is in use by another program", "Address already in use")
@@ -32,6 +32,8 @@ class UpRequest:
     tensorboard: str | None = None
     env_prefix: str | None = None
     extra_args: tuple[str, ...] = ()
+    network_ok: bool = False  # --expose-to-network: the user chose a bind beyond loopback
+    tensorboard_from: str = "--tensorboard"  # where `tensorboard` was set: the flag, or a config file's line
 
 
 def describe_holders(holders: Sequence[PortHolder]) -> str:
@@ -60,14 +62,15 @@ def short_command(cmdline: Sequence[str], width: int = 80) -> str:
                 given = 1 if any(a.startswith(f"--{flag}=") for a in args) else 2
                 return f"tensorboard --{flag} {value}" + (" …" if len(args) > given else "")
         return " ".join(["tensorboard", *args])
-    if len(argv) > 1 and _name(argv[0]).startswith("python") and not argv[1].startswith("-"):
+    if len(argv) > 1 and is_python(argv[0]) and not argv[1].startswith("-"):
         argv = argv[1:]  # python SCRIPT ARGS: the script is the program
     text = " ".join([_name(argv[0]), *argv[1:]]) if argv else "?"
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _name(program: str) -> str:
-    return program.rstrip("/").rsplit("/", 1)[-1]
+    """The program's file name as written (a POSIX or a Windows path)."""
+    return program.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
 
 def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[[str], None] = lambda _: None,
@@ -86,7 +89,8 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
         if not request.new:
             questions.append(("scan", {}))
         answers = host.call_many(questions)
-        executable = host.tensorboard_found(answers[0].get(), request.tensorboard)
+        executable = host.tensorboard_found(answers[0].get(), request.tensorboard,
+                                            explicit_from=request.tensorboard_from)
         resolved = answers[1].get()
         logdir = str(resolved["path"])
         warnings: list[str] = []
@@ -106,27 +110,45 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
             if note and not port_note:
                 notice(note)
             port_note = port_note or note
-            argv = build_argv(executable, logdir, port, request.extra_args)
+            argv = build_argv(executable, logdir, port, request.extra_args, network_ok=request.network_ok)
             log_path = f"{host.log_dir}/tensorboard-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
             launched, ready, info = _launch(host, argv, log_path, port, readiness_path(path_prefix), request.timeout,
                                             progress)
-            if ready.ready and _serves(ready.body, logdir):
-                break
+            # From here until it is recorded, a Ctrl-C must leave nothing running (_launch stops what it
+            # started until its answers are in).
+            try:
+                if ready.ready and _serves(ready.body, logdir):
+                    ticks = _start_ticks(launched, info)
+                    store.add(InstanceRecord(
+                        host=host.name, pid=launched.pid, create_time=launched.create_time, port=port, logdir=logdir,
+                        log_path=launched.log_path, started_at=time.time(), argv=tuple(argv), start_ticks=ticks,
+                    ))
+                    break
+            except BaseException:
+                _stop_quietly(host, launched)
+                raise
+            if ready.reason == "held":  # another process took the port before TensorBoard could bind it
+                _stop_quietly(host, launched)
+                holders = host.port_holders(port)
+                users = ", ".join(sorted({h.user for h in holders if h.user}))
+                taken = (f"port {port} was taken by {describe_holders(holders) or 'another process'}"
+                         f"{f' (user {users})' if users else ''} while TensorBoard started")
+                if attempt + 1 < BIND_RACE_RETRIES:
+                    notice(f"{taken}; trying {port + 1}")
+                    port_note = f"{taken}; using another port"
+                    wanted = port + 1
+                    continue
+                raise PortBusy(port, holders, taken, hint="another user may be taking the ports tbctl picks; try --port elsewhere")
             tail = host.tail(launched.log_path, 15)
             _stop_quietly(host, launched)
             if ready.reason == "exited" and any(m in tail for m in _BIND_FAILURE_MARKERS) and attempt + 1 < BIND_RACE_RETRIES:
                 wanted = port + 1
                 continue
             raise _failure(ready.reason, request.timeout, tail, launched)
-        ticks = _start_ticks(launched, info)
-        store.add(InstanceRecord(
-            host=host.name, pid=launched.pid, create_time=launched.create_time, port=port, logdir=logdir,
-            log_path=launched.log_path, started_at=time.time(), argv=tuple(argv), start_ticks=ticks,
-        ))
     instance = TensorBoardInstance(
         host=host.name, pid=launched.pid, port=port, logdir=logdir, logdir_arg=logdir, user=host.user,
         status="serving", started_by="tbctl", create_time=launched.create_time, path_prefix=path_prefix,
-        bind=flag_value(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
+        bind=tensorboard_flag(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
         recorded_create_time=launched.create_time, start_ticks=ticks,
     )
     return UpResult(instance=instance, url=instance.url or "", reused=False, port_note=port_note,

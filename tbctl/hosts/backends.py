@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 BACKENDS = ("openssh", "paramiko")
 MIN_OPENSSH = (7, 6)  # ProxyJump (7.3), `-O forward`/`-O cancel`, RemoteCommand (7.6)
+NO_MULTIPLEXING = "Windows' OpenSSH cannot multiplex connections"  # it has no ControlMaster
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,16 @@ def openssh_client() -> tuple[tuple[int, int] | None, str]:
         return _client
 
 
+def forget_openssh_client() -> None:
+    """Ask again on the next call (this process's answer only; the one kept for the binary stays)."""
+    global _client
+    with _client_lock:
+        _client = None
+
+
 def _ask_openssh_client() -> tuple[tuple[int, int] | None, str]:
-    if sys.platform == "win32":  # Windows' OpenSSH has no ControlMaster
-        return None, "Windows' OpenSSH cannot multiplex connections"
+    if sys.platform == "win32":
+        return None, NO_MULTIPLEXING
     path = shutil.which("ssh")
     if path is None:
         return None, "no ssh on PATH"
@@ -115,6 +123,10 @@ def choose(requested: str | None, source: str = "default") -> BackendChoice:
     if requested is not None:
         if requested not in BACKENDS:
             raise UsageError(f"unknown SSH backend {requested!r} ({source})", hint="use openssh or paramiko")
+        if requested == "openssh" and sys.platform == "win32":
+            what = "--ssh openssh" if source == "--ssh" else f"ssh = openssh ({source})"
+            raise UsageError(f"{what} cannot work on Windows: {NO_MULTIPLEXING}",
+                             hint="leave it unset: paramiko, tbctl's own SSH client, is the default there")
         return BackendChoice(requested, f"set by {source}")
     version, found = openssh_client()
     if version is not None:

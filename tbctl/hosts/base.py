@@ -167,21 +167,28 @@ class Host(abc.ABC):
     def first_free_port(self, candidates: Sequence[int]) -> int | None:
         return self.call("free_port", candidates=list(candidates))["port"]
 
-    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None) -> str:
+    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None, *,
+                         explicit_from: str = "--tensorboard") -> str:
+        """`explicit_from`: where `explicit` was given, for the error: the flag, or a config file's line."""
         op, args = self.find_tensorboard_request(explicit, env_prefix)
-        return self.tensorboard_found(self.call(op, **args), explicit)
+        return self.tensorboard_found(self.call(op, **args), explicit, explicit_from=explicit_from)
 
     def find_tensorboard_request(self, explicit: str | None = None, env_prefix: str | None = None) -> Request:
         return "find_tensorboard", {"explicit": explicit, "env_prefix": env_prefix, "login_shell": self.is_remote}
 
-    def tensorboard_found(self, found: Mapping[str, Any], explicit: str | None) -> str:
-        """The path find_tensorboard answered, else why there is none."""
+    def tensorboard_found(self, found: Mapping[str, Any], explicit: str | None, *,
+                          explicit_from: str = "--tensorboard") -> str:
+        """The path find_tensorboard answered, else why there is none. `explicit_from`: where `explicit` was
+        given, for the error: the flag, or a config file's line."""
         if found["path"]:
             return str(found["path"])
         if found.get("explicit_bad"):
+            flag = explicit_from == "--tensorboard"
+            given = f"--tensorboard {explicit}" if flag else f"tensorboard {explicit} (from {explicit_from})"
             raise UsageError(
-                f"--tensorboard {explicit} is not an executable file on {self.name}",
-                hint="give the path of the tensorboard script, e.g. ~/venv/bin/tensorboard",
+                f"{given} is not an executable file on {self.name}",
+                hint="give the path of the tensorboard script, e.g. ~/venv/bin/tensorboard" if flag else
+                f"correct it in {explicit_from}, or pass --tensorboard PATH (e.g. ~/venv/bin/tensorboard)",
             )
         raise TensorBoardNotFound(self.name, found["searched"])
 

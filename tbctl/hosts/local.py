@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,4 +26,4 @@ class LocalHost(Host):
 
     @property
     def user(self) -> str:
-        return probe.username_of(os.getuid())
+        return self._probe.user()

@@ -25,8 +25,8 @@ from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, TbctlError
 from tbctl.hosts import openssh_errors, remote_probe
 from tbctl.hosts.base import Answer, Request
 from tbctl.hosts.link import DEFAULT_PING_INTERVAL, NEEDS_A_PERSON, LinkState, backoff_delay
-from tbctl.hosts.openssh_masters import Master, own_master, resolve
-from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT, parse_spec
+from tbctl.hosts.openssh_masters import Master, destination_of, own_master, resolve, session_options
+from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
 
 CALL_MARGIN = 30.0  # seconds a probe operation may take beyond its own timeout before the link is presumed dead
 
@@ -46,19 +46,6 @@ class _NoTerminal:
 
     def paused(self) -> AbstractContextManager[None]:
         return nullcontext()
-
-
-def _session_options() -> list[str]:
-    """A host block written for tunnels only (`ForkAfterAuthentication yes`, `SessionType none`, `StdinNull
-    yes`: `ssh -f -N` in config form) would background the probe's ssh or give it no session, and makes
-    even `ssh -G` fail. tbctl's commands need a session in the foreground (OpenSSH 8.7 has these options;
-    an older ssh rejects them, and has no such blocks to undo)."""
-    from tbctl.hosts.backends import openssh_client
-
-    version, _ = openssh_client()
-    if version is None or version < (8, 7):
-        return []
-    return ["-o", "ForkAfterAuthentication=no", "-o", "SessionType=default", "-o", "StdinNull=no"]
 
 
 def _through(login: OpenSSHHost) -> str:
@@ -109,7 +96,7 @@ class _Lines:
 
 
 class _Probe:
-    """The probe process: `ssh -S CTL -T -- HOST python3 -c BOOTSTRAP`, in its own session so a Ctrl-C
+    """The probe process: `ssh -S CTL -T -- HOST python3 -I -c BOOTSTRAP`, in its own session so a Ctrl-C
     meant for tbctl does not kill it before tbctl has cleaned up through it."""
 
     def __init__(self, argv: list[str], *, on_exit: Callable[[], None]) -> None:
@@ -150,10 +137,10 @@ class _Probe:
         assert self.proc.stdin is not None
         self.proc.stdin.write(data)
 
-    def close(self) -> None:
-        """EOF on the probe's stdin: it exits by itself; killed if it does not."""
+    def close(self, grace: float = 2.0) -> None:
+        """EOF on the probe's stdin: it exits by itself; killed if it does not within `grace` seconds."""
         self._end_input()
-        self._reap()
+        self._reap(grace)
 
     def close_soon(self) -> None:
         """EOF now, the rest in the background: a command shows its answer without waiting the round trip
@@ -169,8 +156,8 @@ class _Probe:
         except OSError:
             pass
 
-    def _reap(self) -> None:
-        if self.exit_status(2.0) is None:
+    def _reap(self, grace: float = 2.0) -> None:
+        if self.exit_status(grace) is None:
             self.proc.kill()
             self.proc.wait(timeout=5)
         if self.proc.stdout is not None:
@@ -219,22 +206,19 @@ class OpenSSHHost(remote_probe.RemoteHost):
         config_file: str | None = None,
         jump: str | None = None,
     ) -> None:
-        user, host, port = parse_spec(spec)  # also refuses a spec that ssh would read as an option
+        self.destination, self.host_arg = destination_of(spec, config_file=config_file)
         self.name = spec
         self.state_dir = state_dir
         self.env_prefix = env_prefix
         self.persist = persist
         self._terminal = terminal or _NoTerminal()
-        self.destination = ["-F", config_file] if config_file else []
-        self.destination += (["-l", user] if user else []) + (["-p", str(port)] if port else [])
         if jump is not None:  # a compute node through its login node, before `--`
             from tbctl.hosts.backends import jumped_name
 
-            parse_spec(jump)
+            # the jump host's spec is checked (destination_of) before its `ssh -G` runs
             self.destination += ["-o", _through(OpenSSHHost(jump, state_dir=state_dir, config_file=config_file))]
             self.name = jumped_name(jump, spec)
-        self.host_arg = host
-        self.resolved = resolve(self.mux_destination, host, spec)
+        self.resolved = resolve(self.mux_destination, self.host_arg, spec)
         self.connect_timeout = connect_timeout or self.resolved.connect_timeout or DEFAULT_CONNECT_TIMEOUT
         self.master: Master | None = None
         self.forwards: list[OpenSSHForward] = []
@@ -269,7 +253,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
     def mux_destination(self) -> list[str]:
         """The destination options of a command to the master (`-O …`): a tunnel-only host block would make
         even those fail ("Cannot fork into background without a command")."""
-        return [*self.destination, *_session_options()]
+        return [*self.destination, *session_options()]
 
     def ssh_argv(self, *options: str, command: list[str] | None = None) -> list[str]:
         """`ssh [the user's destination options] OPTIONS -- HOST [COMMAND]`: options never after the host."""
@@ -321,7 +305,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
 
     def _start_probe(self, *, greet: bool) -> None:
         assert self.master is not None
-        probe = _Probe(self.ssh_argv(*self.master.client_options(), *_session_options(), "-o", "RemoteCommand=none", "-T",
+        probe = _Probe(self.ssh_argv(*self.master.client_options(), *session_options(), "-o", "RemoteCommand=none", "-T",
                                      command=[remote_probe.remote_command(self.python)]), on_exit=self._wake.set)
         try:
             probe.send(remote_probe.preamble())
@@ -395,10 +379,10 @@ class OpenSSHHost(remote_probe.RemoteHost):
                 raise LinkTimeout(f"no answer from {self.name} within {timeout:g} s (the link may be dead)") from None
             except OSError as exc:
                 why = exc.strerror or str(exc)
-            except BaseException:  # a Ctrl-C while answers are on their way: this probe is out of step now
+            except BaseException:  # Ctrl-C mid-batch: the answers still on their way would be read as the next call's
                 if self._probe is probe and len(answers) < len(requests):
-                    self._probe = None  # the next call starts another (a remote wait would hold this one)
-                    probe.close_soon()
+                    self._probe = None  # the next call (the cleanup) starts another through the master: a remote
+                    probe.close(grace=0.0)  # wait would hold this one
                 raise
         if len(answers) < len(requests):
             self._wake.set()

@@ -1,9 +1,10 @@
 """How the probe starts on a remote host, whichever SSH backend carries its stdin and stdout.
 
-The remote command is `python3 -c BOOTSTRAP`: it reads a length line, then exactly that many bytes of
-tbctl/probe.py compressed with zlib, then serves JSON lines on the rest of stdin. The login shell may print first (a banner
-echoed from .bashrc, `conda activate` chatter), so the probe's hello line starts with a sentinel and
-everything before it is kept to show the user if the hello never comes."""
+The remote command is `python3 -I -c BOOTSTRAP` (isolated: nothing from the home or PYTHON* variables):
+it reads a length line, then exactly that many bytes of tbctl/probe.py compressed with zlib, then serves
+JSON lines on the rest of stdin. The login shell may print first (a banner echoed from .bashrc, `conda
+activate` chatter), so the probe's hello line starts with a sentinel and everything before it is kept to
+show the user if the hello never comes."""
 
 from __future__ import annotations
 
@@ -82,7 +83,9 @@ def remote_command(python: str) -> str:
     """The command line for the remote shell. A remote `~` must stay for that shell to expand, so only
     the python path is quoted (and the bootstrap, which is ours)."""
     quoted = python if python == "python3" else quote_argv([python]).replace("'~/", "~/'")
-    return f"{quoted} -c {quote_argv([BOOTSTRAP])}"
+    # -I (isolated, Python 3.4+): `-c` would put the cwd, the user's home, first on sys.path, so a struct.py
+    # or a tbctl/ there would run inside the probe; nor do PYTHON* variables or user site-packages apply
+    return f"{quoted} -I -c {quote_argv([BOOTSTRAP])}"
 
 
 def read_hello(readline: Callable[[], bytes], *, host: str, python: str,

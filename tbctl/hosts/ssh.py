@@ -156,7 +156,7 @@ class SSHHost(remote_probe.RemoteHost):
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 self._drop_probe(chan)
                 raise SSHError(f"lost the connection to {self.name}: {exc or type(exc).__name__}") from exc
-            except BaseException:
+            except BaseException:  # Ctrl-C mid-call: an answer still on its way would be read as the next call's
                 if len(lines) < len(requests):
                     self._drop_probe(chan)
                 raise

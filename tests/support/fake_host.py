@@ -21,7 +21,7 @@ import json
 import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from tbctl.core.up import UpRequest, up
 from tbctl.errors import TbctlError
@@ -50,6 +50,9 @@ class FakeProcess:
     zombie: bool = False
     ignores_sigterm: bool = False
     unkillable: bool = False  # survives SIGKILL too (uninterruptible sleep)
+    # exits on SIGTERM without cleaning up, as TensorBoard on Windows does: a CTRL_BREAK, which it has no
+    # handler for, ends it where it stands
+    stops_uncleanly: bool = False
     running: bool = True
 
     @property
@@ -90,6 +93,9 @@ class FakeHost(Host):
         self._remote = remote
         self._next_pid = first_pid
         self.last_launch: dict[str, Any] = {}
+        # What this user sees of other users' sockets: all (root), only which ports each user listens on
+        # (a normal user on Linux), or nothing (a normal user on macOS).
+        self.others_sockets: Literal["visible", "by_user", "hidden"] = "visible"
 
     # --- what a test puts on the host ---
 
@@ -201,7 +207,11 @@ class FakeHost(Host):
                 {"family": "ipv6" if ":" in addr else "ipv4", "addr": addr, "port": port, "pid": proc.pid, "uid": None}
                 for addr, port in proc.listen]
             logdir_abs = posixpath.normpath(posixpath.join(proc.cwd, logdir)) if logdir and proc.cwd else None
-            processes.append(dict(self._proc_info(proc), listen=listen, logdir_abs=logdir_abs))
+            visible = proc.user == self._user or self.others_sockets == "visible" or proc.zombie
+            by_user = sorted({port for p in self.processes.values() if p.user == proc.user and self._live(p.pid)
+                              for _, port in p.listen}) if self.others_sockets == "by_user" else None
+            processes.append(dict(self._proc_info(proc), listen=listen if visible else [], logdir_abs=logdir_abs,
+                                  sockets_visible=visible, user_listen_ports=None if visible else by_user))
         infos = []
         for info in self.info_files.values():
             pid = info.content.get("pid") if info.content else None
@@ -271,7 +281,7 @@ class FakeHost(Host):
             return {"outcome": "denied"}
         self.signals.append((pid, sig))
         if sig == "SIGTERM" and not proc.ignores_sigterm and not proc.unkillable:
-            self.exit(pid, cleanly=True)
+            self.exit(pid, cleanly=not proc.stops_uncleanly)
         elif sig == "SIGKILL" and not proc.unkillable:
             self.exit(pid, cleanly=False)
         return {"outcome": "sent"}

@@ -17,7 +17,7 @@ INSTANCE: dict[str, Any] = {
     "status": str, "started_by": str, "create_time": OptNum, "path_prefix": str, "bind": str,
     "info_file": OptStr, "log_path": OptStr, "cmdline": [str], "note": str, "forward_port": OptInt,
     "job": OptStr, "job_state": OptStr, "node": OptStr, "step": OptStr,
-    "url": OptStr, "uptime": OptNum,
+    "url": OptStr, "uptime": OptNum, "exposure": str,
 }
 UP = {"instance": INSTANCE, "url": str, "reused": bool, "port_note": str, "warnings": [str], "ready_seconds": OptNum}
 FORWARD = {
@@ -54,7 +54,7 @@ CONFIG_HOST = {"logdir": OptStr, "port": OptInt, "local_port": OptInt, "tensorbo
 CONFIG_SHOW = {
     "config_file": OptStr, "config_loaded": bool, "state_dir": str, "logdir": str, "port": int, "timeout": Num,
     "stop_timeout": Num, "connect_timeout": OptNum, "tensorboard": OptStr, "tensorboard_args": [str],
-    "ssh": OptStr, "ssh_persist": Num, "open": bool, "ssh_in_effect": str, "ssh_reason": str,
+    "ssh": OptStr, "ssh_persist": Num, "open": bool, "notebook_url": str, "ssh_in_effect": str, "ssh_reason": str,
     "hosts": {"*": CONFIG_HOST}, "sources": {"*": str},
 }
 
