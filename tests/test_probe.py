@@ -121,6 +121,34 @@ def test_remove_info_file_refuses_anything_else(tmp_path: Path) -> None:
     assert victim.exists()
 
 
+def test_the_probe_travels_without_docstrings_and_comments_but_with_its_code_and_line_numbers() -> None:
+    """What travels is probe.py less its docstrings (left as '') and comment lines: the same code, and every
+    line where it is in the file, so a remote traceback points at the right line."""
+    import ast
+
+    from tbctl.hosts import remote_probe
+
+    def code_of(source: str) -> str:
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
+                    isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                body[0].value.value = ""
+        return ast.dump(tree)
+
+    original = Path(probe.__file__).read_text(encoding="utf-8")
+    shipped = remote_probe.shipped_source().decode()
+    assert code_of(shipped) == code_of(original)
+    assert shipped.count("\n") == original.count("\n")
+
+    def lines_of(source: str) -> list[tuple[str, int]]:
+        return [(type(node).__name__, node.lineno) for node in ast.walk(ast.parse(source)) if isinstance(node, ast.stmt)]
+
+    assert lines_of(shipped) == lines_of(original)
+    assert len(shipped) < len(original) * 0.8
+
+
 def test_the_probe_travels_in_one_initial_tcp_window_and_runs_from_its_bootstrap(tmp_path: Path) -> None:
     """What the client writes before its first request fits in TCP's initial window (10 segments of
     1448 bytes), so on a real link it costs no extra round trip; and the bootstrap runs it as sent, from a
