@@ -951,15 +951,17 @@ class Probe:
     def __init__(self, backend: Backend | None = None, control: PosixControl | WindowsControl | None = None) -> None:
         self.backend = backend if backend is not None else default_backend()
         self.control = control if control is not None else default_control()
+        self._last_launch: dict | None = None  # what the latest "launch" request started, for wait_launched
         # The wire protocol: each op name and what answers it, called with the request's args by name.
         self._ops: dict[str, Callable[..., Any]] = {
             "scan": self.scan, "holders": self.holders, "free_port": self.free_port,
-            "find_tensorboard": find_tensorboard, "launch": self.launch, "send_signal": self.send_signal,
+            "find_tensorboard": find_tensorboard, "launch": self._launch_request, "send_signal": self.send_signal,
             "wait_gone": self.wait_gone, "wait_ready": self.wait_ready, "http_get": http_get, "tail": tail,
             "remove_info_file": remove_info_file, "resolve_path": resolve_path, "whoami": self.whoami,
             "alive": lambda pid, create_time, start_ticks=None: {"alive": self.alive(pid, create_time, start_ticks)},
             "ping": lambda: {}, "read_log": self.read_log, "private_dir": private_dir,
             "proc_info": lambda pid: {"info": self.backend.proc_info(pid)}, "run": run, "wait_http": wait_http,
+            "wait_launched": self.wait_launched,
         }
 
     def handle(self, op: str, args: dict) -> Any:
@@ -1007,15 +1009,23 @@ class Probe:
             rows.append(row)
         return rows
 
-    def free_port(self, candidates: list) -> dict:
-        """The first candidate port nobody listens on (either family) and that binds; and who holds the others."""
+    def free_port(self, candidates: list, holders: bool = False) -> dict:
+        """The first candidate port nobody listens on (either family) and that binds. With `holders`, also
+        who holds each port skipped before it ("held": [[port, holders], ...]; the first candidate's alone
+        when none is free), which the caller would otherwise ask for one port at a time."""
         taken: dict = {}
         for row in self.listening(candidates):
             taken.setdefault(row["port"], True)
+        found = None
         for port in candidates:
             if port not in taken and bindable(port):
-                return {"port": port}
-        return {"port": None}
+                found = port
+                break
+        answer: dict = {"port": found}
+        if holders:
+            skipped = candidates[:candidates.index(found)] if found is not None else candidates[:1]
+            answer["held"] = [[port, self.holders(port)] for port in skipped]
+        return answer
 
     def scan(self, extra_info_dirs: list | None = None) -> dict:
         """Every TensorBoard process (any user) and every info file, with the facts needed to judge liveness."""
@@ -1096,6 +1106,21 @@ class Probe:
         self.control.remember(proc)
         info = self.backend.proc_info(proc.pid)
         return {"pid": proc.pid, "create_time": info["create_time"] if info else time.time(), "log_path": log_path}
+
+    def _launch_request(self, argv: list, log_path: str, cwd: str | None = None) -> dict:
+        self._last_launch = None  # a launch that fails leaves nothing for wait_launched to wait on
+        self._last_launch = self.launch(argv, log_path, cwd)
+        return self._last_launch
+
+    def wait_launched(self, port: int, path: str, timeout: float) -> dict:
+        """wait_ready for what the latest "launch" request started: sent right behind that request, so a
+        start and its readiness cost one round trip. With the process's facts ("info") once it is over."""
+        last = self._last_launch
+        if last is None:
+            raise LookupError("the launch before this request started nothing")
+        answer = self.wait_ready(last["pid"], last["create_time"], port, path, timeout)
+        answer["info"] = self.backend.proc_info(last["pid"])
+        return answer
 
     def send_signal(self, pid: int, create_time: float | None, sig: str) -> dict:
         """Send `sig` (SIGTERM: stop gracefully; SIGKILL: at once) to `pid` only if it is still the process
@@ -1199,8 +1224,10 @@ HELLO_SENTINEL = b"\x1etbctl-probe "  # the hello line's prefix: a login shell m
 
 
 def serve(stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
-    """JSON lines: {"op", "args"} in, {"ok": result} or {"error": {"type", "message"}} out, until EOF.
-    The first line is the hello (whoami), after HELLO_SENTINEL."""
+    """JSON lines: {"op", "args"} in, {"ok": result} or {"error": {"type", "message", "op"}} out, until EOF.
+    The first line is the hello (whoami), after HELLO_SENTINEL. Requests may come several at once (the
+    client does not wait for each answer): they are answered one by one, in order, and one that fails
+    does not stop the next."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     probe = Probe()
@@ -1209,11 +1236,13 @@ def serve(stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
     for line in stdin:
         if not line.strip():
             continue
+        op = None
         try:
             request = json.loads(line)
-            reply = {"ok": probe.handle(request["op"], request.get("args") or {})}
+            op = request["op"]
+            reply = {"ok": probe.handle(op, request.get("args") or {})}
         except Exception as exc:  # the client turns this into a ProbeError with the type and message
-            reply = {"error": {"type": type(exc).__name__, "message": str(exc)}}
+            reply = {"error": {"type": type(exc).__name__, "message": str(exc), "op": op}}
         stdout.write(json.dumps(reply) + "\n")
         stdout.flush()
 

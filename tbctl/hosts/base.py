@@ -37,6 +37,22 @@ class ResolvedPath:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """One operation's outcome in a batch (Host.call_many): its result, or the error it raised there."""
+
+    value: Any = None
+    error: Exception | None = None
+
+    def get(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+Request = tuple[str, dict[str, Any]]  # a probe operation and its arguments
+
+
+@dataclass(frozen=True)
 class Readiness:
     ready: bool
     reason: str  # "" when ready, else "exited" | "timeout"
@@ -67,12 +83,33 @@ class Host(abc.ABC):
         """What an operation declared `in_user_env` runs with on this host: here, this process's own."""
         return {"env_prefix": None, "login_shell": False}
 
-    def ask(self, op: str, **args: Any) -> Any:
-        """One declared operation (KeyError for an undeclared one), with the user's environment added where
-        it is declared to need it; an argument the caller gives wins over the host's."""
+    def request(self, op: str, **args: Any) -> Request:
+        """One declared operation (KeyError for an undeclared one) as this host sends it: with the user's
+        environment added where it is declared to need it (an argument the caller gives wins over the
+        host's). What `ask` sends alone and `call_many` with others."""
         if BY_NAME[op].in_user_env:
             args = {**self.user_environment(), **{k: v for k, v in args.items() if v is not None}}
+        return op, args
+
+    def ask(self, op: str, **args: Any) -> Any:
+        """One declared operation's answer (see `request`)."""
+        op, args = self.request(op, **args)
         return self.call(op, **args)
+
+    def call_many(self, requests: Sequence[Request], *,
+                  on_answer: Callable[[int, Answer], None] = lambda index, answer: None) -> list[Answer]:
+        """Operations that need not wait for each other's answers. A remote host sends them together and
+        the probe answers them in order, so the batch costs one round trip; one that fails does not stop
+        the others. `on_answer` sees each as it comes. Here: one after another, in this process."""
+        answers = []
+        for index, (op, args) in enumerate(requests):
+            try:
+                answer = Answer(self.call(op, **args))
+            except Exception as exc:
+                answer = Answer(error=exc)
+            on_answer(index, answer)
+            answers.append(answer)
+        return answers
 
     @property
     @abc.abstractmethod
@@ -142,6 +179,10 @@ class Host(abc.ABC):
         return self.ask("scan")
 
     def port_holders(self, port: int) -> list[PortHolder]:
+        return self.holders_from(self.ask("holders", port=port))
+
+    def holders_from(self, rows: Sequence[Mapping[str, Any]]) -> list[PortHolder]:
+        """The probe's `holders` rows as records."""
         return [
             PortHolder(
                 host=self.name,
@@ -154,7 +195,7 @@ class Host(abc.ABC):
                 create_time=row["create_time"],
                 is_tensorboard=row["is_tensorboard"],
             )
-            for row in self.ask("holders", port=port)
+            for row in rows
         ]
 
     def first_free_port(self, candidates: Sequence[int]) -> int | None:
@@ -164,6 +205,15 @@ class Host(abc.ABC):
                          explicit_from: str = "--tensorboard") -> str:
         """`explicit_from`: where `explicit` was given, for the error: the flag, or a config file's line."""
         found = self.ask("find_tensorboard", explicit=explicit, env_prefix=env_prefix)
+        return self.tensorboard_found(found, explicit, explicit_from=explicit_from)
+
+    def find_tensorboard_request(self, explicit: str | None = None, env_prefix: str | None = None) -> Request:
+        return self.request("find_tensorboard", explicit=explicit, env_prefix=env_prefix)
+
+    def tensorboard_found(self, found: Mapping[str, Any], explicit: str | None, *,
+                          explicit_from: str = "--tensorboard") -> str:
+        """The path find_tensorboard answered, else why there is none. `explicit_from`: where `explicit` was
+        given, for the error: the flag, or a config file's line."""
         if found["path"]:
             return str(found["path"])
         if found.get("explicit_bad"):
@@ -228,6 +278,11 @@ class Host(abc.ABC):
         )
         return Readiness(ready=answer["ready"], reason=answer.get("reason", ""), elapsed=answer["elapsed"],
                          body=answer.get("body", ""))
+
+    def wait_launched(self, port: int, path: str, *, timeout: float) -> dict[str, Any]:
+        """`wait_ready` for what the latest `launch` on this connection started, sent right behind it (in one
+        `call_many`): ready, reason, elapsed, body, and `info`, the process's facts."""
+        return dict(self.ask("wait_launched", port=port, path=path, timeout=timeout))
 
     def send_signal(self, pid: int, create_time: float | None, sig: str) -> str:
         """sent | gone | denied | protected"""

@@ -35,6 +35,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("proc_info", "proc_info"),
     Operation("launch", "launch"),
     Operation("wait_ready", "wait_ready"),
+    Operation("wait_launched", "wait_launched"),
     Operation("wait_http", "wait_http"),
     Operation("http_get", "http_get"),
     Operation("send_signal", "send_signal"),

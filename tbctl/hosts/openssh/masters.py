@@ -165,10 +165,15 @@ class Master:
         return "tbctl's own ControlMaster" if self.owned else f"your ControlMaster {self.control_path}"
 
     def client_options(self) -> list[str]:
-        return ["-S", self.control_path, "-o", "ControlMaster=no", "-o", "BatchMode=yes"]
+        """A mux client for a session: it would ask the master for the config's forwards first."""
+        return ["-S", self.control_path, "-o", "ControlMaster=no", "-o", "BatchMode=yes",
+                "-o", "ClearAllForwardings=yes"]
 
     def _mux(self, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = ["ssh", *self.destination, "-S", self.control_path, *args, "--", self.host_arg]
+        # `-F none`: a `-O` command sends the master every forward of the config besides its own `-L` (the
+        # user's LocalForward would be opened, or with ExitOnForwardFailure fail the command), and
+        # ClearAllForwardings would clear the `-L` too. The socket is all a `-O` command needs.
+        argv = ["ssh", *self.destination, "-F", "none", "-S", self.control_path, *args, "--", self.host_arg]
         try:
             return subprocess.run(argv, stdin=subprocess.DEVNULL,
                                   capture_output=True, text=True, timeout=MUX_TIMEOUT)
@@ -421,9 +426,9 @@ def kept_connections(state_dir: Path) -> list[KeptConnection]:
     """tbctl's masters that answer; the records and sockets of those that are gone are removed."""
     out = []
     for rec in recorded_masters(state_dir):
-        if rec.master.check():
-            out.append(KeptConnection(rec.host, rec.master.pid() or rec.pid, rec.control_path, rec.created_at,
-                                      rec.persist))
+        pid = rec.master.pid() if os.path.exists(rec.control_path) else None  # one `-O check`: alive, and its pid
+        if pid is not None:
+            out.append(KeptConnection(rec.host, pid, rec.control_path, rec.created_at, rec.persist))
         else:
             for leftover in (rec.control_path, rec.control_path + ".json"):
                 with contextlib.suppress(FileNotFoundError):
