@@ -52,6 +52,7 @@ def up(
     wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait for a pending job to start.")] = False,
     bind_node_address: Annotated[bool, typer.Option("--bind-node-address", help="Slurm, where ssh to compute nodes is refused: bind the node's cluster address (everyone on that network can reach it) and forward from the login node.")] = False,
     expose_to_network: Annotated[bool, typer.Option("--expose-to-network", help="Let TensorBoard listen beyond 127.0.0.1 (every interface, or the --host given after --): anyone who can reach the host can read the logdir.")] = False,
+    private: Annotated[Optional[bool], typer.Option("--private/--no-private", help="Remote: serve on a unix socket only you can open, and on no TCP port: other users of the host cannot reach it (default: `private` in the config file, else no).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Serve LOGDIR with TensorBoard on a free port, verified ready; reuse one already serving it.
@@ -68,7 +69,7 @@ def up(
         host=host_spec, logdir=logdir, port=port, local_port=local_port, timeout=timeout, new=new,
         tensorboard=tensorboard, env_prefix=env_prefix, extra_args=tuple(extra), connect_timeout=connect_timeout,
         keep=keep, detach=detach, job=job, job_name=job_name, node=node, wait=wait,
-        bind_node_address=bind_node_address, expose_to_network=expose_to_network)
+        bind_node_address=bind_node_address, expose_to_network=expose_to_network, private=private)
     store = store_of(env)
     with serve(request, env.settings, reach(env), store, SessionNarrator(env)) as session:
         _announce(env, store, session.result, open_browser=opens_browser(open_browser, env.settings, host_spec))

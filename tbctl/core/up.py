@@ -32,6 +32,7 @@ class UpRequest:
     env_prefix: str | None = None
     extra_args: tuple[str, ...] = ()
     network_ok: bool = False  # --expose-to-network: the user chose a bind beyond loopback
+    private: bool = False  # --private: on a unix socket only this user can open, and on no TCP port
     tensorboard_from: str = "--tensorboard"  # where `tensorboard` was set: the flag, or a config file's line
 
 
@@ -93,9 +94,11 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
         if unsafe:
             raise TbctlError(f"log dir {unsafe}", hint="remove it, or fix its owner; tbctl keeps its logs there")
         if not request.new:
-            reusable = live_for_logdir(list_instances(host, store), logdir, host.user)
+            reusable = live_for_logdir(list_instances(host, store), logdir, host.user, private=request.private)
             if reusable is not None:
                 return UpResult(instance=reusable, url=reusable.url or "", reused=True, warnings=tuple(warnings))
+        if request.private:
+            return _up_private(host, store, request, executable, logdir, path_prefix, tuple(warnings), progress)
         port_note = ""
         wanted = request.port
         for attempt in range(BIND_RACE_RETRIES):
@@ -152,6 +155,50 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
                     warnings=tuple(warnings), ready_seconds=ready.elapsed)
 
 
+def _up_private(host: Host, store: StateStore, request: UpRequest, executable: str, logdir: str, path_prefix: str,
+                warnings: tuple[str, ...], progress: Callable[[str], None]) -> UpResult:
+    """`up --private`: TensorBoard on a unix socket (no port to choose, so no port to lose to a race)."""
+    args = private_args(logdir, request.extra_args)
+    log_path = f"{host.log_dir}/tensorboard-private-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    launched = host.launch_private(executable, args, log_path)
+    try:
+        progress(f"starting a private TensorBoard on {host.name}")
+        ready = host.wait_ready(launched, None, readiness_path(path_prefix), request.timeout)
+        if ready.ready and _serves(ready.body, logdir):
+            ticks = _start_ticks(host, launched)
+            store.add(InstanceRecord(
+                host=host.name, pid=launched.pid, create_time=launched.create_time, port=None, logdir=logdir,
+                log_path=launched.log_path, started_at=time.time(), argv=launched.argv, start_ticks=ticks,
+            ))
+    except BaseException:
+        _stop_private(host, launched)
+        raise
+    if not (ready.ready and _serves(ready.body, logdir)):
+        tail = host.tail(launched.log_path, 15)
+        _stop_private(host, launched)
+        raise _failure(ready.reason, request.timeout, tail, launched, ready.error)
+    instance = TensorBoardInstance(
+        host=host.name, pid=launched.pid, port=None, logdir=logdir, logdir_arg=logdir, user=host.user,
+        status="serving", started_by="tbctl", create_time=launched.create_time, path_prefix=path_prefix,
+        log_path=launched.log_path, cmdline=launched.argv, recorded_create_time=launched.create_time,
+        start_ticks=ticks, socket=launched.socket,
+    )
+    return UpResult(instance=instance, url="", reused=False, warnings=warnings, ready_seconds=ready.elapsed)
+
+
+def private_args(logdir: str, extra_args: Sequence[str]) -> list[str]:
+    """TensorBoard's flags for a private instance: the Python loader, since the Rust data server that
+    `--load_fast` starts listens on a loopback TCP port that any user of the host can connect to."""
+    return ["--logdir", logdir, "--load_fast=false", *extra_args]
+
+
+def _stop_private(host: Host, launched: Launched) -> None:
+    """Stop it, and remove its socket directory (its launcher removes it when stopped, not when killed)."""
+    _stop_quietly(host, launched)
+    if launched.socket is not None:
+        host.call("remove_private_socket", path=launched.socket)
+
+
 def _start_ticks(host: Host, launched: Launched) -> int | None:
     """The launched process's start in clock ticks since boot: with its pid, what identifies it in the
     record whatever the wall clock does later (None where the host cannot tell: psutil, macOS)."""
@@ -195,7 +242,14 @@ def _stop_quietly(host: Host, launched: Launched) -> None:
     terminate(host, [(launched.pid, launched.create_time)], force=False, timeout=3.0)
 
 
-def _failure(reason: str, timeout: float, tail: str, launched: Launched) -> TensorBoardFailed:
+def _failure(reason: str, timeout: float, tail: str, launched: Launched, error: str = "") -> TensorBoardFailed:
+    if reason == "tcp":
+        return TensorBoardFailed(f"the private TensorBoard opened a TCP listener ({error}); stopped it",
+                                 log_tail=tail, log_path=launched.log_path,
+                                 hint="a plugin or flag that serves on TCP cannot be private")
+    if reason == "unsafe":
+        return TensorBoardFailed(f"the private TensorBoard's socket directory is not safe: {error}; stopped it",
+                                 log_tail=tail, log_path=launched.log_path)
     if reason == "timeout":
         message = f"TensorBoard did not answer within {timeout:g} s; stopped it"
         hint = "a large logdir can take longer: raise --timeout"
