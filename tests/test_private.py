@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,64 @@ def test_the_private_setting_applies_to_hosts_only(cli: Cli, logdir: Path, no_co
     reaper.adopt(inst["pid"])
     assert inst["exposure"] == "loopback"
     cli("down", str(port))
+
+
+# --- two real users on the remote machine -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_users(remote_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from examples.make_example_logdir import write_example_logdir
+    from tests.support.private_users import available, start_private_users, stop_private_users
+
+    ok, why = available()
+    if not ok or remote_server.netns is None:
+        pytest.skip(why if not ok else "the remote is not isolated in a network namespace")
+    users = start_private_users(remote_server.netns.name, remote_server.netns.ns_addr,
+                                tmp_path_factory.mktemp("private-users"), write_example_logdir)
+    try:
+        yield users
+    finally:
+        stop_private_users(users)
+
+
+def test_another_user_of_the_host_cannot_open_a_private_dashboard(
+        private_users: Any, ssh_backend: str, cli: Cli, reaper: ProcessReaper, state_dir: Path, port: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.browser import assert_scalars_rendered, chromium_or_skip, render_scalars
+    from tests.support.private_users import ALIAS_A, USER_A, USER_B
+
+    users = private_users
+    monkeypatch.setenv("TBCTL_SSH_CONFIG", str(users.ssh_config))
+    up = cli.up("--host", ALIAS_A, str(users.logdir), "--tensorboard", users.tensorboard, "--private", "--detach",
+                "--local-port", str(port))
+    inst = up["instance"]
+    reaper.adopt(inst["pid"])
+    adopt_forwarder(reaper, state_dir, ALIAS_A)
+    sock = inst["socket"]
+    assert (inst["user"], inst["exposure"]) == (USER_A, "private") and sock.startswith(os.path.expanduser(f"~{USER_A}/"))
+    # A's URL answers, and a real browser draws the scalars through the forward
+    status, body = http_get(up["url"] + "data/logdir")
+    assert status == 200 and json.loads(body)["logdir"] == str(users.logdir)
+    if ssh_backend == "openssh":  # one browser run is enough: the bytes are the same on both backends
+        chromium_or_skip()
+        assert_scalars_rendered(*render_scalars(reaper, up["url"], "private-scalars"))
+    # A's TensorBoard, its children included, listens on no TCP port on the host
+    tree = _tree(None, inst["pid"])
+    listeners = users.run("ss", "-Hltnp").stdout
+    assert not any(f"pid={pid}," in listeners for pid in tree), listeners
+    # B: the socket refuses them, and no TCP port on the host answers with A's logdir
+    refused = users.run_as(USER_B, "curl", "-sS", "-m", "5", "--unix-socket", sock, "http://x/data/logdir")
+    assert refused.returncode == 7 and refused.stdout == "", refused  # curl: could not connect
+    why = users.run_as(USER_B, "/usr/bin/python3", "-c", "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])", sock)
+    assert "PermissionError: [Errno 13] Permission denied" in why.stderr, why  # the 0700 directory, not a missing file
+    for line in listeners.splitlines():
+        addr, _, tcp_port = line.split()[3].rpartition(":")
+        host = addr.strip("[]").replace("*", "127.0.0.1").replace("0.0.0.0", "127.0.0.1")
+        answer = users.run_as(USER_B, "curl", "-s", "-m", "2", f"http://{'[' + host + ']' if ':' in host else host}:"
+                              f"{tcp_port}/data/logdir")
+        assert str(users.logdir) not in answer.stdout, line
+    # down: the TensorBoard stops and its socket and directory go with it
+    cli("down", "--host", ALIAS_A, "--all")
+    assert wait_until(lambda: not alive(inst["pid"]), 10)
+    assert not os.path.lexists(os.path.dirname(sock))
