@@ -940,6 +940,32 @@ def remove_private_socket(path: str) -> dict:
     return {"removed": True}
 
 
+def prepare_private(executable: str) -> dict:
+    """A new 0700 socket directory holding the launcher, and the command line that runs it with the
+    Python of `executable` (TensorBoard's flags go after it); `error` says why not. For a process that
+    someone else starts (a Slurm step), and for launch_private."""
+    import tempfile
+
+    python = script_python(os.path.expanduser(executable))
+    if python is None:
+        return {"error": "cannot tell which Python %s runs with (it has no #! line naming one)" % executable}
+    base = socket_base()
+    for d in (os.path.dirname(base), base):
+        error = private_dir(d)["error"] or own_dir_error(d)
+        if error:
+            return {"error": error}
+    here = tempfile.mkdtemp(prefix="tb-", dir=base)  # 0700, and a name nobody can guess
+    path = os.path.join(here, SOCKET_NAME)
+    if len(os.fsencode(path)) >= SUN_PATH_MAX:
+        os.rmdir(here)
+        return {"error": "the socket path %s is longer than a unix socket address may be (%d bytes)"
+                         % (path, SUN_PATH_MAX - 1)}
+    launcher = os.path.join(here, "tensorboard")
+    with os.fdopen(open_private(launcher, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
+        f.write(PRIVATE_LAUNCHER)
+    return {"socket": path, "argv": [python, launcher, "--unix_socket", path]}
+
+
 def _unix_http_get(path: str, url_path: str, timeout: float) -> tuple:
     import http.client
 
@@ -1012,13 +1038,18 @@ def http_get(port: int, path: str, timeout: float = 2.0, host: str = "127.0.0.1"
         return {"status": None, "not_http": True, "error": f"{type(exc).__name__}: {str(exc)[:80]}"}
 
 
-def wait_http(port: int, path: str, timeout: float, host: str = "127.0.0.1") -> dict:
-    """Poll `GET path` on host:port until it answers 200 or `timeout` runs out (for a server this probe did
-    not start, e.g. a Slurm job step: the caller watches its process elsewhere between calls)."""
+def wait_http(port: int | None, path: str, timeout: float, host: str = "127.0.0.1",
+              socket_path: str | None = None) -> dict:
+    """Poll `GET path` on host:port (or on the unix socket `socket_path`) until it answers 200 or `timeout`
+    runs out (for a server this probe did not start, e.g. a Slurm job step: the caller watches its process
+    elsewhere between calls)."""
     started = time.monotonic()
     while True:
         try:
-            status, body = _http_get(port, path, 2.0, host)
+            if socket_path is not None:
+                status, body = _unix_http_get(socket_path, path, 2.0)
+            else:
+                status, body = _http_get(port, path, 2.0, host)
             if status == 200:
                 return {"ready": True, "body": body, "elapsed": time.monotonic() - started}
         except Exception:
@@ -1104,6 +1135,7 @@ class Probe:
             "ping": lambda: {}, "read_log": self.read_log, "private_dir": private_dir,
             "proc_info": lambda pid: {"info": self.backend.proc_info(pid)}, "run": run, "wait_http": wait_http,
             "launch_private": self.launch_private, "remove_private_socket": remove_private_socket,
+            "prepare_private": prepare_private, "private_ready": self._private_ready,
         }
 
     def handle(self, op: str, args: dict) -> Any:
@@ -1248,26 +1280,11 @@ class Probe:
     def launch_private(self, executable: str, args: list, log_path: str, cwd: str | None = None) -> dict:
         """Launch TensorBoard (`executable`, with `args`) on a unix socket in a new 0700 directory, through
         the launcher above run with the script's own Python; `error` says why it cannot (nothing started)."""
-        import tempfile
-
-        python = script_python(os.path.expanduser(executable))
-        if python is None:
-            return {"error": "cannot tell which Python %s runs with (it has no #! line naming one)" % executable}
-        base = socket_base()
-        for d in (os.path.dirname(base), base):
-            error = private_dir(d)["error"] or own_dir_error(d)
-            if error:
-                return {"error": error}
-        here = tempfile.mkdtemp(prefix="tb-", dir=base)  # 0700, and a name nobody can guess
-        path = os.path.join(here, SOCKET_NAME)
-        if len(os.fsencode(path)) >= SUN_PATH_MAX:
-            os.rmdir(here)
-            return {"error": "the socket path %s is longer than a unix socket address may be (%d bytes)"
-                             % (path, SUN_PATH_MAX - 1)}
-        launcher = os.path.join(here, "tensorboard")
-        with os.fdopen(open_private(launcher, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
-            f.write(PRIVATE_LAUNCHER)
-        argv = [python, launcher, "--unix_socket", path] + list(args)
+        prepared = prepare_private(executable)
+        if prepared.get("error"):
+            return prepared
+        path = prepared["socket"]
+        argv = prepared["argv"] + list(args)
         try:
             answer = self.launch(argv, log_path, cwd)
         except BaseException:

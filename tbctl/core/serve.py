@@ -240,7 +240,7 @@ def job_request(request: ServeRequest, up_request: UpRequest) -> JobUpRequest:
                         tensorboard=up_request.tensorboard, env_prefix=up_request.env_prefix,
                         extra_args=up_request.extra_args, bind_node_address=request.bind_node_address,
                         expose_to_network=request.expose_to_network,
-                        tensorboard_from=up_request.tensorboard_from)
+                        tensorboard_from=up_request.tensorboard_from, private=up_request.private)
 
 
 def with_forward(result: UpResult, forward_port: int | None, warning: str = "") -> UpResult:
