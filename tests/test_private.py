@@ -35,7 +35,9 @@ def _answers(url: str) -> bool:
 
 
 def test_private_detached_serves_through_the_forward_with_no_tcp_listener(
-        ssh_env: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, logdir: Path, port: int) -> None:
+        ssh_env: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, logdir: Path, port: int, tmp_path: Path) -> None:
+    from tests.support.browser import fake_browser, tbctl_process
+
     remote = ssh_env
     up = cli.up("--host", remote.alias, str(logdir), "--tensorboard", TENSORBOARD, "--private", "--detach",
                 "--local-port", str(port))
@@ -61,6 +63,13 @@ def test_private_detached_serves_through_the_forward_with_no_tcp_listener(
     assert cells[2] == sock and cells[-2:] == ["private", "serving"], cells  # host, pid, the socket as its port
     forwards = cli("ls", "--json").json()["forwards"]
     assert [(f["remote_socket"], f["remote_port"], f["url"]) for f in forwards] == [(sock, 0, up["url"])]
+    # open and logs, as for a TensorBoard on a port
+    browser, got = fake_browser(tmp_path)
+    opened = tbctl_process("open", "--host", remote.alias, str(inst["pid"]), "--json",
+                           env=dict(os.environ, BROWSER=browser))
+    assert opened.returncode == 0 and json.loads(opened.stdout)["url"] == up["url"], opened.stderr
+    assert got.read_text() == up["url"] + "\n"
+    assert f"at unix:{sock} (private: no TCP port)" in cli("logs", "--host", remote.alias, str(inst["pid"])).stdout
     # an `up` of the same logdir reuses it only when private too
     again = cli.up("--host", remote.alias, str(logdir), "--tensorboard", TENSORBOARD, "--private", "--detach",
                 "--local-port", str(port))
