@@ -847,7 +847,7 @@ if __name__ == "__main__":
     sys.stderr.flush()
     os._exit(code)  # TensorBoard's loader threads must not keep a stopped instance alive
 """
-SOCKET_NAME = "tensorboard.sock"
+SOCKET_NAME = "tb.sock"  # short: the whole path must fit sun_path
 # sun_path: 108 bytes on Linux, 104 on macOS and the BSDs, the terminating NUL included
 SUN_PATH_MAX = 108 if sys.platform.startswith("linux") else 104
 
