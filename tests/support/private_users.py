@@ -50,8 +50,7 @@ def ensure_user(name: str) -> Path:
     subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)  # unlocked: UsePAM no refuses `!`
     home = Path(subprocess.run(["getent", "passwd", name], capture_output=True, text=True,
                                check=True).stdout.split(":")[5])
-    if not home.is_dir():
-        subprocess.run(["mkhomedir_helper", name], capture_output=True)
+    if not home.is_dir():  # made by an earlier run, then removed
         home.mkdir(mode=0o755, parents=True, exist_ok=True)
         shutil.chown(home, name, name)
     return home
