@@ -977,13 +977,8 @@ def _unix_http_get(path: str, url_path: str, timeout: float) -> tuple:
         sock.close()
         raise
     conn = http.client.HTTPConnection("localhost", timeout=timeout)
-    conn.sock = sock
-    try:
-        conn.request("GET", url_path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode("utf-8", "replace")
-    finally:
-        conn.close()
+    conn.sock = sock  # connected already: request() sends on it
+    return _get(conn, url_path)
 
 
 # --- logs, HTTP, programs, files: what needs no backend ----------------------------------------------------
@@ -1017,7 +1012,11 @@ def _pidfd_open(pid: int) -> int | None:
 def _http_get(port: int, path: str, timeout: float, host: str = "127.0.0.1") -> tuple:
     import http.client
 
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    return _get(http.client.HTTPConnection(host, port, timeout=timeout), path)
+
+
+def _get(conn: Any, path: str) -> tuple:
+    """(status, body) of `GET path` on `conn`, which is closed after."""
     try:
         conn.request("GET", path)
         resp = conn.getresponse()

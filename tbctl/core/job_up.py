@@ -177,8 +177,7 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
             port_note = port_note or note
             argv = build_argv(executable, logdir, port, (*request.extra_args, *(("--host", bind) if bind else ())),
                               network_ok=bind is not None or request.expose_to_network)
-            srun = ["srun", f"--jobid={job.id}", "--overlap", f"--nodelist={node_name}", "--nodes=1", "--ntasks=1",
-                    f"--job-name={STEP_NAME}-{port}", "--", *argv]
+            srun = _srun(job, node_name, f"{STEP_NAME}-{port}", argv)
             log_path = f"{login.log_dir}/tensorboard-job{job.id}-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
             progress(f"starting TensorBoard in job {job.display} on {node_name}:{port}")
             launched = login.call("launch", argv=srun, log_path=log_path, cwd=job.work_dir)
@@ -225,6 +224,12 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
                           ready_seconds=elapsed), host, job, step)
 
 
+def _srun(job: slurm.Job, node_name: str, step_name: str, argv: list[str]) -> list[str]:
+    """The srun client that runs `argv` as a step of the job on that node, alongside the job's own steps."""
+    return ["srun", f"--jobid={job.id}", "--overlap", f"--nodelist={node_name}", "--nodes=1", "--ntasks=1",
+            f"--job-name={step_name}", "--", *argv]
+
+
 def _up_private_step(login: Host, node: _Node, store: StateStore, job: slurm.Job, request: JobUpRequest,
                      executable: str, logdir: str, path_prefix: str, warnings: tuple[str, ...],
                      progress: Callable[[str], None]) -> JobUp:
@@ -238,8 +243,7 @@ def _up_private_step(login: Host, node: _Node, store: StateStore, job: slurm.Job
     sock = str(prepared["socket"])
     argv = [*prepared["argv"], *private_args(logdir, request.extra_args)]
     name = f"{STEP_NAME}-{sock.rsplit('/', 2)[-2]}"  # the socket directory's name: unique on the node
-    srun = ["srun", f"--jobid={job.id}", "--overlap", f"--nodelist={node.name}", "--nodes=1", "--ntasks=1",
-            f"--job-name={name}", "--", *argv]
+    srun = _srun(job, node.name, name, argv)
     log_path = f"{login.log_dir}/tensorboard-job{job.id}-private-{time.strftime('%Y%m%d-%H%M%S')}.log"
     progress(f"starting a private TensorBoard in job {job.display} on {node.name}")
     launched = login.call("launch", argv=srun, log_path=log_path, cwd=job.work_dir)

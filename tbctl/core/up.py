@@ -118,11 +118,7 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
                 progress(f"waiting for TensorBoard on {host.name}:{port} to answer")
                 ready = host.wait_ready(launched, port, readiness_path(path_prefix), request.timeout)
                 if ready.ready and _serves(ready.body, logdir):
-                    ticks = _start_ticks(host, launched)
-                    store.add(InstanceRecord(
-                        host=host.name, pid=launched.pid, create_time=launched.create_time, port=port, logdir=logdir,
-                        log_path=launched.log_path, started_at=time.time(), argv=tuple(argv), start_ticks=ticks,
-                    ))
+                    ticks = _record(host, store, launched, port, logdir, tuple(argv))
                     break
             except BaseException:
                 terminate(host, [(launched.pid, launched.create_time)], force=False, timeout=3.0)
@@ -165,11 +161,7 @@ def _up_private(host: Host, store: StateStore, request: UpRequest, executable: s
         progress(f"starting a private TensorBoard on {host.name}")
         ready = host.wait_ready(launched, None, readiness_path(path_prefix), request.timeout)
         if ready.ready and _serves(ready.body, logdir):
-            ticks = _start_ticks(host, launched)
-            store.add(InstanceRecord(
-                host=host.name, pid=launched.pid, create_time=launched.create_time, port=None, logdir=logdir,
-                log_path=launched.log_path, started_at=time.time(), argv=launched.argv, start_ticks=ticks,
-            ))
+            ticks = _record(host, store, launched, None, logdir, launched.argv)
     except BaseException:
         _stop_private(host, launched)
         raise
@@ -184,6 +176,17 @@ def _up_private(host: Host, store: StateStore, request: UpRequest, executable: s
         start_ticks=ticks, socket=launched.socket,
     )
     return UpResult(instance=instance, url="", reused=False, warnings=warnings, ready_seconds=ready.elapsed)
+
+
+def _record(host: Host, store: StateStore, launched: Launched, port: int | None, logdir: str,
+            argv: tuple[str, ...]) -> int | None:
+    """Record the TensorBoard just proven ready; its start ticks (which identify it with its pid)."""
+    ticks = _start_ticks(host, launched)
+    store.add(InstanceRecord(
+        host=host.name, pid=launched.pid, create_time=launched.create_time, port=port, logdir=logdir,
+        log_path=launched.log_path, started_at=time.time(), argv=argv, start_ticks=ticks,
+    ))
+    return ticks
 
 
 def private_args(logdir: str, extra_args: Sequence[str]) -> list[str]:
