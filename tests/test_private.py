@@ -81,6 +81,23 @@ def test_private_detached_serves_through_the_forward_with_no_tcp_listener(
     assert cli("ls", "--json").json()["forwards"] == []
 
 
+def test_private_in_the_foreground_ends_with_ctrl_c_and_leaves_no_socket(
+        ssh_env: Any, reaper: ProcessReaper, state_dir: Path, logdir: Path, port: int) -> None:
+    from tests.support.foreground import Foreground
+
+    fg = Foreground(reaper, state_dir, "up", "--host", ssh_env.alias, str(logdir), "--tensorboard", TENSORBOARD,
+                    "--private", "--local-port", str(port))
+    pid = fg.pid_from_stderr()
+    reaper.adopt(pid)
+    assert fg.url == f"http://127.0.0.1:{port}/" and _answers(fg.url + "data/logdir")
+    sock = fg.stderr.split("privately on ")[1].split(",")[0]
+    assert os.path.exists(sock)
+    assert fg.interrupt() == 0, fg.stderr
+    assert wait_until(lambda: not alive(pid), 10), "the TensorBoard this command started must stop"
+    assert not os.path.lexists(os.path.dirname(sock))
+    assert not _answers(fg.url + "data/logdir")
+
+
 def test_a_plain_up_never_reuses_a_private_instance(ssh_env: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path,
                                                     logdir: Path, port: int) -> None:
     remote = ssh_env
