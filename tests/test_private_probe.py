@@ -64,25 +64,35 @@ def _prepared(socket_home: Path) -> str:
     return str(prepared["socket"])
 
 
-def test_a_private_instance_that_listens_on_tcp_is_not_ready(socket_home: Path, reaper: ProcessReaper) -> None:
+# Both ways of seeing sockets: /proc (Linux) and psutil (macOS, or TBCTL_PROBE_PSUTIL=1).
+BACKENDS = pytest.mark.parametrize("backend", [probe.ProcBackend, probe.PsutilBackend], ids=["proc", "psutil"])
+
+
+@BACKENDS
+def test_a_private_instance_that_listens_on_tcp_is_not_ready(socket_home: Path, reaper: ProcessReaper,
+                                                             backend: type[probe.Backend]) -> None:
     sock = _prepared(socket_home)
     proc = _serve(reaper, sock, "tcp")
-    answer = probe.Probe().wait_ready(proc.pid, None, None, "/data/logdir", 10, socket_path=sock)
+    answer = probe.Probe(backend=backend()).wait_ready(proc.pid, None, None, "/data/logdir", 10, socket_path=sock)
     assert (answer["ready"], answer["reason"]) == (False, "tcp") and "listens on TCP port" in answer["error"], answer
 
 
-def test_a_socket_answered_by_another_process_is_not_ready(socket_home: Path, reaper: ProcessReaper) -> None:
+@BACKENDS
+def test_a_socket_answered_by_another_process_is_not_ready(socket_home: Path, reaper: ProcessReaper,
+                                                           backend: type[probe.Backend]) -> None:
     sock = _prepared(socket_home)
     _serve(reaper, sock, "unix")
     bystander = reaper.popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    answer = probe.Probe().wait_ready(bystander.pid, None, None, "/data/logdir", 10, socket_path=sock)
+    answer = probe.Probe(backend=backend()).wait_ready(bystander.pid, None, None, "/data/logdir", 10, socket_path=sock)
     assert (answer["ready"], answer["reason"]) == (False, "held"), answer
 
 
-def test_ready_when_the_process_holds_the_socket_and_no_tcp(socket_home: Path, reaper: ProcessReaper) -> None:
+@BACKENDS
+def test_ready_when_the_process_holds_the_socket_and_no_tcp(socket_home: Path, reaper: ProcessReaper,
+                                                            backend: type[probe.Backend]) -> None:
     sock = _prepared(socket_home)
     proc = _serve(reaper, sock, "unix")
-    answer = probe.Probe().wait_ready(proc.pid, None, None, "/data/logdir", 10, socket_path=sock)
+    answer = probe.Probe(backend=backend()).wait_ready(proc.pid, None, None, "/data/logdir", 10, socket_path=sock)
     assert answer["ready"] and answer["body"] == '{"logdir": "/x"}', answer
 
 
