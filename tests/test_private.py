@@ -112,7 +112,7 @@ def test_a_plain_up_never_reuses_a_private_instance(ssh_env: Any, cli: Cli, reap
     assert (rows[private["instance"]["pid"]], rows[plain["instance"]["pid"]]) == ("private", "loopback")
     again = cli.up("--host", remote.alias, str(logdir), "--tensorboard", TENSORBOARD, "--private", "--detach")
     assert again["reused"] and again["instance"]["pid"] == private["instance"]["pid"]
-    cli("down", "--host", remote.alias, "--all")
+    cli("down", "--host", remote.alias, str(logdir))  # never --all: other TensorBoards of this user may run here
 
 
 def test_a_detached_private_forward_survives_an_sshd_restart_on_the_same_port(
@@ -124,7 +124,7 @@ def test_a_detached_private_forward_survives_an_sshd_restart_on_the_same_port(
     adopt_forwarder(reaper, state_dir, remote.alias)
     restart_sshd(remote.server)  # drops every connection, as a server restart does
     assert wait_until(lambda: _answers(up["url"] + "data/logdir"), 30)
-    cli("down", "--host", remote.alias, "--all")
+    cli("down", "--host", remote.alias, str(logdir))  # never --all: other TensorBoards of this user may run here
 
 
 def test_private_is_refused_here_and_with_what_would_open_tcp(cli: Cli, logdir: Path) -> None:
@@ -201,6 +201,6 @@ def test_another_user_of_the_host_cannot_open_a_private_dashboard(
                               f"{tcp_port}/data/logdir")
         assert str(users.logdir) not in answer.stdout, line
     # down: the TensorBoard stops and its socket and directory go with it
-    cli("down", "--host", ALIAS_A, "--all")
+    cli("down", "--host", ALIAS_A, str(users.logdir))
     assert wait_until(lambda: not alive(inst["pid"]), 10)
     assert not os.path.lexists(os.path.dirname(sock))
