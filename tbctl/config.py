@@ -34,6 +34,8 @@ REMOTE_FORWARD_OFFSET = 10000  # 6006 -> 16006, as users already type it
 CONFIG_FILE_NAME = "config.toml"
 DEFAULT_SSH_PERSIST = 600.0  # seconds tbctl's own ControlMaster stays after the last command that used it
 SSH_BACKENDS = ("openssh", "paramiko")
+# How the notebook magic's inline dashboard is reached from the browser: `auto` picks one of the others.
+NOTEBOOK_URLS = ("auto", "direct", "proxy", "tunnel")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Settings:
     port: int
     timeout: float
     stop_timeout: float
+    notebook_url: str  # one of NOTEBOOK_URLS
     hosts: Mapping[str, HostSettings]  # each [hosts.NAME] section, merged over the top level
     defaults: HostSettings  # what a host without a section gets, this machine included
     config_file: Path | None  # the file consulted (it may not exist)
@@ -182,12 +185,21 @@ def _bool_from_env(name: str, raw: str) -> bool:
     return raw.strip().lower() in _YES
 
 
+def _notebook_url_from_env(name: str, raw: str) -> str:
+    if raw not in NOTEBOOK_URLS:
+        raise UsageError(f"{name}={raw!r} is not a way to reach the notebook's dashboard",
+                         hint="use " + ", ".join(NOTEBOOK_URLS))
+    return raw
+
+
 PORT = Kind("a port number from 1 to 65535", lambda v: v if type(v) is int and 1 <= v <= 65535 else None,
             lambda name, raw: parse_port(raw, source=name))
 SECONDS = _seconds_kind(zero_ok=False)
 SECONDS_OR_ZERO = _seconds_kind(zero_ok=True)
 ARGS = Kind('a list of strings, e.g. ["--samples_per_plugin", "scalars=1000"]', _args_check)
 BACKEND = Kind('"openssh" or "paramiko"', lambda v: v if v in SSH_BACKENDS else None, _backend_from_env)
+NOTEBOOK_URL = Kind(", ".join(f'"{u}"' for u in NOTEBOOK_URLS[:-1]) + f' or "{NOTEBOOK_URLS[-1]}"',
+                    lambda v: v if v in NOTEBOOK_URLS else None, _notebook_url_from_env)
 BOOL = Kind("true or false", lambda v: v if type(v) is bool else None, _bool_from_env)
 
 Scope = Literal["top", "host", "both"]  # the top level, [hosts.NAME] sections, or either
@@ -240,6 +252,9 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds tbctl's own ControlMaster stays idle; 0: it ends with the command", env="TBCTL_SSH_PERSIST"),
     Setting("open", BOOL, False, "`--open`: `up` and `tunnel` open the URL in a browser", env="TBCTL_OPEN"),
     Setting("private", BOOL, False, "`--private`: `up --host` serves TensorBoard on a unix socket only you can open"),
+    Setting("notebook_url", NOTEBOOK_URL, "auto", "`%tbctl up --notebook-url`: how the notebook's browser reaches "
+            "the dashboard: `direct`, `proxy` (jupyter-server-proxy) or `tunnel` (prints the `tbctl tunnel` line); "
+            "`auto` picks", env="TBCTL_NOTEBOOK_URL", scope="top"),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 TOP_LEVEL_KEYS = tuple(s.name for s in SETTINGS if s.scope != "host")

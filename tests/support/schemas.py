@@ -55,7 +55,8 @@ CONFIG_HOST = {"logdir": OptStr, "port": OptInt, "local_port": OptInt, "tensorbo
 CONFIG_SHOW = {
     "config_file": OptStr, "config_loaded": bool, "state_dir": str, "logdir": str, "port": int, "timeout": Num,
     "stop_timeout": Num, "connect_timeout": OptNum, "tensorboard": OptStr, "tensorboard_args": [str],
-    "ssh": OptStr, "ssh_persist": Num, "open": bool, "private": bool, "ssh_in_effect": str, "ssh_reason": str,
+    "ssh": OptStr, "ssh_persist": Num, "open": bool, "private": bool, "notebook_url": str, "ssh_in_effect": str,
+    "ssh_reason": str,
     "hosts": {"*": CONFIG_HOST}, "sources": {"*": str},
 }
 
