@@ -982,7 +982,7 @@ def script_python(path: str) -> str | None:
         import shlex
 
         words = shlex.split(lines[1][len("'''exec' "):])
-    elif words and _basename(words[0]) == "env" and len(words) > 1:
+    elif words and program_name(words[0]) == "env" and len(words) > 1:
         import shutil
 
         found = shutil.which(words[1])
