@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tbctl import probe
-from tests.support.procs import ProcessReaper, wait_until
+from tests.support.procs import TENSORBOARD, ProcessReaper, wait_until
 
 # A stand-in for the launcher: an HTTP server on a unix socket, answering /data/logdir, and with `tcp` also
 # listening on a TCP port of loopback (what a data server or a plugin would do).
@@ -138,3 +138,28 @@ def test_a_socket_path_too_long_for_sun_path_is_refused(tmp_path: Path, monkeypa
     answer = probe.prepare_private(str(Path(sys.executable).parent / "tensorboard"))
     assert "longer than a unix socket address may be (107 bytes)" in answer["error"], answer
     assert os.listdir(deep / "tbctl" / "sockets") == []  # the directory it made is gone again
+
+
+def test_a_private_launch_and_its_wait_go_in_one_batch(socket_home: Path, reaper: ProcessReaper, logdir: Path,
+                                                       tmp_path: Path) -> None:
+    """`up --private` asks as `up` does: the log dir's check, the launch and the wait for that launch in one
+    batch (one round trip to a remote host); the wait is on the launch's socket, not on a TCP port. A launch
+    refused before it starts anything leaves nothing for the wait, not the previous launch."""
+    from tbctl.hosts.local import LocalHost
+    from tbctl.hosts.base import Answer
+
+    host = LocalHost(tmp_path / "state")
+    started: list[Answer] = []
+    launch = ("launch_private", {"executable": TENSORBOARD, "args": ["--logdir", str(logdir), "--load_fast=false"],
+                                 "log_path": str(tmp_path / "tb.log")})
+    wait = ("wait_launched", {"port": None, "path": "/data/logdir", "timeout": 60})
+    _, launched, waited = host.call_many([("ping", {}), launch, wait],
+                                         on_answer=lambda index, answer: started.append(answer) if index == 1 else None)
+    reaper.adopt(launched.get()["pid"])
+    assert started and launched.get()["socket"].startswith(str(socket_home)), launched.get()
+    answer = waited.get()
+    assert answer["ready"] and str(logdir) in answer["body"] and answer["info"]["pid"] == launched.get()["pid"], answer
+    refused = ("launch_private", {"executable": str(tmp_path / "no-such-tensorboard"), "args": [],
+                                  "log_path": str(tmp_path / "tb2.log")})
+    first, after = host.call_many([refused, wait])
+    assert first.get().get("error") and isinstance(after.error, LookupError), (first.get(), after.error)
