@@ -216,17 +216,6 @@ class Host(abc.ABC):
         answer = self.call("launch", argv=list(argv), log_path=log_path)
         return Launched(pid=answer["pid"], create_time=answer["create_time"], log_path=answer["log_path"])
 
-    def launch_private(self, executable: str, args: Sequence[str], log_path: str) -> Launched:
-        """TensorBoard on a unix socket in a new 0700 directory of the user's on this host, and on no TCP port
-        (`up --private`); TbctlError when the host cannot (nothing was started then)."""
-        from tbctl.errors import TbctlError
-
-        answer = self.call("launch_private", executable=executable, args=list(args), log_path=log_path)
-        if answer.get("error"):
-            raise TbctlError(f"cannot start a private TensorBoard on {self.name}: {answer['error']}")
-        return Launched(pid=answer["pid"], create_time=answer["create_time"], log_path=answer["log_path"],
-                        socket=answer["socket"], argv=tuple(answer["argv"]))
-
     def wait_ready(self, launched: Launched, port: int | None, path: str, timeout: float) -> Readiness:
         """`GET path` answers from the launched process's own socket: its port, or its unix socket."""
         private = {} if launched.socket is None else {"socket_path": launched.socket}
