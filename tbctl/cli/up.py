@@ -56,6 +56,7 @@ def up(
     wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait for a pending job to start.")] = False,
     bind_node_address: Annotated[bool, typer.Option("--bind-node-address", help="Slurm, where ssh to compute nodes is refused: bind the node's cluster address (everyone on that network can reach it) and forward from the login node.")] = False,
     expose_to_network: Annotated[bool, typer.Option("--expose-to-network", help="Let TensorBoard listen beyond 127.0.0.1 (every interface, or the --host given after --): anyone who can reach the host can read the logdir.")] = False,
+    private: Annotated[Optional[bool], typer.Option("--private/--no-private", help="Remote: serve on a unix socket only you can open, and on no TCP port: other users of the host cannot reach it (default: `private` in the config file, else no).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Serve LOGDIR with TensorBoard on a free port, verified ready; reuse one already serving it.
@@ -89,7 +90,7 @@ def request_of(params: Mapping[str, Any]) -> ServeRequest:
         env_prefix=params["env_prefix"], extra_args=tuple(extra), connect_timeout=params["connect_timeout"],
         keep=params["keep"], detach=params["detach"], job=params["job"], job_name=params["job_name"],
         node=params["node"], wait=params["wait"], bind_node_address=params["bind_node_address"],
-        expose_to_network=params["expose_to_network"])
+        expose_to_network=params["expose_to_network"], private=params.get("private"))
 
 
 def _announce(env: Environment, store: StateStore, result: UpResult, *, open_browser: bool) -> None:

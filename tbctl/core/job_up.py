@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tbctl.core import slurm
 from tbctl.core.session import ServeReport, ServeSession, with_forward
 from tbctl.core.stopping import terminate
-from tbctl.core.up import _BIND_FAILURE_MARKERS, BIND_RACE_RETRIES, _choose_port, _serves
+from tbctl.core.up import _BIND_FAILURE_MARKERS, BIND_RACE_RETRIES, _choose_port, _serves, private_args
 from tbctl.errors import SSHError, TbctlError, TensorBoardFailed, UsageError
 from tbctl.hosts.base import Host
 from tbctl.models import TensorBoardInstance, UpResult
@@ -54,6 +54,7 @@ class JobUpRequest:
     # address and the login node's connection forwards to it. Only when asked: anyone on that network can reach it.
     bind_node_address: bool = False
     expose_to_network: bool = False  # a bind beyond loopback given after `--`, chosen by the user
+    private: bool = False  # --private: the step serves on a unix socket on the node, forwarded through the login node
 
 
 @dataclass(frozen=True)
@@ -167,11 +168,14 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
     path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
     with store.lock(f"up-job-{login.name}-{job.id}"):
         if not request.new:
-            reused = _reusable(login, store, job, logdir)
+            reused = _reusable(login, store, job, logdir, private=request.private)
             if reused is not None:
                 inst, step = reused
                 return JobUp(UpResult(instance=inst, url=inst.url or "", reused=True, warnings=tuple(warnings)),
                              node.get(), job, step)
+        if request.private:
+            return _up_private_step(login, node, store, job, request, executable, logdir, path_prefix,
+                                    tuple(warnings), progress)
         wanted, port_note = request.port, ""
         for attempt in range(BIND_RACE_RETRIES):
             # the first try takes the port asked for unless the node is already there to say it is taken;
@@ -182,8 +186,7 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
             port_note = port_note or note
             argv = build_argv(executable, logdir, port, (*request.extra_args, *(("--host", bind) if bind else ())),
                               network_ok=bind is not None or request.expose_to_network)
-            srun = ["srun", f"--jobid={job.id}", "--overlap", f"--nodelist={node_name}", "--nodes=1", "--ntasks=1",
-                    f"--job-name={STEP_NAME}-{port}", "--", *argv]
+            srun = _srun(job, node_name, f"{STEP_NAME}-{port}", argv)
             log_path = f"{login.log_dir}/tensorboard-job{job.id}-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
             progress(f"starting TensorBoard in job {job.display} on {node_name}:{port}")
             launched = login.launch(srun, log_path, cwd=job.work_dir)
@@ -230,13 +233,71 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
                           ready_seconds=elapsed), host, job, step)
 
 
-def _wait_ready(login: Host, node: Host, srun: tuple[int, float], port: int, path: str,
-                timeout: float, address: str) -> tuple[bool, str, float, str]:
+def _srun(job: slurm.Job, node_name: str, step_name: str, argv: list[str]) -> list[str]:
+    """The srun client that runs `argv` as a step of the job on that node, alongside the job's own steps."""
+    return ["srun", f"--jobid={job.id}", "--overlap", f"--nodelist={node_name}", "--nodes=1", "--ntasks=1",
+            f"--job-name={step_name}", "--", *argv]
+
+
+def _up_private_step(login: Host, node: _Node, store: StateStore, job: slurm.Job, request: JobUpRequest,
+                     executable: str, logdir: str, path_prefix: str, warnings: tuple[str, ...],
+                     progress: Callable[[str], None]) -> JobUp:
+    """`up --job --private`: the node's probe makes the socket directory and its launcher (on the node, where
+    the step runs), the step runs the launcher, and the node's probe proves the socket answers, is the
+    step's process's own, and that nothing of it listens on TCP."""
+    host = node.get()
+    prepared = host.prepare_private(executable)
+    if prepared.get("error"):
+        raise TbctlError(f"cannot start a private TensorBoard on {node.name}: {prepared['error']}")
+    sock = str(prepared["socket"])
+    argv = [*prepared["argv"], *private_args(logdir, request.extra_args)]
+    name = f"{STEP_NAME}-{sock.rsplit('/', 2)[-2]}"  # the socket directory's name: unique on the node
+    srun = _srun(job, node.name, name, argv)
+    log_path = f"{login.log_dir}/tensorboard-job{job.id}-private-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    progress(f"starting a private TensorBoard in job {job.display} on {node.name}")
+    launched = login.ask("launch", argv=srun, log_path=log_path, cwd=job.work_dir)
+    srun_proc = (int(launched["pid"]), float(launched["create_time"]))
+    try:
+        ready, reason, elapsed, body = _wait_ready(login, host, srun_proc, None, readiness_path(path_prefix),
+                                                   request.timeout, "127.0.0.1", socket_path=sock)
+        if not (ready and _serves(body, logdir)):
+            tail = login.tail(launched["log_path"], 15)
+            raise _failure(reason, request.timeout, tail, launched["log_path"], job)
+        proc = _find_process(host, None, logdir, socket_path=sock)
+        checked = host.private_ready(proc["pid"], sock, readiness_path(path_prefix))
+        if not (checked or {}).get("ready"):
+            tail = login.tail(launched["log_path"], 15)
+            raise TensorBoardFailed(f"the private TensorBoard in job {job.display} is not private: "
+                                    f"{(checked or {}).get('error') or (checked or {}).get('reason')}; stopped it",
+                                    log_tail=tail, log_path=launched["log_path"])
+        step = _find_step(login, job, name)
+    except BaseException:
+        terminate(login, [srun_proc], force=False, timeout=5.0)
+        host.remove_private_socket(sock)
+        raise
+    store.add(InstanceRecord(
+        host=login.name, pid=proc["pid"], create_time=proc.get("create_time"), port=None, logdir=logdir,
+        log_path=launched["log_path"], started_at=time.time(), argv=tuple(argv), start_ticks=proc.get("start_ticks"),
+        job=JobStep(id=job.id, display=job.display, step=step, node=node.name, node_host=host.name,
+                    srun_pid=srun_proc[0], srun_create_time=srun_proc[1]),
+    ))
+    inst = TensorBoardInstance(
+        host=login.name, pid=proc["pid"], port=None, logdir=logdir, logdir_arg=logdir, user=login.user,
+        status="serving", started_by="tbctl", create_time=proc.get("create_time"), path_prefix=path_prefix,
+        log_path=launched["log_path"], cmdline=tuple(argv), recorded_create_time=proc.get("create_time"),
+        start_ticks=proc.get("start_ticks"), job=job.display, job_state=job.state, node=node.name,
+        step=f"{job.id}.{step}", socket=sock,
+    )
+    return JobUp(UpResult(instance=inst, url="", reused=False, warnings=warnings, ready_seconds=elapsed), host, job, step)
+
+
+def _wait_ready(login: Host, node: Host, srun: tuple[int, float], port: int | None, path: str,
+                timeout: float, address: str, *, socket_path: str | None = None) -> tuple[bool, str, float, str]:
     """Poll through the node's probe in short windows, checking between them that srun still lives."""
     started = time.monotonic()
     while True:
         left = timeout - (time.monotonic() - started)
-        answer = node.wait_http(port, path, timeout=max(0.0, min(1.0, left)), address=address)
+        answer = node.wait_http(port, path, timeout=max(0.0, min(1.0, left)), address=address, socket_path=socket_path)
         if answer["ready"]:
             return True, "", time.monotonic() - started, str(answer.get("body", ""))
         if not login.alive(*srun):
@@ -256,19 +317,25 @@ def _find_step(login: Host, job: slurm.Job, name: str) -> str:
         time.sleep(0.2)
 
 
-def _find_process(node: Host, port: int, logdir: str) -> dict[str, Any]:
-    """The TensorBoard process the step runs on the node (what the background forwarder watches)."""
+def _find_process(node: Host, port: int | None, logdir: str, *, socket_path: str | None = None) -> dict[str, Any]:
+    """The TensorBoard process the step runs on the node (what the background forwarder watches): by its
+    port, or a private one by its socket."""
     for proc in node.scan().get("processes", []):
         args = tensorboard_args(proc.get("cmdline") or []) or []
-        if not proc.get("zombie") and flag_value(args, "port") == str(port) and flag_value(args, "logdir") == logdir:
+        ours = flag_value(args, "unix_socket") == socket_path if socket_path is not None else \
+            flag_value(args, "port") == str(port)
+        if not proc.get("zombie") and ours and flag_value(args, "logdir") == logdir:
             info = node.proc_info(proc["pid"]) or {}
             return {"pid": proc["pid"], "create_time": proc.get("create_time"), "start_ticks": info.get("start_ticks")}
-    raise TbctlError(f"TensorBoard answers on {node.name}:{port}, but its process is not to be seen there")
+    raise TbctlError(f"TensorBoard answers on {node.name}:{socket_path or port}, but its process is not to be seen there")
 
 
-def _reusable(login: Host, store: StateStore, job: slurm.Job, logdir: str) -> tuple[TensorBoardInstance, str] | None:
-    """tbctl's step of this job for this logdir, while squeue lists it (it lives as long as its TensorBoard)."""
-    recs = [r for r in store.for_host(login.name) if r.job is not None and r.job.id == job.id and r.logdir == logdir]
+def _reusable(login: Host, store: StateStore, job: slurm.Job, logdir: str, *,
+              private: bool = False) -> tuple[TensorBoardInstance, str] | None:
+    """tbctl's step of this job for this logdir, while squeue lists it (it lives as long as its TensorBoard):
+    a private one for `--private`, a TCP one otherwise."""
+    recs = [r for r in store.for_host(login.name) if r.job is not None and r.job.id == job.id and r.logdir == logdir
+            and (flag_value(list(r.argv), "unix_socket") is not None) == private]
     if not recs:
         return None
     live_steps = {s.step for s in slurm.steps(login, [job.id])}
@@ -298,6 +365,9 @@ def check_job_flags(request: ServeRequest) -> None:
     """The Slurm flags that make sense together, refused before anything connects."""
     if request.job is None and request.job_name is None:
         raise UsageError("--node, --wait and --bind-node-address go with --job or --job-name")
+    if request.bind_node_address and request.private:
+        raise UsageError("--bind-node-address and --private contradict each other",
+                         hint="--private serves on a unix socket on the node, forwarded through the login node")
     if request.bind_node_address and request.detach:
         raise UsageError("--bind-node-address forwards in the foreground only", hint="run it without --detach")
     if request.job is not None:
@@ -327,7 +397,8 @@ def serve_job(request: ServeRequest, job_request: JobUpRequest, hosts: HostOpene
         with report.busy():
             started = up_job(login, open_node, store, job_request, progress=report.progress, notice=report.notice)
         result, node_host, inst = started.result, started.node_host, started.result.instance
-        assert inst.port is not None
+        assert inst.port is not None or inst.socket is not None
+        remote_port = inst.port or 0  # 0: a private step, reached through its socket
         stop_after = not (result.reused or request.keep)
 
         def stop_step() -> None:
@@ -343,7 +414,8 @@ def serve_job(request: ServeRequest, job_request: JobUpRequest, hosts: HostOpene
         # the fallback serves through the login node's own connection: closed with it, not here
         with contextlib.nullcontext(node_host) if node_host is login else node_host:
             try:
-                already = _live_forward(store, node_host.name, inst.port) if request.detach and result.reused else None
+                already = _live_forward(store, node_host.name, remote_port, inst.socket) \
+                    if request.detach and result.reused else None
                 if already is not None:  # a reused step that a background forward already serves
                     forward_port: int | None = already
                     result = with_forward(result, forward_port)
@@ -351,7 +423,8 @@ def serve_job(request: ServeRequest, job_request: JobUpRequest, hosts: HostOpene
                     from tbctl.core.forwards import detach_forward
 
                     detached = detach_forward(node_host, hosts.local(), store, backend=hosts.backend(login_spec),
-                                              remote_port=inst.port, local_port=wanted_local, instance=inst,
+                                              remote_port=remote_port, remote_socket=inst.socket,
+                                              local_port=wanted_local, instance=inst,
                                               stop_instance=False, check_path=readiness_path(inst.path_prefix),
                                               connect_timeout=request.connect_timeout,
                                               env_prefix=job_request.env_prefix,
@@ -361,8 +434,8 @@ def serve_job(request: ServeRequest, job_request: JobUpRequest, hosts: HostOpene
                 else:
                     from tbctl.core.expose import expose
 
-                    exposure = expose(node_host, hosts.local(), inst.port, local_port=wanted_local,
-                                      check_path=readiness_path(inst.path_prefix),
+                    exposure = expose(node_host, hosts.local(), remote_port, local_port=wanted_local,
+                                      check_path=readiness_path(inst.path_prefix), remote_socket=inst.socket,
                                       remote_host=inst.bind if request.bind_node_address else "127.0.0.1")
                     forward_port = exposure.local_port if exposure.forwarder is not None else None
                     result = with_forward(result, forward_port)
@@ -395,8 +468,8 @@ def _job_watch(login: Host, node_host: Host, inst: TensorBoardInstance) -> Calla
     return ended
 
 
-def _live_forward(store: StateStore, host: str, remote_port: int) -> int | None:
+def _live_forward(store: StateStore, host: str, remote_port: int, remote_socket: str | None = None) -> int | None:
     from tbctl.core.forwards import list_forwards
 
     return next((f.local_port for f in list_forwards(store) if f.host == host and f.remote_port == remote_port
-                 and f.tunnel in ("up", "reconnecting")), None)
+                 and f.remote_socket == remote_socket and f.tunnel in ("up", "reconnecting")), None)

@@ -236,6 +236,7 @@ def job_instance(rec: InstanceRecord, user: str | None, status: str, job_state: 
         bind=flag_value(argv, "host") or "127.0.0.1", log_path=rec.log_path, cmdline=rec.argv, note=note,
         recorded_create_time=rec.create_time, start_ticks=rec.start_ticks,
         job=job.display, job_state=job_state, node=job.node, step=f"{job.id}.{job.step}",
+        socket=flag_value(argv, "unix_socket"),
     )
 
 

@@ -27,6 +27,8 @@ class Launched:
     pid: int
     create_time: float
     log_path: str
+    socket: str | None = None  # a private instance's unix socket (launch_private)
+    argv: tuple[str, ...] = ()  # the command line it runs, where the host built it (launch_private)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Readiness:
     reason: str  # "" when ready, else "exited" | "timeout"
     elapsed: float
     body: str = ""
+    error: str = ""  # what went wrong, in words, where the reason alone does not say
 
 
 class Host(abc.ABC):
@@ -127,10 +130,12 @@ class Host(abc.ABC):
     def close(self) -> None:
         """Release connections; a no-op for the local machine."""
 
-    def forward(self, remote_port: int, *, local_port: int, remote_host: str = "127.0.0.1") -> Forward | None:
+    def forward(self, remote_port: int, *, local_port: int, remote_host: str = "127.0.0.1",
+                remote_socket: str | None = None) -> Forward | None:
         """A forward (not yet started) that makes `remote_port` on this host reachable on this machine's
         `local_port`, or None when this host *is* this machine and the port is reachable as it is.
-        `remote_host`: where the host connects to (its loopback, or a machine on its network)."""
+        `remote_host`: where the host connects to (its loopback, or a machine on its network).
+        `remote_socket`: a unix socket on the host instead (SSH's streamlocal forwarding)."""
         return None
 
     def watch_connection(self, callback: Callable[[LinkState], None]) -> None:
@@ -258,9 +263,12 @@ class Host(abc.ABC):
         """`GET path` on the host's 127.0.0.1:port: status (None when nothing answered), body, error, not_http."""
         return dict(self.ask("http_get", port=port, path=path, timeout=timeout))
 
-    def wait_http(self, port: int, path: str, *, timeout: float, address: str = "127.0.0.1") -> dict[str, Any]:
-        """`GET path` on address:port, polled until it answers 200 or `timeout` runs out: ready, body, elapsed."""
-        return dict(self.ask("wait_http", port=port, path=path, timeout=timeout, host=address))
+    def wait_http(self, port: int | None, path: str, *, timeout: float, address: str = "127.0.0.1",
+                  socket_path: str | None = None) -> dict[str, Any]:
+        """`GET path` on address:port (or the unix socket `socket_path`), polled until it answers 200 or
+        `timeout` runs out: ready, body, elapsed."""
+        private = {} if socket_path is None else {"socket_path": socket_path}
+        return dict(self.ask("wait_http", port=port, path=path, timeout=timeout, host=address, **private))
 
     def run(self, argv: Sequence[str], *, timeout: float) -> dict[str, Any]:
         """A fixed argv (no shell) on the host: rc (None when it could not run), stdout, stderr, error."""
@@ -272,12 +280,35 @@ class Host(abc.ABC):
         answer = self.ask("launch", argv=list(argv), log_path=log_path, **({"cwd": cwd} if cwd is not None else {}))
         return Launched(pid=answer["pid"], create_time=answer["create_time"], log_path=answer["log_path"])
 
-    def wait_ready(self, launched: Launched, port: int, path: str, timeout: float) -> Readiness:
+    def wait_ready(self, launched: Launched, port: int | None, path: str, timeout: float) -> Readiness:
+        """`GET path` answers from the launched process's own socket: its port, or its unix socket."""
+        private = {} if launched.socket is None else {"socket_path": launched.socket}
         answer = self.ask(
-            "wait_ready", pid=launched.pid, create_time=launched.create_time, port=port, path=path, timeout=timeout
+            "wait_ready", pid=launched.pid, create_time=launched.create_time, port=port, path=path, timeout=timeout,
+            **private,
         )
         return Readiness(ready=answer["ready"], reason=answer.get("reason", ""), elapsed=answer["elapsed"],
-                         body=answer.get("body", ""))
+                         body=answer.get("body", ""), error=answer.get("error", ""))
+
+    def prepare_private(self, executable: str) -> dict[str, Any]:
+        """A new 0700 socket directory with the launcher for a private TensorBoard, and the argv that runs it
+        with `executable`'s Python: socket, argv, or error."""
+        return dict(self.ask("prepare_private", executable=executable))
+
+    def launch_private(self, executable: str, args: Sequence[str], log_path: str) -> dict[str, Any]:
+        """TensorBoard on a unix socket in a new 0700 directory: pid, create_time, log_path, socket, argv, or
+        error (nothing started)."""
+        return dict(self.ask("launch_private", executable=executable, args=list(args), log_path=log_path))
+
+    def private_ready(self, pid: int, socket_path: str, path: str) -> dict[str, Any] | None:
+        """Whether a private instance answers on its own socket, and nothing of it listens on TCP (None: not
+        answering yet)."""
+        answer = self.ask("private_ready", pid=pid, socket_path=socket_path, path=path)
+        return dict(answer) if answer is not None else None
+
+    def remove_private_socket(self, path: str) -> dict[str, Any]:
+        """Remove what a private instance leaves (its socket, launcher and directory), only where tbctl made it."""
+        return dict(self.ask("remove_private_socket", path=path))
 
     def wait_launched(self, port: int, path: str, *, timeout: float) -> dict[str, Any]:
         """`wait_ready` for what the latest `launch` on this connection started, sent right behind it (in one

@@ -269,7 +269,8 @@ class FakeHost(Host):
         answer = self._op_wait_ready(last["pid"], last["create_time"], port, path, timeout)
         return dict(answer, info=self._op_proc_info(last["pid"])["info"])
 
-    def _op_wait_ready(self, pid: int, create_time: float, port: int, path: str, timeout: float) -> dict[str, Any]:
+    def _op_wait_ready(self, pid: int, create_time: float, port: int | None, path: str, timeout: float,
+                       socket_path: str | None = None) -> dict[str, Any]:
         proc = self._live(pid)
         if proc is None:
             return {"ready": False, "reason": "exited", "elapsed": 0.01}
@@ -321,7 +322,10 @@ class FakeHost(Host):
             return {"status": None, "not_http": True, "error": "BadStatusLine: SSH-2.0-OpenSSH_9.2p1"}
         return {"status": 200, "body": json.dumps({"logdir": flag_value(args, "logdir")})}
 
-    def _op_wait_http(self, port: int, path: str, timeout: float, host: str = "127.0.0.1") -> dict[str, Any]:
+    def _op_wait_http(self, port: int | None, path: str, timeout: float, host: str = "127.0.0.1",
+                      socket_path: str | None = None) -> dict[str, Any]:
+        if port is None or socket_path is not None:  # no unix sockets here (see _op_prepare_private)
+            return {"ready": False, "elapsed": timeout}
         answer = self._op_http_get(port, path, timeout, host)
         if answer["status"] == 200:
             return {"ready": True, "body": answer["body"], "elapsed": 0.01}
@@ -339,6 +343,22 @@ class FakeHost(Host):
         else:
             text = data[offset:offset + max_bytes]
         return {"alive": alive, "truncated": False, "text": text, "offset": len(data), "size": len(data)}
+
+    # Private dashboards (unix sockets in a 0700 directory) are not modelled: they are tested against the real
+    # probe. A FakeHost says so as the probe says it cannot make one.
+    _NO_SOCKETS = "a FakeHost has no unix sockets"
+
+    def _op_prepare_private(self, executable: str) -> dict[str, Any]:
+        return {"error": self._NO_SOCKETS}
+
+    def _op_launch_private(self, executable: str, args: list[str], log_path: str, cwd: str | None = None) -> dict[str, Any]:
+        return {"error": self._NO_SOCKETS}
+
+    def _op_private_ready(self, pid: int, socket_path: str, path: str) -> dict[str, Any] | None:
+        return None
+
+    def _op_remove_private_socket(self, path: str) -> dict[str, Any]:
+        return {"removed": False}
 
     def _op_run(self, argv: list[str], timeout: float = 30.0, cwd: str | None = None) -> dict[str, Any]:
         """No scheduler here (tests/support/slurm.py builds a real Slurm cluster for that)."""
