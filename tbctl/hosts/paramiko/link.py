@@ -77,7 +77,7 @@ class Link:
                     raise SSHError(f"the connection to {self.host.name} is down: {self._state.error}")
             try:
                 if socket_path is not None:
-                    from tbctl.hosts.streamlocal import open_streamlocal
+                    from tbctl.hosts.paramiko.streamlocal import open_streamlocal
 
                     return open_streamlocal(self.host.current_transport, socket_path, timeout=CLIENT_WAIT)
                 return self.host.current_transport.open_channel("direct-tcpip", dest, origin, timeout=CLIENT_WAIT)
