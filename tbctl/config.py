@@ -33,6 +33,8 @@ PORT_SEARCH_SPAN = 100  # TensorBoard itself scans 6006..6105
 REMOTE_FORWARD_OFFSET = 10000  # 6006 -> 16006, as users already type it
 CONFIG_FILE_NAME = "config.toml"
 DEFAULT_SSH_PERSIST = 600.0  # seconds tbctl's own ControlMaster stays after the last command that used it
+DEFAULT_PULL_INTERVAL = 2.0  # seconds between two polls of a pulled logdir that is growing
+DEFAULT_PULL_BUDGET = 4 << 20  # bytes one poll may fetch from a host, so a first sync does not starve the link
 SSH_BACKENDS = ("openssh", "paramiko")
 
 
@@ -64,6 +66,9 @@ class Settings:
     port: int
     timeout: float
     stop_timeout: float
+    pull: tuple[str, ...]  # `up --pulls`: HOST:LOGDIR sources
+    pull_interval: float  # seconds between polls of a pulled logdir
+    pull_budget: int  # bytes one poll of a pulled logdir may fetch
     hosts: Mapping[str, HostSettings]  # each [hosts.NAME] section, merged over the top level
     defaults: HostSettings  # what a host without a section gets, this machine included
     config_file: Path | None  # the file consulted (it may not exist)
@@ -189,6 +194,16 @@ ARGS = Kind('a list of strings, e.g. ["--samples_per_plugin", "scalars=1000"]', 
 BACKEND = Kind('"openssh" or "paramiko"', lambda v: v if v in SSH_BACKENDS else None, _backend_from_env)
 BOOL = Kind("true or false", lambda v: v if type(v) is bool else None, _bool_from_env)
 
+
+def _bytes_from_env(name: str, raw: str) -> int:
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise UsageError(f"{name}={raw!r} is not a positive number of bytes")
+    return int(raw)
+
+
+BYTES = Kind("a positive whole number of bytes", lambda v: v if type(v) is int and v > 0 else None, _bytes_from_env)
+SOURCES = Kind('a list of "HOST:LOGDIR" strings, e.g. ["gpu1:runs", "gpu2:exp/runs"]', _args_check)
+
 Scope = Literal["top", "host", "both"]  # the top level, [hosts.NAME] sections, or either
 
 
@@ -238,6 +253,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ssh_persist", SECONDS_OR_ZERO, DEFAULT_SSH_PERSIST,
             "seconds tbctl's own ControlMaster stays idle; 0: it ends with the command", env="TBCTL_SSH_PERSIST"),
     Setting("open", BOOL, False, "`--open`: `up` and `tunnel` open the URL in a browser", env="TBCTL_OPEN"),
+    Setting("pull", SOURCES, (), "what `up --pulls` pulls: `HOST:LOGDIR` sources, as `--pull` takes them",
+            scope="top"),
+    Setting("pull_interval", SECONDS, DEFAULT_PULL_INTERVAL, "seconds between polls of a pulled logdir that grows "
+            "(up to 3× that while it does not)", env="TBCTL_PULL_INTERVAL", scope="top"),
+    Setting("pull_budget", BYTES, DEFAULT_PULL_BUDGET, "bytes one poll may fetch from a host (a first sync takes "
+            "several polls)", env="TBCTL_PULL_BUDGET", scope="top"),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 TOP_LEVEL_KEYS = tuple(s.name for s in SETTINGS if s.scope != "host")

@@ -51,6 +51,8 @@ def up(
     node: Annotated[Optional[str], typer.Option("--node", metavar="NODE", help="Slurm: which node of a multi-node job (default: its batch host).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait for a pending job to start.")] = False,
     bind_node_address: Annotated[bool, typer.Option("--bind-node-address", help="Slurm, where ssh to compute nodes is refused: bind the node's cluster address (everyone on that network can reach it) and forward from the login node.")] = False,
+    pull: Annotated[Optional[list[str]], typer.Option("--pull", metavar="HOST:LOGDIR", help="Mirror LOGDIR from HOST (repeatable) and serve every mirror in one local TensorBoard, runs named HOST/RUN; nothing runs on the hosts but the polls.")] = None,
+    pulls: Annotated[bool, typer.Option("--pulls", help="Pull the config file's `pull` list (with any --pull).")] = False,
     expose_to_network: Annotated[bool, typer.Option("--expose-to-network", help="Let TensorBoard listen beyond 127.0.0.1 (every interface, or the --host given after --): anyone who can reach the host can read the logdir.")] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -64,6 +66,13 @@ def up(
 
     env = command_env(ctx, json_output)
     logdir, extra = _split_logdir_and_extra(args or [], logdir_option)
+    if pull or pulls:
+        if logdir is not None or host_spec is not None:
+            raise UsageError("--pull serves the mirrors of the pulled logdirs here; give no LOGDIR and no --host with it")
+        _pull(env, [*(env.settings.pull if pulls else ()), *(pull or ())], detach=detach, port=port,
+              timeout=timeout, tensorboard=tensorboard, connect_timeout=connect_timeout, extra=extra,
+              open_browser=open_browser)
+        return
     request = ServeRequest(
         host=host_spec, logdir=logdir, port=port, local_port=local_port, timeout=timeout, new=new,
         tensorboard=tensorboard, env_prefix=env_prefix, extra_args=tuple(extra), connect_timeout=connect_timeout,
@@ -76,6 +85,24 @@ def up(
             job_id = session.result.instance.job
             ends_it = f"--job {job_id} --host {host_spec}" if request.in_job else str(session.background_port)
             env.info(f"forwarding in the background; `tbctl down {ends_it}` ends it")
+        session.hold()
+
+
+def _pull(env: Environment, specs: list[str], *, detach: bool, port: str | None,
+          timeout: float | None, tensorboard: str | None, connect_timeout: float | None, extra: list[str],
+          open_browser: bool | None) -> None:
+    """`up --pull HOST:LOGDIR …`: mirror, serve here, and poll (in the foreground, or in the background)."""
+    from tbctl.core.pull import PullRequest, pull_up
+    from tbctl.core.serve import opens_browser
+
+    request = PullRequest(specs=tuple(specs), detach=detach, port=port, timeout=timeout, tensorboard=tensorboard,
+                          connect_timeout=connect_timeout, extra_args=tuple(extra))
+    store = store_of(env)
+    with pull_up(request, env.settings, reach(env), store, SessionNarrator(env)) as session:
+        _announce(env, store, session.result, open_browser=opens_browser(open_browser, env.settings, None))
+        if session.detached:
+            env.info(f"pulling in the background; `tbctl down {session.result.instance.port}` ends it "
+                     "(the mirror stays until `tbctl down --purge`)")
         session.hold()
 
 
