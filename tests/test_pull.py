@@ -23,6 +23,8 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import Cli
+from tests.support import schemas
+from tests.support.schemas import conforms
 from tests.support.forwarders import adopt_forwarders
 from tests.support.procs import ProcessReaper, alive, http_get, wait_until
 from tests.support.sshd import link_down, link_up
@@ -209,7 +211,11 @@ def test_down_ends_the_pull_and_its_tensorboard(pulled: dict[str, Any], cli: Cli
     pid, port = up["instance"]["pid"], up["instance"]["port"]
     forwarders = [json.loads(p.read_text())["pid"] for p in (state_dir / "forwarders").glob("*.json")]
     assert len(forwarders) == 2
+    listing = cli("ls", "--json").json()
+    conforms(listing, schemas.LS)
+    assert len(listing["pulls"]) == 1
     out = cli("down", str(port), "--json").json()
+    conforms(out, schemas.DOWN)
     assert len(out["pulls"]) == 1 and out["purged"] == []
     assert wait_until(lambda: not alive(pid) and not any(alive(f) for f in forwarders), 15)
     assert cli("ls", "--json").json()["pulls"] == []
