@@ -113,14 +113,20 @@ class SourceMirror:
                     total += st.st_size
         return total
 
-    def apply(self, answer: Mapping[str, Any]) -> Applied:
-        """Append (or write) what one `pull_poll` answer carries, then record it in the index."""
+    def apply(self, answer: Mapping[str, Any], sent: Mapping[str, Any]) -> Applied:
+        """Append (or write) what one `pull_poll` answer carries, then record it in the index. `sent`: the
+        `known()` the poll was asked with. A file the mirror changed for since (another poller of this
+        mirror got there first) is skipped, so no answer is ever applied twice."""
         fetched, errors, changed = 0, [], False
+        now = self.known()
         for row in answer.get("files") or ():
             rel = row.get("path")
             parts = safe_parts(rel)
             if parts is None:
                 errors.append(f"refused a path from the host: {rel!r}")
+                continue
+            if now.get(rel) != sent.get(rel):
+                errors.append(f"{rel}: the mirror changed since the poll; polling again")
                 continue
             try:
                 got, moved = self._apply_row(rel, row)

@@ -59,14 +59,15 @@ class SourcePoller:
     def poll(self, host: Host) -> PullProgress:
         """One poll: ask, append, record. A link failure is a state (`reconnecting`), not an error."""
         p = self.progress
+        sent = self.mirror.known()
         try:
-            answer = host.call("pull_poll", logdir=self.source.logdir, known=self.mirror.known(), budget=self.budget)
+            answer = host.call("pull_poll", logdir=self.source.logdir, known=sent, budget=self.budget)
         except (SSHError, TbctlError, OSError) as exc:
             self.wait = self.interval
             message = getattr(exc, "message", None) or str(exc)
             return self._publish(replace(p, state="reconnecting", error=message, updated_at=time.time()))
         with self.store.lock(f"pull-{p.pull_id}-{self.source.label}"):  # one writer per mirror, whoever polls
-            applied = self.mirror.apply(answer)
+            applied = self.mirror.apply(answer, sent)
         now = time.time()
         done = applied.pending == 0 and not applied.errors
         error = "" if answer.get("exists") else f"{answer.get('root')} does not exist (yet) on {self.source.host}"
