@@ -227,7 +227,7 @@ def test_file_replaced_rsync_style_shows_new_data(pulled: dict[str, Any], cli: C
     tmp = replaced / ".events.tmp"  # rsync writes beside, then renames over the old file
     _write_events(tmp, range(12))
     os.replace(tmp, target)
-    assert wait_until(lambda: max((p[1] for p in _scalars(url, "h2/rsynced", "r")), default=0) == 11, 30), \
+    assert wait_until(lambda: [p[1] for p in _scalars(url, "h2/rsynced", "r")] == list(range(12)), 30), \
         _scalars(url, "h2/rsynced", "r")
 
 
@@ -256,8 +256,9 @@ def test_foreground_pull_polls_until_ctrl_c_then_stops_its_tensorboard(pull_host
     (logdir / "run").mkdir(parents=True)
     _write_events(logdir / "run" / "events.out.tfevents.1.h1.1.0", range(3))
     fg = Foreground(reaper, state_dir, "up", "--pull", f"h1:{logdir}", "--port", "6880", "--",
-                    "--reload_interval", "1")
+                    "--reload_interval", "1", env={"TBCTL_PULL_BUDGET": "60"})
     pid = fg.pid_from_stderr()
+    assert f"pulling h1:{logdir}: 60 B fetched, " in fg.stderr  # the first sync, 60 bytes a poll
     assert fg.wait_stderr("press Ctrl-C to stop (TensorBoard stops too)")
     assert wait_until(lambda: len(_scalars(fg.url, "h1/run", "r")) == 3, 30), _runs(fg.url)
     path = logdir / "run" / "events.out.tfevents.1.h1.1.0"

@@ -95,8 +95,8 @@ def first_sync(host: Host, poller: SourcePoller, report: Callable[[str], None]) 
             raise SSHError(f"pulling {poller.source.host}:{poller.source.logdir}: {progress.error}")
         if progress.pending == 0:
             return progress
-        report(f"pulling {poller.source.host}:{poller.source.logdir}: {_mib(progress.fetched)} fetched, "
-               f"{_mib(progress.pending)} to go")
+        report(f"pulling {poller.source.host}:{poller.source.logdir}: {_size(progress.fetched)} fetched, "
+               f"{_size(progress.pending)} to go")
 
 
 def keep_polling(host: Host, pollers: Callable[[], list[SourcePoller]], stop: threading.Event) -> None:
@@ -124,8 +124,8 @@ def _me() -> tuple[int, float | None]:
     return os.getpid(), info.get("create_time")
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1 << 10 else f"{n / (1 << 10):.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
 
 
 class PullKeeper:
