@@ -851,7 +851,6 @@ def remove_info_file(path: str) -> dict:
 # --- pulling a logdir (`up --pull`): what is there, and the bytes not yet mirrored ---------------------------
 
 
-
 def pull_wanted(parts: list) -> bool:
     """The files TensorBoard reads from a logdir: event files, the projector's config beside them, and plugin
     assets under a run's `plugins/` directory. Anything else (checkpoints, datasets) stays on the host."""

@@ -166,3 +166,23 @@ def test_a_symlink_planted_in_the_mirror_is_not_written_through(mirror: SourceMi
     mirror.apply({"files": [row], "gone": [], "pending": 0}, {})
     assert list(outside.iterdir()) == []
     assert (mirror.directory / "f" / f"{EVENTS}.2").read_bytes() == b"x"
+
+
+def test_sources_are_parsed_as_scp_does_and_labelled_apart(tmp_path: Path) -> None:
+    from tbctl.config import load_settings
+    from tbctl.core.pull import parse_sources, pull_id
+
+    settings = load_settings({"TBCTL_CONFIG": str(tmp_path / "none.toml"), "TBCTL_LOGDIR": "exp/runs"})
+    got = parse_sources(["gpu1:runs", "me@box:2222:~/runs", "gpu1:old/runs", "gpu2", "gpu1:runs"], settings)
+    assert [(s.host, s.logdir, s.label) for s in got] == [
+        ("gpu1", "runs", "gpu1"), ("me@box:2222", "~/runs", got[1].label), ("gpu1", "old/runs", "gpu1-2"),
+        ("gpu2", "exp/runs", "gpu2")]
+    assert safe_parts(got[1].label) == [got[1].label] and not got[1].label.startswith(".")
+    assert pull_id(got) == pull_id(parse_sources(["gpu1:runs", "me@box:2222:~/runs", "gpu1:old/runs", "gpu2"], settings))
+
+
+@pytest.mark.parametrize("args", [["--pull", "-oProxyCommand=x:runs"], ["--pull", "h1:runs", "--new"],
+                                  ["--pull", "h1:runs", "--host", "h1"], ["--pull", "h1:runs", "runs"],
+                                  ["--pulls"]])
+def test_pull_usage_errors(cli: Any, args: list[str]) -> None:
+    assert cli("up", *args, exit_code=2).stderr.startswith("tbctl: ")

@@ -69,6 +69,12 @@ def up(
     if pull or pulls:
         if logdir is not None or host_spec is not None:
             raise UsageError("--pull serves the mirrors of the pulled logdirs here; give no LOGDIR and no --host with it")
+        other = [flag for flag, given in (("--local-port", local_port), ("--keep", keep), ("--new", new),
+                                          ("--env", env_prefix), ("--job", job), ("--job-name", job_name),
+                                          ("--node", node), ("--wait", wait), ("--bind-node-address", bind_node_address),
+                                          ("--expose-to-network", expose_to_network)) if given]
+        if other:
+            raise UsageError(f"{other[0]} does not apply to --pull", hint="see 'tbctl up -h'")
         _pull(env, [*(env.settings.pull if pulls else ()), *(pull or ())], detach=detach, port=port,
               timeout=timeout, tensorboard=tensorboard, connect_timeout=connect_timeout, extra=extra,
               open_browser=open_browser)

@@ -45,13 +45,14 @@ def end(hosts: Reach, store: StateStore, target: str | None, *, host_spec: str |
         return Ended(tuple(outcomes), tuple(closed), tuple(warnings), job=job)
     from tbctl.core.down import down_with_forwards
     from tbctl.core.pull import end_pulls, purge_mirrors, stopper
+    from tbctl.models import LOCAL_HOST_NAME
 
     if purge and target is None and not all_instances and host_spec is None:  # `down --purge`: mirrors only
         return Ended((), (), (), purged=tuple(purge_mirrors(store)))
     result = down_with_forwards(opener, store, target, host_spec=host_spec, all_instances=all_instances, force=force,
                                 timeout=timeout or hosts.settings.stop_timeout)
     # A pull ends with its TensorBoard (`down PORT`), or with everything here (`down --all`).
-    stopped = {o.instance.pid for o in result.outcomes if o.instance.host == "localhost"}
+    stopped = {o.instance.pid for o in result.outcomes if o.instance.host == LOCAL_HOST_NAME}
     pulls = end_pulls(store, lambda p: (all_instances and host_spec is None) or p.instance_pid in stopped,
                       stop=stopper(hosts, store))
     purged = purge_mirrors(store) if purge else []

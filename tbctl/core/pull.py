@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from tbctl.hosts.base import Host
     from tbctl.state import StateStore
 
+STOP_JOIN_SECONDS = 5.0  # how long Ctrl-C waits for a poll on its way before leaving it behind
 _SPEC = re.compile(r"^(?P<host>[^:\s]+(?::\d+)?)(?::(?P<logdir>.*))?$")  # HOST[:PORT][:LOGDIR], as scp has it
 
 
@@ -136,6 +137,8 @@ def pull_up(request: PullRequest, settings: Settings, hosts: HostOpener, store: 
     except BaseException:
         for host in opened.values():
             host.close()
+        for source in sources:
+            store.remove_pull_progress(ident, source.label)
         raise
     inst = result.instance
     record = PullRecord(id=ident, sources=sources, mirror=str(mirror), interval=settings.pull_interval,
@@ -170,20 +173,25 @@ def pull_up(request: PullRequest, settings: Settings, hosts: HostOpener, store: 
                                     args=(host, _of(pollers, name), stop)) for name, host in opened.items()]
         report.notice(f"pulling every {record.interval:g} s; press Ctrl-C to stop"
                       + (" (TensorBoard stops too)" if record.stop_instance else ""))
-        with interrupt_on_hangup(), contextlib.suppress(KeyboardInterrupt):
+        try:
+            with interrupt_on_hangup(), contextlib.suppress(KeyboardInterrupt):
+                for thread in threads:
+                    thread.start()
+                while any(t.is_alive() for t in threads):
+                    time.sleep(0.2)
+        finally:
+            stop.set()
             for thread in threads:
-                thread.start()
-            while any(t.is_alive() for t in threads):
-                time.sleep(0.2)
+                thread.join(STOP_JOIN_SECONDS)  # a poll on its way ends, or is left behind by close()
 
     try:
         yield PullSession(result, record, detached=False, hold=hold)
     finally:
         stop.set()
+        for poller in pollers:
+            poller.close()
         for host in opened.values():
             host.close()
-        for source in sources:
-            store.remove_pull_progress(ident, source.label)
         if record.stop_instance:
             stopper(hosts, store)(record)
         report.notice(f"pull ended; the mirror stays in {mirror} until `tbctl down --purge`")

@@ -55,6 +55,7 @@ class SourcePoller:
                                      files=self.mirror.file_count, gone=self.mirror.gone_count,
                                      bytes=self.mirror.mirrored_bytes())
         self.wait = 0.0  # seconds until the next poll
+        self.closed = False  # once set, the progress file is left alone (its owner removes it)
 
     def poll(self, host: Host) -> PullProgress:
         """One poll: ask, append, record. A link failure is a state (`reconnecting`), not an error."""
@@ -83,8 +84,14 @@ class SourcePoller:
 
     def _publish(self, progress: PullProgress) -> PullProgress:
         self.progress = progress
-        self.store.write_pull_progress(progress)
+        if not self.closed:
+            self.store.write_pull_progress(progress)
         return progress
+
+    def close(self) -> None:
+        """No more progress files from this poller (a poll still on its way finishes silently)."""
+        self.closed = True
+        self.store.remove_pull_progress(self.progress.pull_id, self.source.label)
 
 
 def first_sync(host: Host, poller: SourcePoller, report: Callable[[str], None]) -> PullProgress:
@@ -147,8 +154,7 @@ class PullKeeper:
             wanted = {(rec.id, s.label): (rec, s) for rec in self.store.pulls() for s in rec.sources
                       if s.host == self.host}
             for key in [k for k in self._pollers if k not in wanted]:
-                self._pollers.pop(key)
-                self.store.remove_pull_progress(*key)
+                self._pollers.pop(key).close()
                 self.log(f"stopped pulling {key[1]} of pull {key[0]}")
             for key, (rec, source) in wanted.items():
                 if key not in self._pollers:
