@@ -135,8 +135,11 @@ class StateStore:
     def pulls(self) -> list[PullRecord]:
         return self._load(self.dir / PULLS_FILE, PullRecord.from_json)
 
-    def add_pull(self, record: PullRecord) -> None:
-        self._append(self.dir / PULLS_FILE, PullRecord.from_json, record)
+    def put_pull(self, record: PullRecord) -> None:
+        """Add the pull, or replace the one with its id (in one write: its pollers never see it gone)."""
+        with self.lock("state"):
+            records = [r for r in self._load(self.dir / PULLS_FILE, PullRecord.from_json, locked=True) if r.id != record.id]
+            self._write(self.dir / PULLS_FILE, [*records, record])
 
     def remove_pulls(self, match: Callable[[PullRecord], bool]) -> list[PullRecord]:
         return self._remove(self.dir / PULLS_FILE, PullRecord.from_json, match)

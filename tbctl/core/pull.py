@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,6 +117,23 @@ def pull_up(request: PullRequest, settings: Settings, hosts: HostOpener, store: 
 
     check_extra_args(up_request.extra_args, network_ok=False)
     opened: dict[str, Host] = {}
+    pollers: list[SourcePoller] = []
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    record = PullRecord(id=ident, sources=sources, mirror=str(mirror), interval=settings.pull_interval,
+                        budget=settings.pull_budget)
+    handed_off = False
+
+    def let_go() -> None:
+        """Stop polling here: threads told and waited for, progress files removed, connections closed."""
+        stop.set()
+        for thread in threads:
+            thread.join(STOP_JOIN_SECONDS)  # a poll on its way ends, or is left behind by close()
+        for poller in pollers:
+            poller.close()
+        for host in opened.values():
+            host.close()
+
     try:
         with report.busy():
             for source in sources:
@@ -127,23 +144,33 @@ def pull_up(request: PullRequest, settings: Settings, hosts: HostOpener, store: 
 
                 for host in opened.values():
                     detach_warning(host)  # refused before anything starts
-            pollers = [SourcePoller(store, ident, s, mirror, interval=settings.pull_interval,
-                                    budget=settings.pull_budget) for s in sources]
-            if existing is None:  # a detached pull of the same sources already keeps the mirror
+            if existing is None:  # else a background pull of the same sources already keeps the mirror
+                pollers = [SourcePoller(store, ident, s, mirror, interval=settings.pull_interval,
+                                        budget=settings.pull_budget) for s in sources]
                 for poller in pollers:
                     first_sync(opened[poller.source.host], poller, report.progress)
+                # Polling goes on while TensorBoard starts, so the mirror is no staler than a poll or two by
+                # the time the URL is shown: here, or in each host's background process.
+                if request.detach:
+                    store.put_pull(record)
+                    handed_off = True
+                    let_go()
+                    _start_background(store, hosts, list(opened), request.connect_timeout)
+                else:
+                    threads = [threading.Thread(target=keep_polling, name=f"tbctl-pull-{name}", daemon=True,
+                                                args=(host, _of(pollers, name), stop)) for name, host in opened.items()]
+                    for thread in threads:
+                        thread.start()
             mirror.mkdir(parents=True, exist_ok=True)
             result = up(hosts.local(), store, up_request, progress=report.progress, notice=report.notice)
     except BaseException:
-        for host in opened.values():
-            host.close()
-        for source in sources:
-            store.remove_pull_progress(ident, source.label)
+        let_go()
+        if handed_off:
+            end_pulls(store, lambda p: p.id == ident, stop=lambda rec: None)
         raise
     inst = result.instance
-    record = PullRecord(id=ident, sources=sources, mirror=str(mirror), interval=settings.pull_interval,
-                        budget=settings.pull_budget, instance_pid=inst.pid, instance_create_time=inst.create_time,
-                        port=inst.port, stop_instance=not result.reused)
+    record = replace(record, instance_pid=inst.pid, instance_create_time=inst.create_time, port=inst.port,
+                     stop_instance=not result.reused)
     if existing is not None:
         for host in opened.values():
             host.close()
@@ -151,50 +178,47 @@ def pull_up(request: PullRequest, settings: Settings, hosts: HostOpener, store: 
         yield PullSession(result, existing, detached=True)
         return
     if request.detach:
-        from tbctl import daemon
-
-        try:
-            store.add_pull(record)
-            for host in opened.values():
-                host.close()  # the background process makes its own connection (or rides this one's master)
-            for name in opened:
-                daemon.ensure_running(store, name, backend=hosts.backend(name), connect_timeout=request.connect_timeout)
-        except BaseException:
-            end_pulls(store, lambda p: p.id == ident, stop=stopper(hosts, store))
-            raise
+        store.put_pull(record)  # now with its TensorBoard, which `down` stops with it
         yield PullSession(result, record, detached=True)
         return
-    stop = threading.Event()
 
     def hold() -> None:
         from tbctl.core.expose import interrupt_on_hangup
 
-        threads = [threading.Thread(target=keep_polling, name=f"tbctl-pull-{name}", daemon=True,
-                                    args=(host, _of(pollers, name), stop)) for name, host in opened.items()]
         report.notice(f"pulling every {record.interval:g} s; press Ctrl-C to stop"
                       + (" (TensorBoard stops too)" if record.stop_instance else ""))
-        try:
-            with interrupt_on_hangup(), contextlib.suppress(KeyboardInterrupt):
-                for thread in threads:
-                    thread.start()
-                while any(t.is_alive() for t in threads):
-                    time.sleep(0.2)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(STOP_JOIN_SECONDS)  # a poll on its way ends, or is left behind by close()
+        with interrupt_on_hangup(), contextlib.suppress(KeyboardInterrupt):
+            while any(t.is_alive() for t in threads):
+                time.sleep(0.2)
 
     try:
         yield PullSession(result, record, detached=False, hold=hold)
     finally:
-        stop.set()
-        for poller in pollers:
-            poller.close()
-        for host in opened.values():
-            host.close()
+        let_go()
         if record.stop_instance:
             stopper(hosts, store)(record)
         report.notice(f"pull ended; the mirror stays in {mirror} until `tbctl down --purge`")
+
+
+def _start_background(store: StateStore, hosts: HostOpener, names: list[str], connect_timeout: float | None) -> None:
+    """Each host's background process, started (or found running) at the same time; the first failure raised."""
+    from tbctl import daemon
+
+    failures: list[BaseException] = []
+
+    def start(name: str) -> None:
+        try:
+            daemon.ensure_running(store, name, backend=hosts.backend(name), connect_timeout=connect_timeout)
+        except BaseException as exc:  # raised in the caller's thread below
+            failures.append(exc)
+
+    starters = [threading.Thread(target=start, args=(name,), name=f"tbctl-start-{name}") for name in names]
+    for thread in starters:
+        thread.start()
+    for thread in starters:
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 def _of(pollers: list[SourcePoller], host: str) -> Callable[[], list[SourcePoller]]:
