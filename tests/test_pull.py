@@ -263,10 +263,15 @@ def test_foreground_pull_polls_until_ctrl_c_then_stops_its_tensorboard(pull_host
     logdir = tmp_path / "fg" / "runs"
     (logdir / "run").mkdir(parents=True)
     _write_events(logdir / "run" / "events.out.tfevents.1.h1.1.0", range(3))
-    fg = Foreground(reaper, state_dir, "up", "--pull", f"h1:{logdir}", "--port", "6880", "--",
-                    "--reload_interval", "1", env={"TBCTL_PULL_BUDGET": "60"})
+    later = tmp_path / "fg" / "later"  # not there yet on h2
+    fg = Foreground(reaper, state_dir, "up", "--pull", f"h1:{logdir}", "--pull", f"h2:{later}", "--port", "6880",
+                    "--", "--reload_interval", "1", env={"TBCTL_PULL_BUDGET": "60"})
     pid = fg.pid_from_stderr()
     assert f"pulling h1:{logdir}: 60 B fetched, " in fg.stderr  # the first sync, 60 bytes a poll
+    assert f"{later} does not exist on h2 (yet)" in fg.stderr
+    (later / "run").mkdir(parents=True)
+    _write_events(later / "run" / "events.out.tfevents.1.h2.1.0", range(2))
+    assert wait_until(lambda: len(_scalars(fg.url, "h2/run", "r")) == 2, 30), _runs(fg.url)
     assert fg.wait_stderr("press Ctrl-C to stop (TensorBoard stops too)")
     assert wait_until(lambda: len(_scalars(fg.url, "h1/run", "r")) == 3, 30), _runs(fg.url)
     path = logdir / "run" / "events.out.tfevents.1.h1.1.0"

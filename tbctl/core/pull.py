@@ -148,7 +148,9 @@ def pull_up(request: PullRequest, settings: Settings, hosts: HostOpener, store: 
                 pollers = [SourcePoller(store, ident, s, mirror, interval=settings.pull_interval,
                                         budget=settings.pull_budget) for s in sources]
                 for poller in pollers:
-                    first_sync(opened[poller.source.host], poller, report.progress)
+                    synced = first_sync(opened[poller.source.host], poller, report.progress)
+                    if synced.error:  # e.g. the logdir does not exist there (yet): pulled once it does
+                        report.warn(synced.error)
                 # Polling goes on while TensorBoard starts, so the mirror is no staler than a poll or two by
                 # the time the URL is shown: here, or in each host's background process.
                 if request.detach:

@@ -71,7 +71,7 @@ class SourcePoller:
             applied = self.mirror.apply(answer, sent)
         now = time.time()
         done = applied.pending == 0 and not applied.errors
-        error = "" if answer.get("exists") else f"{answer.get('root')} does not exist (yet) on {self.source.host}"
+        error = "" if answer.get("exists") else f"{answer.get('root')} does not exist on {self.source.host} (yet)"
         error = "; ".join([*applied.errors, *answer.get("errors", ())]) or error
         self.wait = 0.0 if applied.pending else (self.interval if applied.fetched else
                                                  min(max(self.wait, self.interval) * IDLE_BACKOFF,
