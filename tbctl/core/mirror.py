@@ -217,9 +217,7 @@ def _append(directory: Path, local: str, data: bytes, *, expect_size: int) -> No
         size = os.fstat(fd).st_size
         if size != expect_size:
             raise ValueError(f"the mirror holds {size} bytes, the answer starts at {expect_size}; polling again")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
     finally:
         os.close(fd)
 
@@ -232,7 +230,13 @@ def _replace(directory: Path, local: str, data: bytes) -> None:
         tmp.unlink()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
     try:
-        os.write(fd, data)
+        _write_all(fd, data)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
