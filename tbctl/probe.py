@@ -857,10 +857,24 @@ def pull_wanted(parts: list) -> bool:
     return "tfevents" in parts[-1] or parts[-1] == "projector_config.pbtxt" or "plugins" in parts[:-1]
 
 
-def pull_poll(logdir: str, known: dict | None = None, budget: int = 4 << 20, encoding: str = "zlib") -> dict:
+_PULL_KNOWN = {}  # type: dict  # logdir -> (digest, known): what the caller will have mirrored after the last answer
+
+
+def pull_digest(known: dict) -> str:
+    """Names a `known` map, so an unchanged one need not be sent again (the caller computes it the same way)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(known, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def pull_poll(logdir: str, known: dict | None = None, budget: int = 4 << 20, encoding: str = "zlib",
+              digest: str | None = None) -> dict:
     """One poll of a pulled logdir: every wanted file with its identity, and the bytes the caller lacks.
 
-    `known` maps a path (relative, `/`-separated) to the [dev, ino, size, mtime] the caller mirrored. Event
+    `known` maps a path (relative, `/`-separated) to the [dev, ino, size, mtime] the caller mirrored. Sent
+    whole it costs ~100 bytes a file on every poll, so the answer's `next_digest` names what the caller will
+    have once it applied the answer; a caller that has exactly that sends only `digest` next time, and gets
+    `resend` if this probe does not hold it (a new connection). Event
     files are append-only: bytes are read from the known size on when the identity is the same and the file
     did not shrink, else from 0 (a new, replaced or shrunk file). Any other file is read whole when anything
     about it changed. At most `budget` bytes in all; a file whose bytes did not fit says `pending`.
@@ -870,7 +884,11 @@ def pull_poll(logdir: str, known: dict | None = None, budget: int = 4 << 20, enc
     import base64
     import zlib
 
-    known = known or {}
+    if known is None:
+        cached = _PULL_KNOWN.get(logdir)
+        if digest is None or cached is None or cached[0] != digest:
+            return {"resend": True}
+        known = cached[1]
     root = os.path.expanduser(logdir)
     if not os.path.isabs(root):
         root = os.path.join(os.path.expanduser("~"), root)
@@ -926,6 +944,14 @@ def pull_poll(logdir: str, known: dict | None = None, budget: int = 4 << 20, enc
             answer["pending"] += want - row["length"]
             answer["files"].append(row)
     answer["gone"] = sorted(p for p in known if p not in seen)
+    after = dict((p, v) for p, v in known.items() if p in seen)  # what the caller has once it applied this
+    for row in answer["files"]:
+        if "tfevents" in row["path"].rsplit("/", 1)[-1]:
+            after[row["path"]] = [row["dev"], row["ino"], row["offset"] + row["length"], row["mtime"]]
+        elif row["length"] == row["size"]:
+            after[row["path"]] = [row["dev"], row["ino"], row["size"], row["mtime"]]
+    answer["next_digest"] = pull_digest(after)
+    _PULL_KNOWN[logdir] = (answer["next_digest"], after)
     return answer
 
 

@@ -186,3 +186,41 @@ def test_sources_are_parsed_as_scp_does_and_labelled_apart(tmp_path: Path) -> No
                                   ["--pulls"]])
 def test_pull_usage_errors(cli: Any, args: list[str]) -> None:
     assert cli("up", *args, exit_code=2).stderr.startswith("tbctl: ")
+
+
+class RecordingHost:
+    """This machine's probe, in-process, keeping each pull_poll request as it would travel."""
+
+    def __init__(self) -> None:
+        self.probe = probe.Probe()
+        self.requests: list[dict[str, Any]] = []
+
+    def call(self, op: str, **args: Any) -> Any:
+        self.requests.append(json.loads(json.dumps(args)))
+        return json.loads(json.dumps(self.probe.handle(op, args)))
+
+
+def test_an_idle_poll_does_not_resend_what_the_mirror_holds(host_dir: Path, tmp_path: Path) -> None:
+    from tbctl.core.pulling import SourcePoller
+    from tbctl.records import PullSource
+    from tbctl.state import StateStore
+
+    for i in range(50):
+        (host_dir / f"run{i}").mkdir()
+        (host_dir / f"run{i}" / EVENTS).write_bytes(b"x" * 10)
+    poller = SourcePoller(StateStore(tmp_path / "state"), "p", PullSource("h", str(host_dir), "h"), tmp_path / "m",
+                          interval=1.0, budget=1 << 20)
+    host = RecordingHost()
+    poller.poll(host)  # the first: the map goes (empty)
+    with open(host_dir / "run3" / EVENTS, "ab") as f:
+        f.write(b"y" * 5)
+    assert poller.poll(host).fetched == 505
+    poller.poll(host)
+    assert [r["known"] is None for r in host.requests] == [False, True, True]
+    assert len(json.dumps(host.requests[-1])) < 200
+    probe._PULL_KNOWN.clear()  # a new connection: a new probe, which holds no map
+    with open(host_dir / "run7" / EVENTS, "ab") as f:
+        f.write(b"z" * 3)
+    assert poller.poll(host).fetched == 508
+    assert [r["known"] is None for r in host.requests[3:]] == [True, False]  # asked again, then sent whole
+    assert (tmp_path / "m" / "h" / "run7" / EVENTS).read_bytes() == b"x" * 10 + b"z" * 3

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tbctl.core.mirror import SourceMirror
+from tbctl.probe import pull_digest
 from tbctl.errors import SSHError, TbctlError
 from tbctl.records import PullProgress, PullSource
 
@@ -56,19 +57,25 @@ class SourcePoller:
                                      bytes=self.mirror.mirrored_bytes())
         self.wait = 0.0  # seconds until the next poll
         self.closed = False  # once set, the progress file is left alone (its owner removes it)
+        self._foreseen: str | None = None  # what the probe expects us to hold after its last answer
 
     def poll(self, host: Host) -> PullProgress:
         """One poll: ask, append, record. A link failure is a state (`reconnecting`), not an error."""
         p = self.progress
         sent = self.mirror.known()
-        try:
-            answer = host.call("pull_poll", logdir=self.source.logdir, known=sent, budget=self.budget)
+        digest = pull_digest(sent)
+        try:  # the map of what we have travels only when the probe's last answer did not foresee it
+            ask = {"logdir": self.source.logdir, "budget": self.budget, "digest": digest}
+            answer = host.call("pull_poll", **ask, known=None if digest == self._foreseen else sent)
+            if answer.get("resend"):  # another probe (a new connection) than the one that foresaw it
+                answer = host.call("pull_poll", **ask, known=sent)
         except (SSHError, TbctlError, OSError) as exc:
             self.wait = self.interval
             message = getattr(exc, "message", None) or str(exc)
             return self._publish(replace(p, state="reconnecting", error=message, updated_at=time.time()))
         with self.store.lock(f"pull-{p.pull_id}-{self.source.label}"):  # one writer per mirror, whoever polls
             applied = self.mirror.apply(answer, sent)
+        self._foreseen = answer.get("next_digest")
         now = time.time()
         done = applied.pending == 0 and not applied.errors
         error = "" if answer.get("exists") else f"{answer.get('root')} does not exist on {self.source.host} (yet)"
