@@ -164,6 +164,17 @@ class StateStore:
             self.warnings.append(f"unreadable pull progress {path}; ignored")
             return None
 
+    def pull_progresses(self) -> list[PullProgress]:
+        """Every source's progress file, foreground pulls' included."""
+        directory = self.dir / "pulls"
+        if not self._private_dir(directory, create=False):
+            return []
+        out = []
+        for path in sorted(directory.glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                out.append(PullProgress.from_json(json.loads(path.read_text(encoding="utf-8"))))
+        return out
+
     def remove_pull_progress(self, pull_id: str, label: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._pull_progress_path(pull_id, label).unlink()

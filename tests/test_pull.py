@@ -259,7 +259,8 @@ def test_down_ends_the_pull_and_its_tensorboard(pulled: dict[str, Any], cli: Cli
 
 
 def test_foreground_pull_polls_until_ctrl_c_then_stops_its_tensorboard(pull_hosts: Path, reaper: ProcessReaper,
-                                                                       state_dir: Path, tmp_path: Path) -> None:
+                                                                       state_dir: Path, tmp_path: Path,
+                                                                       cli: Cli) -> None:
     logdir = tmp_path / "fg" / "runs"
     (logdir / "run").mkdir(parents=True)
     _write_events(logdir / "run" / "events.out.tfevents.1.h1.1.0", range(3))
@@ -280,6 +281,7 @@ def test_foreground_pull_polls_until_ctrl_c_then_stops_its_tensorboard(pull_host
     with open(path, "ab") as f:  # appended in place, as a writer does
         f.write((tmp_path / "more").read_bytes())
     assert wait_until(lambda: len(_scalars(fg.url, "h1/run", "r")) == 6, 30), _scalars(fg.url, "h1/run", "r")
+    assert cli("down", "--purge", "--json").json()["purged"] == []  # a mirror being pulled is in use
     assert fg.interrupt() == 0, fg.stderr
     assert wait_until(lambda: not alive(pid), 10)
     assert "pull ended; the mirror stays in" in fg.stderr

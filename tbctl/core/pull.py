@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tbctl.core.pulling import SourcePoller, first_sync, keep_polling, mirror_of, pull_dir
+from tbctl.core.pulling import SourcePoller, first_sync, keep_polling, mirror_of
 from tbctl.errors import UsageError
 from tbctl.models import PullInfo, PullSourceInfo, UpResult, browser_url
 from tbctl.records import PullRecord, PullSource
@@ -270,10 +270,10 @@ def stopper(hosts: HostOpener, store: StateStore) -> Callable[[PullRecord], None
         if not rec.stop_instance or rec.instance_pid is None:
             return
         from tbctl.core.down import stop_instances
-        from tbctl.core.instances import list_instances
+        from tbctl.core.instances import launched_as, list_instances
 
         local = hosts.local()
-        mine = [i for i in list_instances(local, store) if i.pid == rec.instance_pid]
+        mine = [i for i in list_instances(local, store) if launched_as(i, rec.instance_pid, rec.instance_create_time)]
         if mine:
             stop_instances(local, store, mine, force=False, timeout=5.0)
 
@@ -281,9 +281,9 @@ def stopper(hosts: HostOpener, store: StateStore) -> Callable[[PullRecord], None
 
 
 def end_pulls(store: StateStore, match: Callable[[PullRecord], bool], *,
-              stop: Callable[[PullRecord], None], purge: bool = False) -> list[PullRecord]:
+              stop: Callable[[PullRecord], None]) -> list[PullRecord]:
     """Remove matching pulls (their background processes stop polling them within a second and exit when they
-    have nothing left), stop the TensorBoards they started, and with `purge` delete their mirrors."""
+    have nothing left), and stop the TensorBoards they started. Their mirrors stay (`purge_mirrors`)."""
     from tbctl.core.forwards import retire_idle_forwarders
 
     ended = store.remove_pulls(match)
@@ -292,16 +292,18 @@ def end_pulls(store: StateStore, match: Callable[[PullRecord], bool], *,
         for source in rec.sources:
             store.remove_pull_progress(rec.id, source.label)
     retire_idle_forwarders(store)
-    if purge:
-        for rec in ended:
-            shutil.rmtree(pull_dir(cache_root(), rec.id), ignore_errors=True)
     return ended
 
 
 def purge_mirrors(store: StateStore) -> list[str]:
-    """Every mirror no pull uses any more (`down --purge`): deleted, and named."""
+    """Every mirror no pull uses any more (`down --purge`): deleted, and named. In use: a background pull's,
+    and a foreground one's (a live process polls it)."""
+    from tbctl import probe
+
     root = cache_root() / "pulls"
+    local = probe.Probe()
     in_use = {p.id for p in store.pulls()}
+    in_use |= {p.pull_id for p in store.pull_progresses() if local.alive(p.pid, p.create_time)}
     gone = []
     for path in sorted(root.glob("*")) if root.is_dir() else ():
         if path.name not in in_use and path.is_dir() and not path.is_symlink():
