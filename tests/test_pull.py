@@ -28,7 +28,7 @@ from tests.support.schemas import conforms
 from tests.support.foreground import Foreground
 from tests.support.forwarders import adopt_forwarders
 from tests.support.procs import ProcessReaper, alive, http_get, wait_until
-from tests.support.sshd import link_down, link_up
+from tests.support.sshd import link_down, link_up, restart_sshd
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -166,6 +166,12 @@ def _waiting(flushed: list[tuple[int, float]], have: set[int], now: float) -> fl
     return max((now - wall for step, wall in flushed if step not in have), default=0.0)
 
 
+def _log(state_dir: Path, host: str) -> str:
+    """The background process's log for `host`."""
+    path = state_dir / "forwarders" / f"{host}.log"
+    return path.read_text() if path.exists() else ""
+
+
 def _pull_row(cli: Cli) -> dict[str, Any]:
     (pull,) = cli("ls", "--json").json()["pulls"]
     return pull
@@ -208,7 +214,7 @@ def test_two_hosts_one_dashboard_lag_bytes_and_no_listener(pulled: dict[str, Any
     assert fetched <= 1.1 * sum(on_hosts.values()), (fetched, on_hosts)
 
 
-def test_link_cut_mid_write_loses_and_repeats_no_step(pulled: dict[str, Any], cli: Cli) -> None:
+def test_link_cut_mid_write_loses_and_repeats_no_step(pulled: dict[str, Any], cli: Cli, state_dir: Path) -> None:
     url, (h1, _) = pulled["url"], pulled["hosts"]
     assert wait_until(lambda: len(_scalars(url, "h1/train")) >= 3, 30)
     link_down(pulled["remote"].netns)
@@ -216,6 +222,11 @@ def test_link_cut_mid_write_loses_and_repeats_no_step(pulled: dict[str, Any], cl
         time.sleep(10)
     finally:
         link_up(pulled["remote"].netns)
+    time.sleep(3)
+    # and a dropped connection (sshd restarted): the background process reconnects and resumes
+    restart_sshd(pulled["remote"].server)
+    assert wait_until(lambda: "link up" in _log(state_dir, "h1").split("link reconnecting", 1)[-1]
+                      and "link reconnecting" in _log(state_dir, "h1"), 30), _log(state_dir, "h1")
     time.sleep(3)
     h1.stop_writer()
     written = [s for s, _ in h1.steps()]
