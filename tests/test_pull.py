@@ -279,6 +279,7 @@ def test_foreground_pull_polls_until_ctrl_c_then_stops_its_tensorboard(pull_host
     fg = Foreground(reaper, state_dir, "up", "--pull", f"h1:{logdir}", "--pull", f"h2:{later}", "--port", "6880",
                     "--", "--reload_interval", "1", env={"TBCTL_PULL_BUDGET": "60"})
     pid = fg.pid_from_stderr()
+    reaper.adopt(pid)
     assert f"pulling h1:{logdir}: 60 B fetched, " in fg.stderr  # the first sync, 60 bytes a poll
     assert f"{later} does not exist on h2 (yet)" in fg.stderr
     (later / "run").mkdir(parents=True)
