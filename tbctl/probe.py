@@ -928,6 +928,9 @@ def pull_poll(logdir: str, known: dict | None = None, budget: int = 4 << 20, enc
             row = {"path": rel, "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime": mtime,
                    "offset": start, "length": 0, "data": "", "encoding": "raw"}
             want = st.st_size - start
+            if "tfevents" not in name and want > budget:  # it could never be sent whole
+                answer["errors"].append("%s: %d bytes, more than one poll may fetch; not pulled" % (rel, want))
+                continue
             take = min(want, left) if "tfevents" in name or want <= left else 0
             if take > 0:
                 try:

@@ -224,3 +224,22 @@ def test_an_idle_poll_does_not_resend_what_the_mirror_holds(host_dir: Path, tmp_
     assert poller.poll(host).fetched == 508
     assert [r["known"] is None for r in host.requests[3:]] == [True, False]  # asked again, then sent whole
     assert (tmp_path / "m" / "h" / "run7" / EVENTS).read_bytes() == b"x" * 10 + b"z" * 3
+
+
+def test_a_plugin_file_bigger_than_a_poll_is_reported_not_pulled_forever(host_dir: Path, mirror: SourceMirror) -> None:
+    (host_dir / "a" / "projector_config.pbtxt").write_bytes(b"p" * 500)
+    (host_dir / "a" / EVENTS).write_bytes(b"e" * 10)
+    answer, fetched = poll(host_dir, mirror, budget=100)
+    assert fetched == 10 and answer["pending"] == 0
+    assert answer["errors"] == ["a/projector_config.pbtxt: 500 bytes, more than one poll may fetch; not pulled"]
+
+
+def test_a_compressed_answer_cannot_inflate_beyond_its_length(mirror: SourceMirror) -> None:
+    import base64
+    import zlib
+
+    bomb = base64.b64encode(zlib.compress(b"\0" * 10_000_000)).decode()
+    row = {"path": f"a/{EVENTS}", "dev": 1, "ino": 2, "size": 10, "mtime": 0.0, "offset": 0, "length": 10,
+           "data": bomb, "encoding": "zlib"}
+    applied = mirror.apply({"files": [row], "gone": [], "pending": 0}, {})
+    assert applied.fetched == 0 and "length does not match" in applied.errors[0]
