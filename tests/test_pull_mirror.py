@@ -241,5 +241,13 @@ def test_a_compressed_answer_cannot_inflate_beyond_its_length(mirror: SourceMirr
     bomb = base64.b64encode(zlib.compress(b"\0" * 10_000_000)).decode()
     row = {"path": f"a/{EVENTS}", "dev": 1, "ino": 2, "size": 10, "mtime": 0.0, "offset": 0, "length": 10,
            "data": bomb, "encoding": "zlib"}
-    applied = mirror.apply({"files": [row], "gone": [], "pending": 0}, {})
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        applied = mirror.apply({"files": [row], "gone": [], "pending": 0}, {})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert applied.fetched == 0 and "length does not match" in applied.errors[0]
+    assert peak < 1_000_000  # not the 10 MB it would inflate to
