@@ -217,3 +217,15 @@ class PullInfo:
     instance_pid: int | None
     tensorboard: str  # serving · dead
     url: str | None
+
+
+def human_bytes(n: int) -> str:
+    """`512 B`, `3.1 KiB`, `2.0 MiB`, `1.5 GiB`."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tbctl.cli.visible import visible
 from tbctl.models import (ForwardInfo, FreePortResult, PortHolder, PortReport, PullInfo, StopOutcome, TensorBoardInstance,
-                          UpResult, as_json)
+                          UpResult, as_json, human_bytes)
 
 if TYPE_CHECKING:
     from tbctl.cli.environment import Environment
@@ -111,7 +111,7 @@ def pulls_table(env: Environment, pulls: Sequence[PullInfo]) -> None:
         for s in p.sources:
             files = f"{s.files}" + (f" ({s.gone} deleted there)" if s.gone else "")
             state = s.state + (f": {s.error}" if s.error and s.state != "up" else "")
-            rows.append([f"{s.host}:{s.logdir}", s.label, files, _size(s.bytes), human_duration(s.lag),
+            rows.append([f"{s.host}:{s.logdir}", s.label, files, human_bytes(s.bytes), human_duration(s.lag),
                          p.url or f"- (TensorBoard {p.tensorboard})", state])
     env.stdout.write("\npulls:\n")
     table(env, ["source", "runs", "files", "bytes", "lag", "url", "state"], rows, status_column=6)
@@ -122,14 +122,6 @@ def pulls_ended(env: Environment, pulls: Sequence[str], purged: Sequence[str]) -
         env.result_line(f"ended pull {ident}" + ("" if purged else "; its mirror stays until `tbctl down --purge`"))
     for path in purged:
         env.result_line(f"deleted mirror {path}")
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
 
 
 # The columns a narrow terminal may shorten, and where: paths in the middle (their start and their run name

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from tbctl.core.mirror import SourceMirror
 from tbctl.probe import pull_digest
 from tbctl.errors import SSHError, TbctlError
+from tbctl.models import human_bytes
 from tbctl.records import PullProgress, PullSource
 
 if TYPE_CHECKING:
@@ -109,8 +110,8 @@ def first_sync(host: Host, poller: SourcePoller, report: Callable[[str], None]) 
             raise SSHError(f"pulling {poller.source.host}:{poller.source.logdir}: {progress.error}")
         if progress.pending == 0:
             return progress
-        report(f"pulling {poller.source.host}:{poller.source.logdir}: {_size(progress.fetched)} fetched, "
-               f"{_size(progress.pending)} to go")
+        report(f"pulling {poller.source.host}:{poller.source.logdir}: {human_bytes(progress.fetched)} fetched, "
+               f"{human_bytes(progress.pending)} to go")
 
 
 def keep_polling(host: Host, pollers: Callable[[], list[SourcePoller]], stop: threading.Event) -> None:
@@ -136,10 +137,6 @@ def _me() -> tuple[int, float | None]:
 
     info = probe.default_backend().proc_info(os.getpid()) or {}
     return os.getpid(), info.get("create_time")
-
-
-def _size(n: int) -> str:
-    return f"{n} B" if n < 1 << 10 else f"{n / (1 << 10):.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
 
 
 class PullKeeper:
