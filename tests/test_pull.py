@@ -255,6 +255,11 @@ def test_down_ends_the_pull_and_its_tensorboard(pulled: dict[str, Any], cli: Cli
     pid, port = up["instance"]["pid"], up["instance"]["port"]
     forwarders = [json.loads(p.read_text())["pid"] for p in (state_dir / "forwarders").glob("*.json")]
     assert len(forwarders) == 2
+    hosts = pulled["hosts"]
+    again = cli("up", "--json", "--pull", f"h1:{hosts[0].logdir}", "--pull", f"h2:{hosts[1].logdir}", "--detach",
+                "--port", "6870")
+    assert "reusing the background pull of h1:" in again.stderr
+    assert again.json()["reused"] and again.json()["instance"]["pid"] == pid
     listing = cli("ls", "--json").json()
     conforms(listing, schemas.LS)
     assert len(listing["pulls"]) == 1
