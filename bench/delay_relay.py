@@ -14,6 +14,10 @@ client's first byte can leave, and the server accepts half an RTT later: the rel
 1.5 × RTT after it accepts (the client's early bytes wait for it), so the server's first byte reaches the
 client 2 RTT after connect(), as on a real link (--no-handshake: connect at once). Loss, jitter and a
 bandwidth limit are not modelled. Used from Python: `with DelayRelay([(host, port)], rtt_ms=50) as ports:`.
+
+It also counts round trips, as the client's flights: a burst from the client that follows the server's
+answer (data the relay has delivered to the client since the client last sent), or a connection's first
+burst. SIGUSR1 prints `flights N` (the total over every connection so far; DelayRelay.flights()).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 # Only ever loopback, or the throwaway network namespaces' range (tests/support/sshd.py OWN_NET).
@@ -49,7 +54,30 @@ def _nodelay(writer: asyncio.StreamWriter) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the delay is ours alone, not Nagle's
 
 
-async def _pipe(reader: asyncio.StreamReader, writer_ready: asyncio.Future[asyncio.StreamWriter], delay: float) -> None:
+FLIGHTS = [0]  # the client's flights, over every connection
+TRACE = bool(os.environ.get("DELAY_RELAY_TRACE"))  # each flight on stderr: where the round trips go
+
+
+class _Turn:
+    """Whose turn a connection is at: the client's next burst is a new flight once it has been answered."""
+
+    def __init__(self) -> None:
+        self.answered = True  # the first burst is a flight
+
+    def client_sent(self, size: int = 0) -> None:
+        if self.answered:
+            FLIGHTS[0] += 1
+            self.answered = False
+            if TRACE:
+                print(f"trace {time.monotonic():.3f} conn {id(self) % 10000} flight {FLIGHTS[0]} ({size} bytes)",
+                      file=sys.stderr, flush=True)
+
+    def client_got(self) -> None:
+        self.answered = True
+
+
+async def _pipe(reader: asyncio.StreamReader, writer_ready: asyncio.Future[asyncio.StreamWriter], delay: float,
+                on_read: Callable[[int], None] = lambda size: None, on_written: Callable[[], None] = lambda: None) -> None:
     """Read chunks as they come, write each `delay` seconds after it was read, in order; EOF likewise."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(QUEUE_CHUNKS)
@@ -57,6 +85,7 @@ async def _pipe(reader: asyncio.StreamReader, writer_ready: asyncio.Future[async
     async def read() -> None:
         try:
             while data := await reader.read(CHUNK):
+                on_read(len(data))
                 await queue.put((loop.time() + delay, data))
         except (ConnectionError, OSError):
             pass
@@ -73,6 +102,7 @@ async def _pipe(reader: asyncio.StreamReader, writer_ready: asyncio.Future[async
                     writer.write_eof()
                 return
             writer.write(data)
+            on_written()
             await writer.drain()
 
     rtask = asyncio.ensure_future(read())
@@ -91,14 +121,15 @@ async def _serve_one(creader: asyncio.StreamReader, cwriter: asyncio.StreamWrite
     downstream.set_result(cwriter)
     swriter = None
     up_task = None
+    turn = _Turn()
     try:
         if handshake:
             await asyncio.sleep(3 * one_way)  # SYN, SYN-ACK, then the ACK with the client's first bytes
         sreader, swriter = await asyncio.open_connection(*target)
         _nodelay(swriter)
         upstream.set_result(swriter)
-        up_task = asyncio.ensure_future(_pipe(creader, upstream, one_way))
-        down_task = asyncio.ensure_future(_pipe(sreader, downstream, one_way))
+        up_task = asyncio.ensure_future(_pipe(creader, upstream, one_way, on_read=turn.client_sent))
+        down_task = asyncio.ensure_future(_pipe(sreader, downstream, one_way, on_written=turn.client_got))
         await asyncio.gather(up_task, down_task, return_exceptions=True)
     except (ConnectionError, OSError):
         pass
@@ -114,6 +145,7 @@ async def relay(targets: list[tuple[str, int]], rtt_ms: float, max_seconds: floa
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result("signal"))
+    loop.add_signal_handler(signal.SIGUSR1, lambda: print(f"flights {FLIGHTS[0]}", flush=True))
     one_way, accepted, parent = rtt_ms / 2000.0, 0, os.getppid()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -184,6 +216,15 @@ class DelayRelay:
             raise RuntimeError(f"delay relay did not start: {line}")
         self.ports = [int(p) for p in line[1:]]
         return self.ports
+
+    def flights(self) -> int:
+        """The client flights counted so far, over every connection through the relay."""
+        assert self.proc is not None and self.proc.stdout is not None
+        self.proc.send_signal(signal.SIGUSR1)  # our unreaped child: the pid cannot have been reused
+        line = self.proc.stdout.readline().split()
+        if line[:1] != ["flights"]:
+            raise RuntimeError(f"delay relay answered {line}")
+        return int(line[1])
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:

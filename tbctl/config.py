@@ -36,6 +36,8 @@ DEFAULT_SSH_PERSIST = 600.0  # seconds tbctl's own ControlMaster stays after the
 DEFAULT_PULL_INTERVAL = 2.0  # seconds between two polls of a pulled logdir that is growing
 DEFAULT_PULL_BUDGET = 4 << 20  # bytes one poll may fetch from a host, so a first sync does not starve the link
 SSH_BACKENDS = ("openssh", "paramiko")
+# How the notebook magic's inline dashboard is reached from the browser: `auto` picks one of the others.
+NOTEBOOK_URLS = ("auto", "direct", "proxy", "tunnel")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Settings:
     port: int
     timeout: float
     stop_timeout: float
+    notebook_url: str  # one of NOTEBOOK_URLS
     pull: tuple[str, ...]  # `up --pulls`: HOST:LOGDIR sources
     pull_interval: float  # seconds between polls of a pulled logdir
     pull_budget: int  # bytes one poll of a pulled logdir may fetch
@@ -186,12 +189,21 @@ def _bool_from_env(name: str, raw: str) -> bool:
     return raw.strip().lower() in _YES
 
 
+def _notebook_url_from_env(name: str, raw: str) -> str:
+    if raw not in NOTEBOOK_URLS:
+        raise UsageError(f"{name}={raw!r} is not a way to reach the notebook's dashboard",
+                         hint="use " + ", ".join(NOTEBOOK_URLS))
+    return raw
+
+
 PORT = Kind("a port number from 1 to 65535", lambda v: v if type(v) is int and 1 <= v <= 65535 else None,
             lambda name, raw: parse_port(raw, source=name))
 SECONDS = _seconds_kind(zero_ok=False)
 SECONDS_OR_ZERO = _seconds_kind(zero_ok=True)
 ARGS = Kind('a list of strings, e.g. ["--samples_per_plugin", "scalars=1000"]', _args_check)
 BACKEND = Kind('"openssh" or "paramiko"', lambda v: v if v in SSH_BACKENDS else None, _backend_from_env)
+NOTEBOOK_URL = Kind(", ".join(f'"{u}"' for u in NOTEBOOK_URLS[:-1]) + f' or "{NOTEBOOK_URLS[-1]}"',
+                    lambda v: v if v in NOTEBOOK_URLS else None, _notebook_url_from_env)
 BOOL = Kind("true or false", lambda v: v if type(v) is bool else None, _bool_from_env)
 
 
@@ -253,6 +265,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ssh_persist", SECONDS_OR_ZERO, DEFAULT_SSH_PERSIST,
             "seconds tbctl's own ControlMaster stays idle; 0: it ends with the command", env="TBCTL_SSH_PERSIST"),
     Setting("open", BOOL, False, "`--open`: `up` and `tunnel` open the URL in a browser", env="TBCTL_OPEN"),
+    Setting("notebook_url", NOTEBOOK_URL, "auto", "`%tbctl up --notebook-url`: how the notebook's browser reaches "
+            "the dashboard: `direct`, `proxy` (jupyter-server-proxy) or `tunnel` (prints the `tbctl tunnel` line); "
+            "`auto` picks", env="TBCTL_NOTEBOOK_URL", scope="top"),
     Setting("pull", SOURCES, (), "what `up --pulls` pulls: `HOST:LOGDIR` sources, as `--pull` takes them",
             scope="top"),
     Setting("pull_interval", SECONDS, DEFAULT_PULL_INTERVAL, "seconds between polls of a pulled logdir that grows "

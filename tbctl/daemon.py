@@ -115,9 +115,9 @@ def stop(status: ForwarderStatus, timeout: float = 5.0) -> None:
             local.wait_gone([[pid, ct]], 5.0)
 
 
-def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> ExitCode:
+def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host], *, backend: str = "") -> ExitCode:
     """The forwarder's main loop (run as `tbctl _forwarder HOST` in its own session). `open_host` gives the
-    host unconnected, over whichever SSH backend: it connects, and reconnects, in the background."""
+    host unconnected, over the SSH backend `backend`: it connects, and reconnects, in the background."""
     stopping = threading.Event()
     # SIGHUP exists on POSIX only; SIGBREAK (the CTRL_BREAK `stop` sends) on Windows only
     for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK"):
@@ -126,7 +126,7 @@ def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host]) -> E
     me = probe.default_backend().proc_info(os.getpid()) or {}
     base = ForwarderStatus(host=host_spec, pid=os.getpid(), create_time=me.get("create_time"),
                            log_path=str(store.forwarder_log_path(host_spec)), started_at=time.time(),
-                           link=LinkState("reconnecting", time.time(), 0, "starting"))
+                           link=LinkState("reconnecting", time.time(), 0, "starting"), backend=backend)
     link = base.link  # the latest state the host reported (set from its watcher's thread)
     forwarders: dict[int, Forward] = {}
     errors: dict[int, str] = {}

@@ -15,6 +15,7 @@ Answers are plain JSON-able facts (no judgement): `tbctl/core` decides what they
 from __future__ import annotations
 
 import abc
+import errno
 import json
 import os
 import signal
@@ -35,32 +36,46 @@ CREATE_TIME_SLACK = 0.05  # seconds; /proc and psutil round start times differen
 # --- recognising TensorBoard -------------------------------------------------------------------------------
 
 
-def _basename(arg: str) -> str:
-    return arg.rstrip("/").rsplit("/", 1)[-1]
+def program_name(arg: str) -> str:
+    """The name a program is known by, from its path as any OS writes it: the last part of a POSIX or a Windows
+    path (`/`, `\\`), lowercased and without `.exe`, since Windows matches names case-blind and macOS' framework
+    Python is `…/Python.app/Contents/MacOS/Python`."""
+    name = arg.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
+    return name[:-4] if name.endswith(".exe") else name
+
+
+def is_python(program: str) -> bool:
+    """`python`, `python3.12`, `python3.13t`, `pythonw`, framework `Python`, or Windows' `py` launcher."""
+    name = program_name(program)
+    return name == "py" or name.startswith("python")
+
+
+_INTERPRETER_OPTIONS_WITH_VALUE = ("-X", "-W")  # `python -X importtime …`: the next word is the option's
 
 
 def tensorboard_args(cmdline: list) -> list | None:
     """The arguments after the program if `cmdline` runs TensorBoard, else None.
 
     Shapes seen in the wild: `[python, …/bin/tensorboard, ARGS]`, `[…/bin/tensorboard, ARGS]` (exec'd
-    script), `[python, -m, tensorboard.main, ARGS]`, with an optional `serve` subcommand. The data-server
-    child (`…/tensorboard_data_server/bin/server`) and `python -c '…tensorboard…'` are not instances.
+    script), `[python, -m, tensorboard.main, ARGS]`, with an optional `serve` subcommand; on Windows
+    `…\\Scripts\\tensorboard.exe` and `py -3.12 -m tensorboard`. The data-server child
+    (`…/tensorboard_data_server/bin/server`) and `python -c '…tensorboard…'` are not instances.
     """
     if not cmdline:
         return None
     argv = list(cmdline)
     start = None
-    if _basename(argv[0]) == "tensorboard":
+    if program_name(argv[0]) == "tensorboard":
         start = 1
-    elif _basename(argv[0]).startswith("python") and len(argv) > 1:
-        rest = argv[1:]
-        i = 0
-        while i < len(rest) and rest[i].startswith("-") and rest[i] not in ("-m", "-c"):
-            i += 1  # interpreter flags like -u, -X importtime are rare but harmless to skip
-        if i < len(rest) and rest[i] == "-m" and i + 1 < len(rest) and rest[i + 1] in ("tensorboard", "tensorboard.main"):
-            start = 1 + i + 2
-        elif i < len(rest) and _basename(rest[i]) == "tensorboard":
-            start = 1 + i + 1
+    elif is_python(argv[0]) and len(argv) > 1:
+        i = 1
+        while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-m", "-c"):
+            # interpreter options (-u, -X importtime, py's -3.12) are rare but harmless to skip
+            i += 2 if argv[i] in _INTERPRETER_OPTIONS_WITH_VALUE else 1
+        if i + 1 < len(argv) and argv[i] == "-m" and argv[i + 1] in ("tensorboard", "tensorboard.main"):
+            start = i + 2
+        elif i < len(argv) and program_name(argv[i]) == "tensorboard":
+            start = i + 1
     if start is None:
         return None
     args = argv[start:]
@@ -407,18 +422,40 @@ class PsutilBackend(Backend):
 
     def listening(self, ports: set | None, pids: list | None) -> list:
         if pids is not None:  # macOS: only our own processes' sockets are readable without root
-            conns: list = []
-            for pid in pids:
-                try:
-                    conns.extend((pid, c) for c in self._psutil.Process(pid).net_connections(kind="tcp"))
-                except self._unreadable:
-                    continue
-        else:
+            return self._rows(self._sockets_of(pids), ports)
+        try:
             conns = [(c.pid, c) for c in self._psutil.net_connections(kind="tcp")]
+        except self._psutil.AccessDenied:
+            return self._listening_unprivileged(ports)
+        return self._rows(conns, ports)
+
+    def _sockets_of(self, pids: list) -> list:
+        conns: list = []
+        for pid in pids:
+            try:
+                conns.extend((pid, c) for c in self._psutil.Process(pid).net_connections(kind="tcp"))
+            except self._unreadable:
+                continue
+        return conns
+
+    def _rows(self, conns: list, ports: set | None) -> list:
         return [{"family": "ipv6" if c.family == socket.AF_INET6 else "ipv4", "addr": c.laddr.ip, "port": c.laddr.port,
                  "pid": pid, "uid": None}
                 for pid, c in conns
                 if c.status == self._psutil.CONN_LISTEN and (ports is None or c.laddr.port in ports)]
+
+    def _listening_unprivileged(self, ports: set | None) -> list:
+        """macOS as a normal user: psutil reads the machine's sockets by asking every process for its own,
+        and another user's refuses (AccessDenied). Ours are read one process at a time; a port where
+        something else answers on loopback is held by a process of another user (pid None), as the /proc
+        backend tells it to a normal user: nobody here can say which process that is."""
+        rows = self._rows(self._sockets_of(self.pids()), ports)
+        seen = {(r["port"], r["family"]) for r in rows}
+        for port in sorted(ports or ()):
+            for family, addr in answering(port):
+                if (port, family) not in seen:
+                    rows.append({"family": family, "addr": addr, "port": port, "pid": None, "uid": None})
+        return rows
 
 
 def default_backend() -> Backend:
@@ -590,17 +627,61 @@ def default_control() -> PosixControl | WindowsControl:
 # --- ports -------------------------------------------------------------------------------------------------
 
 
+def bind_option_name(platform: str) -> str:
+    """The socket option a server binds with on `platform` (sys.platform). Windows' SO_REUSEADDR would let
+    a socket bind over a live listener: SO_EXCLUSIVEADDRUSE is its exclusive bind. Elsewhere SO_REUSEADDR,
+    as werkzeug binds, so a port that a killed server left in TIME_WAIT counts as free."""
+    return "SO_EXCLUSIVEADDRUSE" if platform == "win32" else "SO_REUSEADDR"
+
+
 def bindable(port: int) -> bool:
-    """Whether a server could bind `port` on 127.0.0.1 now (SO_REUSEADDR, as werkzeug binds)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """Whether a server could take `port` on 127.0.0.1 now with nothing else answering there instead of
+    it. Linux refuses a bind of 127.0.0.1 while anyone listens on the wildcard, but BSD rules (macOS) let
+    it succeed beside a `*:PORT` listener: so nothing may accept a connection on 127.0.0.1 or ::1 either.
+    On Windows a refused connection takes about a second (it retries the SYN), and its exclusive bind
+    fails while any socket has the port: there both loopbacks are bound instead."""
+    option = getattr(socket, bind_option_name(sys.platform))
+    if sys.platform == "win32":
+        return all(_binds(af, addr, port, option) for _, af, addr in LOOPBACKS)
+    return not answering(port) and _binds(socket.AF_INET, "127.0.0.1", port, option)
+
+
+def _binds(af: int, addr: str, port: int, option: int) -> bool:
+    """Whether a socket with `option` binds addr:port now (True where this machine has no such family)."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        return True
+        sock = socket.socket(af, socket.SOCK_STREAM)
     except OSError:
-        return False
+        return True
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+        if af == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((addr, port))
+        return True
+    except OSError as exc:
+        return af == socket.AF_INET6 and exc.errno == errno.EADDRNOTAVAIL  # no ::1 here: nothing can clash
     finally:
         sock.close()
+
+
+LOOPBACKS = (("ipv4", socket.AF_INET, "127.0.0.1"), ("ipv6", socket.AF_INET6, "::1"))
+
+
+def answering(port: int) -> list:
+    """(family, address) of each loopback where a connection to `port` is accepted now: someone listens
+    there, whether or not we may see whose socket it is."""
+    found = []
+    for family, af, addr in LOOPBACKS:
+        try:
+            with socket.socket(af, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                # A port in the ephemeral range can be given to this very socket, which then connects to
+                # itself (TCP simultaneous open): that is no listener.
+                if sock.connect_ex((addr, port)) == 0 and sock.getsockname()[:2] != sock.getpeername()[:2]:
+                    found.append((family, addr))
+        except OSError:  # no IPv6 on this machine
+            continue
+    return found
 
 
 # --- TensorBoard discovery ---------------------------------------------------------------------------------
@@ -1000,15 +1081,17 @@ class Probe:
     def __init__(self, backend: Backend | None = None, control: PosixControl | WindowsControl | None = None) -> None:
         self.backend = backend if backend is not None else default_backend()
         self.control = control if control is not None else default_control()
+        self._last_launch: dict | None = None  # what the latest "launch" request started, for wait_launched
         # The wire protocol: each op name and what answers it, called with the request's args by name.
         self._ops: dict[str, Callable[..., Any]] = {
             "scan": self.scan, "holders": self.holders, "free_port": self.free_port,
-            "find_tensorboard": find_tensorboard, "launch": self.launch, "send_signal": self.send_signal,
+            "find_tensorboard": find_tensorboard, "launch": self._launch_request, "send_signal": self.send_signal,
             "wait_gone": self.wait_gone, "wait_ready": self.wait_ready, "http_get": http_get, "tail": tail,
             "remove_info_file": remove_info_file, "resolve_path": resolve_path, "whoami": self.whoami,
             "alive": lambda pid, create_time, start_ticks=None: {"alive": self.alive(pid, create_time, start_ticks)},
             "ping": lambda: {}, "read_log": self.read_log, "private_dir": private_dir,
             "proc_info": lambda pid: {"info": self.backend.proc_info(pid)}, "run": run, "wait_http": wait_http,
+            "wait_launched": self.wait_launched,
             "pull_poll": pull_poll,
         }
 
@@ -1057,15 +1140,23 @@ class Probe:
             rows.append(row)
         return rows
 
-    def free_port(self, candidates: list) -> dict:
-        """The first candidate port nobody listens on (either family) and that binds; and who holds the others."""
+    def free_port(self, candidates: list, holders: bool = False) -> dict:
+        """The first candidate port nobody listens on (either family) and that binds. With `holders`, also
+        who holds each port skipped before it ("held": [[port, holders], ...]; the first candidate's alone
+        when none is free), which the caller would otherwise ask for one port at a time."""
         taken: dict = {}
         for row in self.listening(candidates):
             taken.setdefault(row["port"], True)
+        found = None
         for port in candidates:
             if port not in taken and bindable(port):
-                return {"port": port}
-        return {"port": None}
+                found = port
+                break
+        answer: dict = {"port": found}
+        if holders:
+            skipped = candidates[:candidates.index(found)] if found is not None else candidates[:1]
+            answer["held"] = [[port, self.holders(port)] for port in skipped]
+        return answer
 
     def scan(self, extra_info_dirs: list | None = None) -> dict:
         """Every TensorBoard process (any user) and every info file, with the facts needed to judge liveness."""
@@ -1146,6 +1237,21 @@ class Probe:
         self.control.remember(proc)
         info = self.backend.proc_info(proc.pid)
         return {"pid": proc.pid, "create_time": info["create_time"] if info else time.time(), "log_path": log_path}
+
+    def _launch_request(self, argv: list, log_path: str, cwd: str | None = None) -> dict:
+        self._last_launch = None  # a launch that fails leaves nothing for wait_launched to wait on
+        self._last_launch = self.launch(argv, log_path, cwd)
+        return self._last_launch
+
+    def wait_launched(self, port: int, path: str, timeout: float) -> dict:
+        """wait_ready for what the latest "launch" request started: sent right behind that request, so a
+        start and its readiness cost one round trip. With the process's facts ("info") once it is over."""
+        last = self._last_launch
+        if last is None:
+            raise LookupError("the launch before this request started nothing")
+        answer = self.wait_ready(last["pid"], last["create_time"], port, path, timeout)
+        answer["info"] = self.backend.proc_info(last["pid"])
+        return answer
 
     def send_signal(self, pid: int, create_time: float | None, sig: str) -> dict:
         """Send `sig` (SIGTERM: stop gracefully; SIGKILL: at once) to `pid` only if it is still the process
@@ -1249,8 +1355,10 @@ HELLO_SENTINEL = b"\x1etbctl-probe "  # the hello line's prefix: a login shell m
 
 
 def serve(stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
-    """JSON lines: {"op", "args"} in, {"ok": result} or {"error": {"type", "message"}} out, until EOF.
-    The first line is the hello (whoami), after HELLO_SENTINEL."""
+    """JSON lines: {"op", "args"} in, {"ok": result} or {"error": {"type", "message", "op"}} out, until EOF.
+    The first line is the hello (whoami), after HELLO_SENTINEL. Requests may come several at once (the
+    client does not wait for each answer): they are answered one by one, in order, and one that fails
+    does not stop the next."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     probe = Probe()
@@ -1259,11 +1367,13 @@ def serve(stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
     for line in stdin:
         if not line.strip():
             continue
+        op = None
         try:
             request = json.loads(line)
-            reply = {"ok": probe.handle(request["op"], request.get("args") or {})}
+            op = request["op"]
+            reply = {"ok": probe.handle(op, request.get("args") or {})}
         except Exception as exc:  # the client turns this into a ProbeError with the type and message
-            reply = {"error": {"type": type(exc).__name__, "message": str(exc)}}
+            reply = {"error": {"type": type(exc).__name__, "message": str(exc), "op": op}}
         stdout.write(json.dumps(reply) + "\n")
         stdout.flush()
 

@@ -235,13 +235,15 @@ class ForwarderStatus:
     started_at: float | None = None
     link: LinkState | None = None  # None: it has not said (a status written by no tbctl)
     forwards: tuple[ForwardState, ...] = ()
+    backend: str = ""  # the SSH backend it connects with ("" in a status an older tbctl wrote)
 
     def to_json(self) -> dict[str, Any]:
         link = None if self.link is None else {
             "state": self.link.state, "since": self.link.since, "attempts": self.link.attempts,
             "error": self.link.error, "via": self.link.via}
         return {"host": self.host, "pid": self.pid, "create_time": self.create_time, "log_path": self.log_path,
-                "started_at": self.started_at, "link": link, "forwards": [f.to_json() for f in self.forwards]}
+                "started_at": self.started_at, "link": link, "forwards": [f.to_json() for f in self.forwards],
+                "backend": self.backend}
 
     @classmethod
     def from_json(cls, data: Any) -> ForwarderStatus:
@@ -258,6 +260,7 @@ class ForwarderStatus:
                 since=_number(link, "since") or 0.0, attempts=_int(link, "attempts") or 0,
                 error=_str(link, "error") or "", via=_str(link, "via") or ""),
             forwards=tuple(ForwardState.from_json(f) for f in forwards),
+            backend=_str(data, "backend") or "",
         )
 
 

@@ -56,8 +56,9 @@ class Cli:
 
 @pytest.fixture(autouse=True)
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each test gets its own tbctl state (records, logs, locks)."""
-    path = tmp_path / "state"
+    """Each test gets its own tbctl state (records, logs, locks): `state`, or where TBCTL_TEST_STATE_SUBDIR
+    says under the test's tmp dir (.ci/run's macOS-like layer: "Library/Application Support/tbctl")."""
+    path = tmp_path / os.environ.get("TBCTL_TEST_STATE_SUBDIR", "state")
     monkeypatch.setenv("TBCTL_STATE_DIR", str(path))
     monkeypatch.delenv("TBCTL_PORT", raising=False)
     monkeypatch.delenv("TBCTL_TIMEOUT", raising=False)

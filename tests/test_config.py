@@ -359,6 +359,7 @@ EXAMPLES = {
     config.SECONDS_OR_ZERO: ("0", 0.0, "7", 7.0),
     config.BACKEND: ('"paramiko"', "paramiko", "openssh", "openssh"),
     config.BOOL: ("true", True, "0", False),
+    config.NOTEBOOK_URL: ('"proxy"', "proxy", "tunnel", "tunnel"),
     config.BYTES: ("1000", 1000, "2048", 2048),
 }
 

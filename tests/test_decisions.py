@@ -401,3 +401,19 @@ def test_a_link_that_needed_a_person_is_down_at_once(watch: Any) -> None:
     host = _Reconnects([None], asked_for="a passphrase")
     [state] = watch(host)
     assert state.state == "down" and "ssh-add the key" in state.error and host.reconnects == 0
+
+
+def test_a_wait_that_fails_stops_the_tensorboard_just_launched(local: FakeHost, store: StateStore,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launch and the wait for it go out together: when the wait fails (not only on Ctrl-C), what the
+    launch started is stopped, not left running."""
+    from tbctl.core.up import UpRequest, up
+
+    def broken_wait(port: int, path: str, timeout: float) -> dict[str, Any]:
+        raise RuntimeError("the wait broke")
+
+    monkeypatch.setattr(local, "_op_wait_launched", broken_wait)
+    with pytest.raises(RuntimeError, match="the wait broke"):
+        up(local, store, UpRequest(logdir=RUNS, port=6006, timeout=5, new=True))
+    launched = local.last_launch["pid"]
+    assert (launched, "SIGTERM") in local.signals and not local.processes[launched].running

@@ -13,6 +13,8 @@ import pytest
 from tests.conftest import Cli, tensorboard_pids_for
 from tests.support.procs import ProcessReaper, alive, free_port, start_listener, start_plain_tensorboard, wait_until
 
+pytestmark = pytest.mark.unprivileged  # also run as a normal user and under macOS' rules (.ci/run)
+
 
 def info_file(pid: int) -> Path:
     """Where TensorBoard `pid` writes its info file: `tempfile.gettempdir()` as that process sees it (its

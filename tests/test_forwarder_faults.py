@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,28 +15,13 @@ import pytest
 from tests.conftest import Cli
 from tests.support.foreground import Foreground
 from tests.support.procs import ProcessReaper, free_port, wait_until
+from tests.support.remote import start_remote_listener as _remote_listener
 
 
 def _status_path(state_dir: Path, host: str) -> Path:
     paths = list((state_dir / "forwarders").glob("*.json"))
     assert len(paths) == 1, paths
     return paths[0]
-
-
-def _remote_listener(remote: Any, reaper: ProcessReaper, port: int, *, banner: bytes) -> None:
-    """A server on the remote's own loopback that speaks first (as SSH, SMTP or a database does)."""
-    code = (
-        "import socket,sys\n"
-        "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-        f"s.bind(('127.0.0.1',{port}));s.listen(8)\n"
-        "while True:\n"
-        f"    c,_=s.accept();c.sendall({banner!r});c.close()\n"
-    )
-    argv = [sys.executable, "-c", code]
-    if remote.netns is not None:
-        argv = ["ip", "netns", "exec", remote.netns.name, *argv]
-    reaper.popen(argv)
-    assert wait_until(lambda: any(p == port for _, p, _ in remote.listeners()), 10)
 
 
 def test_a_tbctl_folder_in_the_callers_directory_is_not_imported_by_the_forwarder(

@@ -15,6 +15,8 @@ from tests.conftest import Cli
 from tests.support.procs import (ProcessReaper, free_port, port_free, start_client, start_listener,
                                  start_plain_tensorboard)
 
+pytestmark = pytest.mark.unprivileged  # also run as a normal user and under macOS' rules (.ci/run)
+
 
 def test_free_port_with_yes_stops_the_holder_and_verifies(cli: Cli, reaper: ProcessReaper, port: int) -> None:
     holder = start_listener(reaper, port)

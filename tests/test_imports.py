@@ -58,3 +58,16 @@ def test_each_command_still_runs_when_only_it_is_built(state_dir: Path) -> None:
     assert "path" in tbctl("config", "--help").stdout
     unknown = tbctl("lss")
     assert unknown.returncode == 2 and "No such command 'lss'" in unknown.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["ls"]], ids=["help", "ls"])
+def test_the_command_line_imports_no_ipython_and_no_jupyter(state_dir: Path, argv: list[str]) -> None:
+    """The notebook magic's libraries are the magic's alone: a command never pays for them (nor needs them)."""
+    code = (f"import sys\nsys.argv = ['tbctl', *{argv!r}]\nfrom tbctl.cli.app import app\n"
+            "try:\n    app(prog_name='tbctl')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('IPython', 'ipykernel', 'nbclient', "
+            "'nbformat', 'jupyter_client', 'jupyter_core', 'jupyter_server', 'jupyter_server_proxy', 'tbctl')"
+            " and (m.split('.')[0] != 'tbctl' or m in ('tbctl.api', 'tbctl.notebook'))), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), cwd=REPO,
+                         timeout=60)
+    assert out.stderr.strip().splitlines()[-1] == "[]", out.stderr

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cli
 from tests.support.procs import ProcessReaper, alive, start_plain_tensorboard
+
+pytestmark = pytest.mark.unprivileged  # also run as a normal user and under macOS' rules (.ci/run)
 
 
 def _row(rows: list[dict], pid: int) -> dict:
@@ -77,7 +80,7 @@ def test_a_tensorboard_that_exited_cleanly_is_listed_as_exited_until_down_cleans
         if mine:
             pytest.skip(f"{len(mine)} other TensorBoard(s) of this user are running; down --all would stop them")
     inst = cli.up(str(logdir), "--port", str(port))["instance"]
-    info = Path(f"/tmp/.tensorboard-info/pid-{inst['pid']}.info")
+    info = Path(tempfile.gettempdir(), ".tensorboard-info", f"pid-{inst['pid']}.info")  # TensorBoard's TMPDIR is ours
     assert wait_until(info.exists, 10)
     os.kill(inst["pid"], signal.SIGTERM)  # a plain `kill -TERM`: TensorBoard exits and removes its info file
     assert wait_until(lambda: not info.exists(), 10)

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +262,184 @@ def test_odd_but_real_host_blocks_do_not_get_in_the_way(block: str, openssh: Any
     assert cli("ls", "--host", "tbodd", "--json").json()["errors"] == []
     assert cli("ls", "--host", "tbodd", "--json").json()["errors"] == []  # and again, riding the master
     assert not marker.exists(), "tbctl's hidden master must not run the user's LocalCommand"
+
+
+def _users_forwards_block(openssh: Any, name: str, *, local: int, dynamic: int, remote_port: int) -> str:
+    """A host block as people write it for their own sessions: forwards that must all succeed."""
+    return (_base_block(openssh, name) + f"  LocalForward 127.0.0.1:{local} 127.0.0.1:8888\n"
+            f"  DynamicForward 127.0.0.1:{dynamic}\n  RemoteForward 127.0.0.1:{remote_port} 127.0.0.1:22\n"
+            "  ExitOnForwardFailure yes\n")
+
+
+def _up_and_tunnel(reaper: ProcessReaper, state_dir: Path, cli: Cli, alias: str, logdir: Path,
+                   check: Callable[[], None]) -> None:
+    """`ls --host`, `up --host` (held in the foreground), then `tunnel` to what it started; `check` runs while
+    each one holds its forward."""
+    from tests.support.foreground import Foreground
+    from tests.support.procs import TENSORBOARD, free_port, http_get
+
+    assert cli("ls", "--host", alias, "--json").json()["errors"] == []
+    check()
+    up = Foreground(reaper, state_dir, "up", "--host", alias, str(logdir), "--tensorboard", TENSORBOARD,
+                    "--keep", "--new")
+    pid = up.pid_from_stderr()
+    reaper.adopt(pid)
+    assert http_get(up.url + "data/logdir")[0] == 200
+    check()
+    port = next(r["port"] for r in cli("ls", "--host", alias, "--json").json()["instances"] if r["pid"] == pid)
+    assert up.interrupt() == 0, up.stderr
+    tun = Foreground(reaper, state_dir, "tunnel", alias, str(port), "--local-port", str(free_port()))
+    assert http_get(tun.url + "data/logdir")[0] == 200
+    check()
+    assert tun.interrupt() == 0, tun.stderr
+    cli("down", str(pid), "--host", alias)
+
+
+def test_a_users_forward_to_a_busy_port_is_in_no_commands_way(
+    openssh: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, logdir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ExitOnForwardFailure, a forward of the user's whose port is taken here would fail every ssh
+    that asks for it: tbctl never asks for the user's forwards, and the port's holder is left alone."""
+    from tests.support.procs import free_port
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = holder.getsockname()[1]
+    try:
+        _use_config(tmp_path, monkeypatch, _users_forwards_block(openssh, "tbfwdbusy", local=busy,
+                                                                 dynamic=free_port(), remote_port=free_port()))
+
+        def holder_untouched() -> None:
+            with socket.create_connection(("127.0.0.1", busy), timeout=5):
+                conn, _ = holder.accept()
+                conn.close()
+
+        _up_and_tunnel(reaper, state_dir, cli, "tbfwdbusy", logdir, holder_untouched)
+    finally:
+        holder.close()
+
+
+def test_a_users_forwards_are_never_opened_by_tbctl(
+    openssh: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, logdir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same block with its ports free: tbctl's master (which persists) must not hold the user's
+    LocalForward, DynamicForward or RemoteForward."""
+    from tests.support.procs import free_port, port_free
+
+    local, dynamic, remote_port = free_port(), free_port(), free_port()
+    _use_config(tmp_path, monkeypatch, _users_forwards_block(openssh, "tbfwdfree", local=local, dynamic=dynamic,
+                                                             remote_port=remote_port))
+
+    def none_opened() -> None:
+        assert port_free(local) and port_free(dynamic), "tbctl opened the user's LocalForward/DynamicForward"
+        assert remote_port not in [p for _, p, _ in openssh.listeners()], "tbctl opened the user's RemoteForward"
+
+    _up_and_tunnel(reaper, state_dir, cli, "tbfwdfree", logdir, none_opened)
+    none_opened()
+
+
+def _logging_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """An `ssh` first on PATH that logs each invocation (its pid and argv) and runs the real one; with
+    SLOW_PROBE_EXIT set, a probe's ssh (`-T`) lingers 30 s after its channel closed."""
+    import shutil
+
+    real = shutil.which("ssh")
+    assert real is not None
+    bin_dir, log = tmp_path / "ssh-bin", tmp_path / "ssh-calls.log"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ssh"
+    wrapper.write_text(f'#!/bin/sh\necho "$$ $*" >> {log}\n'
+                       f'case " $* " in *" -T "*) if [ -n "$SLOW_PROBE_EXIT" ]; then {real} "$@"; s=$?; '
+                       f'sleep 30; exit $s; fi;; esac\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return wrapper, log
+
+
+def _tbctl(*args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "tbctl", *args], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_ssh_version_is_asked_once_per_client_binary_across_commands(
+    openssh: Any, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ssh -V` is a process start; its answer is kept in the state dir for that binary, and a warm `ls
+    --host` then runs three ssh: `-G`, one `-O check` and the probe."""
+    wrapper, log = _logging_ssh(tmp_path, monkeypatch)
+
+    def calls() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+
+    for _ in range(3):
+        assert _tbctl("ls", "--host", openssh.alias).returncode == 0
+    assert sum(" -V" in c for c in calls()) == 1, calls()
+    log.write_text("")
+    assert _tbctl("ls", "--host", openssh.alias).returncode == 0
+    warm = [c.split(" ", 1)[1] for c in calls()]
+    assert len(warm) == 3 and " -G " in f" {warm[0]} " and "-O check" in warm[1] and " -T " in warm[2], warm
+    wrapper.write_text(wrapper.read_text() + "# another build of ssh\n")
+    assert _tbctl("ls", "--host", openssh.alias).returncode == 0
+    assert sum(" -V" in c for c in calls()) == 1, "a changed binary is asked again"
+
+
+def test_ls_host_answers_without_waiting_for_the_probe_to_exit(
+    openssh: Any, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing is printed and the command ends; the probe's ssh ends by itself with its channel."""
+    _, log = _logging_ssh(tmp_path, monkeypatch)
+    monkeypatch.setenv("SLOW_PROBE_EXIT", "1")
+    res = _tbctl("ls", "--host", openssh.alias, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["errors"] == [], res.stderr
+    probe_pid = next(int(c.split()[0]) for c in log.read_text().splitlines() if " -T " in f" {c} ")
+    try:
+        assert psutil.pid_exists(probe_pid) and psutil.Process(probe_pid).status() != psutil.STATUS_ZOMBIE, \
+            "tbctl waited for (or killed) the probe's ssh before it ended"
+    finally:
+        with __import__("contextlib").suppress(psutil.NoSuchProcess):
+            for proc in [psutil.Process(probe_pid), *psutil.Process(probe_pid).children(recursive=True)]:
+                proc.kill()
+
+
+def test_on_a_terminal_the_connection_opens_while_importing_and_a_prompt_falls_back(
+    openssh: Any, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The early connection never asks (BatchMode), so it may start on a terminal too. When it fails where
+    a person could answer (here: a login the server refuses), the CLI connects as on a terminal, asking;
+    without a terminal that failure is the command's."""
+    import io
+    import pty
+    import sys
+
+    from tbctl.config import load_settings
+    from tbctl.errors import AuthFailed
+    from tbctl.hosts import preconnect
+
+    def key(spec: str) -> Any:
+        per_host = load_settings().for_host(spec)
+        return preconnect.EarlyKey(spec, "openssh", per_host.connect_timeout, per_host.env, per_host.ssh_persist)
+
+    leader, follower = pty.openpty()
+    with os.fdopen(leader, "rb") as _, os.fdopen(follower, "r") as tty:
+        assert tty.isatty()
+        monkeypatch.setattr(sys, "stdin", tty)
+        preconnect.start(["ls", "--host", openssh.alias])
+        host = preconnect.take(key(openssh.alias))
+        assert host is not None, "not opened early on a terminal"
+        try:
+            assert host.call("ping") == {}
+        finally:
+            host.close()
+        _use_config(tmp_path, monkeypatch, openssh.ssh_config.read_text() + "\n"
+                    + _base_block(openssh, "tbrefused").replace(f"User {openssh.server.user}", "User tbnosuchuser"))
+        preconnect.start(["ls", "--host", "tbrefused"])
+        assert preconnect.take(key("tbrefused")) is None, "a person could answer: the CLI asks"
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    preconnect.start(["ls", "--host", "tbrefused"])
+    with pytest.raises(AuthFailed):
+        preconnect.take(key("tbrefused"))

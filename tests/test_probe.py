@@ -78,7 +78,7 @@ def test_serve_speaks_json_lines_after_the_hello() -> None:
     assert hello.startswith(probe.HELLO_SENTINEL.decode())
     assert json.loads(hello[len(probe.HELLO_SENTINEL):])["ok"]["pid"] == os.getpid()
     assert [json.loads(r) for r in replies] == [{"ok": {}}, {"ok": {"alive": True}},
-                                                {"error": {"type": "KeyError", "message": "'nope'"}}]
+                                                {"error": {"type": "KeyError", "message": "'nope'", "op": "nope"}}]
 
 
 def test_never_signals_pid_1_itself_or_its_parent() -> None:
@@ -119,3 +119,50 @@ def test_remove_info_file_refuses_anything_else(tmp_path: Path) -> None:
     victim.write_text("keep me")
     assert probe.remove_info_file(str(victim))["removed"] is False
     assert victim.exists()
+
+
+def test_the_probe_travels_without_docstrings_and_comments_but_with_its_code_and_line_numbers() -> None:
+    """What travels is probe.py less its docstrings (left as '') and comment lines: the same code, and every
+    line where it is in the file, so a remote traceback points at the right line."""
+    import ast
+
+    from tbctl.hosts import remote_probe
+
+    def code_of(source: str) -> str:
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
+                    isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                body[0].value.value = ""
+        return ast.dump(tree)
+
+    original = Path(probe.__file__).read_text(encoding="utf-8")
+    shipped = remote_probe.shipped_source().decode()
+    assert code_of(shipped) == code_of(original)
+    assert shipped.count("\n") == original.count("\n")
+
+    def lines_of(source: str) -> list[tuple[str, int]]:
+        return [(type(node).__name__, node.lineno) for node in ast.walk(ast.parse(source)) if isinstance(node, ast.stmt)]
+
+    assert lines_of(shipped) == lines_of(original)
+    assert len(shipped) < len(original) * 0.8
+
+
+def test_the_probe_travels_in_one_initial_tcp_window_and_runs_from_its_bootstrap(tmp_path: Path) -> None:
+    """What the client writes before its first request fits in TCP's initial window (10 segments of
+    1448 bytes), so on a real link it costs no extra round trip; and the bootstrap runs it as sent, from a
+    directory holding a `zlib.py` that must not be imported in its place."""
+    import subprocess
+    import sys
+
+    from tbctl.hosts import remote_probe
+
+    preamble = remote_probe.preamble()
+    assert len(preamble) <= 10 * 1448, len(preamble)
+    (tmp_path / "zlib.py").write_text("raise SystemExit('the home directory was imported')\n")
+    res = subprocess.run([sys.executable, "-c", remote_probe.BOOTSTRAP], input=preamble + b'{"op": "ping"}\n',
+                         capture_output=True, timeout=30, cwd=tmp_path)
+    hello, answer = res.stdout.split(b"\n")[:2]
+    assert hello.startswith(probe.HELLO_SENTINEL), res.stderr
+    assert json.loads(answer) == {"ok": {}}

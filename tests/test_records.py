@@ -28,14 +28,14 @@ FORWARD = ForwardRecord(host="gpu1", local_port=16006, remote_port=6006, instanc
 STATUS = ForwarderStatus(host="gpu1", pid=999, create_time=1700000003.0, log_path="/state/forwarders/gpu1.log",
                          started_at=1700000003.5, link=LinkState("up", 1700000004.0, 0, "", "your ControlMaster"),
                          forwards=(ForwardState(FORWARD, listening=True, active_connections=2, served=5,
-                                                tensorboard="serving"),))
+                                                tensorboard="serving"),), backend="openssh")
 
 # What tbctl wrote to its state files before this module existed, key for key: a reader must not need more.
 INSTANCE_KEYS = {"host", "pid", "create_time", "port", "logdir", "log_path", "started_at", "argv", "start_ticks"}
 JOB_KEYS = {"id", "display", "step", "node", "node_host", "srun_pid", "srun_create_time"}
 FORWARD_KEYS = {"host", "local_port", "remote_port", "instance_pid", "instance_create_time", "instance_start_ticks",
                 "logdir", "path_prefix", "stop_instance", "created_at"}
-STATUS_KEYS = {"host", "pid", "create_time", "log_path", "started_at", "link", "forwards"}
+STATUS_KEYS = {"host", "pid", "create_time", "log_path", "started_at", "link", "forwards", "backend"}
 ROW_KEYS = FORWARD_KEYS | {"listening", "error", "active_connections", "served", "tensorboard"}
 
 

@@ -22,6 +22,8 @@ from tests.support.procs import (TENSORBOARD, ProcessReaper, alive, free_port, h
 
 VENV = str(Path(sys.executable).parent.parent)
 
+pytestmark = pytest.mark.unprivileged  # also run as a normal user and under macOS' rules (.ci/run)
+
 
 def _no_wide_listener(pid: int) -> bool:
     return all(c.laddr.ip in ("127.0.0.1", "::1") for c in psutil.Process(pid).net_connections("tcp")
@@ -156,3 +158,65 @@ def test_probe_runs_under_the_remote_python3_and_under_an_env_python(ssh_env: An
             holders = host.port_holders(sshd_port)
             assert holders and holders[0].pid is not None and "sshd" in holders[0].command
         assert {p["pid"] for p in bare.scan()["processes"]} == {p["pid"] for p in env_host.scan()["processes"]}
+
+
+def test_a_batch_whose_middle_request_fails_answers_the_others_and_names_the_op(
+    remote: Any, ssh_backend: str, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests written at once are answered in order; one that fails (here: a wait for a launch that
+    started nothing) costs the others nothing, and its error says which operation it was."""
+    from tbctl.errors import ProbeError
+    from tbctl.hosts.backends import open_ssh_host
+    from tbctl.hosts.local import LocalHost
+
+    monkeypatch.setenv("TBCTL_SSH_CONFIG", str(remote.ssh_config))
+    batch = [("resolve_path", {"path": "/"}), ("wait_launched", {"port": 1, "path": "/", "timeout": 1}),
+             ("ping", {})]
+    seen: list[int] = []
+    with open_ssh_host(remote.alias, backend=ssh_backend, state_dir=state_dir, connect_timeout=None,
+                       env_prefix=None, persist=0) as host:
+        host.connect()
+        first, middle, last = host.call_many(batch, on_answer=lambda index, answer: seen.append(index))
+        assert first.get()["path"] == "/" and last.get() == {} and seen == [0, 1, 2]
+        assert isinstance(middle.error, ProbeError) and middle.error.op == "wait_launched"
+        assert "wait_launched failed on" in middle.error.message and "LookupError" in middle.error.message
+        with pytest.raises(ProbeError):
+            middle.get()
+        assert host.call("ping") == {}, "the connection answers in order after the failed request"
+    local_first, local_middle, local_last = LocalHost(tmp_path).call_many(batch)
+    assert local_first.get()["path"] == "/" and local_last.get() == {}
+    assert isinstance(local_middle.error, LookupError)
+
+
+def test_ctrl_c_while_a_remote_tensorboard_starts_stops_it_at_once(
+    ssh_env: Any, reaper: ProcessReaper, state_dir: Path, logdir: Path, tmp_path: Path
+) -> None:
+    """The launch's answer comes before its wait's: "waiting" is said while TensorBoard starts, and a Ctrl-C
+    then stops what was launched, without first waiting out the remote wait (--timeout 120 here)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "slow-tensorboard.pid"
+    slow = tmp_path / "tensorboard"
+    slow.write_text(f"#!{sys.executable}\nimport os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+                    "time.sleep(600)\n")
+    slow.chmod(0o755)
+    proc = reaper.popen([sys.executable, "-m", "tbctl", "up", "--host", ssh_env.alias, str(logdir), "--tensorboard",
+                         str(slow), "--timeout", "120", "--new"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, env=dict(os.environ, TBCTL_STATE_DIR=str(state_dir)))
+    assert proc.stderr is not None
+    said = ""
+    while "waiting for TensorBoard" not in said:
+        line = proc.stderr.readline().decode()
+        assert line, f"tbctl ended before it said it was waiting: {said}"
+        said += line
+    assert wait_until(pid_file.exists, 10)
+    launched = int(pid_file.read_text())
+    reaper.adopt(launched)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert wait_until(lambda: not alive(launched), 10), "the TensorBoard launched for this command still runs"
+    assert time.monotonic() - started < 60, "stopping waited for the remote wait to end"

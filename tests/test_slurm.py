@@ -272,3 +272,21 @@ def test_chromium_renders_the_jobs_scalars_through_the_forward(cluster: Cluster,
     facts, png = render_scalars(reaper, up["url"], "browser-job-scalars")
     assert_scalars_rendered(facts, png)
     cli("down", "--job", job, "--host", LOGIN)
+
+
+def test_up_job_logs_in_to_the_login_node_once(cluster: Cluster, tmp_path: Path, reaper: ProcessReaper,
+                                               state_dir: Path) -> None:
+    """The compute node is reached through tbctl's own connection to the login node, not by a second login
+    there (a second 2FA code where the login node asks for one): its sshd logs one "Accepted"."""
+    login_log = cluster.servers[0].log
+
+    def logins() -> int:
+        return login_log.read_text(errors="replace").count("Accepted publickey")
+
+    job = _training_job(cluster, _job_dir(tmp_path))
+    before = logins()
+    fg = Foreground(reaper, state_dir, "up", "--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD)
+    reaper.adopt(fg.pid_from_stderr())
+    assert answers(fg.url + "data/logdir")
+    assert fg.interrupt() == 0, fg.stderr
+    assert logins() == before + 1, login_log.read_text(errors="replace").splitlines()[-6:]

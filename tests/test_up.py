@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.conftest import Cli, tensorboard_pids_for
 from tests.support.procs import ProcessReaper, free_port, http_get, start_listener, wait_until
+
+pytestmark = pytest.mark.unprivileged  # also run as a normal user and under macOS' rules (.ci/run)
 
 
 def test_up_serves_the_logdir_and_the_url_answers(cli: Cli, logdir: Path, port: int) -> None:

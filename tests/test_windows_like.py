@@ -227,14 +227,14 @@ def test_ssh_openssh_is_refused_on_windows_in_one_line(cli: Cli, monkeypatch: py
     which chooses its implementation when imported, is imported first)."""
     import platformdirs  # noqa: F401
 
-    from tbctl.hosts.backends import openssh_client
+    from tbctl.hosts.backends import forget_openssh_client
 
-    openssh_client.cache_clear()  # what an earlier test found out on Linux
+    forget_openssh_client()  # what an earlier test found out on Linux
     monkeypatch.setattr(sys, "platform", "win32")
     try:
         _refused_with_the_reason(cli, monkeypatch)
     finally:
-        openssh_client.cache_clear()  # Windows' answer: not for the tests after this one
+        forget_openssh_client()  # Windows' answer: not for the tests after this one
 
 
 def _refused_with_the_reason(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:

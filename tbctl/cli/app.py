@@ -200,10 +200,7 @@ class TbctlGroup(TyperGroup):
             env = env_of(ctx)
             if env.debug:
                 traceback.print_exc(file=env.stderr)
-            env.error(exc.message, exc.hint)
-            if isinstance(exc, TensorBoardFailed) and exc.log_tail:
-                env.stderr.write(f"last lines of {visible(str(exc.log_path))}:\n")
-                env.stderr.write("".join(f"  | {visible(line, keep=TAB)}\n" for line in exc.log_tail.splitlines()))
+            show_error(env, exc)
             raise typer.Exit(exc.exit_code) from None
         except ClickUsageError as exc:  # a subcommand's arguments: one line and a hint, like ours
             if type(exc).__name__ == "NoArgsIsHelpError":  # `tbctl config` alone: its help, on stdout, exit 2
@@ -223,6 +220,14 @@ class TbctlGroup(TyperGroup):
                 traceback.print_exc(file=env.stderr)
             env.error(f"internal error: {type(exc).__name__}: {exc}", "run again with --debug for the traceback")
             raise typer.Exit(ExitCode.ERROR) from None
+
+
+def show_error(env: Environment, exc: TbctlError) -> None:
+    """A user's error as tbctl prints it: its line, its hint, and the end of TensorBoard's log when it failed."""
+    env.error(exc.message, exc.hint)
+    if isinstance(exc, TensorBoardFailed) and exc.log_tail:
+        env.stderr.write(f"last lines of {visible(str(exc.log_path))}:\n")
+        env.stderr.write("".join(f"  | {visible(line, keep=TAB)}\n" for line in exc.log_tail.splitlines()))
 
 
 def _usage_error(ctx: Any, exc: Any) -> NoReturn:

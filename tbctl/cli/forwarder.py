@@ -23,9 +23,11 @@ def forwarder_process(ctx: typer.Context, host_spec: Annotated[str, typer.Argume
 
     env = command_env(ctx, False)
     name = jumped_name(jump, host_spec) if jump else host_spec
+    hosts = reach(env)
     # its exit status is the command's: the root group exits with what a command returns
-    return daemon.serve(name, store_of(env), lambda: reach(env).unconnected(
-        host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout, jump=jump))
+    return daemon.serve(name, store_of(env), lambda: hosts.unconnected(
+        host_spec, env_prefix=env_prefix, connect_timeout=connect_timeout, jump=jump),
+        backend=hosts.backend(host_spec))
 
 
 command = typer.main.get_command(verb)

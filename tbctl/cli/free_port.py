@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -39,8 +39,7 @@ def free_port(
     number = parse_port(port)
     with reach(env).open(host_spec, connect_timeout=connect_timeout) as host:
         report = core.inspect(host, number)
-        summary: dict[str, Any] = {"port": number, "host": host.name, "holders": report.holders, "outcomes": [],
-                                   "freed": not report.holders, "dry_run": dry_run}
+        summary = core.summary(report, dry_run=dry_run)
         if not env.json:
             render.port_report(env, report)
         if not report.holders or dry_run:
@@ -57,7 +56,7 @@ def free_port(
             _confirm(env, report, asking)
         result = core.free(host, report, force=force, timeout=timeout, settings=env.settings)
     if env.json:
-        render.print_json(env, summary | {"outcomes": result.outcomes, "freed": result.freed})
+        render.print_json(env, core.summary(report, dry_run=dry_run, result=result))
     else:
         render.free_port_result(env, result)
     core.require_freed(result)
@@ -65,10 +64,11 @@ def free_port(
 
 def _confirm(env: Environment, report: PortReport, asking: Sequence[PortHolder]) -> None:
     """Ask on the terminal (none: refuse) whether to stop them; anything but yes keeps them running."""
-    pids = ", ".join(sorted({str(h.pid) for h in asking}))
+    from tbctl.core.free_port import asked_pids, refuse_unconfirmed
+
     if not env.stdin_isatty:
-        raise PortBusy(report.port, report.holders, f"not stopping pid {pids} without confirmation",
-                       hint="pass --yes to stop it without asking")
+        refuse_unconfirmed(report, asking)
+    pids = asked_pids(asking)
     env.stderr.write(f"stop pid {pids}? [y/N] ")
     env.stderr.flush()
     answer = env.stdin.readline().strip().lower()

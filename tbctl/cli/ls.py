@@ -37,7 +37,9 @@ def ls(
     if env.json:
         render.print_json(env, {"instances": listing.instances, "forwards": listing.forwards, "errors": listing.errors,
                                 "pulls": pulls})
-    else:
+    if listing.failure is not None:  # after its JSON, said as any error is (one line, exit code)
+        raise listing.failure
+    if not env.json:
         render.instances_table(env, listing.instances, errors=listing.errors, show_host=listing.elsewhere)
         render.forwards_table(env, listing.forwards)
         render.pulls_table(env, pulls)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -12,6 +13,7 @@ from tbctl.cli.session import reach, SessionNarrator, flush_warnings, open_in_br
 from tbctl.errors import UsageError
 
 if TYPE_CHECKING:
+    from tbctl.core.serve import ServeRequest
     from tbctl.models import UpResult
     from tbctl.state import StateStore
 
@@ -62,11 +64,11 @@ def up(
     (or, with --detach, by a background tbctl process until `tbctl down`). With --job (or --job-name),
     --host is the Slurm login node: TensorBoard runs as a step of that job on its node, forwarded through
     the login node; a relative LOGDIR is relative to the job's WorkDir."""
-    from tbctl.core.serve import ServeRequest, opens_browser, serve
+    from tbctl.core.serve import opens_browser, serve
 
     env = command_env(ctx, json_output)
-    logdir, extra = _split_logdir_and_extra(args or [], logdir_option)
     if pull or pulls:
+        logdir, extra = _split_logdir_and_extra(args or [], logdir_option)
         if logdir is not None or host_spec is not None:
             raise UsageError("--pull serves the mirrors of the pulled logdirs here; give no LOGDIR and no --host with it")
         other = [flag for flag, given in (("--local-port", local_port), ("--keep", keep), ("--new", new),
@@ -79,11 +81,7 @@ def up(
               timeout=timeout, tensorboard=tensorboard, connect_timeout=connect_timeout, extra=extra,
               open_browser=open_browser)
         return
-    request = ServeRequest(
-        host=host_spec, logdir=logdir, port=port, local_port=local_port, timeout=timeout, new=new,
-        tensorboard=tensorboard, env_prefix=env_prefix, extra_args=tuple(extra), connect_timeout=connect_timeout,
-        keep=keep, detach=detach, job=job, job_name=job_name, node=node, wait=wait,
-        bind_node_address=bind_node_address, expose_to_network=expose_to_network)
+    request = request_of(ctx.params)
     store = store_of(env)
     with serve(request, env.settings, reach(env), store, SessionNarrator(env)) as session:
         _announce(env, store, session.result, open_browser=opens_browser(open_browser, env.settings, host_spec))
@@ -110,6 +108,20 @@ def _pull(env: Environment, specs: list[str], *, detach: bool, port: str | None,
             env.info(f"pulling in the background; `tbctl down {session.result.instance.port}` ends it "
                      "(the mirror stays until `tbctl down --purge`)")
         session.hold()
+
+
+def request_of(params: Mapping[str, Any]) -> ServeRequest:
+    """core's request from `up`'s parsed parameters (the notebook's `%tbctl up` parses with this command too)."""
+    from tbctl.core.serve import ServeRequest
+
+    logdir, extra = _split_logdir_and_extra(list(params["args"] or []), params["logdir_option"])
+    return ServeRequest(
+        host=params["host_spec"], logdir=logdir, port=params["port"], local_port=params["local_port"],
+        timeout=params["timeout"], new=params["new"], tensorboard=params["tensorboard"],
+        env_prefix=params["env_prefix"], extra_args=tuple(extra), connect_timeout=params["connect_timeout"],
+        keep=params["keep"], detach=params["detach"], job=params["job"], job_name=params["job_name"],
+        node=params["node"], wait=params["wait"], bind_node_address=params["bind_node_address"],
+        expose_to_network=params["expose_to_network"])
 
 
 def _announce(env: Environment, store: StateStore, result: UpResult, *, open_browser: bool) -> None:

@@ -138,8 +138,13 @@ def detach_forward(host: Host, local: Host, store: StateStore, *, backend: str, 
                 logdir=instance.logdir if instance else None,
                 path_prefix=instance.path_prefix if instance else "", stop_instance=stop_instance)
     try:
-        daemon.ensure_running(store, host.name, backend=backend, connect_timeout=connect_timeout,
-                              env_prefix=env_prefix, route=route)
+        forwarder = daemon.ensure_running(store, host.name, backend=backend, connect_timeout=connect_timeout,
+                                          env_prefix=env_prefix, route=route)
+        if forwarder.backend and forwarder.backend != backend:
+            # one forwarder per host: starting another over the other backend would hold the same host twice
+            warning = "; ".join(filter(None, [warning, (
+                f"the forward joins the background forwarder that serves {host.name} over {forwarder.backend}, "
+                f"not {backend}: it keeps that backend until its last forward ends")]))
         daemon.wait_listening(store, host.name, port)
         if check_path is not None:
             verify_http(local, port, check_path, what=f"{host.name}:{remote_port}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
 
 from tbctl.core.stopping import terminate
 from tbctl.errors import PortBusy
@@ -14,6 +16,36 @@ if TYPE_CHECKING:
     from tbctl.config import Settings
 
 VERIFY_SECONDS = 2.0  # a killed server's socket disappears within milliseconds; allow for slow hosts
+
+
+@dataclass(frozen=True)
+class FreePortSummary:
+    """What `free-port` did, as its JSON prints it: who held the port, what became of each, and whether it
+    is free now (before anything is stopped, `outcomes` is empty and `freed` says whether nobody held it)."""
+
+    port: int
+    host: str
+    holders: tuple[PortHolder, ...]
+    outcomes: tuple[HolderOutcome, ...]
+    freed: bool
+    dry_run: bool
+
+
+def summary(report: PortReport, *, dry_run: bool, result: FreePortResult | None = None) -> FreePortSummary:
+    return FreePortSummary(port=report.port, host=report.host, holders=report.holders,
+                           outcomes=result.outcomes if result is not None else (),
+                           freed=result.freed if result is not None else not report.holders, dry_run=dry_run)
+
+
+def asked_pids(asking: Sequence[PortHolder]) -> str:
+    return ", ".join(sorted({str(h.pid) for h in asking}))
+
+
+def refuse_unconfirmed(report: PortReport, asking: Sequence[PortHolder], *,
+                       hint: str = "pass --yes to stop it without asking") -> NoReturn:
+    """Where nobody can be asked, holders that need a person's yes are left running (PortBusy, exit 3)."""
+    raise PortBusy(report.port, report.holders, f"not stopping pid {asked_pids(asking)} without confirmation",
+                   hint=hint)
 
 
 def inspect(host: Host, port: int) -> PortReport:

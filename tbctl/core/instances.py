@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tbctl.config import parse_port
 from tbctl.errors import ExitCode, InstanceNotFound, TbctlError, UsageError
@@ -17,11 +18,13 @@ from tbctl.state import StateStore
 from tbctl.tensorboard import classify
 
 
-def list_instances(host: Host, store: StateStore) -> list[TensorBoardInstance]:
+def list_instances(host: Host, store: StateStore, scanned: Mapping[str, Any] | None = None) -> list[TensorBoardInstance]:
     """Every TensorBoard on `host`, ours or not, live or stale, sorted by port; and those tbctl runs as steps
-    of Slurm jobs that `host` (a login node) schedules, which run on the jobs' nodes."""
+    of Slurm jobs that `host` (a login node) schedules, which run on the jobs' nodes. `scanned`: the host's
+    scan when it was asked for together with other questions."""
     records = store.for_host(host.name)
-    instances = classify(host.scan(), host=host.name, records=[r for r in records if r.job is None])
+    instances = classify(host.scan() if scanned is None else scanned, host=host.name,
+                         records=[r for r in records if r.job is None])
     if any(r.job is not None for r in records):
         from tbctl.core.job_up import job_instances
 

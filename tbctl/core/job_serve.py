@@ -103,7 +103,8 @@ def serve_job(request: ServeRequest, job_request: JobUpRequest, hosts: HostOpene
             background = forward_port if exposure is None else None
             with ServeSession(result, node_host, report, exposure=exposure, background_port=background,
                               stops=(stop_step,) if stop_after else (),
-                              ended=_job_watch(login, node_host, result.instance)) as session:
+                              ended=_job_watch(login, node_host, result.instance),
+                              catch_hangup=request.catch_hangup) as session:
                 yield session
 
 

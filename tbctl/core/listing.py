@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tbctl.errors import TbctlError
+
 if TYPE_CHECKING:
     from tbctl.config import Settings
     from tbctl.core.instances import HostError
@@ -22,6 +24,7 @@ class Listing:
     instances: tuple[TensorBoardInstance, ...]
     forwards: tuple[ForwardInfo, ...]
     errors: tuple[HostError, ...]
+    failure: TbctlError | None = None  # the one host asked for could not be listed: the command's error
 
     @property
     def elsewhere(self) -> bool:
@@ -30,7 +33,12 @@ class Listing:
 
 
 def hosts_to_list(hosts: Sequence[str], *, all_hosts: bool, settings: Settings, store: StateStore) -> list[str | None]:
-    """`--host`s as given (else this machine); with `--all-hosts`, this machine and every known host too."""
+    """`--host`s as given (else this machine); with `--all-hosts`, this machine and every known host too.
+    A `--host` that is no host spec fails the command (exit 2) before any host is asked: a typo, not a row."""
+    from tbctl.hosts.ssh_config import parse_spec
+
+    for spec in hosts:
+        parse_spec(spec)
     specs: list[str | None] = list(hosts) if hosts else [None]
     if all_hosts:
         specs = [None, *(h for h in known_hosts(settings, store) if h not in specs)]
@@ -50,20 +58,25 @@ def known_hosts(settings: Settings, store: StateStore) -> list[str]:
 
 def list_hosts(specs: Sequence[str | None], hosts: HostOpener, store: StateStore, *,
                connect_timeout: float | None) -> Listing:
-    """One host: its failure is the command's (exit code and all). Several: in parallel, never prompting,
-    each with its own deadline; a dead host is a row with its error."""
+    """One host: its failure is the command's (exit code and all), and also its error row. Several: in
+    parallel, never prompting, each with its own deadline; a dead host is a row with its error."""
     from tbctl.core.forwards import list_forwards
-    from tbctl.core.instances import list_instances, list_many, with_forwards
+    from tbctl.core.instances import HostError, list_instances, list_many, with_forwards
     from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
 
     errors: list[HostError] = []
+    failure: TbctlError | None = None
     if len(specs) == 1:
-        with hosts.open(specs[0], connect_timeout=connect_timeout) as host:
-            instances = list_instances(host, store)
+        try:
+            with hosts.open(specs[0], connect_timeout=connect_timeout) as host:
+                instances = list_instances(host, store)
+        except TbctlError as exc:
+            instances, failure = [], exc
+            errors.append(HostError(specs[0] or "localhost", exc.message, exc.exit_code))
     else:
         instances, errors = list_many(
             specs, lambda spec: hosts.open(spec, connect_timeout=connect_timeout, interactive=False), store,
             timeout=(connect_timeout or DEFAULT_CONNECT_TIMEOUT) + SCAN_SECONDS)
     forwards = list_forwards(store)
     return Listing(hosts=tuple(specs), instances=tuple(with_forwards(instances, forwards)), forwards=tuple(forwards),
-                   errors=tuple(errors))
+                   errors=tuple(errors), failure=failure)

@@ -59,7 +59,11 @@ class Reach:
                 raise UsageError("--env applies to a remote host", hint="locally, use --tensorboard PATH")
             return self.local()
         from tbctl.hosts import preconnect
+        from tbctl.hosts.ssh_config import parse_spec
 
+        for named in (spec, jump):  # a typo (or an injection) is refused before anything is said or run
+            if named is not None:
+                parse_spec(named)
         self.progress(f"connecting to {spec}" + (f" through {jump}…" if jump else "…"))
         per_host = self.settings.for_host(spec)
         early = None if jump else preconnect.take(preconnect.EarlyKey(

@@ -50,6 +50,9 @@ class ServeRequest:
     wait: bool = False
     bind_node_address: bool = False
     expose_to_network: bool = False
+    # Whether SIGTERM and SIGHUP end a foreground forward as Ctrl-C does: a command's own process, yes; a
+    # library caller's (tbctl.up() in a notebook's kernel), no, since its signals are not tbctl's to take.
+    catch_hangup: bool = True
 
     @property
     def in_job(self) -> bool:
@@ -129,7 +132,7 @@ class ServeSession:
 
     def __init__(self, result: Any, host: Host, report: ServeReport, *, exposure: Exposure | None = None,
                  background_port: int | None = None, stops: tuple[Callable[[], None], ...] = (),
-                 ended: Callable[[], str] | None = None) -> None:
+                 ended: Callable[[], str] | None = None, catch_hangup: bool = True) -> None:
         self.result = result
         self.host = host
         self.background_port = background_port  # a background forwarder now keeps the URL alive
@@ -137,6 +140,7 @@ class ServeSession:
         self._exposure = exposure
         self._stops = stops
         self._ended = ended
+        self._catch_hangup = catch_hangup
         self._signals = contextlib.ExitStack()
 
     @property
@@ -163,7 +167,7 @@ class ServeSession:
             self._report.ended(why)
 
     def __enter__(self) -> ServeSession:
-        if self.forwarding:  # from here on, a closed terminal or a kill cleans up like Ctrl-C
+        if self.forwarding and self._catch_hangup:  # from here on, a closed terminal or a kill cleans up like Ctrl-C
             from tbctl.core.expose import interrupt_on_hangup
 
             self._signals.enter_context(interrupt_on_hangup())
@@ -293,7 +297,8 @@ def serve(request: ServeRequest, settings: Settings, hosts: HostOpener, store: S
             raise
         stops = (lambda: _stop_reporting(host, store, inst, report),) if stop_after else ()
         background = forward_port if exposure is None else None
-        with ServeSession(result, host, report, exposure=exposure, background_port=background, stops=stops) as session:
+        with ServeSession(result, host, report, exposure=exposure, background_port=background, stops=stops,
+                          catch_hangup=request.catch_hangup) as session:
             yield session
 
 

@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from tbctl.errors import NotFound, TbctlError, UsageError
+from tbctl.errors import NotFound, SSHError, TbctlError, UsageError
 from tbctl.hosts.base import Host
+from tbctl.hosts.ssh_config import is_host_name
 
 SEP = "\x1f"  # between squeue's fields: a character no job name, path or reason contains
 # numeric job id (unique per array task), id as shown (123_4), state, reason, batch host, node list, user,
@@ -129,6 +130,15 @@ def require_running(login: Host, job: Job, *, wait: bool, timeout: float | None,
                    hint="TensorBoard runs inside a running job; for an ended one, `tbctl up --host` on the login node serves its logdir")
 
 
+def node_name(login: Host, name: str, what: str) -> str:
+    """`name`, which the login node gave as a node's name, when it is a host name tbctl may connect to:
+    SSH tooling reads a name like `n;id>f` as shell (paramiko's `Match exec`, a ProxyCommand's %h)."""
+    if not is_host_name(name):
+        raise SSHError(f"{login.name} named {name!r} as {what}, which is not a host name; tbctl will not connect to it",
+                       hint="a node name has letters, digits, '.', '-' and '_' only; Slurm itself prints no other")
+    return name
+
+
 def hostnames(login: Host, expression: str) -> list[str]:
     rc, out, err = run(login, ["scontrol", "show", "hostnames", expression])
     if rc != 0:
@@ -137,10 +147,14 @@ def hostnames(login: Host, expression: str) -> list[str]:
 
 
 def choose_node(login: Host, job: Job, wanted: str | None) -> str:
+    """The node to serve from: the job's batch host, or `wanted` among its nodes (a name checked as a host
+    name either way, before anything connects to it)."""
     if wanted is None:
         if not job.batch_host or job.batch_host in ("n/a", "(null)"):
             raise NotFound(f"job {job.display} has no batch host", hint="name one of its nodes with --node")
-        return job.batch_host
+        return node_name(login, job.batch_host, f"job {job.display}'s batch host")
+    if not is_host_name(wanted):
+        raise UsageError(f"--node {wanted!r} is not a node name", hint="`squeue -j JOB -o %N` lists the job's nodes")
     nodes = hostnames(login, job.node_list)
     if wanted not in nodes:
         raise UsageError(f"node {wanted} is not one of job {job.display}'s nodes ({', '.join(nodes)})")
@@ -197,4 +211,7 @@ def node_address(login: Host, node: str) -> str:
     found = re.search(r"(?:^|\s)NodeAddr=(\S+)", out) if rc == 0 else None
     if found is None:
         raise TbctlError(f"scontrol on {login.name} does not say {node}'s address: {_said(out, err)}")
-    return found.group(1)
+    address = found.group(1)
+    if re.fullmatch(r"[0-9A-Fa-f:.]+", address):  # an IP address, v6 included
+        return address
+    return node_name(login, address, f"{node}'s address")

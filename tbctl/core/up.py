@@ -6,14 +6,15 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tbctl.config import PORT_SEARCH_SPAN
 from tbctl.core.instances import list_instances, live_for_logdir
 from tbctl.core.stopping import terminate
 from tbctl.errors import PortBusy, TbctlError, TensorBoardFailed, UsageError
-from tbctl.hosts.base import Host, Launched
+from tbctl.hosts.base import Answer, Host, Launched, Readiness
 from tbctl.models import PortHolder, TensorBoardInstance, UpResult
-from tbctl.probe import CREATE_TIME_SLACK
+from tbctl.probe import CREATE_TIME_SLACK, is_python
 from tbctl.records import InstanceRecord
 from tbctl.state import StateStore
 from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path, tensorboard_args, tensorboard_flag
@@ -61,68 +62,70 @@ def short_command(cmdline: Sequence[str], width: int = 80) -> str:
                 given = 1 if any(a.startswith(f"--{flag}=") for a in args) else 2
                 return f"tensorboard --{flag} {value}" + (" …" if len(args) > given else "")
         return " ".join(["tensorboard", *args])
-    if len(argv) > 1 and _name(argv[0]).startswith("python") and not argv[1].startswith("-"):
+    if len(argv) > 1 and is_python(argv[0]) and not argv[1].startswith("-"):
         argv = argv[1:]  # python SCRIPT ARGS: the script is the program
     text = " ".join([_name(argv[0]), *argv[1:]]) if argv else "?"
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _name(program: str) -> str:
-    return program.rstrip("/").rsplit("/", 1)[-1]
+    """The program's file name as written (a POSIX or a Windows path)."""
+    return program.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
 
 def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[[str], None] = lambda _: None,
        notice: Callable[[str], None] = lambda _: None) -> UpResult:
     """`notice` gets the port note (why the port differs from the one asked for) as soon as it is known,
     before the progress that names the port it explains; it is also in the result."""
-    executable = host.find_tensorboard(request.tensorboard, request.env_prefix, explicit_from=request.tensorboard_from)
-    resolved = host.call("resolve_path", path=request.logdir)  # the kind too, which Host.resolve_path drops
-    logdir = str(resolved["path"])
-    warnings: list[str] = []
-    if resolved.get("kind") == "not a directory":
-        where = f" on {host.name}" if host.is_remote else ""
-        raise UsageError(f"logdir {logdir} is not a directory{where}", hint="give the directory the event files are in")
-    if not resolved["exists"]:
-        warnings.append(f"logdir {logdir} does not exist yet; TensorBoard will show runs once they appear")
     path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
     # One lock per host across check-then-launch: two `up`s of one logdir at once end with one instance.
     with store.lock(f"up-{host.name}"):
-        # After the lock, which vets the state dir the local log dir lives in. A log dir another user owns
-        # (or planted as a symlink) is refused here in one line, not by launch.
-        unsafe = host.call("private_dir", path=host.log_dir)["error"]
-        if unsafe:
-            raise TbctlError(f"log dir {unsafe}", hint="remove it, or fix its owner; tbctl keeps its logs there")
+        # The questions that do not depend on each other's answers, asked at once: one round trip to a
+        # remote host, which on a new connection travels with the probe itself. The free port is asked
+        # for even when an instance may be reused: a wasted answer costs less than a round trip.
+        questions = [host.find_tensorboard_request(request.tensorboard, request.env_prefix),
+                     ("resolve_path", {"path": request.logdir}),  # the kind too, which Host.resolve_path drops
+                     ("free_port", {"candidates": _candidates(request.port), "holders": True})]
         if not request.new:
-            reusable = live_for_logdir(list_instances(host, store), logdir, host.user)
+            questions.append(("scan", {}))
+        answers = host.call_many(questions)
+        executable = host.tensorboard_found(answers[0].get(), request.tensorboard,
+                                            explicit_from=request.tensorboard_from)
+        resolved = answers[1].get()
+        logdir = str(resolved["path"])
+        warnings: list[str] = []
+        if resolved.get("kind") == "not a directory":
+            where = f" on {host.name}" if host.is_remote else ""
+            raise UsageError(f"logdir {logdir} is not a directory{where}", hint="give the directory the event files are in")
+        if not resolved["exists"]:
+            warnings.append(f"logdir {logdir} does not exist yet; TensorBoard will show runs once they appear")
+        if not request.new:
+            reusable = live_for_logdir(list_instances(host, store, answers[3].get()), logdir, host.user)
             if reusable is not None:
                 return UpResult(instance=reusable, url=reusable.url or "", reused=True, warnings=tuple(warnings))
         port_note = ""
         wanted = request.port
         for attempt in range(BIND_RACE_RETRIES):
-            port, note = _choose_port(host, wanted)
+            port, note = _choose_port(host, wanted, answers[2].get() if attempt == 0 else None)
             if note and not port_note:
                 notice(note)
             port_note = port_note or note
             argv = build_argv(executable, logdir, port, request.extra_args, network_ok=request.network_ok)
             log_path = f"{host.log_dir}/tensorboard-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-            launched = host.launch(argv, log_path)
-            # From here until it is recorded, a Ctrl-C (while the status line draws, while waiting) must leave
-            # nothing running.
+            launched, ready, info = _launch(host, argv, log_path, port, readiness_path(path_prefix), request.timeout,
+                                            progress)
+            # From here until it is recorded, a Ctrl-C must leave nothing running (_launch stops what it
+            # started until its answers are in).
             try:
-                # Said once it is launched, not before: on a terminal the first progress line loads the status
-                # line's rich modules (~40 ms), which then overlap TensorBoard's own start instead of delaying it.
-                progress(f"starting TensorBoard on {host.name}:{port}")
-                progress(f"waiting for TensorBoard on {host.name}:{port} to answer")
-                ready = host.wait_ready(launched, port, readiness_path(path_prefix), request.timeout)
                 if ready.ready and _serves(ready.body, logdir):
-                    ticks = _start_ticks(host, launched)
+                    ticks = _start_ticks(launched, info)
                     store.add(InstanceRecord(
                         host=host.name, pid=launched.pid, create_time=launched.create_time, port=port, logdir=logdir,
                         log_path=launched.log_path, started_at=time.time(), argv=tuple(argv), start_ticks=ticks,
                     ))
                     break
             except BaseException:
-                terminate(host, [(launched.pid, launched.create_time)], force=False, timeout=3.0)
+                _stop_quietly(host, launched)
                 raise
             if ready.reason == "held":  # another process took the port before TensorBoard could bind it
                 _stop_quietly(host, launched)
@@ -152,24 +155,67 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
                     warnings=tuple(warnings), ready_seconds=ready.elapsed)
 
 
-def _start_ticks(host: Host, launched: Launched) -> int | None:
+def _launch(host: Host, argv: list[str], log_path: str, port: int, path: str, timeout: float,
+            progress: Callable[[str], None]) -> tuple[Launched, Readiness, dict[str, Any] | None]:
+    """Start TensorBoard and wait until it answers: the log dir's check, the launch and the wait go out
+    together (one round trip to a remote host), and the launch's answer comes as soon as it is started, so
+    a Ctrl-C while waiting still knows what to stop. A log dir another user owns (or planted as a symlink)
+    is refused in one line; the launch then refuses it too, so nothing starts."""
+    started: list[Launched] = []
+
+    def on_answer(index: int, answer: Answer) -> None:
+        if index == 1 and answer.error is None:
+            started.append(Launched(pid=answer.value["pid"], create_time=answer.value["create_time"],
+                                    log_path=answer.value["log_path"]))
+            # Said once it is launched, not before: on a terminal the first progress line loads the status
+            # line's rich modules (~40 ms), which then overlap TensorBoard's own start instead of delaying it.
+            progress(f"starting TensorBoard on {host.name}:{port}")
+            progress(f"waiting for TensorBoard on {host.name}:{port} to answer")
+
+    try:
+        checked, launch_answer, waited = host.call_many(
+            [("private_dir", {"path": host.log_dir}), ("launch", {"argv": argv, "log_path": log_path}),
+             ("wait_launched", {"port": port, "path": path, "timeout": timeout})], on_answer=on_answer)
+        unsafe = checked.get()["error"]
+        if unsafe:
+            raise TbctlError(f"log dir {unsafe}", hint="remove it, or fix its owner; tbctl keeps its logs there")
+        if not started:
+            launch_answer.get()  # the launch's own error
+        answer = waited.get()
+    except BaseException:  # Ctrl-C or a failure while waiting: leave nothing running
+        if started:
+            terminate(host, [(started[0].pid, started[0].create_time)], force=False, timeout=3.0)
+        raise
+    ready = Readiness(ready=answer["ready"], reason=answer.get("reason", ""), elapsed=answer["elapsed"],
+                      body=answer.get("body", ""))
+    return started[0], ready, answer.get("info")
+
+
+def _start_ticks(launched: Launched, info: dict[str, Any] | None) -> int | None:
     """The launched process's start in clock ticks since boot: with its pid, what identifies it in the
     record whatever the wall clock does later (None where the host cannot tell: psutil, macOS)."""
-    info = host.call("proc_info", pid=launched.pid)["info"]
     if info is None or info.get("create_time") is None or abs(info["create_time"] - launched.create_time) > CREATE_TIME_SLACK:
         return None  # not the process launched (cannot happen while it is the probe's unreaped child)
     ticks = info.get("start_ticks")
     return ticks if isinstance(ticks, int) else None
 
 
-def _choose_port(host: Host, wanted: int) -> tuple[int, str]:
+def _candidates(wanted: int) -> list[int]:
+    return list(range(wanted, min(wanted + PORT_SEARCH_SPAN, 65536)))
+
+
+def _choose_port(host: Host, wanted: int, found: dict[str, Any] | None = None) -> tuple[int, str]:
     """The wanted port if free, else the next free one, and a note naming every port skipped and who held
-    each (`port 6006 is held by pid 1 (…) on 127.0.0.1, 6007 by pid 2 (…) on 127.0.0.1; using 6008`)."""
-    candidates = list(range(wanted, min(wanted + PORT_SEARCH_SPAN, 65536)))
-    port = host.first_free_port(candidates)
+    each (`port 6006 is held by pid 1 (…) on 127.0.0.1, 6007 by pid 2 (…) on 127.0.0.1; using 6008`).
+    `found`: the host's free_port answer with holders, when it was asked together with other questions."""
+    candidates = _candidates(wanted)
+    if found is None:
+        found = host.call("free_port", candidates=candidates, holders=True)
+    port = found["port"]
+    held_by = {p: host.holders_from(rows) for p, rows in found["held"]}
     if port is None:
         raise PortBusy(
-            wanted, host.port_holders(wanted),
+            wanted, held_by[wanted],
             f"no free port in {candidates[0]}-{candidates[-1]} on {host.name}",
             hint=f"`tbctl free-port {wanted}` shows who holds it",
         )
@@ -177,7 +223,7 @@ def _choose_port(host: Host, wanted: int) -> tuple[int, str]:
         return port, ""
     held = []
     for skipped in range(wanted, port):
-        holders = host.port_holders(skipped)
+        holders = held_by[skipped]
         held.append(describe_holders(holders) if holders else "something that is not listening yet")
     others = "".join(f", {p} by {who}" for p, who in zip(range(wanted + 1, port), held[1:]))
     return port, f"port {wanted} is held by {held[0]}{others}; using {port}"

@@ -27,6 +27,22 @@ class Launched:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """One operation's outcome in a batch (Host.call_many): its result, or the error it raised there."""
+
+    value: Any = None
+    error: Exception | None = None
+
+    def get(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+Request = tuple[str, dict[str, Any]]  # a probe operation and its arguments
+
+
+@dataclass(frozen=True)
 class Readiness:
     ready: bool
     reason: str  # "" when ready, else "exited" | "timeout"
@@ -52,6 +68,21 @@ class Host(abc.ABC):
     @abc.abstractmethod
     def call(self, op: str, **args: Any) -> Any:
         """Run one probe operation on the machine and return its JSON answer."""
+
+    def call_many(self, requests: Sequence[Request], *,
+                  on_answer: Callable[[int, Answer], None] = lambda index, answer: None) -> list[Answer]:
+        """Operations that need not wait for each other's answers. A remote host sends them together and
+        the probe answers them in order, so the batch costs one round trip; one that fails does not stop
+        the others. `on_answer` sees each as it comes. Here: one after another, in this process."""
+        answers = []
+        for index, (op, args) in enumerate(requests):
+            try:
+                answer = Answer(self.call(op, **args))
+            except Exception as exc:
+                answer = Answer(error=exc)
+            on_answer(index, answer)
+            answers.append(answer)
+        return answers
 
     @property
     @abc.abstractmethod
@@ -114,6 +145,10 @@ class Host(abc.ABC):
         return self.call("scan")
 
     def port_holders(self, port: int) -> list[PortHolder]:
+        return self.holders_from(self.call("holders", port=port))
+
+    def holders_from(self, rows: Sequence[Mapping[str, Any]]) -> list[PortHolder]:
+        """The probe's `holders` rows as records."""
         return [
             PortHolder(
                 host=self.name,
@@ -126,7 +161,7 @@ class Host(abc.ABC):
                 create_time=row["create_time"],
                 is_tensorboard=row["is_tensorboard"],
             )
-            for row in self.call("holders", port=port)
+            for row in rows
         ]
 
     def first_free_port(self, candidates: Sequence[int]) -> int | None:
@@ -135,7 +170,16 @@ class Host(abc.ABC):
     def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None, *,
                          explicit_from: str = "--tensorboard") -> str:
         """`explicit_from`: where `explicit` was given, for the error: the flag, or a config file's line."""
-        found = self.call("find_tensorboard", explicit=explicit, env_prefix=env_prefix, login_shell=self.is_remote)
+        op, args = self.find_tensorboard_request(explicit, env_prefix)
+        return self.tensorboard_found(self.call(op, **args), explicit, explicit_from=explicit_from)
+
+    def find_tensorboard_request(self, explicit: str | None = None, env_prefix: str | None = None) -> Request:
+        return "find_tensorboard", {"explicit": explicit, "env_prefix": env_prefix, "login_shell": self.is_remote}
+
+    def tensorboard_found(self, found: Mapping[str, Any], explicit: str | None, *,
+                          explicit_from: str = "--tensorboard") -> str:
+        """The path find_tensorboard answered, else why there is none. `explicit_from`: where `explicit` was
+        given, for the error: the flag, or a config file's line."""
         if found["path"]:
             return str(found["path"])
         if found.get("explicit_bad"):

@@ -10,22 +10,23 @@ otherwise), and no shell string is ever built from user input: remote arguments 
 
 from __future__ import annotations
 
-import json
 import os
 import select
+import shlex
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
 from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, TbctlError
 from tbctl.hosts import openssh_errors, remote_probe
+from tbctl.hosts.base import Answer, Request
 from tbctl.hosts.link import DEFAULT_PING_INTERVAL, NEEDS_A_PERSON, LinkState, backoff_delay
-from tbctl.hosts.openssh_masters import Master, own_master, resolve
-from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT, parse_spec
+from tbctl.hosts.openssh_masters import Master, destination_of, own_master, resolve, session_options
+from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
 
 CALL_MARGIN = 30.0  # seconds a probe operation may take beyond its own timeout before the link is presumed dead
 
@@ -47,17 +48,20 @@ class _NoTerminal:
         return nullcontext()
 
 
-def _session_options() -> list[str]:
-    """A host block written for tunnels only (`ForkAfterAuthentication yes`, `SessionType none`, `StdinNull
-    yes`: `ssh -f -N` in config form) would background the probe's ssh or give it no session, and makes
-    even `ssh -G` fail. tbctl's commands need a session in the foreground (OpenSSH 8.7 has these options;
-    an older ssh rejects them, and has no such blocks to undo)."""
-    from tbctl.hosts.backends import openssh_client
-
-    version, _ = openssh_client()
-    if version is None or version < (8, 7):
-        return []
-    return ["-o", "ForkAfterAuthentication=no", "-o", "SessionType=default", "-o", "StdinNull=no"]
+def _through(login: OpenSSHHost) -> str:
+    """How to reach a host behind `login`: through the master that already serves `login` (the user's,
+    else tbctl's), as a `-W` stdio forward on it, so the login node sees no second login (nor asks a
+    second 2FA code); ssh's own ProxyJump, a login of its own, where no master serves it. A master gone
+    meanwhile makes that ssh connect by itself with the user's config, as ProxyJump would."""
+    sockets = [path for path in (login.resolved.user_control_path, own_master(login).control_path)
+               if path and os.path.exists(path)]
+    if not sockets:
+        return f"ProxyJump={login.name}"
+    # ssh runs a ProxyCommand with the shell after expanding its %-tokens: every word quoted, every % doubled
+    words = ["ssh", *login.destination, "-S", sockets[0], "-o", "ControlMaster=no", "-o", "BatchMode=yes",
+             "-o", "ClearAllForwardings=yes"]
+    command = " ".join(shlex.quote(word).replace("%", "%%") for word in words)
+    return f"ProxyCommand={command} -W '[%h]:%p' -- {shlex.quote(login.host_arg).replace('%', '%%')}"
 
 
 class LinkTimeout(SSHError):
@@ -92,7 +96,7 @@ class _Lines:
 
 
 class _Probe:
-    """The probe process: `ssh -S CTL -T -- HOST python3 -c BOOTSTRAP`, in its own session so a Ctrl-C
+    """The probe process: `ssh -S CTL -T -- HOST python3 -I -c BOOTSTRAP`, in its own session so a Ctrl-C
     meant for tbctl does not kill it before tbctl has cleaned up through it."""
 
     def __init__(self, argv: list[str], *, on_exit: Callable[[], None]) -> None:
@@ -101,6 +105,7 @@ class _Probe:
                                      start_new_session=True, bufsize=0)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.lines = _Lines(self.proc.stdout.fileno())
+        self.greeted = False  # its hello line has been read
         self._stderr = bytearray()
         self._drain = threading.Thread(target=self._read_stderr, name="tbctl-probe-stderr", daemon=True)
         self._drain.start()
@@ -134,11 +139,24 @@ class _Probe:
 
     def close(self, grace: float = 2.0) -> None:
         """EOF on the probe's stdin: it exits by itself; killed if it does not within `grace` seconds."""
+        self._end_input()
+        self._reap(grace)
+
+    def close_soon(self) -> None:
+        """EOF now, the rest in the background: a command shows its answer without waiting the round trip
+        the probe's exit takes. If tbctl exits first, the ssh client (in its own session) still ends with
+        its channel, and init reaps it."""
+        self._end_input()
+        threading.Thread(target=self._reap, name="tbctl-probe-close", daemon=True).start()
+
+    def _end_input(self) -> None:
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
         except OSError:
             pass
+
+    def _reap(self, grace: float = 2.0) -> None:
         if self.exit_status(grace) is None:
             self.proc.kill()
             self.proc.wait(timeout=5)
@@ -188,22 +206,19 @@ class OpenSSHHost(remote_probe.RemoteHost):
         config_file: str | None = None,
         jump: str | None = None,
     ) -> None:
-        user, host, port = parse_spec(spec)  # also refuses a spec that ssh would read as an option
+        self.destination, self.host_arg = destination_of(spec, config_file=config_file)
         self.name = spec
         self.state_dir = state_dir
         self.env_prefix = env_prefix
         self.persist = persist
         self._terminal = terminal or _NoTerminal()
-        self.destination = ["-F", config_file] if config_file else []
-        self.destination += (["-l", user] if user else []) + (["-p", str(port)] if port else [])
-        if jump is not None:  # a compute node through its login node: ssh's own ProxyJump, before `--`
+        if jump is not None:  # a compute node through its login node, before `--`
             from tbctl.hosts.backends import jumped_name
 
-            parse_spec(jump)
-            self.destination += ["-o", f"ProxyJump={jump}"]
+            # the jump host's spec is checked (destination_of) before its `ssh -G` runs
+            self.destination += ["-o", _through(OpenSSHHost(jump, state_dir=state_dir, config_file=config_file))]
             self.name = jumped_name(jump, spec)
-        self.host_arg = host
-        self.resolved = resolve(self.mux_destination, host, spec)
+        self.resolved = resolve(self.mux_destination, self.host_arg, spec)
         self.connect_timeout = connect_timeout or self.resolved.connect_timeout or DEFAULT_CONNECT_TIMEOUT
         self.master: Master | None = None
         self.forwards: list[OpenSSHForward] = []
@@ -238,7 +253,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
     def mux_destination(self) -> list[str]:
         """The destination options of a command to the master (`-O …`): a tunnel-only host block would make
         even those fail ("Cannot fork into background without a command")."""
-        return [*self.destination, *_session_options()]
+        return [*self.destination, *session_options()]
 
     def ssh_argv(self, *options: str, command: list[str] | None = None) -> list[str]:
         """`ssh [the user's destination options] OPTIONS -- HOST [COMMAND]`: options never after the host."""
@@ -247,14 +262,16 @@ class OpenSSHHost(remote_probe.RemoteHost):
     def connect(self) -> OpenSSHHost:
         with self._connect_lock:
             if self._probe is None:
-                self._connect(batch=not self._terminal.interactive)
+                self._connect(batch=not self._terminal.interactive, greet=False)
         return self
 
-    def _connect(self, *, batch: bool, avoid: str | None = None) -> None:
-        """Ride a live master (the user's, else ours), or start ours; then start the probe through it."""
+    def _connect(self, *, batch: bool, avoid: str | None = None, greet: bool = True) -> None:
+        """Ride a live master (the user's, else ours), or start ours; then start the probe through it.
+        Without `greet`, the probe's hello is read with the first answers: the first requests then travel
+        right behind the probe's source instead of one round trip later."""
         self.master = self._live_master(avoid) or self._start_own_master(batch=batch)
         try:
-            self._start_probe()
+            self._start_probe(greet=greet)
         except BaseException:
             self._drop_probe()
             raise
@@ -286,15 +303,23 @@ class OpenSSHHost(remote_probe.RemoteHost):
                 self._interactive_auth = True
             return master
 
-    def _start_probe(self) -> None:
+    def _start_probe(self, *, greet: bool) -> None:
         assert self.master is not None
-        probe = _Probe(self.ssh_argv(*self.master.client_options(), *_session_options(), "-o", "RemoteCommand=none", "-T",
+        probe = _Probe(self.ssh_argv(*self.master.client_options(), *session_options(), "-o", "RemoteCommand=none", "-T",
                                      command=[remote_probe.remote_command(self.python)]), on_exit=self._wake.set)
-        deadline = time.monotonic() + self.connect_timeout + CALL_MARGIN
         try:
-            probe.send(remote_probe.PREAMBLE)
+            probe.send(remote_probe.preamble())
         except OSError:
             pass  # the process died at once; read_hello reports what it said
+        if greet:
+            self._greet(probe)
+        self._probe = probe
+
+    def _greet(self, probe: _Probe) -> None:
+        """Read the probe's hello (once); a probe that never says it is closed and the reason raised."""
+        if probe.greeted:
+            return
+        deadline = time.monotonic() + self.connect_timeout + CALL_MARGIN
         try:
             self._hello = remote_probe.read_hello(
                 lambda: probe.lines.readline(deadline), host=self.name, python=self.python,
@@ -305,35 +330,65 @@ class OpenSSHHost(remote_probe.RemoteHost):
         except BaseException:
             probe.close()
             raise
-        self._probe = probe
+        probe.greeted = True
+
+    def hello(self) -> dict[str, Any]:
+        self.connect()
+        with self._lock:
+            probe = self._probe
+            if probe is not None and not probe.greeted:
+                self._greet_or_drop(probe)
+        return self._hello
+
+    def _greet_or_drop(self, probe: _Probe) -> None:
+        try:
+            self._greet(probe)
+        except BaseException:
+            self._probe = None  # closed by _greet: the next command connects anew
+            raise
 
     def call(self, op: str, **args: Any) -> Any:
+        return self.call_many([(op, args)])[0].get()
+
+    def call_many(self, requests: Sequence[Request], *,
+                  on_answer: Callable[[int, Answer], None] = lambda index, answer: None) -> list[Answer]:
+        """Every request written at once; the probe answers them in order, so the batch costs one round
+        trip (the first batch also travels with the probe's source, see connect)."""
         self.connect()
-        timeout = float(args.get("timeout") or 0) + CALL_MARGIN
+        timeout = sum(float(args.get("timeout") or 0) for _, args in requests) + CALL_MARGIN
+        answers: list[Answer] = []
+        why = ""
         with self._lock:
             probe = self._probe
             if probe is None:
                 raise SSHError(f"lost the connection to {self.name}", hint="run the command again")
+            deadline = time.monotonic() + timeout
             try:
-                probe.send(json.dumps({"op": op, "args": args}).encode() + b"\n")
-                line = probe.lines.readline(time.monotonic() + timeout)
+                probe.send(remote_probe.request_lines(requests))
+                if not probe.greeted:
+                    self._greet_or_drop(probe)
+                for index, (op, _) in enumerate(requests):
+                    line = probe.lines.readline(deadline)
+                    if not line:
+                        break
+                    answer = remote_probe.outcome(line, op=op, host=self.name)
+                    answers.append(answer)
+                    on_answer(index, answer)
             except TimeoutError:
                 self._wake.set()
                 raise LinkTimeout(f"no answer from {self.name} within {timeout:g} s (the link may be dead)") from None
             except OSError as exc:
-                line = b""
                 why = exc.strerror or str(exc)
-            except BaseException:  # Ctrl-C mid-call: the answer still on its way would be read as the next call's
-                self._probe = None
-                probe.close(grace=0.0)  # the next call (the cleanup) starts another probe through the master
+            except BaseException:  # Ctrl-C mid-batch: the answers still on their way would be read as the next call's
+                if self._probe is probe and len(answers) < len(requests):
+                    self._probe = None  # the next call (the cleanup) starts another through the master: a remote
+                    probe.close(grace=0.0)  # wait would hold this one
                 raise
-            else:
-                why = ""
-        if not line:
+        if len(answers) < len(requests):
             self._wake.set()
             raise SSHError(f"lost the connection to {self.name}" + (f": {why}" if why else ""),
                            hint="the server or the network closed it; try again")
-        return remote_probe.answer(line, op=op, host=self.name)
+        return answers
 
     def ping(self, timeout: float) -> None:
         """One round trip through the probe within `timeout`, else SSHError."""
@@ -341,15 +396,17 @@ class OpenSSHHost(remote_probe.RemoteHost):
             probe = self._probe
             if probe is None:
                 raise SSHError(f"not connected to {self.name}")
+            deadline = time.monotonic() + timeout
             try:
                 probe.send(b'{"op": "ping", "args": {}}\n')
-                line = probe.lines.readline(time.monotonic() + timeout)
+                if not probe.greeted:
+                    self._greet_or_drop(probe)
+                if not probe.lines.readline(deadline):
+                    raise SSHError(f"lost the connection to {self.name}")
             except TimeoutError:
                 raise LinkTimeout(f"no answer from {self.name} within {timeout:g} s") from None
             except OSError as exc:
                 raise SSHError(f"lost the connection to {self.name}: {exc.strerror or exc}") from None
-        if not line:
-            raise SSHError(f"lost the connection to {self.name}")
 
     # --- forwards ---
 
@@ -461,11 +518,14 @@ class OpenSSHHost(remote_probe.RemoteHost):
         if master.owned and hung:
             master.exit()
 
-    def _drop_probe(self) -> None:
+    def _drop_probe(self, *, wait: bool = True) -> None:
         with self._lock:
             probe, self._probe = self._probe, None
         if probe is not None:
-            probe.close()
+            if wait:
+                probe.close()
+            else:
+                probe.close_soon()
 
     def close(self) -> None:
         self._stop.set()
@@ -477,5 +537,5 @@ class OpenSSHHost(remote_probe.RemoteHost):
                 self.cancel_forward(fwd)
             if self.persist < 1 and self.master is not None and self.master.owned:
                 self.master.stop()  # ssh_persist 0: gone with this command (or with the last one riding it)
-            self._drop_probe()
+            self._drop_probe(wait=False)
 

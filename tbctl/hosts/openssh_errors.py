@@ -73,6 +73,7 @@ def server_host_key(host: OpenSSHHost) -> tuple[str, str]:
     argv = host.ssh_argv("-v", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                          "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
                          "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "UpdateHostKeys=no",
+                         "-o", "ClearAllForwardings=yes",
                          "-o", f"ConnectTimeout={max(1, round(host.connect_timeout))}", command=["true"])
     try:
         res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,

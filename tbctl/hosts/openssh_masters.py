@@ -1,10 +1,15 @@
 """ControlMasters: what `ssh -G` says of a host, the user's master or tbctl's own, and their sockets.
 
-tbctl's own master for a host lives at `<state dir>/ssh/<hash of the host's resolved config>`, so two
-commands that would connect the same way share it, and a changed ssh_config gets a new one. A Unix socket
-path must fit sun_path (108 bytes, and ssh first binds `PATH.<16 random chars>`), so a state dir too deep
-for that puts the sockets in a 0700 directory of ours under /tmp instead. Beside each socket a small JSON
-file says which host it serves, so `tbctl connections` can list and `tbctl disconnect` close them."""
+tbctl's own master for a host lives at `<socket dir>/<hash of the host's resolved config>`, so two commands
+that would connect the same way share it, and a changed ssh_config gets a new one. The socket dir is
+`<state dir>/ssh` when a socket path fits there. A Unix socket path must fit sun_path (108 bytes on Linux,
+104 on macOS and the BSDs), and ssh first binds `PATH.<16 random chars>`; so a state dir too deep for that
+puts the sockets in a directory made by mkdtemp under the temp dir (or /tmp, where it always fits), whose
+name is remembered in the state dir. Another user can see that name in /tmp's listing and make a directory
+of it once ours is gone: so the socket dir is used only while it is a real directory (no symlink) owned by
+this user with mode 0700, checked on every use, and otherwise a new one is made. Beside each socket a small
+JSON file says which host it serves, so `tbctl connections` can list and `tbctl disconnect` close them;
+ssh's arguments are built from that host spec alone, and only the socket named like the record is removed."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,12 +32,16 @@ from typing import TYPE_CHECKING
 from tbctl import locks
 from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError, Unreachable
 from tbctl.hosts import openssh_errors
+from tbctl.hosts.ssh_config import parse_spec
 from tbctl.probe import current_uid, open_private
 
 if TYPE_CHECKING:
     from tbctl.hosts.openssh import OpenSSHHost
 
-SOCKET_PATH_MAX = 107 - 17  # sun_path less its NUL, less the ".XXXXXXXXXXXXXXXX" ssh binds first
+SOCKET_NAME_LENGTH = 16  # hex digits of the resolved config's digest: the socket's file name
+SSH_BIND_SUFFIX = len(".XXXXXXXXXXXXXXXX")  # ssh binds PATH plus this first, then renames it to PATH
+SOCKET_DIR_NOTE = "ssh-socket-dir"  # in the state dir: where the sockets are when they cannot be there
+_RECORD_NAME = re.compile(r"^[0-9a-f]{%d}\.json$" % SOCKET_NAME_LENGTH)
 MUX_TIMEOUT = 10.0  # seconds for a `-O` command, which only talks to the local master
 OWN_ALIVE_INTERVAL, OWN_ALIVE_COUNT = 5, 3  # our master's ServerAlive*, when the user's config sets none
 
@@ -88,6 +98,41 @@ class Resolved:
         return name if self.port == 22 else f"[{name}]:{self.port}"
 
 
+def session_options() -> list[str]:
+    """A host block written for tunnels only (`ForkAfterAuthentication yes`, `SessionType none`, `StdinNull
+    yes`: `ssh -f -N` in config form) would background the probe's ssh or give it no session, and makes
+    even `ssh -G` fail. tbctl's commands need a session in the foreground (OpenSSH 8.7 has these options;
+    an older ssh rejects them, and has no such blocks to undo)."""
+    from tbctl.hosts.backends import openssh_client
+
+    version, _ = openssh_client()
+    if version is None or version < (8, 7):
+        return []
+    return ["-o", "ForkAfterAuthentication=no", "-o", "SessionType=default", "-o", "StdinNull=no"]
+
+
+def destination_of(spec: str, *, config_file: str | None, jump: str | None = None) -> tuple[list[str], str]:
+    """(ssh's options that name the host, what comes after `--`) for a host spec, which must be valid:
+    `-F` for the user's TBCTL_SSH_CONFIG, `-l`/`-p` from `user@host:port`, ProxyJump for a jump host."""
+    user, host, port = parse_spec(spec)  # also refuses a spec that ssh would read as an option
+    destination = ["-F", config_file] if config_file else []
+    destination += (["-l", user] if user else []) + (["-p", str(port)] if port else [])
+    if jump is not None:  # a compute node through its login node: ssh's own ProxyJump, before `--`
+        parse_spec(jump)
+        destination += ["-o", f"ProxyJump={jump}"]
+    return destination, host
+
+
+def mux_destination_of(name: str) -> tuple[list[str], str]:
+    """What a command to the master of the host tbctl calls `name` (`JUMP/SPEC` through a jump host) needs
+    before and after `--`: built from the name, and refused (UsageError) when it is no host spec."""
+    from tbctl.hosts.backends import ssh_config_override
+
+    jump, _, spec = name.rpartition("/")
+    destination, host = destination_of(spec, config_file=ssh_config_override(), jump=jump or None)
+    return [*destination, *session_options()], host
+
+
 def resolve(destination: list[str], host: str, spec: str) -> Resolved:
     try:
         res = subprocess.run(["ssh", *destination, "-G", "--", host], stdin=subprocess.DEVNULL,
@@ -120,10 +165,15 @@ class Master:
         return "tbctl's own ControlMaster" if self.owned else f"your ControlMaster {self.control_path}"
 
     def client_options(self) -> list[str]:
-        return ["-S", self.control_path, "-o", "ControlMaster=no", "-o", "BatchMode=yes"]
+        """A mux client for a session: it would ask the master for the config's forwards first."""
+        return ["-S", self.control_path, "-o", "ControlMaster=no", "-o", "BatchMode=yes",
+                "-o", "ClearAllForwardings=yes"]
 
     def _mux(self, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = ["ssh", *self.destination, "-S", self.control_path, *args, "--", self.host_arg]
+        # `-F none`: a `-O` command sends the master every forward of the config besides its own `-L` (the
+        # user's LocalForward would be opened, or with ExitOnForwardFailure fail the command), and
+        # ClearAllForwardings would clear the `-L` too. The socket is all a `-O` command needs.
+        argv = ["ssh", *self.destination, "-F", "none", "-S", self.control_path, *args, "--", self.host_arg]
         try:
             return subprocess.run(argv, stdin=subprocess.DEVNULL,
                                   capture_output=True, text=True, timeout=MUX_TIMEOUT)
@@ -159,13 +209,17 @@ class Master:
         """`-O stop`: no new clients; the master exits once the sessions riding it (a background forwarder's
         too) have ended."""
         self._mux("-O", "stop")
-        with contextlib.suppress(FileNotFoundError):
-            Path(self.control_path + ".json").unlink()
+        self._forget()
 
     def exit(self) -> None:
         self._mux("-O", "exit")
-        with contextlib.suppress(FileNotFoundError):
-            Path(self.control_path + ".json").unlink()
+        self._forget()
+
+    def _forget(self) -> None:
+        """Our master's record goes with it (a user's master has none of ours)."""
+        if self.owned:
+            with contextlib.suppress(FileNotFoundError):
+                Path(self.control_path + ".json").unlink()
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -219,35 +273,89 @@ class Master:
         pid = self.pid()  # one `-O check`: whether it answers, and its pid
         if pid is None:
             raise SSHError(f"ssh connected to {host.name} but its ControlMaster does not answer: {said.strip()[-300:]}")
-        record = {"host": host.name, "control_path": self.control_path, "created_at": time.time(),
-                  "persist": host.persist, "pid": pid, "destination": list(self.destination),
-                  "host_arg": self.host_arg}
+        # the host spec only: whoever reads this builds ssh's arguments from it (recorded_masters)
+        record = {"host": host.name, "created_at": time.time(), "persist": host.persist, "pid": pid}
         _write_private(Path(self.control_path + ".json"), json.dumps(record))
 
 
-def control_dir(state_dir: Path, *, create: bool = True) -> Path:
-    """A 0700 directory of ours for master sockets: under the state dir when a socket path fits there."""
+def sun_path_size(platform: str = sys.platform) -> int:
+    """sizeof(sockaddr_un.sun_path) where tbctl runs: 108 bytes on Linux, 104 on macOS and the BSDs."""
+    return 108 if platform.startswith("linux") else 104
+
+
+def socket_fits(directory: Path | str, platform: str = sys.platform) -> bool:
+    """Whether ssh can bind a master's socket in `directory`: its path, the suffix ssh binds first, a NUL."""
+    path = os.path.join(os.fsdecode(directory), "x" * SOCKET_NAME_LENGTH)
+    return len(os.fsencode(path)) + SSH_BIND_SUFFIX + 1 <= sun_path_size(platform)
+
+
+def control_dir(state_dir: Path, *, create: bool = True, platform: str = sys.platform) -> Path | None:
+    """The 0700 directory of this user's where tbctl's master sockets are: `<state dir>/ssh` when a socket
+    path fits there, else the one under the temp dir that the state dir remembers (a new one when that one
+    is gone or no longer ours). None when `create` is False and there is none to read."""
     path = state_dir / "ssh"
-    if len(str(path)) + 1 + 16 > SOCKET_PATH_MAX:
-        tag = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:10]
-        uid = current_uid()  # Windows has none, and a temp dir of each user's own
-        path = Path(tempfile.gettempdir()) / (f"tbctl-ssh-{uid}-{tag}" if uid is not None else f"tbctl-ssh-{tag}")
-    if create:
-        _private_dir(path)
-    return path
+    if socket_fits(path, platform):
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o700)
+        elif not os.path.lexists(path):
+            return None
+        info, uid = os.lstat(path), current_uid()
+        if stat.S_ISDIR(info.st_mode) and uid is not None and info.st_uid == uid and info.st_mode & 0o077:
+            os.chmod(path, 0o700)  # inside the user's own state dir: tightened, as an older tbctl left it
+        why = _not_private(path)
+        if why:
+            raise TbctlError(f"{why}; refusing to keep SSH sockets there",
+                             hint="remove it, or set TBCTL_STATE_DIR to a directory of yours")
+        return path
+    remembered = _remembered_dir(state_dir, platform)
+    if remembered is not None or not create:
+        return remembered
+    from tbctl.state import StateStore
+
+    with StateStore(state_dir).lock(SOCKET_DIR_NOTE):  # which also makes the state dir, ours alone
+        remembered = _remembered_dir(state_dir, platform)  # made by another tbctl meanwhile
+        if remembered is not None:
+            return remembered
+        # the temp dir when a socket fits there (on macOS a per-user one), else /tmp, where one always does
+        parent = next((d for d in (tempfile.gettempdir(), "/tmp")
+                       if socket_fits(os.path.join(d, "tbctl-ssh-" + "x" * 8), platform)), "/tmp")
+        made = tempfile.mkdtemp(prefix="tbctl-ssh-", dir=parent)  # 0700, and a name nobody can guess
+        note = state_dir / SOCKET_DIR_NOTE
+        _write_private(note.with_name(note.name + ".new"), made)
+        os.replace(note.with_name(note.name + ".new"), note)
+        return Path(made)
 
 
-def _private_dir(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
-    info = os.lstat(path)
-    uid = current_uid()
+def _remembered_dir(state_dir: Path, platform: str) -> Path | None:
+    """The socket dir the state dir names, while it is still ours alone; None otherwise."""
+    try:
+        fd = open_private(str(state_dir / SOCKET_DIR_NOTE), os.O_RDONLY)
+    except OSError:
+        return None
+    with os.fdopen(fd) as f:
+        text = f.read(4096).strip()
+    if not os.path.isabs(text) or not socket_fits(text, platform) or _not_private(Path(text)):
+        return None
+    return Path(text)
+
+
+def _not_private(path: Path) -> str | None:
+    """Why `path` is no directory for tbctl's sockets (None: it is one): it must be a directory, not a
+    symlink, owned by this user, with no access for anyone else."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if stat.S_ISLNK(info.st_mode):
+        return f"{path} is a symlink"
+    uid = current_uid()  # None on Windows: no uids, no mode bits, and a temp dir of each user's own
     if not stat.S_ISDIR(info.st_mode) or (uid is not None and info.st_uid != uid):
-        raise TbctlError(f"{path} is not a directory of yours; refusing to keep SSH sockets there",
-                         hint="remove it, or set TBCTL_STATE_DIR to a directory of yours")
-    if info.st_mode & 0o077:
-        os.chmod(path, 0o700)
+        return f"{path} is not a directory of yours"
+    if uid is not None and info.st_mode & 0o077:
+        return f"{path} is open to other users"
+    return None
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -257,9 +365,10 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def own_master(host: OpenSSHHost) -> Master:
-    path = control_dir(host.state_dir) / host.resolved.digest[:16]
-    return Master(host=host.name, control_path=str(path), owned=True, destination=tuple(host.mux_destination),
-                  host_arg=host.host_arg)
+    directory = control_dir(host.state_dir)
+    assert directory is not None
+    return Master(host=host.name, control_path=str(directory / host.resolved.digest[:SOCKET_NAME_LENGTH]),
+                  owned=True, destination=tuple(host.mux_destination), host_arg=host.host_arg)
 
 
 @dataclass(frozen=True)
@@ -275,15 +384,29 @@ class MasterRecord:
 
 
 def recorded_masters(state_dir: Path) -> list[MasterRecord]:
+    """tbctl's masters as their records say, read only from tbctl's own socket dir. A record gives the
+    host spec alone: ssh's arguments are built from that spec (never taken from the file), and the socket
+    is the one named like the record, in that dir."""
+    directory = control_dir(state_dir, create=False)
+    if directory is None:
+        return []
     out = []
-    for path in sorted(control_dir(state_dir, create=False).glob("*.json")):
+    for path in sorted(directory.iterdir()):
+        if not _RECORD_NAME.match(path.name):
+            continue
         try:
+            info, uid = os.lstat(path), current_uid()
+            if not stat.S_ISREG(info.st_mode) or (uid is not None and info.st_uid != uid):
+                continue
             rec = json.loads(path.read_text())
-            master = Master(rec["host"], rec["control_path"], True, tuple(rec.get("destination") or ()),
-                            rec["host_arg"])
-            out.append(MasterRecord(rec["host"], rec["control_path"], float(rec["created_at"]),
-                                    float(rec["persist"]), rec.get("pid"), master))
-        except (OSError, ValueError, KeyError, TypeError):
+            host = str(rec["host"])
+            destination, host_arg = mux_destination_of(host)
+            control_path = str(directory / path.stem)
+            master = Master(host, control_path, True, tuple(destination), host_arg)
+            pid = rec.get("pid")
+            out.append(MasterRecord(host, control_path, float(rec["created_at"]), float(rec["persist"]),
+                                    pid if isinstance(pid, int) else None, master))
+        except (OSError, ValueError, KeyError, TypeError, TbctlError):
             continue
     return out
 
@@ -303,9 +426,9 @@ def kept_connections(state_dir: Path) -> list[KeptConnection]:
     """tbctl's masters that answer; the records and sockets of those that are gone are removed."""
     out = []
     for rec in recorded_masters(state_dir):
-        if rec.master.check():
-            out.append(KeptConnection(rec.host, rec.master.pid() or rec.pid, rec.control_path, rec.created_at,
-                                      rec.persist))
+        pid = rec.master.pid() if os.path.exists(rec.control_path) else None  # one `-O check`: alive, and its pid
+        if pid is not None:
+            out.append(KeptConnection(rec.host, pid, rec.control_path, rec.created_at, rec.persist))
         else:
             for leftover in (rec.control_path, rec.control_path + ".json"):
                 with contextlib.suppress(FileNotFoundError):

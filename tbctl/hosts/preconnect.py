@@ -1,9 +1,11 @@
 """Opening the SSH connection while the command line is still importing (typer and rich take ~0.1-0.2 s
 of every start). Only for the plain case that can be read off argv and the environment without the CLI:
-one `--host` (or `tunnel HOST`), the OpenSSH backend, no terminal (so nothing can prompt over the imports)
-and no flag that changes how to connect (`--env`, `--connect-timeout`, `--ssh`). The CLI then takes the
-host if it was opened the way it would open it itself, and otherwise opens its own; an error of the early
-attempt is the command's error, as it would have been a moment later."""
+one `--host` (or `tunnel HOST`), the OpenSSH backend, and no flag that changes how to connect (`--env`,
+`--connect-timeout`, `--ssh`). The early attempt never asks anything (BatchMode), so it cannot prompt over
+the imports. The CLI then takes the host if it was opened the way it would open it itself, and otherwise
+opens its own; an error of the early attempt is the command's error, as it would have been a moment later,
+except on a terminal when a person could answer it (a password, 2FA, a passphrase, an unknown host key):
+the CLI then connects the way it does on a terminal, asking."""
 
 from __future__ import annotations
 
@@ -33,8 +35,9 @@ class EarlyKey:
 
 
 class _Early:
-    def __init__(self, key: EarlyKey) -> None:
+    def __init__(self, key: EarlyKey, *, on_terminal: bool) -> None:
         self.key = key
+        self.on_terminal = on_terminal
         self.host: Host | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -65,7 +68,7 @@ def start(argv: Sequence[str]) -> None:
     """Begin connecting in a background thread, if argv is the plain case (see the module's doc)."""
     global _early
     spec = host_in(argv)
-    if spec is None or sys.stdin is None or _isatty(sys.stdin) or os.environ.get("_TBCTL_COMPLETE"):
+    if spec is None or sys.stdin is None or os.environ.get("_TBCTL_COMPLETE"):
         return
     try:
         from tbctl.config import load_settings
@@ -78,7 +81,7 @@ def start(argv: Sequence[str]) -> None:
     except Exception:  # a broken config file: the CLI reports it, in its own words
         return
     key = EarlyKey(spec, "openssh", per_host.connect_timeout, per_host.env, per_host.ssh_persist)
-    early = _Early(key)
+    early = _Early(key, on_terminal=_isatty(sys.stdin))
     _early = early
 
     def connect() -> None:
@@ -109,8 +112,17 @@ def take(key: EarlyKey) -> Host | None:
             early.host.close()
         return None
     if early.error is not None:
+        if early.on_terminal and _a_person_could_answer(early.error):
+            return None
         raise early.error
     return early.host
+
+
+def _a_person_could_answer(error: BaseException) -> bool:
+    from tbctl.errors import AuthFailed
+    from tbctl.hosts.openssh_errors import UnknownHostKey
+
+    return isinstance(error, (AuthFailed, UnknownHostKey))
 
 
 def _isatty(stream: Any) -> bool:

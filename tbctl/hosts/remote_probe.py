@@ -1,28 +1,59 @@
 """How the probe starts on a remote host, whichever SSH backend carries its stdin and stdout.
 
-The remote command is `python3 -c BOOTSTRAP`: it reads a length line, then exactly that many bytes of
-tbctl/probe.py, then serves JSON lines on the rest of stdin. The login shell may print first (a banner
-echoed from .bashrc, `conda activate` chatter), so the probe's hello line starts with a sentinel and
-everything before it is kept to show the user if the hello never comes."""
+The remote command is `python3 -I -c BOOTSTRAP` (isolated: nothing from the home or PYTHON* variables):
+it reads a length line, then exactly that many bytes of tbctl/probe.py compressed with zlib, then serves
+JSON lines on the rest of stdin. The login shell may print first (a banner echoed from .bashrc, `conda
+activate` chatter), so the probe's hello line starts with a sentinel and everything before it is kept to
+show the user if the hello never comes."""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import shlex
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tbctl import probe
 from tbctl.errors import NotFound, ProbeError
-from tbctl.hosts.base import Host
+from tbctl.hosts.base import Answer, Host, Request
 
+# zlib is not built into every python3 (Debian's loads it from lib-dynload): `-I` keeps the cwd (the remote
+# home) off sys.path, and the bootstrap drops it too before the import, so a zlib.py there cannot run even
+# where the bootstrap is started without -I.
 BOOTSTRAP = (
-    "import sys;b=sys.stdin.buffer;n=int(b.readline());g={'__name__':'tbctl_probe'};"
-    "exec(compile(b.read(n),'tbctl-probe','exec'),g);g['serve']()"
+    "import sys;sys.path[:]=[p for p in sys.path if p];import zlib;b=sys.stdin.buffer;n=int(b.readline());"
+    "g={'__name__':'tbctl_probe'};exec(compile(zlib.decompress(b.read(n)),'tbctl-probe','exec'),g);g['serve']()"
 )
-SOURCE = Path(probe.__file__).read_bytes()
-PREAMBLE = b"%d\n" % len(SOURCE) + SOURCE  # what the client writes first on the probe's stdin
+
+# A docstring (a statement of its own that starts a line with triple quotes) and a line that is only a
+# comment. probe.py has no other string that starts a line with triple quotes (the test of shipped_source
+# compares the code statement by statement).
+_DOCSTRING = re.compile(r'^([ \t]*)"""(?:.|\n)*?"""[ \t]*$', re.M)
+_COMMENT_LINE = re.compile(r"^[ \t]*#.*$", re.M)
+
+
+def shipped_source() -> bytes:
+    """probe.py as it travels: its docstrings left as '' and its comment lines blank, for the bytes alone
+    (~58 KB of source, ~42 KB without them). Every line stays where it is, so a traceback's line numbers
+    are probe.py's."""
+    source = Path(probe.__file__).read_text(encoding="utf-8")
+    source = _DOCSTRING.sub(lambda m: m.group(1) + "''" + "\n" * m.group(0).count("\n"), source)
+    return _COMMENT_LINE.sub("", source).encode("utf-8")
+
+
+@functools.cache
+def preamble() -> bytes:
+    """What the client writes first on the probe's stdin. Compressed (~11 KB), the probe fits in TCP's
+    initial window of 10 segments, so it costs no round trip of its own; made once per process, when the
+    first host connects (~3 ms)."""
+    source = zlib.compress(shipped_source())
+    return b"%d\n" % len(source) + source
+
+
 MAX_NOISE_LINES = 200  # a shell that prints more than this before python starts is not going to stop
 
 
@@ -45,19 +76,21 @@ class RemoteHost(Host):
         """The interpreter that runs the probe: the env's when --env names one, else python3 on PATH."""
         return f"{self.env_prefix.rstrip('/')}/bin/python" if self.env_prefix else "python3"
 
+    def hello(self) -> dict[str, Any]:
+        """What the probe said of the host when it started (whoami)."""
+        self.connect()
+        return self._hello
+
     @property
     def log_dir(self) -> str:
-        self.connect()
-        return f"{self._hello['cache_dir']}/logs"
+        return f"{self.hello()['cache_dir']}/logs"
 
     @property
     def user(self) -> str:
-        self.connect()
-        return str(self._hello["user"])
+        return str(self.hello()["user"])
 
-    def find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None, *,
-                         explicit_from: str = "--tensorboard") -> str:
-        return super().find_tensorboard(explicit, env_prefix or self.env_prefix, explicit_from=explicit_from)
+    def find_tensorboard_request(self, explicit: str | None = None, env_prefix: str | None = None) -> Request:
+        return super().find_tensorboard_request(explicit, env_prefix or self.env_prefix)
 
 
 def quote_argv(argv: list[str]) -> str:
@@ -69,7 +102,9 @@ def remote_command(python: str) -> str:
     """The command line for the remote shell. A remote `~` must stay for that shell to expand, so only
     the python path is quoted (and the bootstrap, which is ours)."""
     quoted = python if python == "python3" else quote_argv([python]).replace("'~/", "~/'")
-    return f"{quoted} -c {quote_argv([BOOTSTRAP])}"
+    # -I (isolated, Python 3.4+): `-c` would put the cwd, the user's home, first on sys.path, so a struct.py
+    # or a tbctl/ there would run inside the probe; nor do PYTHON* variables or user site-packages apply
+    return f"{quoted} -I -c {quote_argv([BOOTSTRAP])}"
 
 
 def read_hello(readline: Callable[[], bytes], *, host: str, python: str,
@@ -100,9 +135,19 @@ def read_hello(readline: Callable[[], bytes], *, host: str, python: str,
 
 def answer(line: bytes, *, op: str, host: str) -> Any:
     """A reply line's result, or the ProbeError it carries (the remote exception's type and message)."""
+    return outcome(line, op=op, host=host).get()
+
+
+def outcome(line: bytes, *, op: str, host: str) -> Answer:
+    """A reply line as an Answer: its result, or the ProbeError it carries."""
     reply = json.loads(line)
     if "error" in reply:
         err = reply["error"]
-        raise ProbeError(f"{op} failed on {host}: {err['type']}: {err['message']}", host=host, op=op,
-                         remote_type=str(err["type"]))
-    return reply["ok"]
+        return Answer(error=ProbeError(f"{op} failed on {host}: {err['type']}: {err['message']}", host=host, op=op,
+                                       remote_type=str(err["type"])))
+    return Answer(reply["ok"])
+
+
+def request_lines(requests: Sequence[Request]) -> bytes:
+    """What the client writes for a batch: one JSON line per request, all at once."""
+    return b"".join(json.dumps({"op": op, "args": args}).encode() + b"\n" for op, args in requests)

@@ -7,16 +7,16 @@ round trip and no new process.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tbctl.hosts.paramiko_import import paramiko
 
 from tbctl.errors import SSHError
 from tbctl.hosts import remote_probe
+from tbctl.hosts.base import Answer, Request
 from tbctl.hosts.ssh_config import SSHTarget, resolve
 from tbctl.hosts.ssh_connect import Connection, NoPrompter, Prompter, connect
 from tbctl.tunnel import Forwarder
@@ -85,7 +85,7 @@ class SSHHost(remote_probe.RemoteHost):
             chan = self._conn.transport.open_session(timeout=self.target.connect_timeout)
             chan.settimeout(max(self.target.connect_timeout, DEFAULT_CALL_TIMEOUT))  # the remote python's start
             chan.exec_command(remote_probe.remote_command(self.python))
-            chan.sendall(remote_probe.PREAMBLE)
+            chan.sendall(remote_probe.preamble())
             reader = chan.makefile("rb")
             hello = remote_probe.read_hello(
                 reader.readline, host=self.name, python=self.python, exit_status=chan.recv_exit_status,
@@ -100,47 +100,68 @@ class SSHHost(remote_probe.RemoteHost):
     def call(self, op: str, **args: Any) -> Any:
         """One probe operation. Its answer must come within a deadline: the operation's own `timeout`
         (wait_ready, wait_gone, http_get) plus a margin, else DEFAULT_CALL_TIMEOUT."""
-        wait = args.get("timeout")
-        deadline = float(wait) + CALL_MARGIN if isinstance(wait, (int, float)) else DEFAULT_CALL_TIMEOUT
+        return self.call_many([(op, args)])[0].get()
+
+    def call_many(self, requests: Sequence[Request], *,
+                  on_answer: Callable[[int, Answer], None] = lambda index, answer: None) -> list[Answer]:
+        """Every request written at once; the probe answers them in order (one round trip for the batch)."""
+        waits = [args.get("timeout") for _, args in requests]
+        deadline = (sum(float(w) for w in waits if isinstance(w, (int, float))) + CALL_MARGIN
+                    if any(isinstance(w, (int, float)) for w in waits) else DEFAULT_CALL_TIMEOUT)
         self.connect()
-        return remote_probe.answer(self._exchange(op, args, deadline), op=op, host=self.name)
+        answers = []
+
+        def answered(index: int, line: bytes) -> None:  # as each comes: a launch is known before its wait ends
+            answer = remote_probe.outcome(line, op=requests[index][0], host=self.name)
+            answers.append(answer)
+            on_answer(index, answer)
+
+        self._exchange(requests, deadline, on_line=answered)
+        return answers
 
     def ping(self, timeout: float) -> None:
         """One round trip within `timeout`, else SSHError (the link is dead or stalled): through the probe,
         or, while a call holds the probe (it may legitimately wait for a while), through the transport."""
         self.connect()
         try:
-            self._exchange("ping", {}, timeout, wait_for_lock=False)
+            self._exchange([("ping", {})], timeout, wait_for_lock=False)
         except _ProbeBusy:
             self._transport_round_trip(timeout)
 
-    def _exchange(self, op: str, args: dict[str, Any], timeout: float, *, wait_for_lock: bool = True) -> bytes:
-        """Send one request on the probe channel and read its answer line within `timeout`. A missed
-        deadline leaves a late answer on its way, so the channel is dropped (the next call opens another)."""
+    def _exchange(self, requests: Sequence[Request], timeout: float, *, wait_for_lock: bool = True,
+                  on_line: Callable[[int, bytes], None] = lambda index, line: None) -> list[bytes]:
+        """Send the requests on the probe channel and read their answer lines within `timeout`. A missed
+        deadline (or a Ctrl-C while reading) leaves answers on their way, so the channel is dropped (the
+        next call opens another)."""
         if not self._lock.acquire(blocking=wait_for_lock):
             raise _ProbeBusy()
         try:
             chan, reader = self._chan, self._reader
             if chan is None:  # a reconnect dropped it meanwhile
                 raise SSHError(f"lost the connection to {self.name}", hint="it is reconnecting; try again")
+            lines = []
             try:
                 chan.settimeout(timeout)
-                chan.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
-                line = reader.readline()
+                chan.sendall(remote_probe.request_lines(requests))
+                for index, (op, _) in enumerate(requests):
+                    line = reader.readline()
+                    if not line:
+                        self._drop_probe(chan)
+                        raise SSHError(f"lost the connection to {self.name}", hint="the server closed it; try again")
+                    lines.append(bytes(line))
+                    on_line(index, bytes(line))
             except socket.timeout as exc:
                 self._drop_probe(chan)
                 raise SSHError(f"no answer from {self.name} to {op} within {timeout:g} s") from exc
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 self._drop_probe(chan)
                 raise SSHError(f"lost the connection to {self.name}: {exc or type(exc).__name__}") from exc
-            except BaseException:  # Ctrl-C mid-call: the answer still on its way would be read as the next call's
-                self._drop_probe(chan)
+            except BaseException:  # Ctrl-C mid-call: an answer still on its way would be read as the next call's
+                if len(lines) < len(requests):
+                    self._drop_probe(chan)
                 raise
-            if not line:
-                self._drop_probe(chan)
-                raise SSHError(f"lost the connection to {self.name}", hint="the server closed it; try again")
             chan.settimeout(None)
-            return bytes(line)
+            return lines
         finally:
             self._lock.release()
 

@@ -48,21 +48,34 @@ class SSHTarget:
         return f"{self.user}@{self.hostname}:{self.port}"
 
 
-_SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$")
+# What a host spec may hold: a name of letters, digits, `.`, `-` and `_` (or an IPv6 literal in brackets,
+# with a zone), an optional `user@` of the same characters, an optional `:port`. Nothing a shell would read:
+# paramiko runs `Match exec` through a shell with %h filled in, and ssh_config's tokens reach ProxyCommand.
+_NAME = r"[A-Za-z0-9._-]+"
+_SPEC = re.compile(rf"^(?:(?P<user>{_NAME})@)?(?P<host>{_NAME}|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._-]+)?\])"
+                   r"(?::(?P<port>[0-9]+))?$")
+_HOST_NAME = re.compile(rf"^{_NAME}$")
+SPEC_HINT = "use an ssh_config alias or [user@]host[:port] (letters, digits, '.', '-', '_'; IPv6 in [brackets])"
 
 
 def parse_spec(spec: str) -> tuple[str | None, str, int | None]:
-    """`[user@]host[:port]` (IPv6 literals in brackets) → (user, host, port)."""
+    """`[user@]host[:port]` (IPv6 literals in brackets) → (user, host, port); UsageError for anything else,
+    before any SSH backend sees it."""
     if spec.strip().startswith("-"):  # `ssh -oProxyCommand=…` would run it: option injection
-        raise UsageError(f"{spec!r} is not a host: a host must not start with '-'",
-                         hint="use an ssh_config alias or [user@]host[:port]")
+        raise UsageError(f"{spec!r} is not a host: a host must not start with '-'", hint=SPEC_HINT)
     match = _SPEC.match(spec.strip())
     if not match:
-        raise UsageError(f"{spec!r} is not a host", hint="use an ssh_config alias or [user@]host[:port]")
+        raise UsageError(f"{spec!r} is not a host", hint=SPEC_HINT)
     port = int(match["port"]) if match["port"] else None
     if port is not None and not 1 <= port <= 65535:
         raise UsageError(f"port {port} in {spec!r} is out of range")
     return match["user"], match["host"].strip("[]"), port
+
+
+def is_host_name(text: str) -> bool:
+    """Whether `text` is a bare host name tbctl may hand to ssh (letters, digits, `.`, `-`, `_`; no leading
+    `-`): what a remote's answer naming a host (a Slurm node) must be."""
+    return bool(_HOST_NAME.match(text)) and not text.startswith("-")
 
 
 def ssh_config_path() -> Path:

@@ -92,6 +92,7 @@ class FakeHost(Host):
         self.signals: list[tuple[int, str]] = []
         self._remote = remote
         self._next_pid = first_pid
+        self.last_launch: dict[str, Any] = {}
         # What this user sees of other users' sockets: all (root), only which ports each user listens on
         # (a normal user on Linux), or nothing (a normal user on macOS).
         self.others_sockets: Literal["visible", "by_user", "hidden"] = "visible"
@@ -188,9 +189,12 @@ class FakeHost(Host):
                  "is_tensorboard": tensorboard_args(list(proc.cmdline)) is not None}
                 for proc, addr in self._listening(port)]
 
-    def _op_free_port(self, candidates: list[int]) -> dict[str, Any]:
+    def _op_free_port(self, candidates: list[int], holders: bool = False) -> dict[str, Any]:
         port = next((p for p in candidates if not self._listening(p) and p not in self.unbindable), None)
-        return {"port": port}
+        if not holders:
+            return {"port": port}
+        skipped = candidates[:candidates.index(port)] if port is not None else candidates[:1]
+        return {"port": port, "held": [[p, self._op_holders(p)] for p in skipped]}
 
     def _op_scan(self) -> dict[str, Any]:
         processes = []
@@ -247,7 +251,13 @@ class FakeHost(Host):
             self.add_info_file(info_content(proc.pid, port=port, logdir=flag_value(args, "logdir") or "",
                                             start_time=proc.create_time + 1))
             self.logs[log_path] = f"TensorBoard serving on http://localhost:{port}/"
-        return {"pid": proc.pid, "create_time": proc.create_time, "log_path": log_path}
+        self.last_launch = {"pid": proc.pid, "create_time": proc.create_time, "log_path": log_path}
+        return self.last_launch
+
+    def _op_wait_launched(self, port: int, path: str, timeout: float) -> dict[str, Any]:
+        last = self.last_launch
+        answer = self._op_wait_ready(last["pid"], last["create_time"], port, path, timeout)
+        return dict(answer, info=self._op_proc_info(last["pid"])["info"])
 
     def _op_wait_ready(self, pid: int, create_time: float, port: int, path: str, timeout: float) -> dict[str, Any]:
         proc = self._live(pid)

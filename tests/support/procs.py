@@ -231,7 +231,9 @@ def free_port(family: socket.AddressFamily = socket.AF_INET) -> int:
 
 def listeners_on(port: int) -> list[str]:
     """Addresses LISTENing on `port` here, whichever process holds them."""
-    return [c.laddr.ip for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    # the machine's real answer, also where the macOS-like layer makes net_connections() refuse as on macOS
+    net_connections = getattr(psutil, "_tbctl_test_linux_net_connections", psutil.net_connections)
+    return [c.laddr.ip for c in net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
 
 
 def port_free(port: int) -> bool:
@@ -351,16 +353,37 @@ def answers(url: str, status: int = 200, timeout: float = 2.0) -> bool:
         return False
 
 
+# What `ps` shows as argv[0] for TensorBoard under python.org's, Homebrew's and Xcode's Pythons on macOS: a
+# framework build re-execs itself as its app bundle's `Python` (capital P).
+MACOS_FRAMEWORK_PYTHON = "/Library/Frameworks/Python.framework/Versions/3.11/Resources/Python.app/Contents/MacOS/Python"
+
+
+def framework_python_command(env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """(argv prefix, env) that run this venv's TensorBoard with argv[0] = macOS' framework `Python`, on this
+    machine: `exec -a` names the process, and PYTHONPATH finds the venv's packages (the interpreter no longer
+    finds its venv from an argv[0] that does not exist)."""
+    import site
+
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join([*site.getsitepackages(), *filter(None, [env.get("PYTHONPATH")])])
+    return ["bash", "-c", 'exec -a "$0" "$@"', MACOS_FRAMEWORK_PYTHON, sys.executable, TENSORBOARD], env
+
+
 def start_plain_tensorboard(
     reaper: ProcessReaper, logdir: Path | str, port: int, *, extra_args: Iterable[str] = (),
     env: Mapping[str, str] | None = None, log_dir: Path | None = None, timeout: float = 30.0,
+    macos_framework_argv0: bool = False,
 ) -> LoggedPopen:
     """TensorBoard started the plain way (not via tbctl), ready when /data/logdir answers 200
     with *our* logdir (so a different server already on the port is not mistaken for it).
-    `env` lets a test point TMPDIR elsewhere to isolate the .tensorboard-info directory."""
+    `env` lets a test point TMPDIR elsewhere to isolate the .tensorboard-info directory;
+    `macos_framework_argv0` runs it as macOS' framework Python shows it (framework_python_command)."""
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="tbctl-tb-log-"))
     log_path = log_dir / f"tensorboard-{port}.log"
-    cmd = [*tensorboard_command(), "--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1", *extra_args]
+    program = tensorboard_command()
+    if macos_framework_argv0:
+        program, env = framework_python_command(env)
+    cmd = [*program, "--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1", *extra_args]
     with open(log_path, "wb") as log:  # the child keeps its own copy of the fd
         proc = reaper.track(LoggedPopen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env))
     proc.log_path = log_path

@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.procs import ProcessReaper, wait_until
 from tests.support.sshd import (
     Netns,
     SshServer,
@@ -132,3 +134,19 @@ def stop_remote(remote: Remote) -> None:
     for ns in (remote.jump_netns, remote.netns):
         if ns is not None:
             delete_netns(ns)  # also kills what still runs inside and removes the veths
+
+
+def start_remote_listener(remote: Remote, reaper: ProcessReaper, port: int, *, banner: bytes) -> None:
+    """A server on the remote's own loopback that speaks first (as SSH, SMTP or a database does)."""
+    code = (
+        "import socket,sys\n"
+        "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+        f"s.bind(('127.0.0.1',{port}));s.listen(8)\n"
+        "while True:\n"
+        f"    c,_=s.accept();c.sendall({banner!r});c.close()\n"
+    )
+    argv = [sys.executable, "-c", code]
+    if remote.netns is not None:
+        argv = ["ip", "netns", "exec", remote.netns.name, *argv]
+    reaper.popen(argv)
+    assert wait_until(lambda: any(p == port for _, p, _ in remote.listeners()), 10)

@@ -58,8 +58,8 @@ CONFIG_HOST = {"logdir": OptStr, "port": OptInt, "local_port": OptInt, "tensorbo
 CONFIG_SHOW = {
     "config_file": OptStr, "config_loaded": bool, "state_dir": str, "logdir": str, "port": int, "timeout": Num,
     "stop_timeout": Num, "connect_timeout": OptNum, "tensorboard": OptStr, "tensorboard_args": [str],
-    "ssh": OptStr, "ssh_persist": Num, "open": bool, "pull": [str], "pull_interval": Num, "pull_budget": int,
-    "ssh_in_effect": str, "ssh_reason": str,
+    "ssh": OptStr, "ssh_persist": Num, "open": bool, "notebook_url": str, "pull": [str], "pull_interval": Num,
+    "pull_budget": int, "ssh_in_effect": str, "ssh_reason": str,
     "hosts": {"*": CONFIG_HOST}, "sources": {"*": str},
 }
 
