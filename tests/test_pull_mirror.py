@@ -251,3 +251,14 @@ def test_a_compressed_answer_cannot_inflate_beyond_its_length(mirror: SourceMirr
         tracemalloc.stop()
     assert applied.fetched == 0 and "length does not match" in applied.errors[0]
     assert peak < 1_000_000  # not the 10 MB it would inflate to
+
+
+@pytest.mark.parametrize("line", ["up --pull h1:runs", "up --pulls"])
+def test_the_notebook_magic_refuses_pull(line: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`%tbctl up` serves one logdir in the cell; a pull polls for as long as it runs, which a cell does not:
+    refused, rather than --pull dropped and the default logdir served."""
+    pytest.importorskip("IPython")
+    from tbctl.notebook import tbctl_magic
+
+    assert tbctl_magic(line) is None
+    assert capsys.readouterr().err.startswith("tbctl: --pull and --pulls do not apply in a notebook")
