@@ -56,6 +56,7 @@ class HostSettings:
     ssh: str | None  # the SSH backend; None: the best available
     ssh_persist: float
     open: bool  # up and tunnel open the URL in a browser
+    private: bool  # up --host serves on a unix socket only this user can open (--private)
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ssh_persist", SECONDS_OR_ZERO, DEFAULT_SSH_PERSIST,
             "seconds tbctl's own ControlMaster stays idle; 0: it ends with the command", env="TBCTL_SSH_PERSIST"),
     Setting("open", BOOL, False, "`--open`: `up` and `tunnel` open the URL in a browser", env="TBCTL_OPEN"),
+    Setting("private", BOOL, False, "`--private`: `up --host` serves TensorBoard on a unix socket only you can open"),
     Setting("notebook_url", NOTEBOOK_URL, "auto", "`%tbctl up --notebook-url`: how the notebook's browser reaches "
             "the dashboard: `direct`, `proxy` (jupyter-server-proxy) or `tunnel` (prints the `tbctl tunnel` line); "
             "`auto` picks", env="TBCTL_NOTEBOOK_URL", scope="top"),

@@ -183,12 +183,12 @@ def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host], *, b
                 log(f"closed 127.0.0.1:{port}")
             for port, rec in wanted.items():
                 if host is not None and port not in forwarders and port not in errors:
-                    fwd = host.forward(rec.remote_port, local_port=port)
+                    fwd = host.forward(rec.remote_port, local_port=port, remote_socket=rec.remote_socket)
                     assert fwd is not None
                     try:
                         forwarders[port] = fwd.start()
                         last_check = 0.0  # learn the new forward's TensorBoard health at once
-                        log(f"127.0.0.1:{port} -> {host_spec}:{rec.remote_port}")
+                        log(f"127.0.0.1:{port} -> {host_spec}:{rec.remote_socket or rec.remote_port}")
                     except TbctlError as exc:  # the local port is taken, or the master refused it
                         errors[port] = exc.message
             if host is not None and host.link_state.state == "up" \

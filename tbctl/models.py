@@ -54,6 +54,8 @@ class TensorBoardInstance:
     cmdline: tuple[str, ...] = ()
     note: str = ""
     forward_port: int | None = None  # the local end of a forward to this instance, when there is one
+    # A private instance (`up --private`) serves on this unix socket, in a 0700 directory, and on no port.
+    socket: str | None = None
     # A TensorBoard tbctl runs as a step of a Slurm job (`up --job`): the job as squeue shows it, its state,
     # the compute node and the step (JOB.STEP). None elsewhere.
     job: str | None = None
@@ -69,11 +71,11 @@ class TensorBoardInstance:
     @property
     def url(self) -> str | None:
         """Where this machine opens it: directly when local, through a forward when remote (else None)."""
-        if self.port is None or self.status in ("stale", "exited", "dead"):
+        if (self.port is None and self.socket is None) or self.status in ("stale", "exited", "dead"):
             return None
         if self.forward_port is not None:
             return browser_url(self.forward_port, self.path_prefix)
-        if self.host != LOCAL_HOST_NAME:
+        if self.host != LOCAL_HOST_NAME or self.port is None:
             return None
         # Always a loopback address of tbctl's choosing: the bind comes from a command line or an info file,
         # which another user may have written (`--host 'evil.example/phish?'`).
@@ -81,8 +83,11 @@ class TensorBoardInstance:
         return browser_url(self.port, self.path_prefix, host=host)
 
     @property
-    def exposure(self) -> Literal["loopback", "network"]:
-        """Who can connect to it: only this host (`loopback`), or anyone who reaches it (`network`)."""
+    def exposure(self) -> Literal["private", "loopback", "network"]:
+        """Who can connect to it: only this user (`private`: a unix socket in a 0700 directory), any user of
+        this host (`loopback`), or anyone who reaches it (`network`)."""
+        if self.socket is not None:
+            return "private"
         return "loopback" if is_loopback(self.bind) else "network"
 
     @property
@@ -171,7 +176,7 @@ class ForwardInfo:
 
     host: str
     local_port: int
-    remote_port: int
+    remote_port: int  # 0 for a forward to a unix socket (remote_socket)
     instance_pid: int | None
     logdir: str | None
     tunnel: Literal["up", "reconnecting", "down", "stale"]
@@ -183,6 +188,12 @@ class ForwardInfo:
     stop_instance: bool = False
     path_prefix: str = ""
     via: str = ""  # how the forwarder reaches the host (e.g. the user's own ControlMaster)
+    remote_socket: str | None = None  # a private instance's unix socket, where the forward goes
+
+    @property
+    def remote_end(self) -> str:
+        """What it forwards to on the host, in words: the port, or a private instance's socket."""
+        return self.remote_socket if self.remote_socket is not None else str(self.remote_port)
 
     @property
     def url(self) -> str:

@@ -164,6 +164,10 @@ class Backend(abc.ABC):
         info = self.proc_info(pid)
         return info["ppid"] if info is not None else None
 
+    def holds_unix(self, pids: list, path: str) -> bool:
+        """Whether one of `pids` holds a listening unix socket bound to `path` (False where it cannot tell)."""
+        return False
+
     def descendants(self, pid: int) -> list:
         """The pids of `pid`'s children, their children, and so on."""
         parents: dict = {}
@@ -334,6 +338,21 @@ class ProcBackend(Backend):
         return out
 
 
+    def holds_unix(self, pids: list, path: str) -> bool:
+        """/proc/net/unix names each socket's inode and path; a listening one has __SO_ACCEPTCON (0x10000)
+        in its flags. It lists this network namespace's sockets, which is where the probe runs."""
+        inodes = set()
+        try:
+            with open("/proc/net/unix", "rb") as f:
+                next(f)
+                for line in f:
+                    parts = line.split(None, 7)
+                    if len(parts) == 8 and parts[7].rstrip(b"\n") == os.fsencode(path) and int(parts[3], 16) & 0x10000:
+                        inodes.add(int(parts[6]))
+        except (OSError, ValueError):
+            return False
+        return any(self._fd_inodes(pid) & inodes for pid in pids)
+
     def _socket_owners(self, inodes: set) -> dict:
         """inode -> pid for the sockets we may see (our own processes, or all as root)."""
         owners: dict = {}
@@ -413,6 +432,16 @@ class PsutilBackend(Backend):
             return False
         except (self._psutil.NoSuchProcess, self._psutil.ZombieProcess):
             return True
+
+    def holds_unix(self, pids: list, path: str) -> bool:
+        for pid in pids:
+            try:
+                conns = self._psutil.Process(pid).net_connections(kind="unix")
+            except self._unreadable:
+                continue
+            if any(c.laddr == path for c in conns):
+                return True
+        return False
 
     def descendants(self, pid: int) -> list:
         try:
@@ -817,6 +846,223 @@ def open_private(path: str, flags: int) -> int:
     return os.open(path, flags | nofollow | binary | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
 
 
+# --- private instances: TensorBoard on a unix socket ------------------------------------------------------
+# `up --private`: TensorBoard serves on a unix socket in a 0700 directory of this user's, so no other user of
+# the machine can connect (127.0.0.1 is shared by all of them). TensorBoard has no option for it; its seam is
+# `program.TensorBoard(server_class=…)`, and werkzeug serves `unix://PATH`. This launcher (stdlib +
+# TensorBoard only) is written into the socket's directory as `tensorboard`, so `ps` and tbctl's scan see
+# `python …/tensorboard --unix_socket PATH FLAGS`, and is run with the Python of the user's tensorboard.
+
+PRIVATE_LAUNCHER = r"""'''TensorBoard on a unix socket and no TCP port, for `tbctl up --private`.
+
+Written by tbctl into a 0700 directory of its own. Writes no TensorBoard info file (those name a TCP port,
+which tensorboard.notebook and other tools would try), and removes its socket and directory when it stops.'''
+import os
+import signal
+import sys
+import threading
+
+
+def main():
+    args = sys.argv[1:]
+    if len(args) < 2 or args[0] != "--unix_socket":
+        sys.stderr.write("usage: tensorboard --unix_socket PATH [TENSORBOARD_FLAGS...]\n")
+        return 2
+    path, flags = args[1], args[2:]
+    here = os.path.dirname(os.path.abspath(__file__))
+    os.umask(0o077)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        from tensorboard import default, main_lib, program
+        from werkzeug import serving
+
+        class Handler(serving.WSGIRequestHandler):
+            protocol_version = "HTTP/1.1"  # as TensorBoard's own server: one connection for many requests
+
+            def log_request(self, *args, **kwargs):
+                pass
+
+        class UnixSocketServer(serving.ThreadedWSGIServer, program.TensorBoardServer):
+            daemon_threads = True
+
+            def __init__(self, wsgi_app, tb_flags):
+                serving.ThreadedWSGIServer.__init__(self, "unix://" + path, 0, wsgi_app, handler=Handler)
+
+            def get_url(self):
+                return "unix:" + path
+
+        main_lib.global_init()
+        board = program.TensorBoard(plugins=default.get_plugins(), server_class=UnixSocketServer)
+        board.configure(["tensorboard"] + flags)
+        board.launch()  # serves in a thread and, unlike main(), writes no info file
+    except BaseException as exc:
+        sys.stderr.write("ERROR: %s: %s\n" % (type(exc).__name__, exc))
+        _clean(path, here)
+        return 1
+    from tensorboard import version
+
+    sys.stderr.write("TensorBoard %s at unix:%s (private: no TCP port)\n" % (version.VERSION, path))
+    sys.stderr.flush()
+    while not stop.wait(3600):
+        pass
+    _clean(path, here)
+    return 0
+
+
+def _clean(path, here):
+    for name in (path, os.path.join(here, "tensorboard")):
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
+    try:
+        os.rmdir(here)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stderr.flush()
+    os._exit(code)  # TensorBoard's loader threads must not keep a stopped instance alive"""
+# (The closing quotes end the last line: the probe travels without its docstrings, found as triple quotes
+# that start a line.)
+SOCKET_NAME = "tb.sock"  # short: the whole path must fit sun_path
+# sun_path: 108 bytes on Linux, 104 on macOS and the BSDs, the terminating NUL included
+SUN_PATH_MAX = 108 if sys.platform.startswith("linux") else 104
+
+
+def tbctl_cache_dir() -> str:
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tbctl")
+
+
+def own_dir_error(path: str) -> str | None:
+    """Why `path` is not a directory only this user can use (owned by us, no access for group or others,
+    not a symlink), or None. Checked on every use of a private instance's socket directory."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return "%s: %s" % (path, exc.strerror or exc)
+    uid = current_uid()
+    if stat.S_ISLNK(st.st_mode):
+        return "%s is a symlink; refusing to use it" % path
+    if not stat.S_ISDIR(st.st_mode):
+        return "%s is not a directory" % path
+    if uid is not None and st.st_uid != uid:
+        return "%s is owned by %s, not by %s; refusing to use it" % (path, username_of(st.st_uid), username_of(uid))
+    if uid is not None and st.st_mode & 0o077:
+        return "%s is open to other users (mode %o); refusing to use it" % (path, st.st_mode & 0o777)
+    return None
+
+
+def socket_base() -> str:
+    """Where private instances' socket directories go: `$XDG_RUNTIME_DIR/tbctl` where there is a runtime dir
+    of this user's (a tmpfs that logind makes 0700 and removes at logout), else under tbctl's cache dir."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime) and own_dir_error(runtime) is None:
+        return os.path.join(runtime, "tbctl")
+    return os.path.join(tbctl_cache_dir(), "sockets")
+
+
+def script_python(path: str) -> str | None:
+    """The Python a console script (pip's `bin/tensorboard`) runs with: its `#!` line, `#!/usr/bin/env
+    python3`, or pip's `#!/bin/sh` + `'''exec' PYTHON "$0" "$@"` for an interpreter path too long for `#!`."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2048).decode("utf-8", "replace")
+    except OSError:
+        return None
+    if not head.startswith("#!"):
+        return None
+    lines = head.splitlines()
+    words = lines[0][2:].split()
+    if words and words[0] == "/bin/sh" and len(lines) > 1 and lines[1].startswith("'''exec' "):
+        import shlex
+
+        words = shlex.split(lines[1][len("'''exec' "):])
+    elif words and program_name(words[0]) == "env" and len(words) > 1:
+        import shutil
+
+        found = shutil.which(words[1])
+        words = [found] if found else []
+    return words[0] if words and os.path.isabs(words[0]) else None
+
+
+def private_socket_dir(path: str) -> str | None:
+    """The directory of a private instance's socket if `path` is one that tbctl made (SOCKET_NAME in a
+    `tb-*` directory of socket_base()), else None."""
+    here = os.path.dirname(path)
+    if os.path.basename(path) != SOCKET_NAME or not os.path.basename(here).startswith("tb-"):
+        return None
+    return here if os.path.dirname(here) == socket_base() else None
+
+
+def remove_private_socket(path: str) -> dict:
+    """Remove a private instance's socket, its launcher and its directory (a forced kill leaves them):
+    only in a directory tbctl made, that is ours."""
+    here = private_socket_dir(path)
+    if here is None:
+        return {"removed": False, "error": "not a private instance's socket"}
+    if not os.path.lexists(here):
+        return {"removed": False}
+    error = own_dir_error(here)
+    if error:
+        return {"removed": False, "error": error}
+    for name in (SOCKET_NAME, "tensorboard"):
+        try:
+            os.unlink(os.path.join(here, name))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(here)
+    except OSError as exc:
+        return {"removed": False, "error": "%s: %s" % (here, exc.strerror or exc)}
+    return {"removed": True}
+
+
+def prepare_private(executable: str) -> dict:
+    """A new 0700 socket directory holding the launcher, and the command line that runs it with the
+    Python of `executable` (TensorBoard's flags go after it); `error` says why not. For a process that
+    someone else starts (a Slurm step), and for launch_private."""
+    import tempfile
+
+    python = script_python(os.path.expanduser(executable))
+    if python is None:
+        return {"error": "cannot tell which Python %s runs with (it has no #! line naming one)" % executable}
+    base = socket_base()
+    for d in (os.path.dirname(base), base):
+        error = private_dir(d)["error"] or own_dir_error(d)
+        if error:
+            return {"error": error}
+    here = tempfile.mkdtemp(prefix="tb-", dir=base)  # 0700, and a name nobody can guess
+    path = os.path.join(here, SOCKET_NAME)
+    if len(os.fsencode(path)) >= SUN_PATH_MAX:
+        os.rmdir(here)
+        return {"error": "the socket path %s is longer than a unix socket address may be (%d bytes)"
+                         % (path, SUN_PATH_MAX - 1)}
+    launcher = os.path.join(here, "tensorboard")
+    with os.fdopen(open_private(launcher, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
+        f.write(PRIVATE_LAUNCHER + "\n")
+    return {"socket": path, "argv": [python, launcher, "--unix_socket", path]}
+
+
+def _unix_http_get(path: str, url_path: str, timeout: float) -> tuple:
+    import http.client
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    conn = http.client.HTTPConnection("localhost", timeout=timeout)
+    conn.sock = sock  # connected already: request() sends on it
+    return _get(conn, url_path)
+
+
 # --- logs, HTTP, programs, files: what needs no backend ----------------------------------------------------
 
 
@@ -848,7 +1094,11 @@ def _pidfd_open(pid: int) -> int | None:
 def _http_get(port: int, path: str, timeout: float, host: str = "127.0.0.1") -> tuple:
     import http.client
 
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    return _get(http.client.HTTPConnection(host, port, timeout=timeout), path)
+
+
+def _get(conn: Any, path: str) -> tuple:
+    """(status, body) of `GET path` on `conn`, which is closed after."""
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
@@ -869,13 +1119,18 @@ def http_get(port: int, path: str, timeout: float = 2.0, host: str = "127.0.0.1"
         return {"status": None, "not_http": True, "error": f"{type(exc).__name__}: {str(exc)[:80]}"}
 
 
-def wait_http(port: int, path: str, timeout: float, host: str = "127.0.0.1") -> dict:
-    """Poll `GET path` on host:port until it answers 200 or `timeout` runs out (for a server this probe did
-    not start, e.g. a Slurm job step: the caller watches its process elsewhere between calls)."""
+def wait_http(port: int | None, path: str, timeout: float, host: str = "127.0.0.1",
+              socket_path: str | None = None) -> dict:
+    """Poll `GET path` on host:port (or on the unix socket `socket_path`) until it answers 200 or `timeout`
+    runs out (for a server this probe did not start, e.g. a Slurm job step: the caller watches its process
+    elsewhere between calls)."""
     started = time.monotonic()
     while True:
         try:
-            status, body = _http_get(port, path, 2.0, host)
+            if socket_path is not None:
+                status, body = _unix_http_get(socket_path, path, 2.0)
+            else:
+                status, body = _http_get(port, path, 2.0, host)
             if status == 200:
                 return {"ready": True, "body": body, "elapsed": time.monotonic() - started}
         except Exception:
@@ -1091,6 +1346,8 @@ class Probe:
             "alive": lambda pid, create_time, start_ticks=None: {"alive": self.alive(pid, create_time, start_ticks)},
             "ping": lambda: {}, "read_log": self.read_log, "private_dir": private_dir,
             "proc_info": lambda pid: {"info": self.backend.proc_info(pid)}, "run": run, "wait_http": wait_http,
+            "launch_private": self.launch_private, "remove_private_socket": remove_private_socket,
+            "prepare_private": prepare_private, "private_ready": self._private_ready,
             "wait_launched": self.wait_launched,
             "pull_poll": pull_poll,
         }
@@ -1184,6 +1441,10 @@ class Probe:
                 by_user = self.backend.listen_ports_by_user() if by_user is None else by_user
                 if by_user is not None:
                     p["user_listen_ports"] = by_user.get(p["username"], [])
+            unix_socket = flag_value(tensorboard_args(p["cmdline"]) or [], "unix_socket")
+            if unix_socket:  # a private instance: whether it holds its socket is what "serving" means
+                p["unix_socket"] = unix_socket
+                p["unix_listening"] = not p["zombie"] and self.backend.holds_unix([p["pid"]], unix_socket)
             # Resolve a relative --logdir against the process's own cwd here, where that cwd means something.
             logdir = flag_value(tensorboard_args(p["cmdline"]) or [], "logdir")
             p["logdir_abs"] = None
@@ -1238,18 +1499,34 @@ class Probe:
         info = self.backend.proc_info(proc.pid)
         return {"pid": proc.pid, "create_time": info["create_time"] if info else time.time(), "log_path": log_path}
 
+    def launch_private(self, executable: str, args: list, log_path: str, cwd: str | None = None) -> dict:
+        """Launch TensorBoard (`executable`, with `args`) on a unix socket in a new 0700 directory, through
+        the launcher above run with the script's own Python; `error` says why it cannot (nothing started)."""
+        self._last_launch = None  # nothing for wait_launched, unless this starts something
+        prepared = prepare_private(executable)
+        if prepared.get("error"):
+            return prepared
+        path = prepared["socket"]
+        argv = prepared["argv"] + list(args)
+        try:
+            answer = self._launch_request(argv, log_path, cwd)
+        except BaseException:
+            remove_private_socket(path)
+            raise
+        self._last_launch = dict(answer, socket=path, argv=argv)
+        return self._last_launch
     def _launch_request(self, argv: list, log_path: str, cwd: str | None = None) -> dict:
         self._last_launch = None  # a launch that fails leaves nothing for wait_launched to wait on
         self._last_launch = self.launch(argv, log_path, cwd)
         return self._last_launch
 
-    def wait_launched(self, port: int, path: str, timeout: float) -> dict:
+    def wait_launched(self, port: int | None, path: str, timeout: float) -> dict:
         """wait_ready for what the latest "launch" request started: sent right behind that request, so a
         start and its readiness cost one round trip. With the process's facts ("info") once it is over."""
         last = self._last_launch
         if last is None:
             raise LookupError("the launch before this request started nothing")
-        answer = self.wait_ready(last["pid"], last["create_time"], port, path, timeout)
+        answer = self.wait_ready(last["pid"], last["create_time"], port, path, timeout, last.get("socket"))
         answer["info"] = self.backend.proc_info(last["pid"])
         return answer
 
@@ -1276,7 +1553,8 @@ class Probe:
                 return {"alive": [list(p) for p in remaining]}
             time.sleep(0.02)
 
-    def wait_ready(self, pid: int, create_time: float | None, port: int, path: str, timeout: float) -> dict:
+    def wait_ready(self, pid: int, create_time: float | None, port: int | None, path: str, timeout: float,
+                   socket_path: str | None = None) -> dict:
         """Poll `GET path` on 127.0.0.1:port until it answers 200 from a socket of `pid` (or of a child of
         it), the process dies, or time runs out. An answer from anyone else's socket (`reason: held`) means
         another process took the port between the check and TensorBoard's bind: TensorBoard's --port is
@@ -1289,10 +1567,16 @@ class Probe:
         while True:
             if not self.alive(pid, create_time):
                 return {"ready": False, "reason": "exited", "elapsed": time.monotonic() - started}
-            try:
-                status, body = _http_get(port, path, 2.0)
-            except Exception:  # not answering yet, or something that is not HTTP holds the port meanwhile
+            if socket_path is not None:
+                private = self._private_ready(pid, socket_path, path)
+                if private is not None:
+                    return dict(private, elapsed=time.monotonic() - started)
                 status, body = None, ""
+            else:
+                try:
+                    status, body = _http_get(port, path, 2.0)
+                except Exception:  # not answering yet, or something that is not HTTP holds the port meanwhile
+                    status, body = None, ""
             if status == 200:
                 if self.listens_on(pid, port):
                     return {"ready": True, "body": body, "elapsed": time.monotonic() - started}
@@ -1300,6 +1584,28 @@ class Probe:
             if time.monotonic() >= deadline:
                 return {"ready": False, "reason": "timeout", "elapsed": time.monotonic() - started}
             time.sleep(0.01)
+
+    def _private_ready(self, pid: int, socket_path: str, path: str) -> dict | None:
+        """A private instance's readiness (None: not answering yet): its socket answers `GET path`, the
+        socket is the one `pid` (or a child) holds, its directory is still ours, and nothing in its process
+        tree listens on TCP (a data server or plugin that did would undo the point)."""
+        error = own_dir_error(os.path.dirname(socket_path))
+        if error:
+            return {"ready": False, "reason": "unsafe", "error": error}
+        try:
+            status, body = _unix_http_get(socket_path, path, 2.0)
+        except Exception:
+            return None
+        if status != 200:
+            return None
+        tree = [pid] + self.backend.descendants(pid)
+        if not self.backend.holds_unix(tree, socket_path):
+            return {"ready": False, "reason": "held"}
+        tcp = self.backend.listening(None, tree)
+        if tcp:
+            return {"ready": False, "reason": "tcp", "error": "it listens on TCP port %s"
+                    % ", ".join(str(p) for p in sorted({s["port"] for s in tcp}))}
+        return {"ready": True, "body": body}
 
     def read_log(self, path: str, offset: int | None = None, lines: int = 20, max_bytes: int = 256 * 1024,
                  pid: int | None = None, create_time: float | None = None) -> dict:
@@ -1348,7 +1654,7 @@ class Probe:
     def whoami(self) -> dict:
         return {"user": self.user(), "home": os.path.expanduser("~"), "pid": os.getpid(),
                 "psutil": self.backend.uses_psutil, "python": sys.version.split()[0],
-                "cache_dir": os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tbctl")}
+                "cache_dir": tbctl_cache_dir()}
 
 
 HELLO_SENTINEL = b"\x1etbctl-probe "  # the hello line's prefix: a login shell may have printed lines before it

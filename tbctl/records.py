@@ -169,6 +169,9 @@ class ForwardRecord:
     path_prefix: str = ""
     stop_instance: bool = False  # tbctl started that TensorBoard for this forward: it ends with it
     created_at: float = field(default_factory=time.time)
+    # A private instance's unix socket: the forward goes there, and remote_port is 0 (which an older tbctl,
+    # not knowing this key, fails to forward to rather than reaching something else).
+    remote_socket: str | None = None
     unknown: Mapping[str, Any] = _unknown_keys()
 
     def to_json(self) -> dict[str, Any]:
@@ -177,6 +180,7 @@ class ForwardRecord:
             "instance_pid": self.instance_pid, "instance_create_time": self.instance_create_time,
             "instance_start_ticks": self.instance_start_ticks, "logdir": self.logdir,
             "path_prefix": self.path_prefix, "stop_instance": self.stop_instance, "created_at": self.created_at,
+            "remote_socket": self.remote_socket,
         }
         return {**self.unknown, **known}
 
@@ -189,7 +193,7 @@ class ForwardRecord:
             instance_create_time=_number(data, "instance_create_time"),
             instance_start_ticks=_int(data, "instance_start_ticks"), logdir=_str(data, "logdir"),
             path_prefix=_str(data, "path_prefix") or "", stop_instance=data.get("stop_instance") is True,
-            created_at=_number(data, "created_at") or 0.0,
+            created_at=_number(data, "created_at") or 0.0, remote_socket=_str(data, "remote_socket"),
         )
         return _with_unknown(record, data)
 

@@ -111,6 +111,22 @@ def network_bind(args: Sequence[str]) -> str | None:
     return reason
 
 
+def check_private_args(extra_args: Sequence[str], *, network_ok: bool = False) -> None:
+    """Refuse (UsageError) what would undo `--private`: the Rust data server (`--load_fast=true` or `auto`)
+    listens on a loopback TCP port with no unix-socket option, and any user of the host can connect to it."""
+    if network_ok:
+        raise UsageError("--private and --expose-to-network contradict each other",
+                         hint="--private serves on a unix socket only you can open; drop one of them")
+    for flag, value, word in parse_flags(extra_args):
+        if flag == "load_fast" and value != "false":
+            raise UsageError(
+                f"{word}{'' if '=' in word or value is None else ' ' + value} cannot be used with --private: "
+                "TensorBoard's data server (--load_fast) listens on a loopback TCP port, which any user of the "
+                "host can connect to", hint="leave --load_fast out: a private instance uses the Python loader")
+        if flag == FLAGFILE:
+            raise UsageError(f"{word} cannot be used with --private: tbctl cannot check the flags in it")
+
+
 def check_extra_args(extra_args: Sequence[str], *, network_ok: bool = False) -> None:
     """Refuse (UsageError) flags after `--` that tbctl sets itself, and a bind beyond loopback that the user
     did not choose with `network_ok`: TensorBoard serves the logdir to whoever connects."""
@@ -241,8 +257,13 @@ def classify(
         if port is None and listen_ports and proc.get("sockets_visible", True):
             port = listen_ports[0]
         hidden = not proc.get("sockets_visible", True) and proc.get("user_listen_ports") is None
-        if hidden or (port is None and not proc.get("sockets_visible", True)):
-            status: Status = "unknown"  # another user's, and nothing here can tell whether it listens
+        unix_socket = proc.get("unix_socket")
+        if unix_socket and not proc.get("sockets_visible", True):
+            status: Status = "unknown"  # another user's private instance: its sockets are hidden from us
+        elif unix_socket:
+            port, status = None, "serving" if proc.get("unix_listening") else "starting"
+        elif hidden or (port is None and not proc.get("sockets_visible", True)):
+            status = "unknown"  # another user's, and nothing here can tell whether it listens
         else:
             status = "serving" if port is not None and port in listen_ports else "starting"
         rec = record_for(proc)
@@ -268,6 +289,7 @@ def classify(
                 cmdline=tuple(proc.get("cmdline") or ()),
                 recorded_create_time=rec.create_time if rec else None,
                 start_ticks=rec.start_ticks if rec else None,
+                socket=unix_socket or None,
             )
         )
     for info in infos:
@@ -329,6 +351,7 @@ def classify(
                 cmdline=rec.argv,
                 recorded_create_time=rec.create_time,
                 start_ticks=rec.start_ticks,
+                socket=flag_value(list(tensorboard_args(argv) or []), "unix_socket"),
             )
         )
     return out

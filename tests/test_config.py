@@ -57,6 +57,7 @@ connect_timeout = 20
 
 [hosts."me@box:2222"]
 port = 7200
+private = true
 """
 
 
@@ -117,7 +118,8 @@ def test_config_show_reports_each_value_and_where_it_came_from(cli: Cli, config_
     assert shown["hosts"]["gpu1"] == {
         "logdir": "~/exp/runs", "port": 7100, "local_port": 17100, "tensorboard": "~/venv/bin/tensorboard",
         "env": "~/venv", "tensorboard_args": ["--reload_interval", "15"], "connect_timeout": 20.0,
-        "ssh": None, "ssh_persist": 600.0, "open": False}
+        "ssh": None, "ssh_persist": 600.0, "open": False, "private": False}
+    assert shown["hosts"]["me@box:2222"]["private"] is True  # a host's own section sets it
     text = cli("config", "show").stdout
     assert "port = 7000" in text and "# file" in text and "# env:TBCTL_TIMEOUT" in text
     assert '[hosts."me@box:2222"]' in text and "[hosts.gpu1]" in text

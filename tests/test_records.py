@@ -34,7 +34,7 @@ STATUS = ForwarderStatus(host="gpu1", pid=999, create_time=1700000003.0, log_pat
 INSTANCE_KEYS = {"host", "pid", "create_time", "port", "logdir", "log_path", "started_at", "argv", "start_ticks"}
 JOB_KEYS = {"id", "display", "step", "node", "node_host", "srun_pid", "srun_create_time"}
 FORWARD_KEYS = {"host", "local_port", "remote_port", "instance_pid", "instance_create_time", "instance_start_ticks",
-                "logdir", "path_prefix", "stop_instance", "created_at"}
+                "logdir", "path_prefix", "stop_instance", "created_at", "remote_socket"}
 STATUS_KEYS = {"host", "pid", "create_time", "log_path", "started_at", "link", "forwards", "backend"}
 ROW_KEYS = FORWARD_KEYS | {"listening", "error", "active_connections", "served", "tensorboard"}
 
@@ -68,8 +68,8 @@ def test_an_older_record_without_the_newer_keys_still_loads() -> None:
     assert (old.start_ticks, old.job, old.started_at, old.log_path) == (None, None, None, None)
     assert old.create_time == 2.0 and old.argv == ("tb",)
     fwd = ForwardRecord.from_json({"host": "gpu1", "local_port": 16006, "remote_port": 6006})
-    assert (fwd.instance_pid, fwd.instance_start_ticks, fwd.path_prefix, fwd.stop_instance, fwd.created_at) == \
-        (None, None, "", False, 0.0)
+    assert (fwd.instance_pid, fwd.instance_start_ticks, fwd.path_prefix, fwd.stop_instance, fwd.created_at,
+            fwd.remote_socket) == (None, None, "", False, 0.0, None)
     status = ForwarderStatus.from_json({"host": "gpu1", "pid": 5})
     assert status.link is None and status.forwards == ()
     job = JobStep.from_json({"id": 12, "display": "12", "step": 0})  # numbers where strings are written now

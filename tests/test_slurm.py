@@ -274,6 +274,31 @@ def test_chromium_renders_the_jobs_scalars_through_the_forward(cluster: Cluster,
     cli("down", "--job", job, "--host", LOGIN)
 
 
+@BOTH
+def test_up_job_private_serves_a_socket_on_the_node_through_the_login_node(
+        cluster: Cluster, cli: Cli, tmp_path: Path, reaper: ProcessReaper, state_dir: Path, backend: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TBCTL_SSH", backend)
+    job = _training_job(cluster, _job_dir(tmp_path))
+    up = cli.up("--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--private", "--detach")
+    adopt_forwarders(reaper, state_dir)
+    inst = up["instance"]
+    assert (inst["exposure"], inst["port"], inst["node"]) == ("private", None, NODE) and inst["socket"], inst
+    status, body = http_get(up["url"] + "data/runs")
+    assert status == 200 and b"lr_0.1" in body
+    # the step's TensorBoard listens on no TCP port of the node; its socket is there, in a 0700 directory
+    listeners = cluster.run("ss", "-Hltnp", on=NODE).stdout
+    assert f"pid={inst['pid']}," not in listeners, listeners
+    assert cluster.run("stat", "-c", "%a", inst["socket"].rsplit("/", 1)[0], on=NODE).stdout.strip() == "700"
+    rows = [r for r in cli("ls", "--host", LOGIN, "--json").json()["instances"] if r["job"] == job]
+    assert [(r["exposure"], r["socket"], r["url"]) for r in rows] == [("private", inst["socket"], up["url"])]
+    again = cli.up("--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--private", "--detach")
+    assert again["reused"] and again["url"] == up["url"]
+    cli("down", "--job", job, "--host", LOGIN)
+    assert wait_until(lambda: not _tb_steps(cluster, job), 15), cluster.steps(job)
+    assert wait_until(lambda: not answers(up["url"] + "data/logdir", timeout=1), 15)
+
+
 def test_up_job_logs_in_to_the_login_node_once(cluster: Cluster, tmp_path: Path, reaper: ProcessReaper,
                                                state_dir: Path) -> None:
     """The compute node is reached through tbctl's own connection to the login node, not by a second login

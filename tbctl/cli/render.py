@@ -44,11 +44,8 @@ def _short(text: str, width: int) -> str:
 
 
 def _status(inst: TensorBoardInstance) -> str:
-    """The status cell: the status, why (a note), and that the network reaches it when it does."""
-    notes = [inst.note] if inst.note else []
-    if inst.exposure == "network" and inst.status in ("serving", "starting", "unknown"):
-        notes.append(f"exposed to the network on {inst.bind}")
-    return f"{inst.status} ({'; '.join(notes)})" if notes else inst.status
+    """The status cell: the status, and why (a note). Who can reach it is the exposure column's."""
+    return f"{inst.status} ({inst.note})" if inst.note else inst.status
 
 
 def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], *, errors: Sequence[Any] = (),
@@ -60,23 +57,24 @@ def instances_table(env: Environment, instances: Sequence[TensorBoardInstance], 
         return
     jobs = any(inst.job for inst in instances)  # Slurm job steps: which job, which node
     columns = (["host"] if show_host else []) + ["pid", "port", "logdir", "url", "user", "uptime", "started-by"] \
-        + (["job"] if jobs else []) + ["status"]
+        + (["job"] if jobs else []) + ["exposure", "status"]
     rows = []
     for inst in instances:
         job = [f"{inst.step} on {inst.node}" if inst.job else "-"] if jobs else []
         rows.append(([inst.host] if show_host else []) + [
             str(inst.pid) if inst.pid is not None else "-",
-            str(inst.port) if inst.port is not None else "-",
+            str(inst.port) if inst.port is not None else inst.socket or "-",  # a private one: its socket
             inst.logdir or inst.logdir_arg or "-",
             inst.url or "-",
             inst.user or "-",
             human_duration(inst.uptime) if inst.status not in ("stale", "exited") else "-",
             inst.started_by,
             *job,
+            inst.exposure,
             _status(inst),
         ])
     for err in errors:
-        rows.append(([err.host] if show_host else []) + ["-"] * (8 if jobs else 7) + [f"error: {err.error}"])
+        rows.append(([err.host] if show_host else []) + ["-"] * (9 if jobs else 8) + [f"error: {err.error}"])
     table(env, columns, rows, status_column=len(columns) - 1)
 
 
@@ -95,7 +93,7 @@ def forwards_table(env: Environment, forwards: Sequence[ForwardInfo]) -> None:
             tunnel += f": {f.error}"
         if f.via and f.tunnel in ("up", "reconnecting"):
             tunnel += f" (via {f.via})"
-        rows.append([f.host, str(f.local_port), str(f.remote_port), f.url, str(f.forwarder_pid or "-"),
+        rows.append([f.host, str(f.local_port), f.remote_end, f.url, str(f.forwarder_pid or "-"),
                      f.tensorboard, tunnel])
     if not env.json:
         env.stdout.write("\nforwards:\n")
@@ -126,8 +124,11 @@ def pulls_ended(env: Environment, pulls: Sequence[str], purged: Sequence[str]) -
 
 # The columns a narrow terminal may shorten, and where: paths in the middle (their start and their run name
 # stay), names and free text at the end. The others (pid, port, url, …) stay whole: they are what one copies.
-_SHORTEN = {"logdir": "middle", "host": "middle", "user": "end", "status": "end", "tunnel": "end", "job": "end"}
+_SHORTEN = {"logdir": "middle", "port": "middle", "host": "middle", "user": "end", "status": "end", "tunnel": "end", "job": "end"}
 _NARROWEST = 8  # a shortened cell keeps at least this many characters (or its header's width)
+# Headers a terminal too narrow for them gets in short, when shortening cells was not enough: a column whose
+# cells are short words under a long header.
+_SHORT_HEADERS = {"started-by": "by"}
 
 
 def shorten(text: str, width: int, *, where: str = "middle") -> str:
@@ -142,25 +143,37 @@ def shorten(text: str, width: int, *, where: str = "middle") -> str:
     return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
-def fit_rows(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> tuple[list[list[str]], int]:
+def fit_rows(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> tuple[list[list[str]], int, list[str]]:
     """(`rows` with the cells of the shortenable columns cut, widest column first, until a row fits in
-    `width` characters, the gap between columns): so that a terminal shows one row per line instead of
-    folding cells into pieces. Columns go two spaces apart, or one (as in `ps`) when two do not fit."""
+    `width` characters, the gap between columns, the headers): so that a terminal shows one row per line
+    instead of folding cells into pieces. Columns go two spaces apart, or one (as in `ps`) when two do not
+    fit; a long header over short cells is shortened last (_SHORT_HEADERS)."""
     natural = [max([len(column), *(len(r[i]) for r in rows)]) for i, column in enumerate(columns)]
+
+    def narrowest(headers: Sequence[str], cells: list[int]) -> int:  # every column as far as it may be cut
+        return sum(min(n, max(len(c), _NARROWEST)) if c in _SHORTEN else n for c, n in zip(headers, cells)) \
+            + len(headers) - 1
+
+    if narrowest(columns, natural) > width:  # cutting cells alone will not do: shorten headers too
+        columns = [_SHORT_HEADERS.get(c, c) for c in columns]
+        natural = [max([len(column), *(len(r[i]) for r in rows)]) for i, column in enumerate(columns)]
     widths = list(natural)
     gap = 2 if sum(natural) + 2 * (len(columns) - 1) <= width else 1
     excess = sum(widths) + gap * (len(widths) - 1) - width
-    floor = {i: max(len(c), _NARROWEST) for i, c in enumerate(columns) if c in _SHORTEN}
-    while excess > 0:
-        shrinkable = [i for i in floor if widths[i] > floor[i]]
-        if not shrinkable:
-            break
-        widest = max(shrinkable, key=lambda i: widths[i])
-        widths[widest] -= 1
-        excess -= 1
+    first = {i: max(len(c), _NARROWEST) for i, c in enumerate(columns) if c in _SHORTEN}
+    # then user names down to their header's width; paths and statuses keep _NARROWEST
+    then = {i: len(c) if c == "user" else first[i] for i, c in enumerate(columns) if c in _SHORTEN}
+    for floor in (first, then):
+        while excess > 0:
+            shrinkable = [i for i in floor if widths[i] > floor[i]]
+            if not shrinkable:
+                break
+            widest = max(shrinkable, key=lambda i: widths[i])
+            widths[widest] -= 1
+            excess -= 1
     fitted = [[shorten(cell, widths[i], where=_SHORTEN.get(columns[i], "end")) if widths[i] < natural[i] else cell
                for i, cell in enumerate(r)] for r in rows]
-    return fitted, gap
+    return fitted, gap, list(columns)
 
 
 _STATUS_STYLE = {"serving": "green", "starting": "yellow", "unknown": "dim", "stale": "red", "exited": "yellow", "dead": "red", "down": "red",
@@ -180,7 +193,7 @@ def table(env: Environment, columns: Sequence[str], rows: Sequence[Sequence[str]
     from rich.markup import escape
     from rich.table import Table
 
-    rows, gap = fit_rows(columns, rows, env.console.width)
+    rows, gap, columns = fit_rows(columns, rows, env.console.width)
     rich_table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, gap, 0, 0))
     for column in columns:
         rich_table.add_column(column, overflow="ellipsis", no_wrap=True, min_width=len(column))
@@ -201,7 +214,8 @@ def up_result(env: Environment, result: UpResult) -> None:
     else:
         ready = f", ready in {result.ready_seconds:.1f} s" if result.ready_seconds is not None else ""
         where = f" (step {inst.step} of job {inst.job} on {inst.node})" if inst.job else ""
-        env.info(f"TensorBoard pid {inst.pid}{where} serving {inst.logdir}{ready}")
+        private = f" privately on {inst.socket}" if inst.socket else ""
+        env.info(f"TensorBoard pid {inst.pid}{where} serving {inst.logdir}{private}{ready}")
         if inst.log_path:
             env.info(f"log: {inst.log_path}")
     # The URL alone on stdout, so `$(tbctl up -q runs)` is the URL.
@@ -222,7 +236,7 @@ _STOP_WORDS = {
 def stop_outcomes(env: Environment, outcomes: Sequence[StopOutcome], *, closed_forwards: Sequence[ForwardRecord] = (),
                   quiet_if_empty: bool = False) -> None:
     for rec in closed_forwards:
-        env.result_line(f"closed forward 127.0.0.1:{rec.local_port} → {rec.host}:{rec.remote_port}")
+        env.result_line(f"closed forward 127.0.0.1:{rec.local_port} → {rec.host}:{rec.remote_socket or rec.remote_port}")
     if not outcomes and not closed_forwards:
         if not quiet_if_empty:
             env.info("no TensorBoard to stop")

@@ -56,6 +56,7 @@ def up(
     pull: Annotated[Optional[list[str]], typer.Option("--pull", metavar="HOST:LOGDIR", help="Mirror LOGDIR from HOST (repeatable) and serve every mirror in one local TensorBoard, runs named HOST/RUN; nothing runs on the hosts but the polls.")] = None,
     pulls: Annotated[bool, typer.Option("--pulls", help="Pull the config file's `pull` list (with any --pull).")] = False,
     expose_to_network: Annotated[bool, typer.Option("--expose-to-network", help="Let TensorBoard listen beyond 127.0.0.1 (every interface, or the --host given after --): anyone who can reach the host can read the logdir.")] = False,
+    private: Annotated[Optional[bool], typer.Option("--private/--no-private", help="Remote: serve on a unix socket only you can open, and on no TCP port: other users of the host cannot reach it (default: `private` in the config file, else no).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Serve LOGDIR with TensorBoard on a free port, verified ready; reuse one already serving it.
@@ -121,7 +122,7 @@ def request_of(params: Mapping[str, Any]) -> ServeRequest:
         env_prefix=params["env_prefix"], extra_args=tuple(extra), connect_timeout=params["connect_timeout"],
         keep=params["keep"], detach=params["detach"], job=params["job"], job_name=params["job_name"],
         node=params["node"], wait=params["wait"], bind_node_address=params["bind_node_address"],
-        expose_to_network=params["expose_to_network"])
+        expose_to_network=params["expose_to_network"], private=params.get("private"))
 
 
 def _announce(env: Environment, store: StateStore, result: UpResult, *, open_browser: bool) -> None:

@@ -89,6 +89,12 @@ def down(
     return stop_instances(host, store, chosen, force=force, timeout=timeout)
 
 
+def _remove_socket(host: Host, inst: TensorBoardInstance) -> None:
+    """A private instance's socket and directory: its launcher removes them when stopped, not when killed."""
+    if inst.socket is not None and inst.user == host.user:
+        host.call("remove_private_socket", path=inst.socket)
+
+
 def stop_instances(
     host: Host, store: StateStore, chosen: list[TensorBoardInstance], *, force: bool, timeout: float
 ) -> list[StopOutcome]:
@@ -97,6 +103,7 @@ def stop_instances(
     for inst in chosen:
         if inst.status in ("stale", "exited") or inst.pid is None:  # nothing to stop: clean what it left
             removed = inst.info_file is not None and host.remove_info_file(inst.info_file)
+            _remove_socket(host, inst)
             results.append(StopOutcome(inst, "cleaned", info_file_removed=removed))
         elif inst.user != host.user and host.user != "root":
             results.append(StopOutcome(inst, "denied"))  # explained by the CLI; we do not try
@@ -111,6 +118,8 @@ def stop_instances(
         # handler for it): clean up after any end (a file it removed itself is simply not there).
         if outcome in ("stopped", "killed", "gone") and inst.info_file is not None:
             removed = host.remove_info_file(inst.info_file)
+        if outcome in ("stopped", "killed", "gone"):
+            _remove_socket(host, inst)
         results.append(StopOutcome(inst, outcome, info_file_removed=removed))
     store.remove(host.name, {(r.instance.pid, r.instance.recorded_create_time) for r in results
                              if r.instance.pid is not None and r.outcome not in FAILED})

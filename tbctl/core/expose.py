@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from tbctl.config import PORT_SEARCH_SPAN, REMOTE_FORWARD_OFFSET
-from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError
+from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError, UsageError
 from tbctl.hosts.base import Host
 from tbctl.hosts.link import Forward
 from tbctl.models import browser_url
 
 VERIFY_TIMEOUT = 10.0
+# A private instance has no port to add 10000 to: its forward's local end is the first free one from 16006,
+# as for a TensorBoard on the default port.
+PRIVATE_LOCAL_BASE = 6006
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Exposure:
     local_port: int
     forwarder: Forward | None
     note: str = ""  # something the user should know about what is forwarded (e.g. it is not HTTP)
+    remote_socket: str | None = None  # a private instance's unix socket (remote_port is then 0)
 
     def url(self, path_prefix: str = "") -> str:
         return browser_url(self.local_port, path_prefix)
@@ -66,20 +70,23 @@ def require_listener(host: Host, port: int) -> None:
 
 def expose(
     host: Host, local: Host, remote_port: int, *, local_port: int | None = None, check_path: str | None = None,
-    remote_host: str = "127.0.0.1",
+    remote_host: str = "127.0.0.1", remote_socket: str | None = None,
 ) -> Exposure:
-    """Forward `remote_port` of `host` to this machine when it is elsewhere; verify it answers through
-    the forward before returning: `GET check_path` gives 200, or, with no check_path (anything that
-    listens), something listens there and the local end accepts."""
-    if host.reachable_here:
+    """Forward `remote_port` of `host` (or its unix socket `remote_socket`) to this machine when it is
+    elsewhere; verify it answers through the forward before returning: `GET check_path` gives 200, or, with
+    no check_path (anything that listens), something listens there and the local end accepts."""
+    if host.reachable_here and remote_socket is None:
         return Exposure(host=host.name, remote_port=remote_port, local_port=remote_port, forwarder=None)
     if check_path is None:
         require_listener(host, remote_port)
-    forwarder = host.forward(remote_port, local_port=choose_local_port(local, remote_port, local_port),
-                             remote_host=remote_host)
-    assert forwarder is not None
+    wanted = choose_local_port(local, remote_port or PRIVATE_LOCAL_BASE, local_port)
+    forwarder = host.forward(remote_port, local_port=wanted, remote_host=remote_host, remote_socket=remote_socket)
+    if forwarder is None:
+        raise UsageError("a unix socket cannot be forwarded on this machine itself",
+                         hint="a browser cannot open a unix socket; --private is for --host")
     forwarder.start()
-    exposure = Exposure(host=host.name, remote_port=remote_port, local_port=forwarder.local_port, forwarder=forwarder)
+    exposure = Exposure(host=host.name, remote_port=remote_port, local_port=forwarder.local_port, forwarder=forwarder,
+                        remote_socket=remote_socket)
     try:
         exposure.note = _verify(local, exposure, check_path)
     except BaseException:
@@ -102,7 +109,7 @@ def verify_http(local: Host, port: int, path: str, *, what: str, timeout: float 
 
 def _verify(local: Host, exposure: Exposure, check_path: str | None) -> str:
     """What to tell the user about the far end ("" when it is the HTTP server it should be)."""
-    what = f"{exposure.host}:{exposure.remote_port}"
+    what = f"{exposure.host}:{exposure.remote_socket or exposure.remote_port}"
     if check_path is not None:
         verify_http(local, exposure.local_port, check_path, what=what)
         return ""

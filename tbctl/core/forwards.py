@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tbctl import daemon
-from tbctl.core.expose import choose_local_port, require_listener, verify_http
+from tbctl.core.expose import PRIVATE_LOCAL_BASE, choose_local_port, require_listener, verify_http
 from tbctl.errors import SSHError
 from tbctl.hosts.base import Host
 from tbctl.models import ForwardInfo, TensorBoardInstance
@@ -47,17 +47,17 @@ def _info(rec: ForwardRecord, status: ForwarderStatus | None, *, tunnel: str, si
         instance_pid=rec.instance_pid, logdir=rec.logdir, tunnel=tunnel,  # type: ignore[arg-type]
         tensorboard=tensorboard, since=since, attempts=attempts, error=error,  # type: ignore[arg-type]
         forwarder_pid=status.pid if status else None, stop_instance=rec.stop_instance,
-        path_prefix=rec.path_prefix, via=via,
+        path_prefix=rec.path_prefix, via=via, remote_socket=rec.remote_socket,
     )
 
 
 def add_forward(store: StateStore, *, host: str, local_port: int, remote_port: int, instance_pid: int | None,
                 instance_create_time: float | None, logdir: str | None, path_prefix: str,
-                stop_instance: bool, instance_start_ticks: int | None = None) -> None:
+                stop_instance: bool, instance_start_ticks: int | None = None, remote_socket: str | None = None) -> None:
     store.add_forward(ForwardRecord(
         host=host, local_port=local_port, remote_port=remote_port, instance_pid=instance_pid,
         instance_create_time=instance_create_time, instance_start_ticks=instance_start_ticks,
-        logdir=logdir, path_prefix=path_prefix, stop_instance=stop_instance,
+        logdir=logdir, path_prefix=path_prefix, stop_instance=stop_instance, remote_socket=remote_socket,
     ))
 
 
@@ -100,15 +100,16 @@ def detach_warning(host: Host) -> str:
             "if the connection drops, run the command again to reconnect")
 
 
-def live_forward(store: StateStore, host: str, remote_port: int) -> ForwardInfo | None:
-    """A background forward to `host`:`remote_port` that its forwarder keeps up (or is re-making), if any:
-    what a second `--detach` or an `up` of the same instance reuses rather than opening another port."""
+def live_forward(store: StateStore, host: str, remote_port: int, remote_socket: str | None = None) -> ForwardInfo | None:
+    """A background forward to `host`:`remote_port` (or to its unix socket `remote_socket`) that its forwarder
+    keeps up (or is re-making), if any: what a second `--detach` or an `up` of the same instance reuses
+    rather than opening another port."""
     return next((f for f in list_forwards(store) if f.host == host and f.remote_port == remote_port
-                 and f.tunnel in ("up", "reconnecting")), None)
+                 and f.remote_socket == remote_socket and f.tunnel in ("up", "reconnecting")), None)
 
 
 def reusing_note(forward: ForwardInfo) -> str:
-    return f"reusing the background forward to {forward.host}:{forward.remote_port} on 127.0.0.1:{forward.local_port}"
+    return f"reusing the background forward to {forward.host}:{forward.remote_end} on 127.0.0.1:{forward.local_port}"
 
 
 @dataclass(frozen=True)
@@ -121,22 +122,25 @@ class Detached:
 def detach_forward(host: Host, local: Host, store: StateStore, *, backend: str, remote_port: int,
                    local_port: int | None, instance: TensorBoardInstance | None, stop_instance: bool,
                    check_path: str | None, connect_timeout: float | None = None,
-                   env_prefix: str | None = None, route: tuple[str, str] | None = None) -> Detached:
+                   env_prefix: str | None = None, route: tuple[str, str] | None = None,
+                   remote_socket: str | None = None) -> Detached:
     """Hand a forward to the host's background forwarder and verify it answers. `route` (spec, jump): the
-    host is reached through a jump host (a job's compute node through its login node)."""
+    host is reached through a jump host (a job's compute node through its login node). `remote_socket`: to a
+    private instance's unix socket (remote_port is then 0)."""
     warning = detach_warning(host)
-    existing = live_forward(store, host.name, remote_port)
+    existing = live_forward(store, host.name, remote_port, remote_socket)
     if existing is not None and local_port in (None, existing.local_port):
         return Detached(existing.local_port, warning, reused=existing)
     if check_path is None:
         require_listener(host, remote_port)
-    port = choose_local_port(local, remote_port, local_port)
+    port = choose_local_port(local, remote_port or PRIVATE_LOCAL_BASE, local_port)
     add_forward(store, host=host.name, local_port=port, remote_port=remote_port,
                 instance_pid=instance.pid if instance else None,
                 instance_create_time=instance.create_time if instance else None,
                 instance_start_ticks=instance.start_ticks if instance else None,
                 logdir=instance.logdir if instance else None,
-                path_prefix=instance.path_prefix if instance else "", stop_instance=stop_instance)
+                path_prefix=instance.path_prefix if instance else "", stop_instance=stop_instance,
+                remote_socket=remote_socket)
     try:
         forwarder = daemon.ensure_running(store, host.name, backend=backend, connect_timeout=connect_timeout,
                                           env_prefix=env_prefix, route=route)
@@ -147,7 +151,7 @@ def detach_forward(host: Host, local: Host, store: StateStore, *, backend: str, 
                 f"not {backend}: it keeps that backend until its last forward ends")]))
         daemon.wait_listening(store, host.name, port)
         if check_path is not None:
-            verify_http(local, port, check_path, what=f"{host.name}:{remote_port}")
+            verify_http(local, port, check_path, what=f"{host.name}:{remote_socket or remote_port}")
     except BaseException:
         end_forwards(store, lambda r: r.host == host.name and r.local_port == port)
         raise

@@ -62,10 +62,13 @@ def select(host: Host, instances: list[TensorBoardInstance], target: str) -> lis
     return matches
 
 
-def live_for_logdir(instances: list[TensorBoardInstance], logdir: str, user: str) -> TensorBoardInstance | None:
-    """A serving instance of `user` for exactly this logdir, if any (what `up` reuses)."""
+def live_for_logdir(instances: list[TensorBoardInstance], logdir: str, user: str, *,
+                    private: bool = False) -> TensorBoardInstance | None:
+    """A serving instance of `user` for exactly this logdir, if any (what `up` reuses): a private one for
+    `up --private`, a TCP one otherwise (never the one for the other)."""
     for inst in instances:
-        if inst.status == "serving" and inst.user == user and inst.logdir == logdir:
+        if (inst.status == "serving" and inst.user == user and inst.logdir == logdir
+                and (inst.socket is not None) == private):
             return inst
     return None
 
@@ -126,11 +129,12 @@ def with_forwards(instances: list[TensorBoardInstance], forwards: Sequence[Forwa
     """Remote instances that a live forward serves get its local port (so their URL opens from here)."""
     from tbctl.hosts.backends import jumped_name
 
-    live: dict[tuple[str, int | None], int] = {(f.host, f.remote_port): f.local_port for f in forwards
-                                               if f.tunnel in ("up", "reconnecting")}
+    live: dict[tuple[str, int | str | None], int] = {(f.host, f.remote_socket or f.remote_port): f.local_port
+                                                     for f in forwards if f.tunnel in ("up", "reconnecting")}
 
-    def where(i: TensorBoardInstance) -> tuple[str, int | None]:  # a job step's forward goes to its node
-        return (jumped_name(i.host, i.node), i.port) if i.node is not None else (i.host, i.port)
+    def where(i: TensorBoardInstance) -> tuple[str, int | str | None]:  # a job step's forward goes to its node
+        end = i.socket or i.port  # a private instance is forwarded by its socket
+        return (jumped_name(i.host, i.node), end) if i.node is not None else (i.host, end)
 
     return [dataclasses.replace(i, forward_port=live[where(i)]) if where(i) in live and i.forward_port is None
             and i.status == "serving" else i for i in instances]

@@ -27,6 +27,9 @@ def check_job_flags(request: ServeRequest) -> None:
 
     if request.job is None and request.job_name is None:
         raise UsageError("--node, --wait and --bind-node-address go with --job or --job-name")
+    if request.bind_node_address and request.private:
+        raise UsageError("--bind-node-address and --private contradict each other",
+                         hint="--private serves on a unix socket on the node, forwarded through the login node")
     if request.bind_node_address and request.detach:
         raise UsageError("--bind-node-address forwards in the foreground only", hint="run it without --detach")
     if request.job is not None:
@@ -57,7 +60,8 @@ def serve_job(request: ServeRequest, job_request: JobUpRequest, hosts: HostOpene
         with report.busy():
             started = up_job(login, open_node, store, job_request, progress=report.progress, notice=report.notice)
         result, node_host, inst = started.result, started.node_host, started.result.instance
-        assert inst.port is not None
+        assert inst.port is not None or inst.socket is not None
+        remote_port = inst.port or 0  # 0: a private step, reached through its socket
         stop_after = not (result.reused or request.keep)
 
         def stop_step() -> None:
@@ -73,7 +77,8 @@ def serve_job(request: ServeRequest, job_request: JobUpRequest, hosts: HostOpene
         # the fallback serves through the login node's own connection: closed with it, not here
         with contextlib.nullcontext(node_host) if node_host is login else node_host:
             try:
-                already = _live_forward(store, node_host.name, inst.port) if request.detach and result.reused else None
+                already = _live_forward(store, node_host.name, remote_port, inst.socket) \
+                    if request.detach and result.reused else None
                 if already is not None:  # a reused step that a background forward already serves
                     forward_port: int | None = already
                     result = with_forward(result, forward_port)
@@ -81,7 +86,8 @@ def serve_job(request: ServeRequest, job_request: JobUpRequest, hosts: HostOpene
                     from tbctl.core.forwards import detach_forward
 
                     detached = detach_forward(node_host, hosts.local(), store, backend=hosts.backend(login_spec),
-                                              remote_port=inst.port, local_port=wanted_local, instance=inst,
+                                              remote_port=remote_port, remote_socket=inst.socket,
+                                              local_port=wanted_local, instance=inst,
                                               stop_instance=False, check_path=readiness_path(inst.path_prefix),
                                               connect_timeout=request.connect_timeout,
                                               env_prefix=job_request.env_prefix,
@@ -91,8 +97,8 @@ def serve_job(request: ServeRequest, job_request: JobUpRequest, hosts: HostOpene
                 else:
                     from tbctl.core.expose import expose
 
-                    exposure = expose(node_host, hosts.local(), inst.port, local_port=wanted_local,
-                                      check_path=readiness_path(inst.path_prefix),
+                    exposure = expose(node_host, hosts.local(), remote_port, local_port=wanted_local,
+                                      check_path=readiness_path(inst.path_prefix), remote_socket=inst.socket,
                                       remote_host=inst.bind if request.bind_node_address else "127.0.0.1")
                     forward_port = exposure.local_port if exposure.forwarder is not None else None
                     result = with_forward(result, forward_port)
@@ -127,8 +133,8 @@ def _job_watch(login: Host, node_host: Host, inst: TensorBoardInstance) -> Calla
     return ended
 
 
-def _live_forward(store: StateStore, host: str, remote_port: int) -> int | None:
+def _live_forward(store: StateStore, host: str, remote_port: int, remote_socket: str | None = None) -> int | None:
     from tbctl.core.forwards import list_forwards
 
     return next((f.local_port for f in list_forwards(store) if f.host == host and f.remote_port == remote_port
-                 and f.tunnel in ("up", "reconnecting")), None)
+                 and f.remote_socket == remote_socket and f.tunnel in ("up", "reconnecting")), None)

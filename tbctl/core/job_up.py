@@ -14,7 +14,7 @@ from typing import Any
 
 from tbctl.core import slurm
 from tbctl.core.stopping import terminate
-from tbctl.core.up import _BIND_FAILURE_MARKERS, BIND_RACE_RETRIES, _choose_port, _serves
+from tbctl.core.up import _BIND_FAILURE_MARKERS, BIND_RACE_RETRIES, _choose_port, _serves, private_args
 from tbctl.errors import SSHError, TbctlError, TensorBoardFailed, UsageError
 from tbctl.hosts.base import Host
 from tbctl.models import TensorBoardInstance, UpResult
@@ -45,6 +45,7 @@ class JobUpRequest:
     # address and the login node's connection forwards to it. Only when asked: anyone on that network can reach it.
     bind_node_address: bool = False
     expose_to_network: bool = False  # a bind beyond loopback given after `--`, chosen by the user
+    private: bool = False  # --private: the step serves on a unix socket on the node, forwarded through the login node
 
 
 @dataclass(frozen=True)
@@ -158,11 +159,14 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
     path_prefix = normalize_path_prefix(flag_value(list(request.extra_args), "path_prefix"))
     with store.lock(f"up-job-{login.name}-{job.id}"):
         if not request.new:
-            reused = _reusable(login, store, job, logdir)
+            reused = _reusable(login, store, job, logdir, private=request.private)
             if reused is not None:
                 inst, step = reused
                 return JobUp(UpResult(instance=inst, url=inst.url or "", reused=True, warnings=tuple(warnings)),
                              node.get(), job, step)
+        if request.private:
+            return _up_private_step(login, node, store, job, request, executable, logdir, path_prefix,
+                                    tuple(warnings), progress)
         wanted, port_note = request.port, ""
         for attempt in range(BIND_RACE_RETRIES):
             # the first try takes the port asked for unless the node is already there to say it is taken;
@@ -173,8 +177,7 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
             port_note = port_note or note
             argv = build_argv(executable, logdir, port, (*request.extra_args, *(("--host", bind) if bind else ())),
                               network_ok=bind is not None or request.expose_to_network)
-            srun = ["srun", f"--jobid={job.id}", "--overlap", f"--nodelist={node_name}", "--nodes=1", "--ntasks=1",
-                    f"--job-name={STEP_NAME}-{port}", "--", *argv]
+            srun = _srun(job, node_name, f"{STEP_NAME}-{port}", argv)
             log_path = f"{login.log_dir}/tensorboard-job{job.id}-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
             progress(f"starting TensorBoard in job {job.display} on {node_name}:{port}")
             launched = login.call("launch", argv=srun, log_path=log_path, cwd=job.work_dir)
@@ -221,13 +224,72 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
                           ready_seconds=elapsed), host, job, step)
 
 
-def _wait_ready(login: Host, node: Host, srun: tuple[int, float], port: int, path: str,
-                timeout: float, address: str) -> tuple[bool, str, float, str]:
+def _srun(job: slurm.Job, node_name: str, step_name: str, argv: list[str]) -> list[str]:
+    """The srun client that runs `argv` as a step of the job on that node, alongside the job's own steps."""
+    return ["srun", f"--jobid={job.id}", "--overlap", f"--nodelist={node_name}", "--nodes=1", "--ntasks=1",
+            f"--job-name={step_name}", "--", *argv]
+
+
+def _up_private_step(login: Host, node: _Node, store: StateStore, job: slurm.Job, request: JobUpRequest,
+                     executable: str, logdir: str, path_prefix: str, warnings: tuple[str, ...],
+                     progress: Callable[[str], None]) -> JobUp:
+    """`up --job --private`: the node's probe makes the socket directory and its launcher (on the node, where
+    the step runs), the step runs the launcher, and the node's probe proves the socket answers, is the
+    step's process's own, and that nothing of it listens on TCP."""
+    host = node.get()
+    prepared = host.call("prepare_private", executable=executable)
+    if prepared.get("error"):
+        raise TbctlError(f"cannot start a private TensorBoard on {node.name}: {prepared['error']}")
+    sock = str(prepared["socket"])
+    argv = [*prepared["argv"], *private_args(logdir, request.extra_args)]
+    name = f"{STEP_NAME}-{sock.rsplit('/', 2)[-2]}"  # the socket directory's name: unique on the node
+    srun = _srun(job, node.name, name, argv)
+    log_path = f"{login.log_dir}/tensorboard-job{job.id}-private-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    progress(f"starting a private TensorBoard in job {job.display} on {node.name}")
+    launched = login.call("launch", argv=srun, log_path=log_path, cwd=job.work_dir)
+    srun_proc = (int(launched["pid"]), float(launched["create_time"]))
+    try:
+        ready, reason, elapsed, body = _wait_ready(login, host, srun_proc, None, readiness_path(path_prefix),
+                                                   request.timeout, "127.0.0.1", socket_path=sock)
+        if not (ready and _serves(body, logdir)):
+            tail = login.tail(launched["log_path"], 15)
+            raise _failure(reason, request.timeout, tail, launched["log_path"], job)
+        proc = _find_process(host, None, logdir, socket_path=sock)
+        checked = host.call("private_ready", pid=proc["pid"], socket_path=sock, path=readiness_path(path_prefix))
+        if not (checked or {}).get("ready"):
+            tail = login.tail(launched["log_path"], 15)
+            raise TensorBoardFailed(f"the private TensorBoard in job {job.display} is not private: "
+                                    f"{(checked or {}).get('error') or (checked or {}).get('reason')}; stopped it",
+                                    log_tail=tail, log_path=launched["log_path"])
+        step = _find_step(login, job, name)
+    except BaseException:
+        terminate(login, [srun_proc], force=False, timeout=5.0)
+        host.call("remove_private_socket", path=sock)
+        raise
+    store.add(InstanceRecord(
+        host=login.name, pid=proc["pid"], create_time=proc.get("create_time"), port=None, logdir=logdir,
+        log_path=launched["log_path"], started_at=time.time(), argv=tuple(argv), start_ticks=proc.get("start_ticks"),
+        job=JobStep(id=job.id, display=job.display, step=step, node=node.name, node_host=host.name,
+                    srun_pid=srun_proc[0], srun_create_time=srun_proc[1]),
+    ))
+    inst = TensorBoardInstance(
+        host=login.name, pid=proc["pid"], port=None, logdir=logdir, logdir_arg=logdir, user=login.user,
+        status="serving", started_by="tbctl", create_time=proc.get("create_time"), path_prefix=path_prefix,
+        log_path=launched["log_path"], cmdline=tuple(argv), recorded_create_time=proc.get("create_time"),
+        start_ticks=proc.get("start_ticks"), job=job.display, job_state=job.state, node=node.name,
+        step=f"{job.id}.{step}", socket=sock,
+    )
+    return JobUp(UpResult(instance=inst, url="", reused=False, warnings=warnings, ready_seconds=elapsed), host, job, step)
+
+
+def _wait_ready(login: Host, node: Host, srun: tuple[int, float], port: int | None, path: str,
+                timeout: float, address: str, *, socket_path: str | None = None) -> tuple[bool, str, float, str]:
     """Poll through the node's probe in short windows, checking between them that srun still lives."""
     started = time.monotonic()
+    private = {} if socket_path is None else {"socket_path": socket_path}
     while True:
         left = timeout - (time.monotonic() - started)
-        answer = node.call("wait_http", port=port, path=path, timeout=max(0.0, min(1.0, left)), host=address)
+        answer = node.call("wait_http", port=port, path=path, timeout=max(0.0, min(1.0, left)), host=address, **private)
         if answer["ready"]:
             return True, "", time.monotonic() - started, str(answer.get("body", ""))
         if not login.alive(*srun):
@@ -247,19 +309,25 @@ def _find_step(login: Host, job: slurm.Job, name: str) -> str:
         time.sleep(0.2)
 
 
-def _find_process(node: Host, port: int, logdir: str) -> dict[str, Any]:
-    """The TensorBoard process the step runs on the node (what the background forwarder watches)."""
+def _find_process(node: Host, port: int | None, logdir: str, *, socket_path: str | None = None) -> dict[str, Any]:
+    """The TensorBoard process the step runs on the node (what the background forwarder watches): by its
+    port, or a private one by its socket."""
     for proc in node.scan().get("processes", []):
         args = tensorboard_args(proc.get("cmdline") or []) or []
-        if not proc.get("zombie") and flag_value(args, "port") == str(port) and flag_value(args, "logdir") == logdir:
+        ours = flag_value(args, "unix_socket") == socket_path if socket_path is not None else \
+            flag_value(args, "port") == str(port)
+        if not proc.get("zombie") and ours and flag_value(args, "logdir") == logdir:
             info = node.call("proc_info", pid=proc["pid"])["info"] or {}
             return {"pid": proc["pid"], "create_time": proc.get("create_time"), "start_ticks": info.get("start_ticks")}
-    raise TbctlError(f"TensorBoard answers on {node.name}:{port}, but its process is not to be seen there")
+    raise TbctlError(f"TensorBoard answers on {node.name}:{socket_path or port}, but its process is not to be seen there")
 
 
-def _reusable(login: Host, store: StateStore, job: slurm.Job, logdir: str) -> tuple[TensorBoardInstance, str] | None:
-    """tbctl's step of this job for this logdir, while squeue lists it (it lives as long as its TensorBoard)."""
-    recs = [r for r in store.for_host(login.name) if r.job is not None and r.job.id == job.id and r.logdir == logdir]
+def _reusable(login: Host, store: StateStore, job: slurm.Job, logdir: str, *,
+              private: bool = False) -> tuple[TensorBoardInstance, str] | None:
+    """tbctl's step of this job for this logdir, while squeue lists it (it lives as long as its TensorBoard):
+    a private one for `--private`, a TCP one otherwise."""
+    recs = [r for r in store.for_host(login.name) if r.job is not None and r.job.id == job.id and r.logdir == logdir
+            and (flag_value(list(r.argv), "unix_socket") is not None) == private]
     if not recs:
         return None
     live_steps = {s.step for s in slurm.steps(login, [job.id])}
@@ -281,6 +349,7 @@ def job_instance(rec: InstanceRecord, user: str | None, status: str, job_state: 
         bind=flag_value(argv, "host") or "127.0.0.1", log_path=rec.log_path, cmdline=rec.argv, note=note,
         recorded_create_time=rec.create_time, start_ticks=rec.start_ticks,
         job=job.display, job_state=job_state, node=job.node, step=f"{job.id}.{job.step}",
+        socket=flag_value(argv, "unix_socket"),
     )
 
 

@@ -42,7 +42,8 @@ def by_forward_port(forwards: Sequence[ForwardInfo], target: str | None, host_sp
         return None
     for f in forwards:
         if f.local_port == int(target) and f.tunnel in ("up", "reconnecting") and host_spec in (None, f.host):
-            return OpenTarget(url=f.url, host=f.host, pid=f.instance_pid, port=f.remote_port, logdir=f.logdir)
+            return OpenTarget(url=f.url, host=f.host, pid=f.instance_pid, port=f.remote_port or None,  # 0: private
+                              logdir=f.logdir)
     return None
 
 
@@ -62,6 +63,10 @@ def openable(host: Host, store: StateStore, forwards: Sequence[ForwardInfo], tar
     else:
         chosen = instances
     inst = chosen[0]
+    if inst.url is None and inst.socket is not None:
+        raise NotFound(f"the private TensorBoard pid {inst.pid} on {host.name} has no forward to this machine",
+                       hint=f"`tbctl up --host {host.name} --private {inst.logdir or 'LOGDIR'} --open` forwards it "
+                            "and opens it")
     if inst.url is None:
         raise NotFound(
             f"TensorBoard pid {inst.pid} on {host.name}:{inst.port} has no forward to this machine",

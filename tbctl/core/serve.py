@@ -50,6 +50,7 @@ class ServeRequest:
     wait: bool = False
     bind_node_address: bool = False
     expose_to_network: bool = False
+    private: bool | None = None  # --private / --no-private; None: the `private` setting
     # Whether SIGTERM and SIGHUP end a foreground forward as Ctrl-C does: a command's own process, yes; a
     # library caller's (tbctl.up() in a notebook's kernel), no, since its signals are not tbctl's to take.
     catch_hangup: bool = True
@@ -206,12 +207,28 @@ def merged_request(request: ServeRequest, settings: Settings) -> tuple[UpRequest
         extra_args=per_host.tensorboard_args + request.extra_args,
         network_ok=request.expose_to_network,
         tensorboard_from="--tensorboard" if request.tensorboard else settings.origin("tensorboard", request.host),
+        private=_private(request, per_host.private),
     )
-    from tbctl.tensorboard import check_extra_args
+    from tbctl.tensorboard import check_extra_args, check_private_args
 
     check_extra_args(up_request.extra_args, network_ok=up_request.network_ok)  # before connecting anywhere
+    if up_request.private:
+        check_private_args(up_request.extra_args, network_ok=up_request.network_ok)
     wanted_local = parse_port(request.local_port, source="--local-port") if request.local_port is not None else per_host.local_port
     return up_request, wanted_local
+
+
+def _private(request: ServeRequest, setting: bool) -> bool:
+    """--private, else the `private` setting, which applies to remote hosts only: here a browser cannot open
+    a unix socket, so the flag is refused (exit 2) and the setting does not apply."""
+    if request.host is None:
+        if request.private:
+            from tbctl.errors import UsageError
+
+            raise UsageError("--private needs --host: a browser cannot open a unix socket on this machine",
+                             hint="run it as `tbctl up --host HOST --private`, or leave --private out here")
+        return False
+    return setting if request.private is None else request.private
 
 
 def opens_browser(flag: bool | None, settings: Settings, host: str | None) -> bool:
@@ -227,7 +244,7 @@ def job_request(request: ServeRequest, up_request: UpRequest) -> JobUpRequest:
                         tensorboard=up_request.tensorboard, env_prefix=up_request.env_prefix,
                         extra_args=up_request.extra_args, bind_node_address=request.bind_node_address,
                         expose_to_network=request.expose_to_network,
-                        tensorboard_from=up_request.tensorboard_from)
+                        tensorboard_from=up_request.tensorboard_from, private=up_request.private)
 
 
 def with_forward(result: UpResult, forward_port: int | None, warning: str = "") -> UpResult:
@@ -265,7 +282,8 @@ def serve(request: ServeRequest, settings: Settings, hosts: HostOpener, store: S
         with report.busy():  # closed before the URL is announced: the status line must not cover it
             result = up(host, store, up_request, progress=report.progress, notice=report.notice)
         inst = result.instance
-        assert inst.port is not None
+        assert inst.port is not None or inst.socket is not None
+        remote_port = inst.port or 0  # 0: a private instance, reached through its socket
         stop_after = not (result.reused or request.keep)
         exposure = None
         try:
@@ -273,22 +291,24 @@ def serve(request: ServeRequest, settings: Settings, hosts: HostOpener, store: S
                 from tbctl.core.forwards import detach_forward
 
                 detached = detach_forward(host, hosts.local(), store, backend=hosts.backend(request.host),
-                                          remote_port=inst.port, local_port=wanted_local, instance=inst,
+                                          remote_port=remote_port, local_port=wanted_local, instance=inst,
                                           stop_instance=stop_after, check_path=readiness_path(inst.path_prefix),
-                                          connect_timeout=request.connect_timeout, env_prefix=up_request.env_prefix)
+                                          connect_timeout=request.connect_timeout, env_prefix=up_request.env_prefix,
+                                          remote_socket=inst.socket)
                 forward_port: int | None = detached.local_port
                 if detached.reused is not None:
                     report.notice(reusing_note(detached.reused))
                 result = with_forward(result, forward_port, detached.warning)
-            elif (existing := _reusable_forward(host, store, inst.port, wanted_local) if result.reused else None):
+            elif (existing := _reusable_forward(host, store, remote_port, wanted_local, inst.socket)
+                  if result.reused else None):
                 report.notice(reusing_note(existing))  # the instance's own background forward: no second one
                 forward_port = existing.local_port
                 result = with_forward(result, forward_port)
             else:
                 from tbctl.core.expose import expose
 
-                exposure = expose(host, hosts.local(), inst.port, local_port=wanted_local,
-                                  check_path=readiness_path(inst.path_prefix))
+                exposure = expose(host, hosts.local(), remote_port, local_port=wanted_local,
+                                  check_path=readiness_path(inst.path_prefix), remote_socket=inst.socket)
                 forward_port = exposure.local_port if exposure.forwarder is not None else None
                 result = with_forward(result, forward_port)
         except BaseException:
@@ -302,13 +322,15 @@ def serve(request: ServeRequest, settings: Settings, hosts: HostOpener, store: S
             yield session
 
 
-def _reusable_forward(host: Host, store: StateStore, remote_port: int, wanted_local: int | None) -> ForwardInfo | None:
-    """A live background forward to this port of the host, unless another local port was asked for."""
-    if host.reachable_here:
+def _reusable_forward(host: Host, store: StateStore, remote_port: int, wanted_local: int | None,
+                      remote_socket: str | None = None) -> ForwardInfo | None:
+    """A live background forward to this port (or unix socket) of the host, unless another local port was
+    asked for."""
+    if host.reachable_here and remote_socket is None:
         return None
     from tbctl.core.forwards import live_forward
 
-    existing = live_forward(store, host.name, remote_port)
+    existing = live_forward(store, host.name, remote_port, remote_socket)
     return existing if existing is not None and wanted_local in (None, existing.local_port) else None
 
 

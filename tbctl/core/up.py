@@ -33,6 +33,7 @@ class UpRequest:
     env_prefix: str | None = None
     extra_args: tuple[str, ...] = ()
     network_ok: bool = False  # --expose-to-network: the user chose a bind beyond loopback
+    private: bool = False  # --private: on a unix socket only this user can open, and on no TCP port
     tensorboard_from: str = "--tensorboard"  # where `tensorboard` was set: the flag, or a config file's line
 
 
@@ -100,9 +101,12 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
         if not resolved["exists"]:
             warnings.append(f"logdir {logdir} does not exist yet; TensorBoard will show runs once they appear")
         if not request.new:
-            reusable = live_for_logdir(list_instances(host, store, answers[3].get()), logdir, host.user)
+            reusable = live_for_logdir(list_instances(host, store, answers[3].get()), logdir, host.user,
+                                       private=request.private)
             if reusable is not None:
                 return UpResult(instance=reusable, url=reusable.url or "", reused=True, warnings=tuple(warnings))
+        if request.private:
+            return _up_private(host, store, request, executable, logdir, path_prefix, tuple(warnings), progress)
         port_note = ""
         wanted = request.port
         for attempt in range(BIND_RACE_RETRIES):
@@ -112,17 +116,14 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
             port_note = port_note or note
             argv = build_argv(executable, logdir, port, request.extra_args, network_ok=request.network_ok)
             log_path = f"{host.log_dir}/tensorboard-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-            launched, ready, info = _launch(host, argv, log_path, port, readiness_path(path_prefix), request.timeout,
-                                            progress)
+            launched, ready, info = _launch(host, ("launch", {"argv": argv, "log_path": log_path}), port,
+                                            readiness_path(path_prefix), request.timeout,
+                                            lambda: _say_started(progress, host.name, port))
             # From here until it is recorded, a Ctrl-C must leave nothing running (_launch stops what it
             # started until its answers are in).
             try:
                 if ready.ready and _serves(ready.body, logdir):
-                    ticks = _start_ticks(launched, info)
-                    store.add(InstanceRecord(
-                        host=host.name, pid=launched.pid, create_time=launched.create_time, port=port, logdir=logdir,
-                        log_path=launched.log_path, started_at=time.time(), argv=tuple(argv), start_ticks=ticks,
-                    ))
+                    ticks = _record(host, store, launched, info, port, logdir, tuple(argv))
                     break
             except BaseException:
                 _stop_quietly(host, launched)
@@ -155,40 +156,100 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
                     warnings=tuple(warnings), ready_seconds=ready.elapsed)
 
 
-def _launch(host: Host, argv: list[str], log_path: str, port: int, path: str, timeout: float,
-            progress: Callable[[str], None]) -> tuple[Launched, Readiness, dict[str, Any] | None]:
-    """Start TensorBoard and wait until it answers: the log dir's check, the launch and the wait go out
-    together (one round trip to a remote host), and the launch's answer comes as soon as it is started, so
-    a Ctrl-C while waiting still knows what to stop. A log dir another user owns (or planted as a symlink)
-    is refused in one line; the launch then refuses it too, so nothing starts."""
+def _up_private(host: Host, store: StateStore, request: UpRequest, executable: str, logdir: str, path_prefix: str,
+                warnings: tuple[str, ...], progress: Callable[[str], None]) -> UpResult:
+    """`up --private`: TensorBoard on a unix socket (no port to choose, so no port to lose to a race)."""
+    args = private_args(logdir, request.extra_args)
+    log_path = f"{host.log_dir}/tensorboard-private-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    launch = ("launch_private", {"executable": executable, "args": args, "log_path": log_path})
+    launched, ready, info = _launch(host, launch, None, readiness_path(path_prefix), request.timeout,
+                                    lambda: progress(f"starting a private TensorBoard on {host.name}"))
+    try:
+        if ready.ready and _serves(ready.body, logdir):
+            ticks = _record(host, store, launched, info, None, logdir, launched.argv)
+    except BaseException:
+        _stop_private(host, launched)
+        raise
+    if not (ready.ready and _serves(ready.body, logdir)):
+        tail = host.tail(launched.log_path, 15)
+        _stop_private(host, launched)
+        raise _failure(ready.reason, request.timeout, tail, launched, ready.error)
+    instance = TensorBoardInstance(
+        host=host.name, pid=launched.pid, port=None, logdir=logdir, logdir_arg=logdir, user=host.user,
+        status="serving", started_by="tbctl", create_time=launched.create_time, path_prefix=path_prefix,
+        log_path=launched.log_path, cmdline=launched.argv, recorded_create_time=launched.create_time,
+        start_ticks=ticks, socket=launched.socket,
+    )
+    return UpResult(instance=instance, url="", reused=False, warnings=warnings, ready_seconds=ready.elapsed)
+
+
+def _record(host: Host, store: StateStore, launched: Launched, info: dict[str, Any] | None, port: int | None,
+            logdir: str, argv: tuple[str, ...]) -> int | None:
+    """Record the TensorBoard just proven ready; its start ticks (which identify it with its pid)."""
+    ticks = _start_ticks(launched, info)
+    store.add(InstanceRecord(
+        host=host.name, pid=launched.pid, create_time=launched.create_time, port=port, logdir=logdir,
+        log_path=launched.log_path, started_at=time.time(), argv=argv, start_ticks=ticks,
+    ))
+    return ticks
+
+
+def private_args(logdir: str, extra_args: Sequence[str]) -> list[str]:
+    """TensorBoard's flags for a private instance: the Python loader, since the Rust data server that
+    `--load_fast` starts listens on a loopback TCP port that any user of the host can connect to."""
+    return ["--logdir", logdir, "--load_fast=false", *extra_args]
+
+
+def _stop_private(host: Host, launched: Launched) -> None:
+    """Stop it, and remove its socket directory (its launcher removes it when stopped, not when killed)."""
+    _stop_quietly(host, launched)
+    if launched.socket is not None:
+        host.call("remove_private_socket", path=launched.socket)
+
+
+def _launch(host: Host, launch: tuple[str, dict[str, Any]], port: int | None, path: str, timeout: float,
+            started_progress: Callable[[], None]) -> tuple[Launched, Readiness, dict[str, Any] | None]:
+    """Start TensorBoard (`launch`: the "launch" or "launch_private" request) and wait until it answers: the
+    log dir's check, the launch and the wait go out together (one round trip to a remote host), and the
+    launch's answer comes as soon as it is started, so a Ctrl-C while waiting still knows what to stop. A log
+    dir another user owns (or planted as a symlink) is refused in one line; the launch then refuses it too,
+    so nothing starts."""
     started: list[Launched] = []
 
     def on_answer(index: int, answer: Answer) -> None:
-        if index == 1 and answer.error is None:
-            started.append(Launched(pid=answer.value["pid"], create_time=answer.value["create_time"],
-                                    log_path=answer.value["log_path"]))
+        if index == 1 and answer.error is None and not answer.value.get("error"):
+            value = answer.value
+            started.append(Launched(pid=value["pid"], create_time=value["create_time"], log_path=value["log_path"],
+                                    socket=value.get("socket"), argv=tuple(value.get("argv", ()))))
             # Said once it is launched, not before: on a terminal the first progress line loads the status
             # line's rich modules (~40 ms), which then overlap TensorBoard's own start instead of delaying it.
-            progress(f"starting TensorBoard on {host.name}:{port}")
-            progress(f"waiting for TensorBoard on {host.name}:{port} to answer")
+            started_progress()
 
     try:
         checked, launch_answer, waited = host.call_many(
-            [("private_dir", {"path": host.log_dir}), ("launch", {"argv": argv, "log_path": log_path}),
+            [("private_dir", {"path": host.log_dir}), launch,
              ("wait_launched", {"port": port, "path": path, "timeout": timeout})], on_answer=on_answer)
         unsafe = checked.get()["error"]
         if unsafe:
             raise TbctlError(f"log dir {unsafe}", hint="remove it, or fix its owner; tbctl keeps its logs there")
         if not started:
-            launch_answer.get()  # the launch's own error
+            refused = launch_answer.get().get("error")  # the launch's own error, else why nothing started
+            raise TbctlError(f"cannot start a private TensorBoard on {host.name}: {refused}")
         answer = waited.get()
     except BaseException:  # Ctrl-C or a failure while waiting: leave nothing running
         if started:
             terminate(host, [(started[0].pid, started[0].create_time)], force=False, timeout=3.0)
+            if started[0].socket is not None:
+                host.call("remove_private_socket", path=started[0].socket)
         raise
     ready = Readiness(ready=answer["ready"], reason=answer.get("reason", ""), elapsed=answer["elapsed"],
-                      body=answer.get("body", ""))
+                      body=answer.get("body", ""), error=answer.get("error", ""))
     return started[0], ready, answer.get("info")
+
+
+def _say_started(progress: Callable[[str], None], host_name: str, port: int) -> None:
+    progress(f"starting TensorBoard on {host_name}:{port}")
+    progress(f"waiting for TensorBoard on {host_name}:{port} to answer")
 
 
 def _start_ticks(launched: Launched, info: dict[str, Any] | None) -> int | None:
@@ -241,7 +302,14 @@ def _stop_quietly(host: Host, launched: Launched) -> None:
     terminate(host, [(launched.pid, launched.create_time)], force=False, timeout=3.0)
 
 
-def _failure(reason: str, timeout: float, tail: str, launched: Launched) -> TensorBoardFailed:
+def _failure(reason: str, timeout: float, tail: str, launched: Launched, error: str = "") -> TensorBoardFailed:
+    if reason == "tcp":
+        return TensorBoardFailed(f"the private TensorBoard opened a TCP listener ({error}); stopped it",
+                                 log_tail=tail, log_path=launched.log_path,
+                                 hint="a plugin or flag that serves on TCP cannot be private")
+    if reason == "unsafe":
+        return TensorBoardFailed(f"the private TensorBoard's socket directory is not safe: {error}; stopped it",
+                                 log_tail=tail, log_path=launched.log_path)
     if reason == "timeout":
         message = f"TensorBoard did not answer within {timeout:g} s; stopped it"
         hint = "a large logdir can take longer: raise --timeout"

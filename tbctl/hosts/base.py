@@ -24,6 +24,8 @@ class Launched:
     pid: int
     create_time: float
     log_path: str
+    socket: str | None = None  # a private instance's unix socket (launch_private)
+    argv: tuple[str, ...] = ()  # the command line it runs, where the host built it (launch_private)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Readiness:
     reason: str  # "" when ready, else "exited" | "timeout"
     elapsed: float
     body: str = ""
+    error: str = ""  # what went wrong, in words, where the reason alone does not say
 
 
 class Host(abc.ABC):
@@ -100,10 +103,12 @@ class Host(abc.ABC):
     def close(self) -> None:
         """Release connections; a no-op for the local machine."""
 
-    def forward(self, remote_port: int, *, local_port: int, remote_host: str = "127.0.0.1") -> Forward | None:
+    def forward(self, remote_port: int, *, local_port: int, remote_host: str = "127.0.0.1",
+                remote_socket: str | None = None) -> Forward | None:
         """A forward (not yet started) that makes `remote_port` on this host reachable on this machine's
         `local_port`, or None when this host *is* this machine and the port is reachable as it is.
-        `remote_host`: where the host connects to (its loopback, or a machine on its network)."""
+        `remote_host`: where the host connects to (its loopback, or a machine on its network).
+        `remote_socket`: a unix socket on the host instead (SSH's streamlocal forwarding)."""
         return None
 
     def watch_connection(self, callback: Callable[[LinkState], None]) -> None:
@@ -211,12 +216,15 @@ class Host(abc.ABC):
         answer = self.call("launch", argv=list(argv), log_path=log_path)
         return Launched(pid=answer["pid"], create_time=answer["create_time"], log_path=answer["log_path"])
 
-    def wait_ready(self, launched: Launched, port: int, path: str, timeout: float) -> Readiness:
+    def wait_ready(self, launched: Launched, port: int | None, path: str, timeout: float) -> Readiness:
+        """`GET path` answers from the launched process's own socket: its port, or its unix socket."""
+        private = {} if launched.socket is None else {"socket_path": launched.socket}
         answer = self.call(
-            "wait_ready", pid=launched.pid, create_time=launched.create_time, port=port, path=path, timeout=timeout
+            "wait_ready", pid=launched.pid, create_time=launched.create_time, port=port, path=path, timeout=timeout,
+            **private,
         )
         return Readiness(ready=answer["ready"], reason=answer.get("reason", ""), elapsed=answer["elapsed"],
-                         body=answer.get("body", ""))
+                         body=answer.get("body", ""), error=answer.get("error", ""))
 
     def send_signal(self, pid: int, create_time: float | None, sig: str) -> str:
         """sent | gone | denied | protected"""

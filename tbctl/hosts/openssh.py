@@ -168,10 +168,12 @@ class _Probe:
 class OpenSSHForward:
     """`-O forward -L 127.0.0.1:L:127.0.0.1:R` on the host's master; re-added on every reconnect."""
 
-    def __init__(self, host: OpenSSHHost, remote_port: int, local_port: int, remote_host: str = "127.0.0.1") -> None:
+    def __init__(self, host: OpenSSHHost, remote_port: int, local_port: int, remote_host: str = "127.0.0.1",
+                 remote_socket: str | None = None) -> None:
         self.host = host
         self.remote_host = remote_host
         self.remote_port = remote_port
+        self.remote_socket = remote_socket
         self.local_port = local_port
         self.errors: list[BaseException] = []
         self.active_connections = 0  # the master moves the bytes; it does not count them for us
@@ -179,6 +181,8 @@ class OpenSSHForward:
 
     @property
     def spec(self) -> str:
+        if self.remote_socket is not None:  # streamlocal: `-L 127.0.0.1:L:/path` (OpenSSH 6.7+)
+            return f"127.0.0.1:{self.local_port}:{self.remote_socket}"
         return f"127.0.0.1:{self.local_port}:{self.remote_host}:{self.remote_port}"
 
     @property
@@ -410,9 +414,10 @@ class OpenSSHHost(remote_probe.RemoteHost):
 
     # --- forwards ---
 
-    def forward(self, remote_port: int, *, local_port: int, remote_host: str = "127.0.0.1") -> OpenSSHForward:
+    def forward(self, remote_port: int, *, local_port: int, remote_host: str = "127.0.0.1",
+                remote_socket: str | None = None) -> OpenSSHForward:
         self.keep_connected()
-        return OpenSSHForward(self, remote_port, local_port, remote_host)
+        return OpenSSHForward(self, remote_port, local_port, remote_host, remote_socket)
 
     def add_forward(self, fwd: OpenSSHForward) -> None:
         with self._connect_lock:

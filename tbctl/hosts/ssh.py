@@ -219,10 +219,15 @@ class SSHHost(remote_probe.RemoteHost):
         when connecting may be what fails."""
         return self._asked_for
 
-    def forward(self, remote_port: int, *, local_port: int, remote_host: str = "127.0.0.1") -> Forwarder:
+    def forward(self, remote_port: int, *, local_port: int, remote_host: str = "127.0.0.1",
+                remote_socket: str | None = None) -> Forwarder:
         """A forward whose channels ride the current connection, reconnecting when it drops."""
         self.keep_connected()
         assert self._link is not None
+        if remote_socket is not None:
+            link = self._link
+            return Forwarder(lambda dest, origin: link.open_channel(dest, origin, socket_path=remote_socket),
+                             0, local_port=local_port, remote_host=remote_socket)
         return Forwarder(self._link.open_channel, remote_port, local_port=local_port, remote_host=remote_host)
 
     def keep_connected(self) -> None:

@@ -62,7 +62,9 @@ class Link:
 
     # --- used by forwards (any thread) ---
 
-    def open_channel(self, dest: tuple[str, int], origin: tuple[str, int]) -> Any:
+    def open_channel(self, dest: tuple[str, int], origin: tuple[str, int], *, socket_path: str | None = None) -> Any:
+        """A `direct-tcpip` channel to `dest`, or a `direct-streamlocal@openssh.com` one to the unix socket
+        `socket_path`, on the current transport (waiting out a reconnect)."""
         deadline = time.monotonic() + CLIENT_WAIT
         while True:
             with self._cond:
@@ -74,6 +76,10 @@ class Link:
                 if self._state.state == "down" or self._stop.is_set():
                     raise SSHError(f"the connection to {self.host.name} is down: {self._state.error}")
             try:
+                if socket_path is not None:
+                    from tbctl.hosts.streamlocal import open_streamlocal
+
+                    return open_streamlocal(self.host.current_transport, socket_path, timeout=CLIENT_WAIT)
                 return self.host.current_transport.open_channel("direct-tcpip", dest, origin, timeout=CLIENT_WAIT)
             except paramiko.ChannelException:
                 raise  # the remote end refused (nothing listens there): not a link problem

@@ -17,13 +17,13 @@ INSTANCE: dict[str, Any] = {
     "status": str, "started_by": str, "create_time": OptNum, "path_prefix": str, "bind": str,
     "info_file": OptStr, "log_path": OptStr, "cmdline": [str], "note": str, "forward_port": OptInt,
     "job": OptStr, "job_state": OptStr, "node": OptStr, "step": OptStr,
-    "url": OptStr, "uptime": OptNum, "exposure": str,
+    "socket": OptStr, "url": OptStr, "uptime": OptNum, "exposure": str,
 }
 UP = {"instance": INSTANCE, "url": str, "reused": bool, "port_note": str, "warnings": [str], "ready_seconds": OptNum}
 FORWARD = {
     "host": str, "local_port": int, "remote_port": int, "instance_pid": OptInt, "logdir": OptStr, "tunnel": str,
     "tensorboard": str, "since": OptNum, "attempts": int, "error": str, "forwarder_pid": OptInt,
-    "stop_instance": bool, "path_prefix": str, "via": str, "url": str,
+    "stop_instance": bool, "path_prefix": str, "via": str, "remote_socket": OptStr, "url": str,
 }
 HOST_ERROR = {"host": str, "error": str, "exit_code": int}
 PULL_SOURCE = {"host": str, "logdir": str, "label": str, "state": str, "files": int, "gone": int, "bytes": int,
@@ -35,7 +35,7 @@ STOP_OUTCOME = {"instance": INSTANCE, "outcome": str, "info_file_removed": bool}
 CLOSED_FORWARD = {
     "host": str, "local_port": int, "remote_port": int, "instance_pid": OptInt, "instance_create_time": OptNum,
     "instance_start_ticks": OptInt,
-    "logdir": OptStr, "path_prefix": str, "stop_instance": bool, "created_at": Num,
+    "logdir": OptStr, "path_prefix": str, "stop_instance": bool, "created_at": Num, "remote_socket": OptStr,
 }
 DOWN = {"instances": [STOP_OUTCOME], "forwards": [CLOSED_FORWARD], "pulls": [str], "purged": [str]}
 HOLDER = {
@@ -54,12 +54,13 @@ CONFIG_PATH = {"path": str, "exists": bool}
 CONNECTION = {"host": str, "pid": OptInt, "control_path": str, "created_at": Num, "persist": Num}
 CONNECTIONS = {"connections": [CONNECTION]}
 CONFIG_HOST = {"logdir": OptStr, "port": OptInt, "local_port": OptInt, "tensorboard": OptStr, "env": OptStr,
-               "tensorboard_args": [str], "connect_timeout": OptNum, "ssh": OptStr, "ssh_persist": Num, "open": bool}
+               "tensorboard_args": [str], "connect_timeout": OptNum, "ssh": OptStr, "ssh_persist": Num, "open": bool,
+               "private": bool}
 CONFIG_SHOW = {
     "config_file": OptStr, "config_loaded": bool, "state_dir": str, "logdir": str, "port": int, "timeout": Num,
     "stop_timeout": Num, "connect_timeout": OptNum, "tensorboard": OptStr, "tensorboard_args": [str],
-    "ssh": OptStr, "ssh_persist": Num, "open": bool, "notebook_url": str, "pull": [str], "pull_interval": Num,
-    "pull_budget": int, "ssh_in_effect": str, "ssh_reason": str,
+    "ssh": OptStr, "ssh_persist": Num, "open": bool, "private": bool, "notebook_url": str, "pull": [str],
+    "pull_interval": Num, "pull_budget": int, "ssh_in_effect": str, "ssh_reason": str,
     "hosts": {"*": CONFIG_HOST}, "sources": {"*": str},
 }
 

@@ -213,6 +213,7 @@ def start_sshd(
         # No AcceptEnv line: the client's environment never leaks into the test session.
         "Subsystem sftp internal-sftp",
         "AllowTcpForwarding yes",
+        "AllowStreamLocalForwarding yes",  # the default, said: `up --private` forwards a unix socket
         "X11Forwarding no",
         "PrintMotd no",
         "MaxStartups 100",  # tests open many connections at once; the default drops some
