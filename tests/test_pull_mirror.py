@@ -183,7 +183,7 @@ def test_sources_are_parsed_as_scp_does_and_labelled_apart(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("args", [["--pull", "-oProxyCommand=x:runs"], ["--pull", "h1:runs", "--new"],
                                   ["--pull", "h1:runs", "--host", "h1"], ["--pull", "h1:runs", "runs"],
-                                  ["--pulls"]])
+                                  ["--pulls"], ["--pull", "h1:runs", "--private"]])
 def test_pull_usage_errors(cli: Any, args: list[str]) -> None:
     assert cli("up", *args, exit_code=2).stderr.startswith("tbctl: ")
 

@@ -75,7 +75,7 @@ def up(
         other = [flag for flag, given in (("--local-port", local_port), ("--keep", keep), ("--new", new),
                                           ("--env", env_prefix), ("--job", job), ("--job-name", job_name),
                                           ("--node", node), ("--wait", wait), ("--bind-node-address", bind_node_address),
-                                          ("--expose-to-network", expose_to_network)) if given]
+                                          ("--expose-to-network", expose_to_network), ("--private", private)) if given]
         if other:
             raise UsageError(f"{other[0]} does not apply to --pull", hint="see 'tbctl up -h'")
         _pull(env, [*(env.settings.pull if pulls else ()), *(pull or ())], detach=detach, port=port,
