@@ -129,6 +129,11 @@ class Dashboard:
         return self.instance.port
 
     @property
+    def socket(self) -> str | None:
+        """The unix socket a private TensorBoard serves on, on its host (None: it serves on `port`)."""
+        return self.instance.socket
+
+    @property
     def local_port(self) -> int | None:
         """This machine's end: the forward's port for a remote TensorBoard, else TensorBoard's own."""
         return self.instance.forward_port or self.instance.port
@@ -236,19 +241,21 @@ def serve_request(request: ServeRequest, *, ssh: str | None = None, messages: Me
 def up(logdir: str | None = None, *, host: str | None = None, port: int | None = None, new: bool = False,
        detach: bool = False, keep: bool = False, local_port: int | None = None, timeout: float | None = None,
        tensorboard: str | None = None, env: str | None = None, tensorboard_args: Sequence[str] = (),
-       connect_timeout: float | None = None, expose_to_network: bool = False, ssh: str | None = None,
-       messages: Messages | None = None) -> Dashboard:
+       connect_timeout: float | None = None, expose_to_network: bool = False, private: bool | None = None,
+       ssh: str | None = None, messages: Messages | None = None) -> Dashboard:
     """`tbctl up`: TensorBoard serving `logdir` (default: the `logdir` setting, else "runs") on `host` (None:
     here), verified ready and reachable from this machine. Reuses a live instance serving that logdir
-    unless `new`. Raises tbctl.errors.TbctlError (PortBusy, TensorBoardNotFound, TensorBoardFailed,
-    SSHError, UsageError…)."""
+    unless `new`. `private=True` (with `host`): TensorBoard serves on a unix socket in a 0700 directory of
+    yours there and on no TCP port, so no other user of the host can open it (None: the `private` setting).
+    Raises tbctl.errors.TbctlError (PortBusy, TensorBoardNotFound, TensorBoardFailed, SSHError, UsageError…)."""
     from tbctl.core.serve import ServeRequest
 
     request = ServeRequest(
         host=host, logdir=logdir, port=None if port is None else str(port),
         local_port=None if local_port is None else str(local_port), timeout=timeout, new=new,
         tensorboard=tensorboard, env_prefix=env, extra_args=tuple(tensorboard_args),
-        connect_timeout=connect_timeout, keep=keep, detach=detach, expose_to_network=expose_to_network)
+        connect_timeout=connect_timeout, keep=keep, detach=detach, expose_to_network=expose_to_network,
+        private=private)
     return serve_request(request, ssh=ssh, messages=messages)
 
 

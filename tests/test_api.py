@@ -165,6 +165,22 @@ def test_up_detached_on_a_remote_host_and_stop_ends_the_background_forward(ssh_e
     assert wait_until(lambda: not alive(board.pid), 10)
 
 
+def test_up_private_serves_a_socket_on_the_host_only_while_the_dashboard_lives(ssh_env: Any, reaper: ProcessReaper,
+                                                                               logdir: Path) -> None:
+    with tbctl.up(str(logdir), host=ssh_env.alias, tensorboard=TENSORBOARD, private=True) as board:
+        reaper.adopt(board.pid)
+        socket_path = board.socket
+        assert board.port is None and socket_path and board.instance.exposure == "private", board.result
+        assert board.forwarding and _answers(board.url, logdir)
+    assert wait_until(lambda: not alive(board.pid), 10), "the TensorBoard it started stops with it"
+    assert wait_until(lambda: not os.path.lexists(socket_path), 10), "its socket goes with it"
+
+
+def test_private_here_is_a_usage_error(logdir: Path) -> None:
+    with pytest.raises(UsageError, match="--private needs --host"):
+        tbctl.up(str(logdir), private=True)
+
+
 def test_up_on_a_remote_host_from_a_thread(ssh_env: Any, reaper: ProcessReaper, logdir: Path) -> None:
     """A notebook's or a training loop's worker thread may call up(); only the main thread may set signal
     handlers, so the API must not try."""

@@ -85,6 +85,7 @@ def test_the_python_examples_on_gpu1(ssh_env: Any, reaper: ProcessReaper, tmp_pa
     lines = said.splitlines()
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/ -> gpu1 \d+", lines[0]), said
     assert re.fullmatch(r"\['http://127\.0\.0\.1:\d+/'\]", lines[1]), said
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/ -> gpu1 /\S+/tb\.sock", lines[2]), said  # private: a socket
     assert not tbctl.ls().forwards
     assert wait_until(lambda: not tensorboard_pids_for(runs), 10), "the examples leave nothing running"
 
