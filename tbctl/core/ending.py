@@ -22,10 +22,13 @@ class Ended:
     closed_forwards: tuple[ForwardRecord, ...]  # the forward records ended
     warnings: tuple[str, ...]
     job: str | None = None  # the Slurm job whose steps these were
+    pulls: tuple[str, ...] = ()  # the ids of the pulls ended (`up --pull … --detach`)
+    purged: tuple[str, ...] = ()  # the mirrors deleted (--purge)
 
 
 def end(hosts: Reach, store: StateStore, target: str | None, *, host_spec: str | None, all_instances: bool,
-        force: bool, timeout: float | None, connect_timeout: float | None, job: str | None) -> Ended:
+        force: bool, timeout: float | None, connect_timeout: float | None, job: str | None,
+        purge: bool = False) -> Ended:
     """With `job`, every step tbctl started in it (through the login node, `host_spec`); else what
     `down_with_forwards` ends, waiting `timeout` (else the stop_timeout setting) before SIGKILL."""
 
@@ -41,10 +44,20 @@ def end(hosts: Reach, store: StateStore, target: str | None, *, host_spec: str |
             outcomes, closed, warnings = down_job(login, store, job)
         return Ended(tuple(outcomes), tuple(closed), tuple(warnings), job=job)
     from tbctl.core.down import down_with_forwards
+    from tbctl.core.pull import end_pulls, purge_mirrors, stopper
+    from tbctl.models import LOCAL_HOST_NAME
 
+    if purge and target is None and not all_instances and host_spec is None:  # `down --purge`: mirrors only
+        return Ended((), (), (), purged=tuple(purge_mirrors(store)))
     result = down_with_forwards(opener, store, target, host_spec=host_spec, all_instances=all_instances, force=force,
                                 timeout=timeout or hosts.settings.stop_timeout)
-    return Ended(tuple(result.outcomes), tuple(result.closed_forwards), tuple(result.warnings))
+    # A pull ends with its TensorBoard (`down PORT`), or with everything here (`down --all`).
+    stopped = {o.instance.pid for o in result.outcomes if o.instance.host == LOCAL_HOST_NAME}
+    pulls = end_pulls(store, lambda p: (all_instances and host_spec is None) or p.instance_pid in stopped,
+                      stop=stopper(hosts, store))
+    purged = purge_mirrors(store) if purge else []
+    return Ended(tuple(result.outcomes), tuple(result.closed_forwards), tuple(result.warnings),
+                 pulls=tuple(p.id for p in pulls), purged=tuple(purged))
 
 
 def require_ended(ended: Ended) -> None:
