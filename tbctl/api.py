@@ -173,7 +173,7 @@ class Dashboard:
         local_instance = not session.forwarding and session.background_port is None
         try:
             if local_instance and not (self.reused or self._request.keep):
-                from tbctl.core.down import stop_instances
+                from tbctl.core.stopping import stop_instances
                 from tbctl.core.serve import STOP_TIMEOUT
                 from tbctl.state import StateStore
 

@@ -33,6 +33,8 @@ PORT_SEARCH_SPAN = 100  # TensorBoard itself scans 6006..6105
 REMOTE_FORWARD_OFFSET = 10000  # 6006 -> 16006, as users already type it
 CONFIG_FILE_NAME = "config.toml"
 DEFAULT_SSH_PERSIST = 600.0  # seconds tbctl's own ControlMaster stays after the last command that used it
+DEFAULT_PULL_INTERVAL = 2.0  # seconds between two polls of a pulled logdir that is growing
+DEFAULT_PULL_BUDGET = 4 << 20  # bytes one poll may fetch from a host, so a first sync does not starve the link
 SSH_BACKENDS = ("openssh", "paramiko")
 # How the notebook magic's inline dashboard is reached from the browser: `auto` picks one of the others.
 NOTEBOOK_URLS = ("auto", "direct", "proxy", "tunnel")
@@ -68,6 +70,9 @@ class Settings:
     timeout: float
     stop_timeout: float
     notebook_url: str  # one of NOTEBOOK_URLS
+    pull: tuple[str, ...]  # `up --pulls`: HOST:LOGDIR sources
+    pull_interval: float  # seconds between polls of a pulled logdir
+    pull_budget: int  # bytes one poll of a pulled logdir may fetch
     hosts: Mapping[str, HostSettings]  # each [hosts.NAME] section, merged over the top level
     defaults: HostSettings  # what a host without a section gets, this machine included
     config_file: Path | None  # the file consulted (it may not exist)
@@ -202,6 +207,16 @@ NOTEBOOK_URL = Kind(", ".join(f'"{u}"' for u in NOTEBOOK_URLS[:-1]) + f' or "{NO
                     lambda v: v if v in NOTEBOOK_URLS else None, _notebook_url_from_env)
 BOOL = Kind("true or false", lambda v: v if type(v) is bool else None, _bool_from_env)
 
+
+def _bytes_from_env(name: str, raw: str) -> int:
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise UsageError(f"{name}={raw!r} is not a positive number of bytes")
+    return int(raw)
+
+
+BYTES = Kind("a positive whole number of bytes", lambda v: v if type(v) is int and v > 0 else None, _bytes_from_env)
+SOURCES = Kind('a list of "HOST:LOGDIR" strings, e.g. ["gpu1:runs", "gpu2:exp/runs"]', _args_check)
+
 Scope = Literal["top", "host", "both"]  # the top level, [hosts.NAME] sections, or either
 
 
@@ -255,6 +270,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("notebook_url", NOTEBOOK_URL, "auto", "`%tbctl up --notebook-url`: how the notebook's browser reaches "
             "the dashboard: `direct`, `proxy` (jupyter-server-proxy) or `tunnel` (prints the `tbctl tunnel` line); "
             "`auto` picks", env="TBCTL_NOTEBOOK_URL", scope="top"),
+    Setting("pull", SOURCES, (), "what `up --pulls` pulls: `HOST:LOGDIR` sources, as `--pull` takes them",
+            scope="top"),
+    Setting("pull_interval", SECONDS, DEFAULT_PULL_INTERVAL, "seconds between polls of a pulled logdir that grows "
+            "(up to 3× that while it does not)", env="TBCTL_PULL_INTERVAL", scope="top"),
+    Setting("pull_budget", BYTES, DEFAULT_PULL_BUDGET, "bytes one poll may fetch from a host (a first sync takes "
+            "several polls)", env="TBCTL_PULL_BUDGET", scope="top"),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 TOP_LEVEL_KEYS = tuple(s.name for s in SETTINGS if s.scope != "host")

@@ -167,6 +167,11 @@ def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host], *, b
     if host is not None:
         host.watch_connection(on_change)
         host.keep_connected()
+        from tbctl.core.pulling import PullKeeper, keep_polling
+
+        pulls = threading.Thread(target=keep_polling, args=(host, PullKeeper(store, host_spec, log).pollers, stopping),
+                                 name="tbctl-pulls", daemon=True)
+        pulls.start()
     log(f"forwarding for {host_spec} (pid {os.getpid()})")
     publish()
     last_check = 0.0
@@ -203,11 +208,16 @@ def serve(host_spec: str, store: StateStore, open_host: Callable[[], Host], *, b
     return ExitCode.OK
 
 
+def has_work(store: StateStore, host_spec: str) -> bool:
+    """Whether a forward or a pull (`up --pull … --detach`) still needs the host's forwarder."""
+    return bool(store.forwards(host_spec)) or any(s.host == host_spec for p in store.pulls() for s in p.sources)
+
+
 def _nothing_left(store: StateStore, host_spec: str) -> bool:
     """Checked under the lock `ensure_running` holds, so a `--detach` that adds a forward and finds this
     forwarder running is never left without one: either it is seen here, or the forwarder is gone first."""
     with store.lock(f"forwarder-{host_spec}"):
-        if store.forwards(host_spec):
+        if has_work(store, host_spec):
             return False
         store.remove_forwarder_status(host_spec)
         return True

@@ -215,3 +215,45 @@ class ForwardInfo:
     @property
     def url(self) -> str:
         return browser_url(self.local_port, self.path_prefix)
+
+
+@dataclass(frozen=True)
+class PullSourceInfo:
+    """One source of a detached pull, as `ls` shows it."""
+
+    host: str
+    logdir: str
+    label: str  # its runs show as LABEL/RUN
+    state: str  # starting · syncing · up · reconnecting · down · stale (its background process is gone)
+    files: int = 0
+    gone: int = 0  # deleted on the host, kept in the mirror
+    bytes: int = 0
+    pending: int = 0
+    lag: float | None = None  # seconds: how old the newest byte the mirror may lack can be
+    error: str = ""
+    pid: int | None = None  # the tbctl process polling it
+
+
+@dataclass(frozen=True)
+class PullInfo:
+    """A detached pull (`up --pull … --detach`): its sources and the local TensorBoard serving the mirror."""
+
+    id: str
+    sources: tuple[PullSourceInfo, ...]
+    mirror: str
+    port: int | None
+    instance_pid: int | None
+    tensorboard: str  # serving · dead
+    url: str | None
+
+
+def human_bytes(n: int) -> str:
+    """`512 B`, `3.1 KiB`, `2.0 MiB`, `1.5 GiB`."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"

@@ -155,6 +155,11 @@ def _up(words: list[str], env: Environment, environ: Mapping[str, str]) -> Dashb
 
         raise UsageError("--open/--no-open and --json do not apply in a notebook: the dashboard shows in the cell",
                          hint="the returned Dashboard has the record (.result)")
+    if params.get("pull") or params.get("pulls"):  # a pull polls as long as it runs; a cell returns
+        from tbctl.errors import UsageError
+
+        raise UsageError("--pull and --pulls do not apply in a notebook: a pull polls for as long as it runs",
+                         hint="run `tbctl up --pull HOST:LOGDIR --detach` in a terminal")
     mode = url_mode(params["notebook_url"] or env.settings.notebook_url, environ)
     if mode not in ("direct", "proxy", "tunnel"):
         from tbctl.errors import UsageError

@@ -1184,6 +1184,136 @@ def remove_info_file(path: str) -> dict:
         return {"removed": False, "error": exc.strerror or str(exc)}
 
 
+# --- pulling a logdir (`up --pull`): what is there, and the bytes not yet mirrored ---------------------------
+
+
+def pull_wanted(parts: list) -> bool:
+    """The files TensorBoard reads from a logdir: event files, the projector's config beside them, and plugin
+    assets under a run's `plugins/` directory. Anything else (checkpoints, datasets) stays on the host."""
+    return "tfevents" in parts[-1] or parts[-1] == "projector_config.pbtxt" or "plugins" in parts[:-1]
+
+
+_PULL_KNOWN = {}  # type: dict  # logdir -> (digest, known): what the caller will have mirrored after the last answer
+
+
+def pull_digest(known: dict) -> str:
+    """Names a `known` map, so an unchanged one need not be sent again (the caller computes it the same way)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(known, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def pull_poll(logdir: str, known: dict | None = None, budget: int = 4 << 20, encoding: str = "zlib",
+              digest: str | None = None) -> dict:
+    """One poll of a pulled logdir: every wanted file with its identity, and the bytes the caller lacks.
+
+    `known` maps a path (relative, `/`-separated) to the [dev, ino, size, mtime] the caller mirrored. Sent
+    whole it costs ~100 bytes a file on every poll, so the answer's `next_digest` names what the caller will
+    have once it applied the answer; a caller that has exactly that sends only `digest` next time, and gets
+    `resend` if this probe does not hold it (a new connection). Event
+    files are append-only: bytes are read from the known size on when the identity is the same and the file
+    did not shrink, else from 0 (a new, replaced or shrunk file). Any other file is read whole when anything
+    about it changed. At most `budget` bytes in all; a file whose bytes did not fit says `pending`.
+    Unchanged files are only counted, so an idle poll answers in a few bytes. Nothing outside the logdir is
+    read: the walk does not follow symlinks, symlinked files are skipped, and the file opened must be the
+    one the walk found (same dev and inode), so a directory swapped for a symlink meanwhile is not followed."""
+    import base64
+    import zlib
+
+    if known is None:
+        cached = _PULL_KNOWN.get(logdir)
+        if digest is None or cached is None or cached[0] != digest:
+            return {"resend": True}
+        known = cached[1]
+    root = os.path.expanduser(logdir)
+    if not os.path.isabs(root):
+        root = os.path.join(os.path.expanduser("~"), root)
+    root = os.path.realpath(root)
+    answer = {"root": root, "now": time.time(), "exists": os.path.isdir(root), "files": [], "unchanged": 0,
+              "gone": [], "pending": 0, "errors": []}
+    left = max(0, int(budget))
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(root):  # followlinks=False: a symlinked directory is not entered
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            parts = rel.split("/")
+            if not pull_wanted(parts):
+                continue
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue  # a symlink (maybe out of the logdir), a fifo, a socket
+            seen.add(rel)
+            mtime = st.st_mtime
+            had = known.get(rel)
+            same = bool(had) and had[0] == st.st_dev and had[1] == st.st_ino
+            if "tfevents" in name:
+                start = had[2] if same and st.st_size >= had[2] else 0
+                if same and st.st_size == had[2]:
+                    answer["unchanged"] += 1
+                    continue
+            else:
+                if same and had[2] == st.st_size and had[3] == mtime:
+                    answer["unchanged"] += 1
+                    continue
+                start = 0
+            row = {"path": rel, "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime": mtime,
+                   "offset": start, "length": 0, "data": "", "encoding": "raw"}
+            want = st.st_size - start
+            if "tfevents" not in name and want > budget:  # it could never be sent whole
+                answer["errors"].append("%s: %d bytes, more than one poll may fetch; not pulled" % (rel, want))
+                continue
+            take = min(want, left) if "tfevents" in name or want <= left else 0
+            if take > 0:
+                try:
+                    data = _read_same_file(full, st, start, take)
+                except OSError as exc:
+                    answer["errors"].append("%s: %s" % (rel, exc.strerror or exc))
+                    continue
+                left -= len(data)
+                packed = zlib.compress(data, 6) if encoding == "zlib" else data
+                if len(packed) >= len(data):
+                    packed = data
+                row.update(length=len(data), data=base64.b64encode(packed).decode("ascii"),
+                           encoding="zlib" if packed is not data else "raw")
+            answer["pending"] += want - row["length"]
+            answer["files"].append(row)
+    answer["gone"] = sorted(p for p in known if p not in seen)
+    after = dict((p, v) for p, v in known.items() if p in seen)  # what the caller has once it applied this
+    for row in answer["files"]:
+        if "tfevents" in row["path"].rsplit("/", 1)[-1]:
+            after[row["path"]] = [row["dev"], row["ino"], row["offset"] + row["length"], row["mtime"]]
+        elif row["length"] == row["size"]:
+            after[row["path"]] = [row["dev"], row["ino"], row["size"], row["mtime"]]
+    answer["next_digest"] = pull_digest(after)
+    _PULL_KNOWN[logdir] = (answer["next_digest"], after)
+    return answer
+
+
+def _read_same_file(path: str, found: os.stat_result, offset: int, length: int) -> bytes:
+    """`length` bytes at `offset` of the file the walk found at `path` (OSError if it is another file now)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (found.st_dev, found.st_ino):
+            raise OSError(0, "replaced while being read")
+        os.lseek(fd, offset, os.SEEK_SET)
+        chunks = []
+        while length > 0:
+            chunk = os.read(fd, min(length, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            length -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def resolve_path(path: str, cwd: str | None = None) -> dict:
     """An absolute, symlink-free path as this host sees it (`~` expanded, relative to `cwd` or home).
     `exists`: it is an existing directory; `kind`: `directory`, `missing`, or `not a directory` (a file)."""
@@ -1219,6 +1349,7 @@ class Probe:
             "launch_private": self.launch_private, "remove_private_socket": remove_private_socket,
             "prepare_private": prepare_private, "private_ready": self._private_ready,
             "wait_launched": self.wait_launched,
+            "pull_poll": pull_poll,
         }
 
     def handle(self, op: str, args: dict) -> Any:

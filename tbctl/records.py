@@ -267,3 +267,102 @@ class ForwarderStatus:
             backend=_str(data, "backend") or "",
         )
 
+
+
+@dataclass(frozen=True)
+class PullSource:
+    """One `--pull HOST:LOGDIR`: where it comes from, and `label`, the directory of the mirror its runs sit in
+    (runs show as LABEL/RUN)."""
+
+    host: str
+    logdir: str
+    label: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "logdir": self.logdir, "label": self.label}
+
+    @classmethod
+    def from_json(cls, data: Any) -> PullSource:
+        data = _object(data, "a pull source")
+        return cls(host=_required_str(data, "host"), logdir=_required_str(data, "logdir"),
+                   label=_required_str(data, "label"))
+
+
+@dataclass(frozen=True)
+class PullRecord:
+    """A detached pull (pulls.jsonl): what the hosts' background tbctl processes mirror, and the local
+    TensorBoard serving the mirror."""
+
+    id: str
+    sources: tuple[PullSource, ...]
+    mirror: str  # the directory TensorBoard serves: one subdirectory per source
+    interval: float
+    budget: int
+    instance_pid: int | None = None
+    instance_create_time: float | None = None
+    port: int | None = None
+    stop_instance: bool = False  # tbctl started that TensorBoard for this pull: it ends with it
+    created_at: float = field(default_factory=time.time)
+    unknown: Mapping[str, Any] = _unknown_keys()
+
+    def to_json(self) -> dict[str, Any]:
+        known = {"id": self.id, "sources": [s.to_json() for s in self.sources], "mirror": self.mirror,
+                 "interval": self.interval, "budget": self.budget, "instance_pid": self.instance_pid,
+                 "instance_create_time": self.instance_create_time, "port": self.port,
+                 "stop_instance": self.stop_instance, "created_at": self.created_at}
+        return {**self.unknown, **known}
+
+    @classmethod
+    def from_json(cls, data: Any) -> PullRecord:
+        data = _object(data, "a pull record")
+        sources = data.get("sources")
+        if not isinstance(sources, list) or not sources:
+            raise ValueError("a pull record without sources")
+        record = cls(
+            id=_required_str(data, "id"), sources=tuple(PullSource.from_json(s) for s in sources),
+            mirror=_required_str(data, "mirror"), interval=_number(data, "interval") or 2.0,
+            budget=_int(data, "budget") or 4 << 20, instance_pid=_int(data, "instance_pid"),
+            instance_create_time=_number(data, "instance_create_time"), port=_int(data, "port"),
+            stop_instance=data.get("stop_instance") is True, created_at=_number(data, "created_at") or 0.0,
+        )
+        return _with_unknown(record, data)
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """How one source of a pull is doing, as its poller (the foreground `up` or the host's background
+    process) last wrote it (pulls/ID-LABEL.json)."""
+
+    pull_id: str
+    source: PullSource
+    pid: int
+    create_time: float | None = None
+    state: str = "syncing"  # syncing (first sync not done) · up · reconnecting · down
+    files: int = 0
+    gone: int = 0  # files deleted on the host, kept in the mirror
+    bytes: int = 0  # in the mirror
+    fetched: int = 0  # bytes read from the host by this poller
+    pending: int = 0  # bytes the last poll left for the next (the budget)
+    complete_at: float | None = None  # when a poll last left nothing behind: the mirror lags by at most now - this
+    error: str = ""
+    polls: int = 0
+    updated_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pull_id": self.pull_id, "source": self.source.to_json(), "pid": self.pid,
+                "create_time": self.create_time, "state": self.state, "files": self.files, "gone": self.gone,
+                "bytes": self.bytes, "fetched": self.fetched, "pending": self.pending,
+                "complete_at": self.complete_at, "error": self.error, "polls": self.polls,
+                "updated_at": self.updated_at}
+
+    @classmethod
+    def from_json(cls, data: Any) -> PullProgress:
+        data = _object(data, "a pull's progress")
+        return cls(
+            pull_id=_required_str(data, "pull_id"), source=PullSource.from_json(data.get("source")),
+            pid=_required_int(data, "pid"), create_time=_number(data, "create_time"),
+            state=_str(data, "state") or "down", files=_int(data, "files") or 0, gone=_int(data, "gone") or 0,
+            bytes=_int(data, "bytes") or 0, fetched=_int(data, "fetched") or 0, pending=_int(data, "pending") or 0,
+            complete_at=_number(data, "complete_at"), error=_str(data, "error") or "", polls=_int(data, "polls") or 0,
+            updated_at=_number(data, "updated_at") or 0.0,
+        )

@@ -17,10 +17,11 @@ from typing import Any, TypeVar
 from tbctl import locks
 from tbctl.errors import TbctlError
 from tbctl.probe import open_private, private_dir
-from tbctl.records import ForwarderStatus, ForwardRecord, InstanceRecord, Record
+from tbctl.records import ForwarderStatus, ForwardRecord, InstanceRecord, PullProgress, PullRecord, Record
 
 RECORDS_FILE = "instances.jsonl"
 FORWARDS_FILE = "forwards.jsonl"
+PULLS_FILE = "pulls.jsonl"
 
 _R = TypeVar("_R", bound=Record)
 
@@ -128,6 +129,55 @@ class StateStore:
     def remove_forwarder_status(self, host: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.forwarder_status_path(host).unlink()
+
+    # --- pulls (`up --pull`): what is mirrored, and how each source is doing ---
+
+    def pulls(self) -> list[PullRecord]:
+        return self._load(self.dir / PULLS_FILE, PullRecord.from_json)
+
+    def put_pull(self, record: PullRecord) -> None:
+        """Add the pull, or replace the one with its id (in one write: its pollers never see it gone)."""
+        with self.lock("state"):
+            records = [r for r in self._load(self.dir / PULLS_FILE, PullRecord.from_json, locked=True) if r.id != record.id]
+            self._write(self.dir / PULLS_FILE, [*records, record])
+
+    def remove_pulls(self, match: Callable[[PullRecord], bool]) -> list[PullRecord]:
+        return self._remove(self.dir / PULLS_FILE, PullRecord.from_json, match)
+
+    def _pull_progress_path(self, pull_id: str, label: str) -> Path:
+        return self.dir / "pulls" / f"{_safe(pull_id)}-{_safe(label)}.json"
+
+    def write_pull_progress(self, progress: PullProgress) -> None:
+        path = self._pull_progress_path(progress.pull_id, progress.source.label)
+        self._private_dir(path.parent)
+        _atomic_write(path, json.dumps(progress.to_json(), sort_keys=True) + "\n")
+
+    def pull_progress(self, pull_id: str, label: str) -> PullProgress | None:
+        path = self._pull_progress_path(pull_id, label)
+        if not self._private_dir(path.parent, create=False):
+            return None
+        try:
+            return PullProgress.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            self.warnings.append(f"unreadable pull progress {path}; ignored")
+            return None
+
+    def pull_progresses(self) -> list[PullProgress]:
+        """Every source's progress file, foreground pulls' included."""
+        directory = self.dir / "pulls"
+        if not self._private_dir(directory, create=False):
+            return []
+        out = []
+        for path in sorted(directory.glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                out.append(PullProgress.from_json(json.loads(path.read_text(encoding="utf-8"))))
+        return out
+
+    def remove_pull_progress(self, pull_id: str, label: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._pull_progress_path(pull_id, label).unlink()
 
     # --- JSON Lines files ---
 

@@ -34,7 +34,7 @@ def tbctl(local: FakeHost, gpu1: FakeHost, tmp_path: Path) -> InProcess:
 
 
 def test_ls_with_nothing_running_is_not_an_error(tbctl: InProcess) -> None:
-    assert tbctl("ls", "--json").json() == {"instances": [], "forwards": [], "errors": []}
+    assert tbctl("ls", "--json").json() == {"instances": [], "forwards": [], "errors": [], "pulls": []}
     assert tbctl.hosts.opened == [None]
 
 

@@ -337,6 +337,7 @@ EXAMPLES = {
     config.BACKEND: ('"paramiko"', "paramiko", "openssh", "openssh"),
     config.BOOL: ("true", True, "0", False),
     config.NOTEBOOK_URL: ('"proxy"', "proxy", "tunnel", "tunnel"),
+    config.BYTES: ("1000", 1000, "2048", 2048),
 }
 
 

@@ -24,25 +24,30 @@ def down(
     timeout: StopTimeoutOption = None,
     connect_timeout: ConnectTimeoutOption = None,
     job: Annotated[Optional[str], typer.Option("--job", metavar="JOB", help="Slurm: end what tbctl started in this job (with --host LOGIN).")] = None,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete the mirrors of pulls (`up --pull`) that no longer run; alone, only that.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Stop TensorBoard gracefully (SIGTERM, then SIGKILL after --timeout); pid-reuse safe.
 
     Also ends background forwards: `down LOCAL_PORT` ends that forward, `down --host H` every forward to H,
-    `down --all` every forward and what it leaves behind; a TensorBoard tbctl started for one stops with it."""
+    `down --all` every forward and what it leaves behind; a TensorBoard tbctl started for one stops with it.
+    A pull (`up --pull`) ends with its TensorBoard; its mirror stays until `down --purge`."""
     from tbctl.core.down import end, require_ended
 
     env = command_env(ctx, json_output)
     store = store_of(env)
     ended = end(reach(env), env.settings, store, target, host_spec=host_spec, all_instances=all_instances, force=force,
-                timeout=timeout, connect_timeout=connect_timeout, job=job)
+                timeout=timeout, connect_timeout=connect_timeout, job=job, purge=purge)
     for warning in ended.warnings:
         env.warn(warning)
     flush_warnings(env, store)
     if env.json:
-        render.print_json(env, {"instances": ended.outcomes, "forwards": ended.closed_forwards})
+        render.print_json(env, {"instances": ended.outcomes, "forwards": ended.closed_forwards,
+                                "pulls": ended.pulls, "purged": ended.purged})
     else:
-        render.stop_outcomes(env, ended.outcomes, closed_forwards=ended.closed_forwards)
+        render.stop_outcomes(env, ended.outcomes, closed_forwards=ended.closed_forwards,
+                             quiet_if_empty=bool(ended.pulls or ended.purged))
+        render.pulls_ended(env, ended.pulls, ended.purged)
     require_ended(ended)
 
 

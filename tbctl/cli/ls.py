@@ -23,21 +23,26 @@ def ls(
     json_output: JsonOption = False,
 ) -> None:
     """List every TensorBoard on the machine (or hosts), ours or not, with its URL and status, and the
-    health of background forwards."""
+    health of background forwards and pulls."""
     from tbctl.core.listing import hosts_to_list, list_hosts
 
     env = command_env(ctx, json_output)
     store = store_of(env)
     specs = hosts_to_list(hosts or [], all_hosts=all_hosts, settings=env.settings, store=store)
     listing = list_hosts(specs, reach(env), store, connect_timeout=connect_timeout)
+    from tbctl.core.pull import list_pulls
+
+    pulls = list_pulls(store)
     flush_warnings(env, store)
     if env.json:
-        render.print_json(env, {"instances": listing.instances, "forwards": listing.forwards, "errors": listing.errors})
+        render.print_json(env, {"instances": listing.instances, "forwards": listing.forwards, "errors": listing.errors,
+                                "pulls": pulls})
     if listing.failure is not None:  # after its JSON, said as any error is (one line, exit code)
         raise listing.failure
     if not env.json:
         render.instances_table(env, listing.instances, errors=listing.errors, show_host=listing.elsewhere)
         render.forwards_table(env, listing.forwards)
+        render.pulls_table(env, pulls)
 
 
 command = typer.main.get_command(verb)

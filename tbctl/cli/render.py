@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tbctl.cli.visible import visible
-from tbctl.models import ForwardInfo, FreePortResult, PortHolder, PortReport, StopOutcome, TensorBoardInstance, UpResult, as_json
+from tbctl.models import (ForwardInfo, FreePortResult, PortHolder, PortReport, PullInfo, StopOutcome, TensorBoardInstance,
+                          UpResult, as_json, human_bytes)
 
 if TYPE_CHECKING:
     from tbctl.cli.environment import Environment
@@ -97,6 +98,28 @@ def forwards_table(env: Environment, forwards: Sequence[ForwardInfo]) -> None:
     if not env.json:
         env.stdout.write("\nforwards:\n")
     table(env, ["host", "local", "remote", "url", "forwarder", "tensorboard", "tunnel"], rows, status_column=6)
+
+
+def pulls_table(env: Environment, pulls: Sequence[PullInfo]) -> None:
+    """Detached pulls (`up --pull … --detach`): one row per source, under its pull's URL."""
+    if not pulls:
+        return
+    rows = []
+    for p in pulls:
+        for s in p.sources:
+            files = f"{s.files}" + (f" ({s.gone} deleted there)" if s.gone else "")
+            state = s.state + (f": {s.error}" if s.error and s.state != "up" else "")
+            rows.append([f"{s.host}:{s.logdir}", s.label, files, human_bytes(s.bytes), human_duration(s.lag),
+                         p.url or f"- (TensorBoard {p.tensorboard})", state])
+    env.stdout.write("\npulls:\n")
+    table(env, ["source", "runs", "files", "bytes", "lag", "url", "state"], rows, status_column=6)
+
+
+def pulls_ended(env: Environment, pulls: Sequence[str], purged: Sequence[str]) -> None:
+    for ident in pulls:
+        env.result_line(f"ended pull {ident}" + ("" if purged else "; its mirror stays until `tbctl down --purge`"))
+    for path in purged:
+        env.result_line(f"deleted mirror {path}")
 
 
 # The columns a narrow terminal may shorten, and where: paths in the middle (their start and their run name
@@ -210,11 +233,13 @@ _STOP_WORDS = {
 }
 
 
-def stop_outcomes(env: Environment, outcomes: Sequence[StopOutcome], *, closed_forwards: Sequence[ForwardRecord] = ()) -> None:
+def stop_outcomes(env: Environment, outcomes: Sequence[StopOutcome], *, closed_forwards: Sequence[ForwardRecord] = (),
+                  quiet_if_empty: bool = False) -> None:
     for rec in closed_forwards:
         env.result_line(f"closed forward 127.0.0.1:{rec.local_port} → {rec.host}:{rec.remote_socket or rec.remote_port}")
     if not outcomes and not closed_forwards:
-        env.info("no TensorBoard to stop")
+        if not quiet_if_empty:
+            env.info("no TensorBoard to stop")
         return
     for o in outcomes:
         inst = o.instance

@@ -55,6 +55,8 @@ def up(
     node: Annotated[Optional[str], typer.Option("--node", metavar="NODE", help="Slurm: which node of a multi-node job (default: its batch host).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait for a pending job to start.")] = False,
     bind_node_address: Annotated[bool, typer.Option("--bind-node-address", help="Slurm, where ssh to compute nodes is refused: bind the node's cluster address (everyone on that network can reach it) and forward from the login node.")] = False,
+    pull: Annotated[Optional[list[str]], typer.Option("--pull", metavar="HOST:LOGDIR", help="Mirror LOGDIR from HOST (repeatable) and serve every mirror in one local TensorBoard, runs named HOST/RUN; nothing runs on the hosts but the polls.")] = None,
+    pulls: Annotated[bool, typer.Option("--pulls", help="Pull the config file's `pull` list (with any --pull).")] = False,
     expose_to_network: Annotated[bool, typer.Option("--expose-to-network", help="Let TensorBoard listen beyond 127.0.0.1 (every interface, or the --host given after --): anyone who can reach the host can read the logdir.")] = False,
     private: Annotated[Optional[bool], typer.Option("--private/--no-private", help="Remote: serve on a unix socket only you can open, and on no TCP port: other users of the host cannot reach it (default: `private` in the config file, else no).")] = None,
     json_output: JsonOption = False,
@@ -68,6 +70,20 @@ def up(
     from tbctl.core.serve import serve
 
     env = command_env(ctx, json_output)
+    if pull or pulls:
+        logdir, extra = _split_logdir_and_extra(args or [], logdir_option)
+        if logdir is not None or host_spec is not None:
+            raise UsageError("--pull serves the mirrors of the pulled logdirs here; give no LOGDIR and no --host with it")
+        other = [flag for flag, given in (("--local-port", local_port), ("--keep", keep), ("--new", new),
+                                          ("--env", env_prefix), ("--job", job), ("--job-name", job_name),
+                                          ("--node", node), ("--wait", wait), ("--bind-node-address", bind_node_address),
+                                          ("--expose-to-network", expose_to_network), ("--private", private)) if given]
+        if other:
+            raise UsageError(f"{other[0]} does not apply to --pull", hint="see 'tbctl up -h'")
+        _pull(env, [*(env.settings.pull if pulls else ()), *(pull or ())], detach=detach, port=port,
+              timeout=timeout, tensorboard=tensorboard, connect_timeout=connect_timeout, extra=extra,
+              open_browser=open_browser)
+        return
     request = request_of(ctx.params)
     store = store_of(env)
     with serve(request, env.settings, reach(env), store, SessionNarrator(env)) as session:
@@ -76,6 +92,24 @@ def up(
             job_id = session.result.instance.job
             ends_it = f"--job {job_id} --host {host_spec}" if request.in_job else str(session.background_port)
             env.info(f"forwarding in the background; `tbctl down {ends_it}` ends it")
+        session.hold()
+
+
+def _pull(env: Environment, specs: list[str], *, detach: bool, port: str | None,
+          timeout: float | None, tensorboard: str | None, connect_timeout: float | None, extra: list[str],
+          open_browser: bool | None) -> None:
+    """`up --pull HOST:LOGDIR …`: mirror, serve here, and poll (in the foreground, or in the background)."""
+    from tbctl.core.pull import PullRequest, pull_up
+    from tbctl.core.serve import opens_browser
+
+    request = PullRequest(specs=tuple(specs), detach=detach, port=port, timeout=timeout, tensorboard=tensorboard,
+                          connect_timeout=connect_timeout, extra_args=tuple(extra))
+    store = store_of(env)
+    with pull_up(request, env.settings, reach(env), store, SessionNarrator(env)) as session:
+        _announce(env, store, session.result, open_browser=opens_browser(open_browser, env.settings, None))
+        if session.detached:
+            env.info(f"pulling in the background; `tbctl down {session.result.instance.port}` ends it "
+                     "(the mirror stays until `tbctl down --purge`)")
         session.hold()
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tbctl.core import slurm
 from tbctl.core.forwards import end_forwards
 from tbctl.core.instances import launched_as, list_instances, select
-from tbctl.core.stopping import terminate
+from tbctl.core.stopping import FAILED, stop_instances
 from tbctl.errors import NotFound, TbctlError, UsageError
 from tbctl.hosts.base import Host
 from tbctl.models import StopOutcome, TensorBoardInstance
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from tbctl.config import Settings
     from tbctl.core.host_opener import HostOpener
 
-FAILED = ("denied", "survived", "protected")
 
 
 @dataclass(frozen=True)
@@ -32,11 +31,13 @@ class Ended:
     closed_forwards: tuple[ForwardRecord, ...]  # the forward records ended
     warnings: tuple[str, ...]
     job: str | None = None  # the Slurm job whose steps these were
+    pulls: tuple[str, ...] = ()  # the ids of the pulls ended (`up --pull … --detach`)
+    purged: tuple[str, ...] = ()  # the mirrors deleted (--purge)
 
 
 def end(hosts: HostOpener, settings: Settings, store: StateStore, target: str | None, *, host_spec: str | None,
         all_instances: bool, force: bool, timeout: float | None, connect_timeout: float | None,
-        job: str | None) -> Ended:
+        job: str | None, purge: bool = False) -> Ended:
     """`down`: with `job`, every step tbctl started in it (through the login node, `host_spec`); else what
     `down_with_forwards` ends, waiting `timeout` (else the stop_timeout setting) before SIGKILL."""
     if job is not None:
@@ -45,9 +46,20 @@ def end(hosts: HostOpener, settings: Settings, store: StateStore, target: str | 
         with hosts.open(host_spec, connect_timeout=connect_timeout) as login:
             outcomes, closed, warnings = down_job(login, store, job)
         return Ended(tuple(outcomes), tuple(closed), tuple(warnings), job=job)
+    from tbctl.core.pull import end_pulls, purge_mirrors, stopper
+    from tbctl.models import LOCAL_HOST_NAME
+
+    if purge and target is None and not all_instances and host_spec is None:  # `down --purge`: mirrors only
+        return Ended((), (), (), purged=tuple(purge_mirrors(store)))
     result = down_with_forwards(hosts, store, target, host_spec=host_spec, all_instances=all_instances, force=force,
                                 timeout=timeout or settings.stop_timeout, connect_timeout=connect_timeout)
-    return Ended(tuple(result.outcomes), tuple(result.closed_forwards), tuple(result.warnings))
+    # A pull ends with its TensorBoard (`down PORT`), or with everything here (`down --all`).
+    stopped = {o.instance.pid for o in result.outcomes if o.instance.host == LOCAL_HOST_NAME}
+    pulls = end_pulls(store, lambda p: (all_instances and host_spec is None) or p.instance_pid in stopped,
+                      stop=stopper(hosts, store))
+    purged = purge_mirrors(store) if purge else []
+    return Ended(tuple(result.outcomes), tuple(result.closed_forwards), tuple(result.warnings),
+                 pulls=tuple(p.id for p in pulls), purged=tuple(purged))
 
 
 def require_ended(ended: Ended) -> None:
@@ -133,43 +145,6 @@ def down(
         assert target is not None
         chosen = select(host, instances, target)
     return stop_instances(host, store, chosen, force=force, timeout=timeout)
-
-
-def _remove_socket(host: Host, inst: TensorBoardInstance) -> None:
-    """A private instance's socket and directory: its launcher removes them when stopped, not when killed."""
-    if inst.socket is not None and inst.user == host.user:
-        host.remove_private_socket(inst.socket)
-
-
-def stop_instances(
-    host: Host, store: StateStore, chosen: list[TensorBoardInstance], *, force: bool, timeout: float
-) -> list[StopOutcome]:
-    results: list[StopOutcome] = []
-    live: list[TensorBoardInstance] = []
-    for inst in chosen:
-        if inst.has_ended or inst.pid is None:  # nothing to stop: clean what it left
-            removed = inst.info_file is not None and host.remove_info_file(inst.info_file)
-            _remove_socket(host, inst)
-            results.append(StopOutcome(inst, "cleaned", info_file_removed=removed))
-        elif inst.user != host.user and host.user != "root":
-            results.append(StopOutcome(inst, "denied"))  # explained by the CLI; we do not try
-        else:
-            live.append(inst)
-    outcomes = terminate(host, [(i.pid, i.create_time) for i in live if i.pid is not None], force=force, timeout=timeout)
-    for inst in live:
-        assert inst.pid is not None
-        outcome = outcomes.get(inst.pid, "gone")
-        removed = False
-        # TensorBoard removes its info file on SIGTERM, not on SIGKILL nor on Windows' CTRL_BREAK (it has no
-        # handler for it): clean up after any end (a file it removed itself is simply not there).
-        if outcome in ("stopped", "killed", "gone") and inst.info_file is not None:
-            removed = host.remove_info_file(inst.info_file)
-        if outcome in ("stopped", "killed", "gone"):
-            _remove_socket(host, inst)
-        results.append(StopOutcome(inst, outcome, info_file_removed=removed))
-    store.remove(host.name, {(r.instance.pid, r.instance.recorded_create_time) for r in results
-                             if r.instance.pid is not None and r.outcome not in FAILED})
-    return results
 
 
 # --- Slurm job steps (`down --job`) ---

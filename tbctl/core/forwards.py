@@ -67,15 +67,21 @@ def end_forwards(store: StateStore, match: Callable[[ForwardRecord], bool]) -> l
     check-then-stop runs under the lock `--detach` takes to add a forward, so a forward added meanwhile
     keeps its forwarder."""
     removed = store.remove_forwards(match)
+    retire_idle_forwarders(store)
+    return removed
+
+
+def retire_idle_forwarders(store: StateStore) -> None:
+    """Stop each background forwarder left with nothing to serve (no forward, no pull), and forget the
+    status of one whose process is gone."""
     for status in store.forwarder_statuses():
         host = status.host
         with store.lock(f"forwarder-{host}"):
             if not daemon.is_running(status):
                 store.remove_forwarder_status(host)  # a record that outlived its process
-            elif not store.forwards(host):
+            elif not daemon.has_work(store, host):
                 daemon.stop(status)
                 store.remove_forwarder_status(host)
-    return removed
 
 
 def detach_warning(host: Host) -> str:

@@ -215,7 +215,7 @@ def reusing_note(forward: ForwardInfo) -> str:
 
 
 def _stop_started(host: Host, store: StateStore, inst: TensorBoardInstance) -> None:
-    from tbctl.core.down import stop_instances
+    from tbctl.core.stopping import stop_instances
 
     stop_instances(host, store, [inst], force=False, timeout=STOP_TIMEOUT)
 

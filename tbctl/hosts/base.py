@@ -270,6 +270,12 @@ class Host(abc.ABC):
         private = {} if socket_path is None else {"socket_path": socket_path}
         return dict(self.ask("wait_http", port=port, path=path, timeout=timeout, host=address, **private))
 
+    def pull_poll(self, logdir: str, *, known: Mapping[str, Any] | None, budget: int,
+                  digest: str | None) -> dict[str, Any]:
+        """One poll of a pulled logdir (`up --pull`): every wanted file's identity and the bytes the caller
+        lacks from `known`, at most `budget` of them; `resend` when this probe does not hold `digest`."""
+        return dict(self.ask("pull_poll", logdir=logdir, known=known, budget=budget, digest=digest))
+
     def run(self, argv: Sequence[str], *, timeout: float) -> dict[str, Any]:
         """A fixed argv (no shell) on the host: rc (None when it could not run), stdout, stderr, error."""
         return dict(self.ask("run", argv=list(argv), timeout=timeout))

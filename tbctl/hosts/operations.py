@@ -48,6 +48,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("tail", "tail"),
     Operation("read_log", "read_log"),
     Operation("run", "run"),
+    Operation("pull_poll", "pull_poll"),
 )
 
 BY_NAME: dict[str, Operation] = {op.name: op for op in OPERATIONS}

@@ -360,6 +360,13 @@ class FakeHost(Host):
     def _op_remove_private_socket(self, path: str) -> dict[str, Any]:
         return {"removed": False}
 
+    def _op_pull_poll(self, logdir: str, known: dict[str, Any] | None = None, budget: int = 4 << 20,
+                      encoding: str = "zlib", digest: str | None = None) -> dict[str, Any]:
+        """Pulls (`up --pull`) are tested against the real probe: a FakeHost's logdirs hold no files."""
+        root = self._op_resolve_path(logdir)["path"]
+        return {"root": root, "now": FAKE_EPOCH + 10**6, "exists": root in self.directories, "files": [],
+                "unchanged": 0, "gone": [], "pending": 0, "errors": [], "next_digest": digest or ""}
+
     def _op_run(self, argv: list[str], timeout: float = 30.0, cwd: str | None = None) -> dict[str, Any]:
         """No scheduler here (tests/support/slurm.py builds a real Slurm cluster for that)."""
         return {"rc": None, "stdout": "", "stderr": "", "error": f"{argv[0]}: command not found"}

@@ -16,8 +16,8 @@ from tests.support.procs import ProcessReaper, wait_until
 class Foreground:
     """`tbctl ARGS` as a real process that holds a forward: read until its URL, then Ctrl-C it."""
 
-    def __init__(self, reaper: ProcessReaper, state_dir: Path, *args: str) -> None:
-        env = dict(os.environ, TBCTL_STATE_DIR=str(state_dir))
+    def __init__(self, reaper: ProcessReaper, state_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ, TBCTL_STATE_DIR=str(state_dir), **(env or {}))
         self.proc = reaper.popen([sys.executable, "-m", "tbctl", *args], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True)
         self.stderr = ""

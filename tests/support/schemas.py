@@ -26,14 +26,18 @@ FORWARD = {
     "stop_instance": bool, "path_prefix": str, "via": str, "remote_socket": OptStr, "url": str,
 }
 HOST_ERROR = {"host": str, "error": str, "exit_code": int}
-LS = {"instances": [INSTANCE], "forwards": [FORWARD], "errors": [HOST_ERROR]}
+PULL_SOURCE = {"host": str, "logdir": str, "label": str, "state": str, "files": int, "gone": int, "bytes": int,
+               "pending": int, "lag": OptNum, "error": str, "pid": OptInt}
+PULL = {"id": str, "sources": [PULL_SOURCE], "mirror": str, "port": OptInt, "instance_pid": OptInt,
+        "tensorboard": str, "url": OptStr}
+LS = {"instances": [INSTANCE], "forwards": [FORWARD], "errors": [HOST_ERROR], "pulls": [PULL]}
 STOP_OUTCOME = {"instance": INSTANCE, "outcome": str, "info_file_removed": bool}
 CLOSED_FORWARD = {
     "host": str, "local_port": int, "remote_port": int, "instance_pid": OptInt, "instance_create_time": OptNum,
     "instance_start_ticks": OptInt,
     "logdir": OptStr, "path_prefix": str, "stop_instance": bool, "created_at": Num, "remote_socket": OptStr,
 }
-DOWN = {"instances": [STOP_OUTCOME], "forwards": [CLOSED_FORWARD]}
+DOWN = {"instances": [STOP_OUTCOME], "forwards": [CLOSED_FORWARD], "pulls": [str], "purged": [str]}
 HOLDER = {
     "host": str, "port": int, "pid": OptInt, "family": str, "addr": str, "user": OptStr, "cmdline": [str],
     "create_time": OptNum, "is_tensorboard": bool, "command": str,
@@ -55,8 +59,8 @@ CONFIG_HOST = {"logdir": OptStr, "port": OptInt, "local_port": OptInt, "tensorbo
 CONFIG_SHOW = {
     "config_file": OptStr, "config_loaded": bool, "state_dir": str, "logdir": str, "port": int, "timeout": Num,
     "stop_timeout": Num, "connect_timeout": OptNum, "tensorboard": OptStr, "tensorboard_args": [str],
-    "ssh": OptStr, "ssh_persist": Num, "open": bool, "private": bool, "notebook_url": str, "ssh_in_effect": str,
-    "ssh_reason": str,
+    "ssh": OptStr, "ssh_persist": Num, "open": bool, "private": bool, "notebook_url": str, "pull": [str],
+    "pull_interval": Num, "pull_budget": int, "ssh_in_effect": str, "ssh_reason": str,
     "hosts": {"*": CONFIG_HOST}, "sources": {"*": str},
 }
 
@@ -66,7 +70,7 @@ DOCUMENTED = {
     "stop outcome": STOP_OUTCOME, "closed forward": CLOSED_FORWARD, "free-port": FREE_PORT, "holder": HOLDER,
     "holder outcome": HOLDER_OUTCOME, "tunnel": TUNNEL, "logs": LOGS, "logs -f": LOGS_LINE, "open": OPEN,
     "config path": CONFIG_PATH, "config show": CONFIG_SHOW, "config show host": CONFIG_HOST,
-    "connections": CONNECTIONS, "connection": CONNECTION,
+    "connections": CONNECTIONS, "connection": CONNECTION, "pull": PULL, "pull source": PULL_SOURCE,
 }
 
 
