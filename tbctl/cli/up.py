@@ -100,7 +100,6 @@ def _pull(env: Environment, specs: list[str], *, detach: bool, port: str | None,
           open_browser: bool | None) -> None:
     """`up --pull HOST:LOGDIR …`: mirror, serve here, and poll (in the foreground, or in the background)."""
     from tbctl.core.pull import PullRequest, pull_up
-    from tbctl.core.serve import opens_browser
 
     request = PullRequest(specs=tuple(specs), detach=detach, port=port, timeout=timeout, tensorboard=tensorboard,
                           connect_timeout=connect_timeout, extra_args=tuple(extra))
