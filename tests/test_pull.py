@@ -4,7 +4,7 @@ PATH) in one local TensorBoard, while a writer process on each host appends a sc
 The hosts are the test remote (h1) and its jump host (h2); their sessions share one HOME, so each host's
 logdir is a directory of its own given by absolute path. Both run over the default SSH backend (OpenSSH):
 pulling is the probe's ordinary request, the same over either backend, and every other remote test covers
-both. The lag is watched for 30 s (not a minute) to keep the suite short; at 1 s per poll that is 30 polls.
+both. The lag is watched for a minute, as a user would watch a dashboard: at 1 s per poll that is 60 polls.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def test_two_hosts_one_dashboard_lag_bytes_and_no_listener(pulled: dict[str, Any
     mirror = Path(pulled["up"]["instance"]["logdir"])
     worst: dict[str, float] = {}
     shown: dict[str, float] = {}
-    end = time.monotonic() + 30
+    end = time.monotonic() + 60
     while time.monotonic() < end:
         for h in hosts:
             flushed = h.steps()  # read first: the mirror may only hold more than this, never less
