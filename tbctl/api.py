@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tbctl.config import Settings
-    from tbctl.core.ending import Ended
+    from tbctl.core.down import Ended
     from tbctl.core.free_port import FreePortSummary
     from tbctl.core.listing import Listing
     from tbctl.core.reach import Reach
-    from tbctl.core.serve import ServeRequest, ServeSession
+    from tbctl.core.serve import ServeRequest
+    from tbctl.core.session import ServeSession
     from tbctl.hosts.link import LinkState
     from tbctl.models import TensorBoardInstance, UpResult
     from tbctl.state import StateStore
@@ -172,7 +173,7 @@ class Dashboard:
         local_instance = not session.forwarding and session.background_port is None
         try:
             if local_instance and not (self.reused or self._request.keep):
-                from tbctl.core.down import stop_instances
+                from tbctl.core.stopping import stop_instances
                 from tbctl.core.serve import STOP_TIMEOUT
                 from tbctl.state import StateStore
 
@@ -183,10 +184,10 @@ class Dashboard:
             self._stack.close()  # the foreground forward, and what the session stops with it
         port = session.background_port
         if port is not None and self._request.detach and port not in self._forwards_before:
-            _, reach, store = _context(self._ssh, self._messages)
-            from tbctl.core.ending import end
+            settings, reach, store = _context(self._ssh, self._messages)
+            from tbctl.core.down import end
 
-            end(reach, store, str(port), host_spec=None, all_instances=False, force=False, timeout=None,
+            end(reach, settings, store, str(port), host_spec=None, all_instances=False, force=False, timeout=None,
                 connect_timeout=self._request.connect_timeout, job=None)
 
     def __enter__(self) -> Dashboard:
@@ -276,10 +277,10 @@ def down(target: str | int | None = None, *, host: str | None = None, all: bool 
          job: str | None = None, ssh: str | None = None) -> Ended:
     """`tbctl down`: stop TensorBoards by port, pid or logdir (or `all=True`: every one of yours) and end the
     background forwards to them. Raises TbctlError when one could not be stopped (as the command exits 1)."""
-    from tbctl.core.ending import end, require_ended
+    from tbctl.core.down import end, require_ended
 
-    _, reach, store = _context(ssh, None)
-    ended = end(reach, store, None if target is None else str(target), host_spec=host, all_instances=all,
+    settings, reach, store = _context(ssh, None)
+    ended = end(reach, settings, store, None if target is None else str(target), host_spec=host, all_instances=all,
                 force=force, timeout=timeout, connect_timeout=connect_timeout, job=job)
     require_ended(ended)
     return ended

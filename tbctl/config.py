@@ -239,7 +239,7 @@ class Setting:
 
 
 def _default_connect_timeout() -> float:
-    from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT  # the one place that applies it
+    from tbctl.hosts.host_spec import DEFAULT_CONNECT_TIMEOUT  # the one place that applies it
 
     return DEFAULT_CONNECT_TIMEOUT
 

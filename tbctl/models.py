@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Status = Literal["serving", "starting", "unknown", "stale", "exited", "dead"]
+# What the statuses mean, in one place (the questions are TensorBoardInstance's properties below):
+RUNNING: frozenset[Status] = frozenset({"serving", "starting"})  # ours to stop, its log to follow
+MAY_ANSWER: frozenset[Status] = RUNNING | {"unknown"}  # another user's whose sockets are hidden may serve too
+ENDED: frozenset[Status] = frozenset({"stale", "exited", "dead"})  # no process: only what it left to clean
 LOCAL_HOST_NAME = "localhost"
 StartedBy = Literal["tbctl", "other"]
 LOOPBACK = "127.0.0.1"
@@ -71,7 +75,7 @@ class TensorBoardInstance:
     @property
     def url(self) -> str | None:
         """Where this machine opens it: directly when local, through a forward when remote (else None)."""
-        if (self.port is None and self.socket is None) or self.status in ("stale", "exited", "dead"):
+        if (self.port is None and self.socket is None) or self.has_ended:
             return None
         if self.forward_port is not None:
             return browser_url(self.forward_port, self.path_prefix)
@@ -81,6 +85,19 @@ class TensorBoardInstance:
         # which another user may have written (`--host 'evil.example/phish?'`).
         host = "::1" if ":" in self.bind and is_loopback(self.bind) else LOOPBACK
         return browser_url(self.port, self.path_prefix, host=host)
+
+    @property
+    def is_running(self) -> bool:
+        return self.status in RUNNING
+
+    @property
+    def may_answer(self) -> bool:
+        """Whether something may answer at its URL (running, or another user's that cannot be told)."""
+        return self.status in MAY_ANSWER
+
+    @property
+    def has_ended(self) -> bool:
+        return self.status in ENDED
 
     @property
     def exposure(self) -> Literal["private", "loopback", "network"]:

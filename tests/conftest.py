@@ -77,7 +77,7 @@ def no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def close_masters_of(state_dir: Path) -> None:
     """The SSH ControlMasters tbctl started for a test persist for minutes by design: close them with the
     test, and fail it if one does not go (nothing the suite starts may outlive it)."""
-    from tbctl.hosts.openssh_masters import close_kept_connections, kept_connections
+    from tbctl.hosts.openssh.masters import close_kept_connections, kept_connections
 
     close_kept_connections(state_dir)
     left = kept_connections(state_dir)

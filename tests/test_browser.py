@@ -1,13 +1,13 @@
 """End to end with a real browser: headless Chromium loads the URL `tbctl up --host` prints (a TensorBoard
 on the remote, reached only through tbctl's forward) and the scalars dashboard of the example logdir renders:
-both runs listed, a chart per tag, each drawing both runs' curves (tests/support/browser.py drives it)."""
+both runs listed, a chart per tag, each drawing both runs' curves (tests/support/chromium.py drives it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from tests.support.browser import assert_scalars_rendered, chromium_or_skip, render_scalars
+from tests.support.chromium import assert_scalars_rendered, chromium_or_skip, render_scalars
 from tests.support.foreground import Foreground
 from tests.support.procs import TENSORBOARD, ProcessReaper
 

@@ -143,3 +143,13 @@ def test_the_fake_answers_in_the_shapes_the_probe_does(local: FakeHost, tmp_path
     assert set(local.call("proc_info", pid=tb.pid)["info"]) == process_keys
     scanned = set(local.call("scan")["processes"][0])
     assert scanned == process_keys | {"listen", "logdir_abs", "sockets_visible", "user_listen_ports"}
+
+
+def test_every_status_says_whether_it_runs_may_answer_or_has_ended() -> None:
+    """One table (tbctl/models.py) answers these questions for every command; a new status must join it."""
+    from typing import get_args
+
+    from tbctl.models import ENDED, MAY_ANSWER, RUNNING, Status
+
+    assert set(get_args(Status)) == RUNNING | ENDED | {"unknown"}
+    assert not RUNNING & ENDED and RUNNING < MAY_ANSWER and not MAY_ANSWER & ENDED

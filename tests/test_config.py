@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli
-from tests.support.browser import fake_browser, tbctl_process
 from tests.support.foreground import Foreground
 from tests.support.procs import TENSORBOARD, ProcessReaper, free_port, http_get, wait_until
 from tbctl import config
@@ -164,30 +163,6 @@ def test_up_port_follows_file_then_environment_then_flag(cli: Cli, config_file: 
     assert cli.up(str(logdir), "--new", "--port", str(from_flag))["instance"]["port"] == from_flag
 
 
-def test_open_in_the_file_makes_up_open_the_browser_and_the_flag_still_wins(
-    config_file: Path, logdir: Path, reaper: ProcessReaper, tmp_path: Path,
-) -> None:
-    """Each `up` is a process of its own: webbrowser reads $BROWSER once per process."""
-    browser, got = fake_browser(tmp_path)
-    config_file.write_text("open = true\n")
-    port = free_port()
-
-    def up(*args: str, **variables: str) -> str:
-        done = tbctl_process("up", str(logdir), "--port", str(port), "--json", *args,
-                      env=dict(os.environ, BROWSER=browser, **variables))
-        assert done.returncode == 0, done.stderr
-        record = json.loads(done.stdout)
-        reaper.adopt(record["instance"]["pid"])
-        return str(record["url"])
-
-    url = up()
-    assert got.read_text() == f"{url}\n"
-    assert up("--no-open") == url and got.read_text() == f"{url}\n"  # reused, and not opened again
-    assert up(TBCTL_OPEN="0") == url and got.read_text() == f"{url}\n"
-    up("--open", TBCTL_OPEN="0")
-    assert got.read_text() == f"{url}\n{url}\n"
-
-
 # --- malformed files ------------------------------------------------------------------------------------------
 
 MALFORMED = [
@@ -330,7 +305,7 @@ def test_up_host_uses_the_host_sections_tensorboard_port_and_flags(
 
 def test_config_show_gives_connect_timeouts_real_default(cli: Cli) -> None:
     """`--help` says "default 10": so does `config show`, rather than "(not set)"."""
-    from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
+    from tbctl.hosts.host_spec import DEFAULT_CONNECT_TIMEOUT
 
     line = next(x for x in cli("config", "show").stdout.splitlines() if "connect_timeout" in x)
     assert line.split() == ["connect_timeout", "=", f"{DEFAULT_CONNECT_TIMEOUT:g}", "#", "default"]

@@ -24,7 +24,7 @@ from tbctl.hosts import link as link_policy
 from tbctl.hosts.link import BACKOFF_FIRST, BACKOFF_MAX, LinkState, backoff_delay
 from tbctl.models import TensorBoardInstance
 from tbctl.state import StateStore
-from tests.support.fake_host import OTHER_RUNS, RUNS, FakeHost, FakeHosts, started
+from tests.support.fake_host import OTHER_RUNS, RUNS, FakeHost, FakeHosts, gpu_server, started, this_machine
 
 
 
@@ -35,12 +35,12 @@ def store(tmp_path: Path) -> StateStore:
 
 @pytest.fixture
 def local() -> FakeHost:
-    return FakeHost(directories=[RUNS, OTHER_RUNS])
+    return this_machine()
 
 
 @pytest.fixture
 def gpu1() -> FakeHost:
-    return FakeHost("gpu1", remote=True, directories=[RUNS, OTHER_RUNS], first_pid=2000)
+    return gpu_server()
 
 
 @pytest.fixture
@@ -356,7 +356,7 @@ class _Reconnects:
 @pytest.fixture
 def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Run a link that starts disconnected until it settles (up or down); its states in order."""
-    from tbctl.hosts import ssh_link
+    from tbctl.hosts.paramiko import link as ssh_link
 
     monkeypatch.setattr(ssh_link, "backoff_delay", lambda attempts: 0.0)
     links: list[Any] = []

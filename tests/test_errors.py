@@ -32,7 +32,7 @@ def test_the_readme_table_is_the_exit_code_enum() -> None:
 
 def test_a_probe_error_carries_the_host_the_operation_and_the_remote_exception_type() -> None:
     from tbctl.errors import ProbeError
-    from tbctl.hosts.remote_probe import answer
+    from tbctl.hosts.remote import answer
 
     line = json.dumps({"error": {"type": "PermissionError", "message": "[Errno 13] /proc/1/fd"}}).encode()
     with pytest.raises(ProbeError) as caught:
@@ -45,7 +45,7 @@ def test_a_probe_error_carries_the_host_the_operation_and_the_remote_exception_t
 
 def test_a_reconnect_gives_up_on_a_refusal_by_its_type_not_its_words() -> None:
     from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, Unreachable
-    from tbctl.hosts.ssh_link import _no_retry_helps
+    from tbctl.hosts.paramiko.link import _no_retry_helps
 
     assert _no_retry_helps(AuthFailed("the server said no"))
     assert _no_retry_helps(HostKeyRejected("gpu1", "SHA256:x", "refused"))

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tbctl import tunnel
-from tbctl.tunnel import Forwarder
+from tbctl.hosts.paramiko import forwarder as tunnel
+from tbctl.hosts.paramiko.forwarder import Forwarder
 
 
 class SocketsOnlySelector(selectors.SelectSelector):

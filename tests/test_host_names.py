@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import Cli
 from tests.support.fake_host import FakeHost
 from tbctl.errors import ExitCode, TbctlError, UsageError
-from tbctl.hosts.ssh_config import parse_spec
+from tbctl.hosts.host_spec import parse_spec
 
 GOOD_SPECS = ["gpu1", "me@gpu-1.cluster_x", "gpu1:2222", "me@10.0.0.7:22", "[::1]:2222", "me@[fe80::1%eth0]"]
 BAD_SPECS = ["x;touch {m}", "x|touch {m}", "x&touch {m}", "$(touch {m})", "`touch {m}`", "x'y", "a b", "(x)",
@@ -56,7 +56,7 @@ def test_paramiko_never_hands_a_hostile_host_to_its_config_lookup(spec: str, exe
 
 def _tbctl(*args: str) -> subprocess.CompletedProcess[str]:
     """tbctl as its own process, as a user runs it. paramiko reads `Match exec` only when invoke was
-    importable at its first import, which is decided once per process (tbctl/hosts/paramiko_import.py)."""
+    importable at its first import, which is decided once per process (tbctl/hosts/paramiko/library.py)."""
     return subprocess.run([sys.executable, "-m", "tbctl", *args], capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL, cwd=str(Path(__file__).parent.parent))
 

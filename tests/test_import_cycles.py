@@ -1,5 +1,12 @@
-"""No import cycles in tbctl/: a module that needs another at import time never needs itself back. Only
-module-level imports count; one inside a function runs later, and one under `if TYPE_CHECKING:` never."""
+"""No import cycles in tbctl/: a module that needs another never needs itself back. Every import counts,
+those inside a function too (they only run later: a circle through one is still a circle a reader has to
+follow, and a change that moves the import up turns it into an import error); one under
+`if TYPE_CHECKING:` never runs, and does not count.
+
+A package's `__init__` counts with its module-level imports only. Every module of the package runs it first,
+so an import inside one of its functions would close a circle with everything; those functions are where
+users come in from outside (`tbctl.up` loads tbctl.api on first use, `%load_ext tbctl` the notebook magic),
+and nothing inside tbctl calls them."""
 
 from __future__ import annotations
 
@@ -19,10 +26,11 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _module_level_imports(tree: ast.Module, module: str, *, is_package: bool) -> set[str]:
-    """The modules `module` imports when it is imported (`from a import b` counts as a.b when b is a module)."""
+def _imports(tree: ast.Module, module: str, *, is_package: bool, later_too: bool = True) -> set[str]:
+    """The modules `module` imports, at import time or (`later_too`) later from a function (`from a import b`
+    counts as a.b when b is a module); not those under `if TYPE_CHECKING:`."""
     found: set[str] = set()
-    pending: list[ast.stmt] = list(tree.body)
+    pending: list[ast.AST] = list(tree.body)
     while pending:
         node = pending.pop()
         if isinstance(node, ast.Import):
@@ -35,14 +43,10 @@ def _module_level_imports(tree: ast.Module, module: str, *, is_package: bool) ->
                 base = ".".join([*anchor, *([base] if base else [])])
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.If) and not _is_type_checking(node.test):
-            pending.extend([*node.body, *node.orelse])
-        elif isinstance(node, ast.If):
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
             pending.extend(node.orelse)
-        elif isinstance(node, ast.Try):
-            pending.extend([*node.body, *node.orelse, *node.finalbody, *(s for h in node.handlers for s in h.body)])
-        elif isinstance(node, ast.With):
-            pending.extend(node.body)
+        elif later_too or not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            pending.extend(ast.iter_child_nodes(node))
     return found
 
 
@@ -50,7 +54,8 @@ def _graph() -> dict[str, set[str]]:
     files = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
-        imported = _module_level_imports(ast.parse(path.read_text()), name, is_package=path.name == "__init__.py")
+        is_package = path.name == "__init__.py"
+        imported = _imports(ast.parse(path.read_text()), name, is_package=is_package, later_too=not is_package)
         graph[name] = {m for m in imported if m in files and m != name}
     return graph
 
@@ -78,9 +83,11 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_walk_sees_module_level_imports_only() -> None:
-    tree = ast.parse("import a\nfrom b import c\nif TYPE_CHECKING:\n    import d\ndef f():\n    import e\n")
-    assert _module_level_imports(tree, "tbctl.x", is_package=False) == {"a", "b", "b.c"}
+def test_the_walk_sees_function_level_imports_but_not_type_checking_ones() -> None:
+    tree = ast.parse("import a\nfrom b import c\nif TYPE_CHECKING:\n    import d\ndef f():\n    import e\n"
+                     "class K:\n    def g(self):\n        if x:\n            from .h import i\n")
+    assert _imports(tree, "tbctl.x", is_package=False) == {"a", "b", "b.c", "e", "tbctl.h", "tbctl.h.i"}
+    assert _imports(tree, "tbctl", is_package=True, later_too=False) == {"a", "b", "b.c"}
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 

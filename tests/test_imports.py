@@ -37,7 +37,7 @@ def test_invoke_is_imported_only_for_match_exec(tmp_path: Path, config: str, exp
     ssh_config = tmp_path / "ssh_config"
     ssh_config.write_text(config)
     env = dict(os.environ, TBCTL_SSH_CONFIG=str(ssh_config))
-    code = ("import sys, tbctl.hosts.ssh\nfrom tbctl.hosts.ssh_config import resolve\nresolve('gpu1')\n"
+    code = ("import sys, tbctl.hosts.paramiko.host\nfrom tbctl.hosts.paramiko.config import resolve\nresolve('gpu1')\n"
             "print(sys.modules.get('invoke') is not None)")
     assert _imported(code, env) == expected
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
-from tests.support.browser import fake_browser, tbctl_process
+from tests.support.browser_process import fake_browser, tbctl_process
 from tests.support.fake_host import RUNS, FakeHost, info_content
 from tests.support.procs import FAKE_TENSORBOARD, ProcessReaper, answers, free_port, wait_until
 from tbctl.tensorboard import classify

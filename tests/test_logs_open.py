@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli
-from tests.support.browser import fake_browser, tbctl_process
+from tests.support.browser_process import fake_browser, tbctl_process
 from tests.support.foreground import Foreground
 from tests.support.procs import TENSORBOARD, ProcessReaper, free_port, start_plain_tensorboard, wait_until
 
@@ -178,26 +178,6 @@ def test_open_hands_the_url_to_the_browser(cli: Cli, logdir: Path, port: int, tm
     # (Without TARGET it would open the only TensorBoard running, but this machine may run others.)
     data = json.loads(tbctl_process("open", str(logdir), "--json", env=env).stdout)
     assert data["url"] == url and data["opened"] is True and data["port"] == port
-
-
-def test_open_without_a_browser_prints_the_url(cli: Cli, logdir: Path, port: int, tmp_path: Path) -> None:
-    url = cli.up(str(logdir), "--port", str(port))["url"]
-    env = _headless_env(tmp_path)
-    done = tbctl_process("open", str(port), env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == f"{url}\n" and "no browser available" in done.stderr
-    data = json.loads(tbctl_process("open", str(port), "--json", env=env).stdout)
-    assert data == {"url": url, "opened": False, "host": "localhost", "pid": data["pid"], "port": port,
-                    "logdir": str(logdir)}
-
-
-def test_open_needs_a_target_when_several_run(cli: Cli, logdir: Path, tmp_path: Path) -> None:
-    first, second = free_port(), free_port()
-    cli.up(str(logdir), "--port", str(first))
-    cli.up(str(logdir), "--port", str(second), "--new")
-    err = cli("open", exit_code=2).stderr
-    assert "TensorBoards are running on localhost" in err and str(first) in err and str(second) in err
-    assert "no TensorBoard matching '1'" in cli("open", "1", exit_code=4).stderr
 
 
 def test_open_remote_needs_a_forward(ssh_env: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path,

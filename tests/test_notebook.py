@@ -22,7 +22,7 @@ import pytest
 import tbctl
 from tbctl.cli.environment import Environment
 from tests.conftest import tensorboard_pids_for
-from tests.support.browser import assert_scalars_rendered, chromium_or_skip, render_scalars
+from tests.support.chromium import assert_scalars_rendered, chromium_or_skip, render_scalars
 from tests.support.notebook import browser_beside_the_kernel, frame_url, notebook, result_of, stream
 from tests.support.procs import ProcessReaper, alive, free_port, http_get, wait_until
 

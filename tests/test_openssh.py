@@ -132,7 +132,7 @@ def test_ssh_persist_0_closes_the_master_with_the_command(openssh: Any, cli: Cli
     cli("ls", "--host", openssh.alias)
     masters = [p for p in psutil.process_iter(["cmdline"]) if str(state_dir) in " ".join(p.info["cmdline"] or [])
                or any(a.startswith("/tmp/tbctl-ssh-") for a in p.info["cmdline"] or [])]
-    from tbctl.hosts.openssh_masters import kept_connections
+    from tbctl.hosts.openssh.masters import kept_connections
 
     assert wait_until(lambda: not kept_connections(state_dir), 5), "told to stop when the command ended"
     assert wait_until(lambda: not any(alive(p) for p in masters), 5)

@@ -101,8 +101,8 @@ def test_a_background_forwarder_that_cannot_connect_at_start_keeps_retrying(
 
 
 def test_a_probe_that_cannot_start_is_retried_with_its_reason(ssh_env: Any, tmp_path: Path) -> None:
-    from tbctl.hosts.ssh import SSHHost
-    from tbctl.hosts.ssh_link import Link
+    from tbctl.hosts.paramiko.host import SSHHost
+    from tbctl.hosts.paramiko.link import Link
 
     host = SSHHost(ssh_env.alias, env_prefix=str(tmp_path / "no-env"))
     link = Link(host, connected=False).start()
@@ -123,8 +123,8 @@ def test_a_silently_dead_link_is_noticed_while_a_call_is_in_flight(
     """A probe call holds the probe channel while the link dies without a FIN or RST: the keepalive must
     still notice within ServerAliveInterval x ServerAliveCountMax, and the call must fail, not hang."""
     from tbctl.errors import SSHError
-    from tbctl.hosts.ssh import SSHHost
-    from tbctl.hosts.ssh_link import Link
+    from tbctl.hosts.paramiko.host import SSHHost
+    from tbctl.hosts.paramiko.link import Link
     from tests.support.sshd import link_down, link_up
 
     interval, count = 1, 2
@@ -166,7 +166,7 @@ def test_a_silently_dead_link_is_noticed_while_a_call_is_in_flight(
 
 def test_calls_racing_a_reconnect_succeed_or_fail_as_ssh_errors(ssh_env: Any) -> None:
     from tbctl.errors import SSHError
-    from tbctl.hosts.ssh import SSHHost
+    from tbctl.hosts.paramiko.host import SSHHost
 
     host = SSHHost(ssh_env.alias).connect()
     unexpected: list[BaseException] = []
@@ -266,7 +266,7 @@ def test_a_changed_host_key_in_the_global_file_is_refused(
 
 
 def test_global_known_hosts_defaults_to_etc_ssh_and_dev_null_disables_it(tmp_path: Path) -> None:
-    from tbctl.hosts.ssh_config import resolve
+    from tbctl.hosts.paramiko.config import resolve
 
     cfg = tmp_path / "ssh_config"
     cfg.write_text("Host plain\n  HostName 10.231.0.1\nHost isolated\n  GlobalKnownHostsFile /dev/null\n")
@@ -312,7 +312,7 @@ class _Typist:
 def test_a_jump_host_key_that_needed_its_passphrase_makes_the_connection_interactive(
     netns_remote: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tbctl.hosts.ssh import SSHHost
+    from tbctl.hosts.paramiko.host import SSHHost
     from tests.support.remote import VIA_JUMP_ALIAS
 
     jump = netns_remote.jump

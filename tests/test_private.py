@@ -36,7 +36,7 @@ def _answers(url: str) -> bool:
 
 def test_private_detached_serves_through_the_forward_with_no_tcp_listener(
         ssh_env: Any, cli: Cli, reaper: ProcessReaper, state_dir: Path, logdir: Path, port: int, tmp_path: Path) -> None:
-    from tests.support.browser import fake_browser, tbctl_process
+    from tests.support.browser_process import fake_browser, tbctl_process
 
     remote = ssh_env
     up = cli.up("--host", remote.alias, str(logdir), "--tensorboard", TENSORBOARD, "--private", "--detach",
@@ -167,7 +167,7 @@ def private_users(remote_server: Any, tmp_path_factory: pytest.TempPathFactory) 
 def test_another_user_of_the_host_cannot_open_a_private_dashboard(
         private_users: Any, ssh_backend: str, cli: Cli, reaper: ProcessReaper, state_dir: Path, port: int,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.support.browser import assert_scalars_rendered, chromium_or_skip, render_scalars
+    from tests.support.chromium import assert_scalars_rendered, chromium_or_skip, render_scalars
     from tests.support.private_users import ALIAS_A, USER_A, USER_B
 
     users = private_users

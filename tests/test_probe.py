@@ -126,7 +126,7 @@ def test_the_probe_travels_without_docstrings_and_comments_but_with_its_code_and
     line where it is in the file, so a remote traceback points at the right line."""
     import ast
 
-    from tbctl.hosts import remote_probe
+    from tbctl.hosts import remote as remote_probe
 
     def code_of(source: str) -> str:
         tree = ast.parse(source)
@@ -156,7 +156,7 @@ def test_the_probe_travels_in_one_initial_tcp_window_and_runs_from_its_bootstrap
     import subprocess
     import sys
 
-    from tbctl.hosts import remote_probe
+    from tbctl.hosts import remote as remote_probe
 
     preamble = remote_probe.preamble()
     assert len(preamble) <= 10 * 1448, len(preamble)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tbctl import probe
+from tbctl.hosts.base import Host
 from tbctl.core.mirror import SourceMirror, safe_parts
 
 pytestmark = pytest.mark.timeout(60)
@@ -188,8 +189,11 @@ def test_pull_usage_errors(cli: Any, args: list[str]) -> None:
     assert cli("up", *args, exit_code=2).stderr.startswith("tbctl: ")
 
 
-class RecordingHost:
+class RecordingHost(Host):
     """This machine's probe, in-process, keeping each pull_poll request as it would travel."""
+
+    name = "localhost"
+    log_dir = user = ""  # not asked here
 
     def __init__(self) -> None:
         self.probe = probe.Probe()

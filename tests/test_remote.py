@@ -149,7 +149,7 @@ def test_proxyjump_through_a_second_host(netns_remote: Any, cli: Cli, reaper: Pr
 
 def test_probe_runs_under_the_remote_python3_and_under_an_env_python(ssh_env: Any) -> None:
     """python3 on the remote's PATH (no psutil there), and --env's interpreter: same answers."""
-    from tbctl.hosts.ssh import SSHHost
+    from tbctl.hosts.paramiko.host import SSHHost
 
     with SSHHost(ssh_env.alias).connect() as bare, SSHHost(ssh_env.alias, env_prefix=VENV).connect() as env_host:
         assert bare._hello["python"] and env_host._hello["python"]

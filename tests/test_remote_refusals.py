@@ -120,7 +120,7 @@ def test_refused_and_unresolvable_hosts(ssh_backend: str, cli: Cli, tmp_path: Pa
 def test_no_tensorboard_on_the_remote_is_exit_4_naming_what_was_searched(ssh_env: Any, cli: Cli, logdir: Path) -> None:
     result = cli("up", "--host", ssh_env.alias, str(logdir), "--env", "/nonexistent-env", exit_code=4)
     assert "/nonexistent-env/bin/python" in result.stderr  # no python there even
-    from tbctl.hosts.ssh import SSHHost
+    from tbctl.hosts.paramiko.host import SSHHost
 
     with SSHHost(ssh_env.alias).connect() as host:
         found = host.call("find_tensorboard", explicit=None, env_prefix=None, login_shell=True)

@@ -262,7 +262,7 @@ def test_a_node_that_refuses_ssh_is_said_plainly_and_the_fallback_only_when_aske
 
 def test_chromium_renders_the_jobs_scalars_through_the_forward(cluster: Cluster, cli: Cli, tmp_path: Path,
                                                                reaper: ProcessReaper, state_dir: Path) -> None:
-    from tests.support.browser import assert_scalars_rendered, chromium_or_skip, render_scalars
+    from tests.support.chromium import assert_scalars_rendered, chromium_or_skip, render_scalars
 
     chromium_or_skip()  # skips, saying why, where Chromium is absent
     work = _job_dir(tmp_path)

@@ -243,7 +243,7 @@ def _bindable(path: Path) -> bool:
 
 @pytest.mark.parametrize("user", ["jane.doe.lab", "a.very-long.user-name.of.a.lab"])
 def test_darwin_socket_paths_fit_104_bytes(user: str, short_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tbctl.hosts.openssh_masters import SOCKET_NAME_LENGTH, control_dir, socket_fits
+    from tbctl.hosts.openssh.masters import SOCKET_NAME_LENGTH, control_dir, socket_fits
 
     tmpdir = _real_dir_as_long_as(MAC_TMPDIR, short_root / "t", "/T")
     monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
@@ -263,7 +263,7 @@ def test_darwin_socket_paths_fit_104_bytes(user: str, short_root: Path, monkeypa
 
 def test_a_state_dir_that_fits_linux_but_not_darwin(short_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same path is judged by the platform tbctl runs on: 108 bytes on Linux, 104 on macOS."""
-    from tbctl.hosts.openssh_masters import control_dir, socket_fits
+    from tbctl.hosts.openssh.masters import control_dir, socket_fits
 
     monkeypatch.setattr(tempfile, "tempdir", str(short_root))
     model = "/x" * 1 + "y" * (108 - 17 - 1 - 17 - 2 - 4 - 2)  # `<state>/ssh/<16>` plus 17 plus NUL: 106 bytes
@@ -275,7 +275,7 @@ def test_a_state_dir_that_fits_linux_but_not_darwin(short_root: Path, monkeypatc
 
 
 def test_a_deep_state_dir_and_a_deep_tmpdir_fall_back_to_tmp(short_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tbctl.hosts.openssh_masters import SOCKET_NAME_LENGTH, control_dir
+    from tbctl.hosts.openssh.masters import SOCKET_NAME_LENGTH, control_dir
 
     deep_tmp = _real_dir_as_long_as("/" + "t" * 95, short_root)
     monkeypatch.setattr(tempfile, "tempdir", str(deep_tmp))

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.procs import ProcessReaper, free_port, wait_until
-from tbctl.tunnel import CHAN_CHUNK, HIGH_WATER, Forwarder
+from tbctl.hosts.paramiko.forwarder import CHAN_CHUNK, HIGH_WATER, Forwarder
 
 # The remote service: "BIG n" -> n MiB of a known pattern, then close; "ECHO" -> read to EOF, then answer
 # with the length and sha256 of what was read (only possible if our half-close reached it), then close.
@@ -54,7 +54,7 @@ BLOCK = bytes(range(256)) * 4096
 @pytest.fixture
 def forward(ssh_env: Any, reaper: ProcessReaper) -> Iterator[Forwarder]:
     """A Forwarder from a local port to the origin server on the remote machine."""
-    from tbctl.hosts.ssh import SSHHost
+    from tbctl.hosts.paramiko.host import SSHHost
 
     port = free_port()
     prefix = ["ip", "netns", "exec", ssh_env.netns.name] if ssh_env.netns else []

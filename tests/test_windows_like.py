@@ -227,7 +227,7 @@ def test_ssh_openssh_is_refused_on_windows_in_one_line(cli: Cli, monkeypatch: py
     which chooses its implementation when imported, is imported first)."""
     import platformdirs  # noqa: F401
 
-    from tbctl.hosts.backends import forget_openssh_client
+    from tbctl.hosts.openssh.client import forget_openssh_client
 
     forget_openssh_client()  # what an earlier test found out on Linux
     monkeypatch.setattr(sys, "platform", "win32")

@@ -17,7 +17,7 @@ SCRIPT_FILES = {"bash": "tbctl.bash", "zsh": "tbctl.zsh", "fish": "tbctl.fish", 
 
 def complete_hosts(incomplete: str) -> list[str]:
     """`--host`: Host aliases from ~/.ssh/config (no patterns), then the config file's [hosts.NAME]."""
-    from tbctl.hosts.ssh_config import config_aliases
+    from tbctl.hosts.host_spec import config_aliases
 
     names = list(dict.fromkeys([*config_aliases(), *_config_hosts()]))
     return [n for n in names if n.startswith(incomplete)]
@@ -49,7 +49,7 @@ def complete_targets(incomplete: str) -> list[str]:
         instances = list_instances(host, StateStore(state_dir))
     except TbctlError:
         return []
-    ports = sorted({i.port for i in instances if i.port is not None and i.status in ("serving", "starting")
+    ports = sorted({i.port for i in instances if i.port is not None and i.is_running
                     and i.user == host.user})
     return [str(p) for p in ports if str(p).startswith(incomplete)]
 

@@ -22,7 +22,7 @@ def config_path_command(ctx: typer.Context, json_output: JsonOption = False) -> 
     from tbctl.config import config_path
 
     env = command_env(ctx, json_output)
-    path = config_path()
+    path = config_path(env.environ)
     if env.json:
         render.print_json(env, {"path": str(path), "exists": path.is_file()})
     else:
@@ -34,12 +34,12 @@ def config_path_command(ctx: typer.Context, json_output: JsonOption = False) -> 
 @config_app.command("show")
 def config_show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Print the settings in effect, each with where it came from (default, file or environment)."""
-    from tbctl.cli.session import reach
+    from tbctl.cli.hosts import ssh_reach
     from tbctl.config import settings_as_dict, top_level_rows
 
     env = command_env(ctx, json_output)
     view = settings_as_dict(env.settings)
-    backend = reach(env).backend_choice(None)
+    backend = ssh_reach(env).backend_choice(None)
     view |= {"ssh_in_effect": backend.name, "ssh_reason": backend.reason}
     if env.json:
         render.print_json(env, view)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Optional
 
 import typer
@@ -28,7 +27,7 @@ def connections(ctx: typer.Context, json_output: JsonOption = False) -> None:
     if not kept:
         env.info("tbctl keeps no SSH connection open")
         return
-    now = time.time()
+    now = env.clock()
     render.table(env, ["host", "pid", "up", "idle-close", "socket"],
                  [[c.host, str(c.pid or "-"), render.human_duration(now - c.created_at),
                    render.human_duration(c.persist) if c.persist >= 1 else "with the command", c.control_path]

@@ -9,7 +9,7 @@ import typer
 from tbctl.cli import render
 from tbctl.cli.completion import complete_targets
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, StopTimeoutOption, command_env, verb_app
-from tbctl.cli.session import flush_warnings, reach, store_of
+from tbctl.cli.hosts import flush_warnings, reach, store_of
 
 verb = verb_app()
 
@@ -32,11 +32,11 @@ def down(
     Also ends background forwards: `down LOCAL_PORT` ends that forward, `down --host H` every forward to H,
     `down --all` every forward and what it leaves behind; a TensorBoard tbctl started for one stops with it.
     A pull (`up --pull`) ends with its TensorBoard; its mirror stays until `down --purge`."""
-    from tbctl.core.ending import end, require_ended
+    from tbctl.core.down import end, require_ended
 
     env = command_env(ctx, json_output)
     store = store_of(env)
-    ended = end(reach(env), store, target, host_spec=host_spec, all_instances=all_instances, force=force,
+    ended = end(reach(env), env.settings, store, target, host_spec=host_spec, all_instances=all_instances, force=force,
                 timeout=timeout, connect_timeout=connect_timeout, job=job, purge=purge)
     for warning in ended.warnings:
         env.warn(warning)

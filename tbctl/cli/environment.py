@@ -1,4 +1,7 @@
-"""The streams and flags a command runs with, injected rather than global (so tests can give their own).
+"""Everything a command runs with, made in one place and injected rather than global: its streams and flags,
+its settings, how it reaches hosts, the browser it hands URLs to, and the clock. `main()` makes the real
+one; a test makes its own (FakeHosts, a fake browser, settings of its own) and runs any command in-process
+with it, with no sshd, TensorBoard or subprocess (tests/support/cli_env.py).
 
 Progress ("connecting to gpu1…", "starting TensorBoard on gpu1:6006", "waiting for it to answer") goes to
 stderr: inside `with env.status():`, when stdout and stderr are a terminal, it is one rich status line that
@@ -14,16 +17,20 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tbctl.cli.browser import browse
 from tbctl.cli.visible import visible
 from tbctl.config import Settings, load_settings
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from tbctl.core.host_opener import HostOpener
 
 
 @dataclass
@@ -35,12 +42,18 @@ class Environment:
     quiet: bool = False
     debug: bool = False
     ssh: str | None = None  # --ssh: the SSH backend asked for on the command line
+    # The process environment the settings (TBCTL_*, the config file's place) are read from, once, when a
+    # command first needs them; a test gives its own.
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    hosts: HostOpener | None = None  # how commands reach machines; None: SSH as --ssh and the settings say
+    browser: Callable[[str], bool] = browse  # hands a URL to a browser; whether one took it
+    clock: Callable[[], float] = time.time  # the wall clock, for ages ("up 5 min")
     _status_depth: int = field(default=0, init=False, repr=False)
     _status: Any = field(default=None, init=False, repr=False)  # (rich Live, its Spinner) while one is shown
 
     @cached_property
     def settings(self) -> Settings:
-        return load_settings()
+        return load_settings(self.environ)
 
     @property
     def stdin_isatty(self) -> bool:

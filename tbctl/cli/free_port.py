@@ -10,7 +10,7 @@ import typer
 from tbctl.cli import render
 from tbctl.cli.environment import Environment
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, StopTimeoutOption, command_env, verb_app
-from tbctl.cli.session import reach
+from tbctl.cli.hosts import reach
 from tbctl.errors import PortBusy
 
 if TYPE_CHECKING:

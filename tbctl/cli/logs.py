@@ -10,7 +10,7 @@ from tbctl.cli import render
 from tbctl.cli.completion import complete_targets
 from tbctl.cli.environment import Environment
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, command_env, verb_app
-from tbctl.cli.session import connect, store_of
+from tbctl.cli.hosts import connect, store_of
 from tbctl.cli.visible import visible
 
 if TYPE_CHECKING:

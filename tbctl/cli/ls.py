@@ -9,7 +9,7 @@ import typer
 from tbctl.cli import render
 from tbctl.cli.completion import complete_hosts
 from tbctl.cli.options import ConnectTimeoutOption, JsonOption, command_env, verb_app
-from tbctl.cli.session import reach, flush_warnings, store_of
+from tbctl.cli.hosts import reach, flush_warnings, store_of
 
 verb = verb_app()
 

@@ -9,7 +9,8 @@ import typer
 from tbctl.cli import render
 from tbctl.cli.completion import complete_targets
 from tbctl.cli.options import ConnectTimeoutOption, HostOption, JsonOption, command_env, verb_app
-from tbctl.cli.session import browse, connect, open_in_browser, store_of
+from tbctl.cli.browser import open_in_browser
+from tbctl.cli.hosts import connect, store_of
 from tbctl.cli.visible import visible
 
 verb = verb_app()
@@ -32,7 +33,7 @@ def open_url(
     chosen = find_target(store_of(env), target, host_spec,
                          connect=lambda: connect(env, host_spec, connect_timeout=connect_timeout))
     if env.json:
-        render.print_json(env, {"url": chosen.url, "opened": browse(chosen.url), "host": chosen.host,
+        render.print_json(env, {"url": chosen.url, "opened": env.browser(chosen.url), "host": chosen.host,
                                 "pid": chosen.pid, "port": chosen.port, "logdir": chosen.logdir})
         return
     env.stdout.write(visible(chosen.url) + "\n")

@@ -14,7 +14,7 @@ from typer.core import TyperCommand
 from tbctl.cli.completion import complete_hosts
 from tbctl.cli.environment import Environment
 from tbctl.config import DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT
-from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
+from tbctl.hosts.host_spec import DEFAULT_CONNECT_TIMEOUT
 
 SHORTEST_WAIT = 0.1  # seconds: a shorter --timeout could not even see a process exit
 

@@ -9,7 +9,9 @@ import typer
 from tbctl.cli import render
 from tbctl.cli.completion import complete_hosts
 from tbctl.cli.options import ConnectTimeoutOption, JsonOption, command_env, verb_app
-from tbctl.cli.session import reach, SessionNarrator, open_in_browser, store_of
+from tbctl.cli.browser import OpenOption, open_in_browser, opens_browser
+from tbctl.cli.hosts import reach, store_of
+from tbctl.cli.narrator import SessionNarrator
 from tbctl.cli.visible import visible
 
 verb = verb_app()
@@ -23,11 +25,11 @@ def tunnel(
     local_port: Annotated[Optional[str], typer.Option("--local-port", metavar="PORT", help="Local end (default REMOTE_PORT+10000).")] = None,
     connect_timeout: ConnectTimeoutOption = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Forward in the background and return; `tbctl down LOCAL_PORT` ends it.")] = False,
-    open_browser: Annotated[Optional[bool], typer.Option("--open/--no-open", help="Open the URL in a browser (default: `open` in the config file, else no).")] = None,
+    open_browser: OpenOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Forward localhost to a port already listening on HOST (`ssh -L 16008:127.0.0.1:6008 HOST`), until Ctrl-C."""
-    from tbctl.core.serve import TunnelRequest, opens_browser, tunnel as open_tunnel
+    from tbctl.core.serve import TunnelRequest, tunnel as open_tunnel
 
     env = command_env(ctx, json_output)
     request = TunnelRequest(host=host_spec, remote_port=remote_port, local_port=local_port,

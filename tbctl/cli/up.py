@@ -9,7 +9,9 @@ import typer
 
 from tbctl.cli.environment import Environment
 from tbctl.cli.options import ConnectTimeoutOption, EnvOption, HostOption, JsonOption, StartTimeoutOption, command_env, verb_app
-from tbctl.cli.session import reach, SessionNarrator, flush_warnings, open_in_browser, store_of
+from tbctl.cli.browser import OpenOption, open_in_browser, opens_browser
+from tbctl.cli.hosts import flush_warnings, reach, store_of
+from tbctl.cli.narrator import SessionNarrator
 from tbctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -43,7 +45,7 @@ def up(
     keep: Annotated[bool, typer.Option("--keep", help="Remote: leave TensorBoard running when the forward closes.")] = False,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Remote: forward in the background and return; `tbctl down` ends it.")] = False,
     timeout: StartTimeoutOption = None,
-    open_browser: Annotated[Optional[bool], typer.Option("--open/--no-open", help="Open the URL in a browser (default: `open` in the config file, else no).")] = None,
+    open_browser: OpenOption = None,
     new: Annotated[bool, typer.Option("--new", help="Start another instance even if one serves this logdir.")] = False,
     tensorboard: Annotated[Optional[str], typer.Option("--tensorboard", metavar="PATH", help="Path of the tensorboard executable.")] = None,
     env_prefix: EnvOption = None,
@@ -65,7 +67,7 @@ def up(
     (or, with --detach, by a background tbctl process until `tbctl down`). With --job (or --job-name),
     --host is the Slurm login node: TensorBoard runs as a step of that job on its node, forwarded through
     the login node; a relative LOGDIR is relative to the job's WorkDir."""
-    from tbctl.core.serve import opens_browser, serve
+    from tbctl.core.serve import serve
 
     env = command_env(ctx, json_output)
     if pull or pulls:
@@ -98,7 +100,6 @@ def _pull(env: Environment, specs: list[str], *, detach: bool, port: str | None,
           open_browser: bool | None) -> None:
     """`up --pull HOST:LOGDIR …`: mirror, serve here, and poll (in the foreground, or in the background)."""
     from tbctl.core.pull import PullRequest, pull_up
-    from tbctl.core.serve import opens_browser
 
     request = PullRequest(specs=tuple(specs), detach=detach, port=port, timeout=timeout, tensorboard=tensorboard,
                           connect_timeout=connect_timeout, extra_args=tuple(extra))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tbctl.errors import NotFound
-from tbctl.hosts.openssh_masters import KeptConnection, close_kept_connections, kept_connections
+from tbctl.hosts.openssh.masters import KeptConnection, close_kept_connections, kept_connections
 
 __all__ = ["KeptConnection", "close", "list_kept"]
 

@@ -1,21 +1,75 @@
 """`down`: stop TensorBoards by port, pid or logdir (or all of this user's), end the background forwards
-that lead to them, and clean what they leave."""
+that lead to them, and clean what they leave; with `--job`, end the steps tbctl started in a Slurm job
+(`scancel JOB.STEP`, never the job), their forwards and records. Whether anything refused to end decides
+the exit code."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from tbctl.core import slurm
 from tbctl.core.forwards import end_forwards
 from tbctl.core.instances import launched_as, list_instances, select
-from tbctl.core.stopping import terminate
-from tbctl.errors import TbctlError, UsageError
+from tbctl.core.stopping import FAILED, stop_instances
+from tbctl.errors import NotFound, TbctlError, UsageError
 from tbctl.hosts.base import Host
 from tbctl.models import StopOutcome, TensorBoardInstance
-from tbctl.records import ForwardRecord
+from tbctl.records import ForwardRecord, InstanceRecord
 from tbctl.state import StateStore
 
-FAILED = ("denied", "survived", "protected")
+if TYPE_CHECKING:
+    from tbctl.config import Settings
+    from tbctl.core.host_opener import HostOpener
+
+
+
+@dataclass(frozen=True)
+class Ended:
+    outcomes: tuple[StopOutcome, ...]
+    closed_forwards: tuple[ForwardRecord, ...]  # the forward records ended
+    warnings: tuple[str, ...]
+    job: str | None = None  # the Slurm job whose steps these were
+    pulls: tuple[str, ...] = ()  # the ids of the pulls ended (`up --pull … --detach`)
+    purged: tuple[str, ...] = ()  # the mirrors deleted (--purge)
+
+
+def end(hosts: HostOpener, settings: Settings, store: StateStore, target: str | None, *, host_spec: str | None,
+        all_instances: bool, force: bool, timeout: float | None, connect_timeout: float | None,
+        job: str | None, purge: bool = False) -> Ended:
+    """`down`: with `job`, every step tbctl started in it (through the login node, `host_spec`); else what
+    `down_with_forwards` ends, waiting `timeout` (else the stop_timeout setting) before SIGKILL."""
+    if job is not None:
+        if target is not None or all_instances:
+            raise UsageError("--job names what to end; give no target and no --all with it")
+        with hosts.open(host_spec, connect_timeout=connect_timeout) as login:
+            outcomes, closed, warnings = down_job(login, store, job)
+        return Ended(tuple(outcomes), tuple(closed), tuple(warnings), job=job)
+    from tbctl.core.pull import end_pulls, purge_mirrors, stopper
+    from tbctl.models import LOCAL_HOST_NAME
+
+    if purge and target is None and not all_instances and host_spec is None:  # `down --purge`: mirrors only
+        return Ended((), (), (), purged=tuple(purge_mirrors(store)))
+    result = down_with_forwards(hosts, store, target, host_spec=host_spec, all_instances=all_instances, force=force,
+                                timeout=timeout or settings.stop_timeout, connect_timeout=connect_timeout)
+    # A pull ends with its TensorBoard (`down PORT`), or with everything here (`down --all`).
+    stopped = {o.instance.pid for o in result.outcomes if o.instance.host == LOCAL_HOST_NAME}
+    pulls = end_pulls(store, lambda p: (all_instances and host_spec is None) or p.instance_pid in stopped,
+                      stop=stopper(hosts, store))
+    purged = purge_mirrors(store) if purge else []
+    return Ended(tuple(result.outcomes), tuple(result.closed_forwards), tuple(result.warnings),
+                 pulls=tuple(p.id for p in pulls), purged=tuple(purged))
+
+
+def require_ended(ended: Ended) -> None:
+    """TbctlError (exit 1) when something named could not be ended (another user's, or it survived SIGKILL)."""
+    failed: Sequence[StopOutcome] = [o for o in ended.outcomes if o.outcome in FAILED]
+    if not failed:
+        return
+    if ended.job is not None:
+        raise TbctlError("a step could not be ended")
+    raise TbctlError(f"{len(failed)} TensorBoard(s) could not be stopped")
 
 
 @dataclass(frozen=True)
@@ -26,12 +80,16 @@ class DownResult:
 
 
 def down_with_forwards(
-    opener: Callable[[str | None], Host], store: StateStore, target: str | None, *, host_spec: str | None,
-    all_instances: bool, force: bool, timeout: float,
+    hosts: HostOpener, store: StateStore, target: str | None, *, host_spec: str | None,
+    all_instances: bool, force: bool, timeout: float, connect_timeout: float | None = None,
 ) -> DownResult:
     """`down LOCAL_PORT` of a detached forward ends that forward; `down --host H` alone every forward to H;
-    otherwise the TensorBoards named on the host (`opener(host_spec)`), with the forwards to them, and with
+    otherwise the TensorBoards named on the host (`host_spec`), with the forwards to them, and with
     `--all` here, every forward. A TensorBoard tbctl started for an ended forward stops with it."""
+
+    def opener(spec: str | None) -> Host:
+        return hosts.open(spec, connect_timeout=connect_timeout)
+
     forwarded = {f.local_port for f in store.forwards()}
     outcomes: list[StopOutcome] = []
     if host_spec is None and target is not None and target.isdigit() and int(target) in forwarded:
@@ -65,7 +123,7 @@ def _stop_forwarded_instances(opener: Callable[[str | None], Host], store: State
     for name, identities in by_host.items():
         try:
             with opener(name) as host:
-                chosen = [i for i in list_instances(host, store) if i.status in ("serving", "starting")
+                chosen = [i for i in list_instances(host, store) if i.is_running
                           and any(launched_as(i, pid, ct) for pid, ct in identities)]
                 outcomes += stop_instances(host, store, chosen, force=force, timeout=timeout)
         except TbctlError as exc:
@@ -89,38 +147,55 @@ def down(
     return stop_instances(host, store, chosen, force=force, timeout=timeout)
 
 
-def _remove_socket(host: Host, inst: TensorBoardInstance) -> None:
-    """A private instance's socket and directory: its launcher removes them when stopped, not when killed."""
-    if inst.socket is not None and inst.user == host.user:
-        host.call("remove_private_socket", path=inst.socket)
+# --- Slurm job steps (`down --job`) ---
 
 
-def stop_instances(
-    host: Host, store: StateStore, chosen: list[TensorBoardInstance], *, force: bool, timeout: float
-) -> list[StopOutcome]:
-    results: list[StopOutcome] = []
-    live: list[TensorBoardInstance] = []
-    for inst in chosen:
-        if inst.status in ("stale", "exited") or inst.pid is None:  # nothing to stop: clean what it left
-            removed = inst.info_file is not None and host.remove_info_file(inst.info_file)
-            _remove_socket(host, inst)
-            results.append(StopOutcome(inst, "cleaned", info_file_removed=removed))
-        elif inst.user != host.user and host.user != "root":
-            results.append(StopOutcome(inst, "denied"))  # explained by the CLI; we do not try
-        else:
-            live.append(inst)
-    outcomes = terminate(host, [(i.pid, i.create_time) for i in live if i.pid is not None], force=force, timeout=timeout)
-    for inst in live:
-        assert inst.pid is not None
-        outcome = outcomes.get(inst.pid, "gone")
-        removed = False
-        # TensorBoard removes its info file on SIGTERM, not on SIGKILL nor on Windows' CTRL_BREAK (it has no
-        # handler for it): clean up after any end (a file it removed itself is simply not there).
-        if outcome in ("stopped", "killed", "gone") and inst.info_file is not None:
-            removed = host.remove_info_file(inst.info_file)
-        if outcome in ("stopped", "killed", "gone"):
-            _remove_socket(host, inst)
-        results.append(StopOutcome(inst, outcome, info_file_removed=removed))
-    store.remove(host.name, {(r.instance.pid, r.instance.recorded_create_time) for r in results
-                             if r.instance.pid is not None and r.outcome not in FAILED})
-    return results
+def _records(store: StateStore, login: str, job: str | None = None) -> list[InstanceRecord]:
+    return [r for r in store.for_host(login) if r.job is not None and (job is None or job in (r.job.id, r.job.display))]
+
+
+def _end(login: Host, store: StateStore, rec: InstanceRecord) -> tuple[str, list[ForwardRecord], str, bool]:
+    """scancel the step while its job runs, close its forwards, drop the record: (what scancel said,
+    forwards, the job's state, whether a step was ended)."""
+    job = rec.job
+    assert job is not None  # _records gives job steps only
+    said, ended = "", False
+    state = slurm.states(login, [job.id]).get(job.id, "UNKNOWN")
+    if state == "RUNNING":
+        live = {s.step for s in slurm.steps(login, [job.id])}
+        if job.step in live:
+            said = slurm.cancel_step(login, job.id, job.step)
+            ended = not said
+    closed = end_forwards(store, lambda r: r.host == job.node_host and r.remote_port == rec.port)
+    if not said:
+        store.remove(login.name, {(rec.pid, rec.create_time)})
+    return said, closed, state, ended
+
+
+def end_step(login: Host, store: StateStore, inst: TensorBoardInstance) -> str:
+    """The step of this instance (Ctrl-C of a foreground `up --job`). "" when done, else scancel's words."""
+    for rec in _records(store, login.name, inst.job):
+        if rec.pid == inst.pid and rec.job is not None and f"{rec.job.id}.{rec.job.step}" == inst.step:
+            return _end(login, store, rec)[0]
+    return ""
+
+
+def down_job(login: Host, store: StateStore, job: str) -> tuple[list[StopOutcome], list[ForwardRecord], list[str]]:
+    """`down --job J --host LOGIN`: every step tbctl started in J. (outcomes, closed forwards, warnings)."""
+    job = slurm.check_job_id(job)
+    recs = _records(store, login.name, job)
+    if not recs:
+        raise NotFound(f"tbctl started nothing in job {job} on {login.name}", hint=f"`tbctl ls --host {login.name}` shows what it did")
+    outcomes: list[StopOutcome] = []
+    closed: list[ForwardRecord] = []
+    warnings: list[str] = []
+    for rec in recs:
+        said, forwards, state, ended = _end(login, store, rec)
+        closed += forwards
+        inst = slurm.job_instance(rec, login.user, "exited", state)
+        if said:
+            warnings.append(f"scancel {inst.step}: {said}")
+            outcomes.append(StopOutcome(inst, "survived"))
+        else:  # a step that ended with its job leaves only its record to remove
+            outcomes.append(StopOutcome(inst, "stopped" if ended else "cleaned"))
+    return outcomes, closed, warnings

@@ -99,7 +99,7 @@ def verify_http(local: Host, port: int, path: str, *, what: str, timeout: float 
     """`GET path` on 127.0.0.1:port answers 200 within `timeout` (a forward that just opened may need a moment)."""
     deadline = time.monotonic() + timeout
     while True:
-        answer = local.call("http_get", port=port, path=path, timeout=max(0.5, deadline - time.monotonic()))
+        answer = local.http_get(port, path, timeout=max(0.5, deadline - time.monotonic()))
         if answer.get("status") == 200:
             return
         if time.monotonic() >= deadline:
@@ -113,7 +113,7 @@ def _verify(local: Host, exposure: Exposure, check_path: str | None) -> str:
     if check_path is not None:
         verify_http(local, exposure.local_port, check_path, what=what)
         return ""
-    answer = local.call("http_get", port=exposure.local_port, path="/", timeout=VERIFY_TIMEOUT)
+    answer = local.http_get(exposure.local_port, "/", timeout=VERIFY_TIMEOUT)
     if answer.get("status") is not None:
         return ""
     if answer.get("not_http"):  # SSH, SMTP, a database: they speak first, or not HTTP at all

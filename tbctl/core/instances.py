@@ -26,7 +26,7 @@ def list_instances(host: Host, store: StateStore, scanned: Mapping[str, Any] | N
     instances = classify(host.scan() if scanned is None else scanned, host=host.name,
                          records=[r for r in records if r.job is None])
     if any(r.job is not None for r in records):
-        from tbctl.core.job_up import job_instances
+        from tbctl.core.slurm import job_instances
 
         steps = job_instances(host, store)
         # Where the login node sees the nodes' processes (no PID namespace between them), a step's
@@ -55,7 +55,7 @@ def select(host: Host, instances: list[TensorBoardInstance], target: str) -> lis
         raise InstanceNotFound(host.name, text)
     if text.lstrip("-").isdigit():
         raise UsageError(f"{text!r} is neither a port, a pid nor a logdir", hint="ports and pids are positive")
-    resolved, _ = host.resolve_path(text)
+    resolved = host.resolve_path(text).path
     matches = [i for i in instances if i.logdir == resolved]
     if not matches:
         raise InstanceNotFound(host.name, text)
@@ -127,7 +127,7 @@ def list_many(
 
 def with_forwards(instances: list[TensorBoardInstance], forwards: Sequence[ForwardInfo]) -> list[TensorBoardInstance]:
     """Remote instances that a live forward serves get its local port (so their URL opens from here)."""
-    from tbctl.hosts.backends import jumped_name
+    from tbctl.hosts.host_spec import jumped_name
 
     live: dict[tuple[str, int | str | None], int] = {(f.host, f.remote_socket or f.remote_port): f.local_port
                                                      for f in forwards if f.tunnel in ("up", "reconnecting")}

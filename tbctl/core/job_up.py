@@ -1,18 +1,23 @@
-"""`up --job`: TensorBoard inside a running Slurm job's allocation, as a step of that job.
+"""`up --host LOGIN --job J`: TensorBoard inside a running Slurm job's allocation, as a step of that job,
+and the session that holds it.
 
 The login node is asked about the job and runs the step's `srun` client, detached (its own session, stdin
 from /dev/null, its output to a log there); the compute node is reached through the login node as a jump
-host, and its probe resolves the logdir, picks the port, proves TensorBoard ready and finds its pid."""
+host, and its probe resolves the logdir, picks the port, proves TensorBoard ready and finds its pid. The
+step is forwarded as plain `up` forwards (core/session.py), and ends with the session unless it was reused
+or kept."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tbctl.core import slurm
+from tbctl.core.session import ServeReport, ServeSession, with_forward
 from tbctl.core.stopping import terminate
 from tbctl.core.up import _BIND_FAILURE_MARKERS, BIND_RACE_RETRIES, _choose_port, _serves, private_args
 from tbctl.errors import SSHError, TbctlError, TensorBoardFailed, UsageError
@@ -22,6 +27,10 @@ from tbctl.probe import tensorboard_args
 from tbctl.records import InstanceRecord, JobStep
 from tbctl.state import StateStore
 from tbctl.tensorboard import build_argv, flag_value, normalize_path_prefix, readiness_path
+
+if TYPE_CHECKING:
+    from tbctl.core.host_opener import HostOpener
+    from tbctl.core.serve import ServeRequest
 
 STEP_NAME = "tbctl-tensorboard"
 STEP_SEEN_TIMEOUT = 15.0  # seconds from TensorBoard answering to squeue listing its step
@@ -145,12 +154,12 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
     proves TensorBoard ready and finds its process. With `bind` (the node's cluster address) there is no
     node connection: the login node does all, and the node's ports and processes are out of its sight."""
     node_name = node.name
-    resolved = login.call("resolve_path", path=request.logdir, cwd=job.work_dir)  # relative: to the job's WorkDir
-    logdir = str(resolved["path"])
+    resolved = login.resolve_path(request.logdir, cwd=job.work_dir)  # relative: to the job's WorkDir
+    logdir = resolved.path
     warnings: list[str] = []
-    if resolved.get("kind") == "not a directory":
+    if resolved.kind == "not a directory":
         raise UsageError(f"logdir {logdir} is not a directory", hint="give the directory the event files are in")
-    if not resolved["exists"]:
+    if not resolved.exists:
         warnings.append(f"logdir {logdir} does not exist yet; TensorBoard will show runs once they appear")
     if bind is not None:
         warnings.append(f"TensorBoard listens on {node_name}'s cluster address {bind}: everyone on the cluster "
@@ -180,8 +189,8 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
             srun = _srun(job, node_name, f"{STEP_NAME}-{port}", argv)
             log_path = f"{login.log_dir}/tensorboard-job{job.id}-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
             progress(f"starting TensorBoard in job {job.display} on {node_name}:{port}")
-            launched = login.call("launch", argv=srun, log_path=log_path, cwd=job.work_dir)
-            srun_proc = (int(launched["pid"]), float(launched["create_time"]))
+            launched = login.launch(srun, log_path, cwd=job.work_dir)
+            srun_proc = (launched.pid, launched.create_time)
             try:
                 progress(f"waiting for TensorBoard on {node_name}:{port} to answer")
                 ready, reason, elapsed, body = _wait_ready(login, node.get(), srun_proc, port,
@@ -192,12 +201,12 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
                 raise
             if ready and _serves(body, logdir):
                 break
-            tail = login.tail(launched["log_path"], 15)
+            tail = login.tail(launched.log_path, 15)
             terminate(login, [srun_proc], force=False, timeout=5.0)
             if reason == "exited" and any(m in tail for m in _BIND_FAILURE_MARKERS) and attempt + 1 < BIND_RACE_RETRIES:
                 wanted = port + 1
                 continue
-            raise _failure(reason, request.timeout, tail, launched["log_path"], job)
+            raise _failure(reason, request.timeout, tail, launched.log_path, job)
         try:
             step = _find_step(login, job, f"{STEP_NAME}-{port}")
             # unseen from the login node, the step's process is known by its srun client there
@@ -209,14 +218,14 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
         host = node.get()
         store.add(InstanceRecord(
             host=login.name, pid=proc["pid"], create_time=proc.get("create_time"), port=port, logdir=logdir,
-            log_path=launched["log_path"], started_at=time.time(), argv=tuple(argv), start_ticks=proc.get("start_ticks"),
+            log_path=launched.log_path, started_at=time.time(), argv=tuple(argv), start_ticks=proc.get("start_ticks"),
             job=JobStep(id=job.id, display=job.display, step=step, node=node_name, node_host=host.name,
                         srun_pid=srun_proc[0], srun_create_time=srun_proc[1]),
         ))
     inst = TensorBoardInstance(
         host=login.name, pid=proc["pid"], port=port, logdir=logdir, logdir_arg=logdir, user=login.user,
         status="serving", started_by="tbctl", create_time=proc.get("create_time"), path_prefix=path_prefix,
-        bind=flag_value(argv, "host") or "::", log_path=launched["log_path"], cmdline=tuple(argv),
+        bind=flag_value(argv, "host") or "::", log_path=launched.log_path, cmdline=tuple(argv),
         recorded_create_time=proc.get("create_time"), start_ticks=proc.get("start_ticks"),
         job=job.display, job_state=job.state, node=node_name, step=f"{job.id}.{step}",
     )
@@ -237,7 +246,7 @@ def _up_private_step(login: Host, node: _Node, store: StateStore, job: slurm.Job
     the step runs), the step runs the launcher, and the node's probe proves the socket answers, is the
     step's process's own, and that nothing of it listens on TCP."""
     host = node.get()
-    prepared = host.call("prepare_private", executable=executable)
+    prepared = host.prepare_private(executable)
     if prepared.get("error"):
         raise TbctlError(f"cannot start a private TensorBoard on {node.name}: {prepared['error']}")
     sock = str(prepared["socket"])
@@ -246,7 +255,7 @@ def _up_private_step(login: Host, node: _Node, store: StateStore, job: slurm.Job
     srun = _srun(job, node.name, name, argv)
     log_path = f"{login.log_dir}/tensorboard-job{job.id}-private-{time.strftime('%Y%m%d-%H%M%S')}.log"
     progress(f"starting a private TensorBoard in job {job.display} on {node.name}")
-    launched = login.call("launch", argv=srun, log_path=log_path, cwd=job.work_dir)
+    launched = login.ask("launch", argv=srun, log_path=log_path, cwd=job.work_dir)
     srun_proc = (int(launched["pid"]), float(launched["create_time"]))
     try:
         ready, reason, elapsed, body = _wait_ready(login, host, srun_proc, None, readiness_path(path_prefix),
@@ -255,7 +264,7 @@ def _up_private_step(login: Host, node: _Node, store: StateStore, job: slurm.Job
             tail = login.tail(launched["log_path"], 15)
             raise _failure(reason, request.timeout, tail, launched["log_path"], job)
         proc = _find_process(host, None, logdir, socket_path=sock)
-        checked = host.call("private_ready", pid=proc["pid"], socket_path=sock, path=readiness_path(path_prefix))
+        checked = host.private_ready(proc["pid"], sock, readiness_path(path_prefix))
         if not (checked or {}).get("ready"):
             tail = login.tail(launched["log_path"], 15)
             raise TensorBoardFailed(f"the private TensorBoard in job {job.display} is not private: "
@@ -264,7 +273,7 @@ def _up_private_step(login: Host, node: _Node, store: StateStore, job: slurm.Job
         step = _find_step(login, job, name)
     except BaseException:
         terminate(login, [srun_proc], force=False, timeout=5.0)
-        host.call("remove_private_socket", path=sock)
+        host.remove_private_socket(sock)
         raise
     store.add(InstanceRecord(
         host=login.name, pid=proc["pid"], create_time=proc.get("create_time"), port=None, logdir=logdir,
@@ -286,10 +295,9 @@ def _wait_ready(login: Host, node: Host, srun: tuple[int, float], port: int | No
                 timeout: float, address: str, *, socket_path: str | None = None) -> tuple[bool, str, float, str]:
     """Poll through the node's probe in short windows, checking between them that srun still lives."""
     started = time.monotonic()
-    private = {} if socket_path is None else {"socket_path": socket_path}
     while True:
         left = timeout - (time.monotonic() - started)
-        answer = node.call("wait_http", port=port, path=path, timeout=max(0.0, min(1.0, left)), host=address, **private)
+        answer = node.wait_http(port, path, timeout=max(0.0, min(1.0, left)), address=address, socket_path=socket_path)
         if answer["ready"]:
             return True, "", time.monotonic() - started, str(answer.get("body", ""))
         if not login.alive(*srun):
@@ -317,7 +325,7 @@ def _find_process(node: Host, port: int | None, logdir: str, *, socket_path: str
         ours = flag_value(args, "unix_socket") == socket_path if socket_path is not None else \
             flag_value(args, "port") == str(port)
         if not proc.get("zombie") and ours and flag_value(args, "logdir") == logdir:
-            info = node.call("proc_info", pid=proc["pid"])["info"] or {}
+            info = node.proc_info(proc["pid"]) or {}
             return {"pid": proc["pid"], "create_time": proc.get("create_time"), "start_ticks": info.get("start_ticks")}
     raise TbctlError(f"TensorBoard answers on {node.name}:{socket_path or port}, but its process is not to be seen there")
 
@@ -333,61 +341,8 @@ def _reusable(login: Host, store: StateStore, job: slurm.Job, logdir: str, *,
     live_steps = {s.step for s in slurm.steps(login, [job.id])}
     for rec in recs:
         if rec.job is not None and rec.job.step in live_steps:
-            return job_instance(rec, login.user, "serving", job.state), rec.job.step
+            return slurm.job_instance(rec, login.user, "serving", job.state), rec.job.step
     return None
-
-
-def job_instance(rec: InstanceRecord, user: str | None, status: str, job_state: str, note: str = "") -> TensorBoardInstance:
-    """A record of a TensorBoard tbctl started as a job step, as an instance of the login node's listing."""
-    job = rec.job
-    assert job is not None, "not the record of a job step"
-    argv = list(rec.argv)
-    return TensorBoardInstance(
-        host=rec.host, pid=rec.pid, port=rec.port, logdir=rec.logdir,
-        logdir_arg=rec.logdir, user=user, status=status, started_by="tbctl",  # type: ignore[arg-type]
-        create_time=rec.create_time, path_prefix=normalize_path_prefix(flag_value(argv, "path_prefix")),
-        bind=flag_value(argv, "host") or "127.0.0.1", log_path=rec.log_path, cmdline=rec.argv, note=note,
-        recorded_create_time=rec.create_time, start_ticks=rec.start_ticks,
-        job=job.display, job_state=job_state, node=job.node, step=f"{job.id}.{job.step}",
-        socket=flag_value(argv, "unix_socket"),
-    )
-
-
-def job_instances(login: Host, store: StateStore) -> list[TensorBoardInstance]:
-    """tbctl's job-step TensorBoards recorded for this login node, with their jobs' states from squeue:
-    serving while the job runs and the step is listed, else ended with the job's final state."""
-    recs = [(r, r.job) for r in store.for_host(login.name) if r.job is not None]
-    if not recs:
-        return []
-    ids = [job.id for _, job in recs]
-    known = slurm.states(login, ids)
-    live = {s.id for s in slurm.steps(login, [i for i in ids if known.get(i) == "RUNNING"])}
-    out = []
-    for rec, job in recs:
-        state = known.get(job.id, "")
-        step_id = f"{job.id}.{job.step}"
-        shown = {s.split(".", 1)[1] for s in live if s.startswith(f"{job.display}.") or s.startswith(f"{job.id}.")}
-        if state == "RUNNING" and job.step in shown:
-            out.append(job_instance(rec, login.user, "serving", state))
-        else:
-            why = f"job {job.display} {state}" if state and state != "RUNNING" else \
-                f"step {step_id} ended" if state else f"job {job.display} is no longer known to Slurm"
-            out.append(job_instance(rec, login.user, "exited", state or "UNKNOWN", note=why))
-    return out
-
-
-def step_ended(login: Host, node: Host, inst: TensorBoardInstance) -> str:
-    """"" while the step's TensorBoard runs, else what became of it (its job ended, or the step alone)."""
-    if node is not login and inst.pid is not None:
-        if node.alive(inst.pid, inst.create_time, inst.start_ticks):
-            return ""
-    job_id, _, step = str(inst.step).rpartition(".")
-    state = slurm.states(login, [job_id]).get(job_id, "")
-    if state == "RUNNING" and step in {s.step for s in slurm.steps(login, [job_id])}:
-        return ""
-    if state and state != "RUNNING":
-        return f"job {inst.job} ended ({state}), and TensorBoard's step with it"
-    return f"TensorBoard's step {inst.step} ended; job {inst.job} is {state or 'no longer known to Slurm'}"
 
 
 def _failure(reason: str, timeout: float, tail: str, log_path: str, job: slurm.Job) -> TensorBoardFailed:
@@ -399,3 +354,122 @@ def _failure(reason: str, timeout: float, tail: str, log_path: str, job: slurm.J
                                  log_tail=tail, log_path=log_path)
     return TensorBoardFailed("TensorBoard answered, but not for this logdir (another server holds the port?)",
                              log_tail=tail, log_path=log_path)
+
+
+# --- the session: `serve()` for `up --job` ---
+
+JOB_WATCH_SECONDS = 3.0  # how often a foreground forward asks whether its job step still runs
+
+
+def check_job_flags(request: ServeRequest) -> None:
+    """The Slurm flags that make sense together, refused before anything connects."""
+    if request.job is None and request.job_name is None:
+        raise UsageError("--node, --wait and --bind-node-address go with --job or --job-name")
+    if request.bind_node_address and request.private:
+        raise UsageError("--bind-node-address and --private contradict each other",
+                         hint="--private serves on a unix socket on the node, forwarded through the login node")
+    if request.bind_node_address and request.detach:
+        raise UsageError("--bind-node-address forwards in the foreground only", hint="run it without --detach")
+    if request.job is not None:
+        slurm.check_job_id(request.job)  # before connecting: a typo costs no login
+
+
+@contextlib.contextmanager
+def serve_job(request: ServeRequest, job_request: JobUpRequest, hosts: HostOpener, store: StateStore,
+              report: ServeReport, *, wanted_local: int | None) -> Iterator[ServeSession]:
+    """`serve()` for `up --job`: `request` as given, `job_request` merged with the settings."""
+    from tbctl.tensorboard import readiness_path
+
+    check_job_flags(request)
+    login_spec = request.host
+    with report.busy():
+        login = hosts.open(login_spec, connect_timeout=request.connect_timeout)
+    with login:
+        if request.detach:
+            from tbctl.core.forwards import detach_warning
+
+            detach_warning(login)
+
+        def open_node(name: str) -> Host:
+            return hosts.open(name, env_prefix=job_request.env_prefix, connect_timeout=request.connect_timeout,
+                              jump=login_spec)
+
+        with report.busy():
+            started = up_job(login, open_node, store, job_request, progress=report.progress, notice=report.notice)
+        result, node_host, inst = started.result, started.node_host, started.result.instance
+        assert inst.port is not None or inst.socket is not None
+        remote_port = inst.port or 0  # 0: a private step, reached through its socket
+        stop_after = not (result.reused or request.keep)
+
+        def stop_step() -> None:
+            from tbctl.core.down import end_step
+
+            problem = end_step(login, store, inst)
+            if problem:
+                report.step_not_ended(inst, problem)
+            else:
+                report.step_ended(inst)
+
+        exposure = None
+        # the fallback serves through the login node's own connection: closed with it, not here
+        with contextlib.nullcontext(node_host) if node_host is login else node_host:
+            try:
+                already = _live_forward(store, node_host.name, remote_port, inst.socket) \
+                    if request.detach and result.reused else None
+                if already is not None:  # a reused step that a background forward already serves
+                    forward_port: int | None = already
+                    result = with_forward(result, forward_port)
+                elif request.detach:
+                    from tbctl.core.forwards import detach_forward
+
+                    detached = detach_forward(node_host, hosts.local(), store, backend=hosts.backend(login_spec),
+                                              remote_port=remote_port, remote_socket=inst.socket,
+                                              local_port=wanted_local, instance=inst,
+                                              stop_instance=False, check_path=readiness_path(inst.path_prefix),
+                                              connect_timeout=request.connect_timeout,
+                                              env_prefix=job_request.env_prefix,
+                                              route=(str(inst.node), str(login_spec)) if login_spec else None)
+                    forward_port = detached.local_port
+                    result = with_forward(result, forward_port, detached.warning)
+                else:
+                    from tbctl.core.expose import expose
+
+                    exposure = expose(node_host, hosts.local(), remote_port, local_port=wanted_local,
+                                      check_path=readiness_path(inst.path_prefix), remote_socket=inst.socket,
+                                      remote_host=inst.bind if request.bind_node_address else "127.0.0.1")
+                    forward_port = exposure.local_port if exposure.forwarder is not None else None
+                    result = with_forward(result, forward_port)
+            except BaseException:
+                if stop_after:
+                    stop_step()
+                raise
+            background = forward_port if exposure is None else None
+            with ServeSession(result, node_host, report, exposure=exposure, background_port=background,
+                              stops=(stop_step,) if stop_after else (),
+                              ended=_job_watch(login, node_host, result.instance),
+                              catch_hangup=request.catch_hangup) as session:
+                yield session
+
+
+def _job_watch(login: Host, node_host: Host, inst: TensorBoardInstance) -> Callable[[], str]:
+    """For the foreground forward of a job step: every few seconds, whether its TensorBoard still runs
+    (on the node; through squeue where the node is out of sight), and once it does not, why."""
+    last = [time.monotonic()]
+
+    def ended() -> str:
+        if time.monotonic() - last[0] < JOB_WATCH_SECONDS:
+            return ""
+        last[0] = time.monotonic()
+        try:
+            return slurm.step_ended(login, node_host, inst)
+        except TbctlError:
+            return ""  # the link: the connection watcher reports it
+
+    return ended
+
+
+def _live_forward(store: StateStore, host: str, remote_port: int, remote_socket: str | None = None) -> int | None:
+    from tbctl.core.forwards import list_forwards
+
+    return next((f.local_port for f in list_forwards(store) if f.host == host and f.remote_port == remote_port
+                 and f.remote_socket == remote_socket and f.tunnel in ("up", "reconnecting")), None)

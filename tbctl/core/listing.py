@@ -11,7 +11,7 @@ from tbctl.errors import TbctlError
 if TYPE_CHECKING:
     from tbctl.config import Settings
     from tbctl.core.instances import HostError
-    from tbctl.core.serve import HostOpener
+    from tbctl.core.host_opener import HostOpener
     from tbctl.models import ForwardInfo, TensorBoardInstance
     from tbctl.state import StateStore
 
@@ -35,7 +35,7 @@ class Listing:
 def hosts_to_list(hosts: Sequence[str], *, all_hosts: bool, settings: Settings, store: StateStore) -> list[str | None]:
     """`--host`s as given (else this machine); with `--all-hosts`, this machine and every known host too.
     A `--host` that is no host spec fails the command (exit 2) before any host is asked: a typo, not a row."""
-    from tbctl.hosts.ssh_config import parse_spec
+    from tbctl.hosts.host_spec import parse_spec
 
     for spec in hosts:
         parse_spec(spec)
@@ -62,7 +62,7 @@ def list_hosts(specs: Sequence[str | None], hosts: HostOpener, store: StateStore
     parallel, never prompting, each with its own deadline; a dead host is a row with its error."""
     from tbctl.core.forwards import list_forwards
     from tbctl.core.instances import HostError, list_instances, list_many, with_forwards
-    from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
+    from tbctl.hosts.host_spec import DEFAULT_CONNECT_TIMEOUT
 
     errors: list[HostError] = []
     failure: TbctlError | None = None

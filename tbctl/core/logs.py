@@ -52,7 +52,7 @@ class LogTail:
 def find_log(host: Host, store: StateStore, target: str) -> LogSource:
     """The log of the instance `target` (port, pid or logdir) names: a running one tbctl started, else the
     newest record of one that has exited."""
-    running = [i for i in list_instances(host, store) if i.status in ("serving", "starting")]
+    running = [i for i in list_instances(host, store) if i.is_running]
     try:
         chosen = select(host, running, target)
     except InstanceNotFound:
@@ -77,7 +77,7 @@ def find_log(host: Host, store: StateStore, target: str) -> LogSource:
 def _from_instance(inst: TensorBoardInstance) -> LogSource:
     assert inst.log_path is not None
     return LogSource(host=inst.host, pid=inst.pid, create_time=inst.create_time, port=inst.port,
-                     logdir=inst.logdir, log_path=inst.log_path, running=inst.status in ("serving", "starting"))
+                     logdir=inst.logdir, log_path=inst.log_path, running=inst.is_running)
 
 
 def _newest_record(host: Host, store: StateStore, target: str) -> InstanceRecord | None:
@@ -88,7 +88,7 @@ def _newest_record(host: Host, store: StateStore, target: str) -> InstanceRecord
         number = int(text)
         matches = [r for r in records if r.port == number] or [r for r in records if r.pid == number]
     elif text:
-        resolved, _ = host.resolve_path(text)
+        resolved = host.resolve_path(text).path
         matches = [r for r in records if r.logdir == resolved]
     else:
         matches = []
@@ -96,7 +96,7 @@ def _newest_record(host: Host, store: StateStore, target: str) -> InstanceRecord
 
 
 def read_tail(host: Host, source: LogSource, lines: int) -> LogTail:
-    answer = host.call("read_log", path=source.log_path, offset=None, lines=lines)
+    answer = host.read_log(source.log_path, offset=None, lines=lines)
     if answer.get("error"):
         raise NotFound(f"cannot read {source.log_path} on {host.name}: {answer['error']}",
                        hint="the log may have been removed; tbctl keeps logs under its state dir")
@@ -108,8 +108,7 @@ def follow(host: Host, source: LogSource, offset: int, *, emit: Callable[[str], 
     """Emit what is appended to the log from `offset` on, until the process exits (then return) or the
     caller is interrupted (KeyboardInterrupt propagates)."""
     while True:
-        answer = host.call("read_log", path=source.log_path, offset=offset, pid=source.pid,
-                           create_time=source.create_time)
+        answer = host.read_log(source.log_path, offset=offset, pid=source.pid, create_time=source.create_time)
         if answer.get("error") and answer.get("alive") is not False:
             raise TbctlError(f"cannot read {source.log_path} on {host.name}: {answer['error']}")
         if answer.get("truncated"):

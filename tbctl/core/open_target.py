@@ -51,7 +51,7 @@ def openable(host: Host, store: StateStore, forwards: Sequence[ForwardInfo], tar
     from tbctl.core.instances import list_instances, select, with_forwards
     from tbctl.errors import NotFound, UsageError
 
-    instances = [i for i in with_forwards(list_instances(host, store), forwards) if i.status in ("serving", "starting", "unknown")]
+    instances = [i for i in with_forwards(list_instances(host, store), forwards) if i.may_answer]
     if target is not None:
         chosen = select(host, instances, target)
     elif not instances:

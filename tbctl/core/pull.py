@@ -27,7 +27,8 @@ from tbctl.records import PullRecord, PullSource
 
 if TYPE_CHECKING:
     from tbctl.config import Settings
-    from tbctl.core.serve import HostOpener, ServeReport
+    from tbctl.core.host_opener import HostOpener
+    from tbctl.core.session import ServeReport
     from tbctl.hosts.base import Host
     from tbctl.state import StateStore
 
@@ -269,7 +270,7 @@ def stopper(hosts: HostOpener, store: StateStore) -> Callable[[PullRecord], None
     def stop(rec: PullRecord) -> None:
         if not rec.stop_instance or rec.instance_pid is None:
             return
-        from tbctl.core.down import stop_instances
+        from tbctl.core.stopping import stop_instances
         from tbctl.core.instances import launched_as, list_instances
 
         local = hosts.local()

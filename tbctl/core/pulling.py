@@ -67,9 +67,9 @@ class SourcePoller:
         digest = pull_digest(sent)
         try:  # the map of what we have travels only when the probe's last answer did not foresee it
             ask = {"logdir": self.source.logdir, "budget": self.budget, "digest": digest}
-            answer = host.call("pull_poll", **ask, known=None if digest == self._foreseen else sent)
+            answer = host.pull_poll(**ask, known=None if digest == self._foreseen else sent)
             if answer.get("resend"):  # another probe (a new connection) than the one that foresaw it
-                answer = host.call("pull_poll", **ask, known=sent)
+                answer = host.pull_poll(**ask, known=sent)
         except (SSHError, TbctlError, OSError) as exc:
             self.wait = self.interval
             message = getattr(exc, "message", None) or str(exc)

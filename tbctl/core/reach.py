@@ -19,7 +19,7 @@ _SOURCE_WORDS = {"file": "the config file", "default": "default"}
 
 @dataclass(frozen=True)
 class Reach:
-    """Opens hosts (this is core.serve's HostOpener)."""
+    """Opens hosts: the HostOpener (tbctl/core/host_opener.py) of every command."""
 
     settings: Settings
     ssh: str | None = None  # --ssh: the backend asked for on the command line
@@ -59,7 +59,7 @@ class Reach:
                 raise UsageError("--env applies to a remote host", hint="locally, use --tensorboard PATH")
             return self.local()
         from tbctl.hosts import preconnect
-        from tbctl.hosts.ssh_config import parse_spec
+        from tbctl.hosts.host_spec import parse_spec
 
         for named in (spec, jump):  # a typo (or an injection) is refused before anything is said or run
             if named is not None:

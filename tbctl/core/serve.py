@@ -9,20 +9,19 @@ foreground forward until Ctrl-C, and leaving the session closes that forward and
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
+
+from tbctl.core.session import ServeReport, ServeSession, with_forward
 
 if TYPE_CHECKING:
     from tbctl.config import Settings
-    from tbctl.core.expose import Exposure
+    from tbctl.core.host_opener import HostOpener
     from tbctl.core.job_up import JobUpRequest
     from tbctl.core.up import UpRequest
     from tbctl.hosts.base import Host
-    from tbctl.hosts.link import LinkState
-    from tbctl.models import ForwardInfo, TensorBoardInstance, UpResult
+    from tbctl.models import ForwardInfo, TensorBoardInstance
     from tbctl.state import StateStore
 
 STOP_TIMEOUT = 5.0  # stopping the TensorBoard a foreground `up` started, when its forward closes
@@ -80,116 +79,6 @@ class TunnelResult:
     detached: bool
 
 
-class HostOpener(Protocol):
-    """How the use case reaches machines: the command decides how to connect and who answers SSH's questions."""
-
-    def open(self, spec: str | None, *, env_prefix: str | None = None, connect_timeout: float | None = None,
-             jump: str | None = None, interactive: bool = True) -> Host:
-        """Connected; `interactive=False` where nobody may be asked (several hosts at once)."""
-        ...
-
-    def local(self) -> Host: ...
-
-    def backend(self, spec: str | None) -> str:
-        """The name of the SSH backend in effect for `spec` (what a background forwarder uses too)."""
-        ...
-
-
-class ServeReport(Protocol):
-    """What the person running the command is told, as it happens."""
-
-    def progress(self, text: str) -> None: ...
-
-    def notice(self, text: str) -> None: ...
-
-    def warn(self, text: str) -> None: ...
-
-    def busy(self) -> contextlib.AbstractContextManager[Any]:
-        """Around connecting and starting: a status line, closed before the URL is shown."""
-        ...
-
-    def connection(self, host: str, state: LinkState) -> None: ...
-
-    def holding(self, *, stops_tensorboard: bool) -> None: ...
-
-    def ended(self, why: str) -> None: ...
-
-    def stopped(self, host: str, instance: TensorBoardInstance) -> None: ...
-
-    def not_stopped(self, host: str, instance: TensorBoardInstance, problem: str) -> None: ...
-
-    def step_ended(self, instance: TensorBoardInstance) -> None: ...
-
-    def step_not_ended(self, instance: TensorBoardInstance, problem: str) -> None: ...
-
-    def closed(self) -> None: ...
-
-
-class ServeSession:
-    """What a command serving a URL holds: its final record and, in the foreground, the forward to it.
-
-    Leaving the session (however: Ctrl-C, SIGTERM, SIGHUP, an error) closes the forward and runs `stops`
-    (what this command started); a Ctrl-C ends a foreground forward on purpose, so it is not an error."""
-
-    def __init__(self, result: Any, host: Host, report: ServeReport, *, exposure: Exposure | None = None,
-                 background_port: int | None = None, stops: tuple[Callable[[], None], ...] = (),
-                 ended: Callable[[], str] | None = None, catch_hangup: bool = True) -> None:
-        self.result = result
-        self.host = host
-        self.background_port = background_port  # a background forwarder now keeps the URL alive
-        self._report = report
-        self._exposure = exposure
-        self._stops = stops
-        self._ended = ended
-        self._catch_hangup = catch_hangup
-        self._signals = contextlib.ExitStack()
-
-    @property
-    def forwarding(self) -> bool:
-        """Whether this command holds a forward itself (in the foreground, until Ctrl-C)."""
-        return self._exposure is not None and self._exposure.forwarder is not None
-
-    def hold(self) -> None:
-        """Forward until Ctrl-C (or SIGTERM/SIGHUP), the connection is lost for good, or there is nothing left
-        to forward. Returns at once when nothing is held in the foreground."""
-        from tbctl.core.expose import hold
-
-        if not self.forwarding:
-            return
-        assert self._exposure is not None
-        name = self.host.name
-        self.host.watch_connection(lambda state: self._report.connection(name, state))
-        self._report.holding(stops_tensorboard=bool(self._stops))
-        try:
-            why = hold(self._exposure, is_alive=self.host.connection_ok, ended=self._ended)
-        except KeyboardInterrupt:
-            return
-        if why:
-            self._report.ended(why)
-
-    def __enter__(self) -> ServeSession:
-        if self.forwarding and self._catch_hangup:  # from here on, a closed terminal or a kill cleans up like Ctrl-C
-            from tbctl.core.expose import interrupt_on_hangup
-
-            self._signals.enter_context(interrupt_on_hangup())
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
-        if not self.forwarding:
-            return False
-        assert self._exposure is not None
-        self._signals.close()
-        try:
-            self._exposure.close()
-        finally:
-            for stop in self._stops:
-                stop()
-        if kind is None or issubclass(kind, KeyboardInterrupt):
-            self._report.closed()
-            return True
-        return False
-
-
 def merged_request(request: ServeRequest, settings: Settings) -> tuple[UpRequest, int | None]:
     """The request for core's `up` and the wanted local port: flags > TBCTL_* > host section > file > defaults
     (`settings` already holds the environment over the file over the defaults)."""
@@ -231,11 +120,6 @@ def _private(request: ServeRequest, setting: bool) -> bool:
     return setting if request.private is None else request.private
 
 
-def opens_browser(flag: bool | None, settings: Settings, host: str | None) -> bool:
-    """--open/--no-open when given, else the `open` setting (the host's section over the top level)."""
-    return settings.for_host(host).open if flag is None else flag
-
-
 def job_request(request: ServeRequest, up_request: UpRequest) -> JobUpRequest:
     from tbctl.core.job_up import JobUpRequest
 
@@ -247,23 +131,13 @@ def job_request(request: ServeRequest, up_request: UpRequest) -> JobUpRequest:
                         tensorboard_from=up_request.tensorboard_from, private=up_request.private)
 
 
-def with_forward(result: UpResult, forward_port: int | None, warning: str = "") -> UpResult:
-    """`result` once its TensorBoard is reachable here through `forward_port` (its URL is the forward's)."""
-    if warning:
-        result = dataclasses.replace(result, warnings=(*result.warnings, warning))
-    if forward_port is None:
-        return result
-    inst = dataclasses.replace(result.instance, forward_port=forward_port)
-    return dataclasses.replace(result, instance=inst, url=inst.url or result.url)
-
-
 @contextlib.contextmanager
 def serve(request: ServeRequest, settings: Settings, hosts: HostOpener, store: StateStore,
           report: ServeReport) -> Iterator[ServeSession]:
     """`up`: TensorBoard serving the logdir on the host, verified ready, and reachable from this machine."""
     up_request, wanted_local = merged_request(request, settings)
     if request.in_job:
-        from tbctl.core.job_serve import serve_job
+        from tbctl.core.job_up import serve_job
 
         with serve_job(request, job_request(request, up_request), hosts, store, report,
                        wanted_local=wanted_local) as session:
@@ -341,7 +215,7 @@ def reusing_note(forward: ForwardInfo) -> str:
 
 
 def _stop_started(host: Host, store: StateStore, inst: TensorBoardInstance) -> None:
-    from tbctl.core.down import stop_instances
+    from tbctl.core.stopping import stop_instances
 
     stop_instances(host, store, [inst], force=False, timeout=STOP_TIMEOUT)
 

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 from tbctl.errors import NotFound, SSHError, TbctlError, UsageError
 from tbctl.hosts.base import Host
-from tbctl.hosts.ssh_config import is_host_name
+from tbctl.hosts.host_spec import is_host_name
+from tbctl.models import TensorBoardInstance
+from tbctl.records import InstanceRecord
+from tbctl.state import StateStore
+from tbctl.tensorboard import flag_value, normalize_path_prefix
 
 SEP = "\x1f"  # between squeue's fields: a character no job name, path or reason contains
 # numeric job id (unique per array task), id as shown (123_4), state, reason, batch host, node list, user,
@@ -58,7 +62,7 @@ def check_job_id(job: str) -> str:
 
 def run(login: Host, argv: Sequence[str], *, timeout: float = QUERY_TIMEOUT) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of a scheduler command on `login`; NotFound when it is not there."""
-    answer = login.call("run", argv=list(argv), timeout=timeout)
+    answer = login.run(argv, timeout=timeout)
     if answer.get("rc") is None:
         error = str(answer.get("error") or "failed")
         if "not found" in error:
@@ -215,3 +219,59 @@ def node_address(login: Host, node: str) -> str:
     if re.fullmatch(r"[0-9A-Fa-f:.]+", address):  # an IP address, v6 included
         return address
     return node_name(login, address, f"{node}'s address")
+
+
+# --- the steps tbctl started, as instances (`ls`, `down --job`, a foreground `up --job`) ---
+
+
+def job_instance(rec: InstanceRecord, user: str | None, status: str, job_state: str, note: str = "") -> TensorBoardInstance:
+    """A record of a TensorBoard tbctl started as a job step, as an instance of the login node's listing."""
+    job = rec.job
+    assert job is not None, "not the record of a job step"
+    argv = list(rec.argv)
+    return TensorBoardInstance(
+        host=rec.host, pid=rec.pid, port=rec.port, logdir=rec.logdir,
+        logdir_arg=rec.logdir, user=user, status=status, started_by="tbctl",  # type: ignore[arg-type]
+        create_time=rec.create_time, path_prefix=normalize_path_prefix(flag_value(argv, "path_prefix")),
+        bind=flag_value(argv, "host") or "127.0.0.1", log_path=rec.log_path, cmdline=rec.argv, note=note,
+        recorded_create_time=rec.create_time, start_ticks=rec.start_ticks,
+        job=job.display, job_state=job_state, node=job.node, step=f"{job.id}.{job.step}",
+        socket=flag_value(argv, "unix_socket"),
+    )
+
+
+def job_instances(login: Host, store: StateStore) -> list[TensorBoardInstance]:
+    """tbctl's job-step TensorBoards recorded for this login node, with their jobs' states from squeue:
+    serving while the job runs and the step is listed, else ended with the job's final state."""
+    recs = [(r, r.job) for r in store.for_host(login.name) if r.job is not None]
+    if not recs:
+        return []
+    ids = [job.id for _, job in recs]
+    known = states(login, ids)
+    live = {s.id for s in steps(login, [i for i in ids if known.get(i) == "RUNNING"])}
+    out = []
+    for rec, job in recs:
+        state = known.get(job.id, "")
+        step_id = f"{job.id}.{job.step}"
+        shown = {s.split(".", 1)[1] for s in live if s.startswith(f"{job.display}.") or s.startswith(f"{job.id}.")}
+        if state == "RUNNING" and job.step in shown:
+            out.append(job_instance(rec, login.user, "serving", state))
+        else:
+            why = f"job {job.display} {state}" if state and state != "RUNNING" else \
+                f"step {step_id} ended" if state else f"job {job.display} is no longer known to Slurm"
+            out.append(job_instance(rec, login.user, "exited", state or "UNKNOWN", note=why))
+    return out
+
+
+def step_ended(login: Host, node: Host, inst: TensorBoardInstance) -> str:
+    """"" while the step's TensorBoard runs, else what became of it (its job ended, or the step alone)."""
+    if node is not login and inst.pid is not None:
+        if node.alive(inst.pid, inst.create_time, inst.start_ticks):
+            return ""
+    job_id, _, step = str(inst.step).rpartition(".")
+    state = states(login, [job_id]).get(job_id, "")
+    if state == "RUNNING" and step in {s.step for s in steps(login, [job_id])}:
+        return ""
+    if state and state != "RUNNING":
+        return f"job {inst.job} ended ({state}), and TensorBoard's step with it"
+    return f"TensorBoard's step {inst.step} ended; job {inst.job} is {state or 'no longer known to Slurm'}"

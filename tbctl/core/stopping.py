@@ -1,4 +1,5 @@
-"""TERM, wait, KILL: the one way tbctl stops a process, pid-reuse safe."""
+"""TERM, wait, KILL: the one way tbctl stops a process, pid-reuse safe; and stopping TensorBoards with it,
+cleaning what they leave (`down`, and `up`, `up --pull` and the API stopping what they started)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 from tbctl.hosts.base import Host
+from tbctl.models import StopOutcome, TensorBoardInstance
+from tbctl.state import StateStore
 
+FAILED = ("denied", "survived", "protected")  # outcomes that leave a TensorBoard running
 Outcome = Literal["stopped", "killed", "gone", "denied", "protected", "survived"]
 
 
@@ -44,3 +48,40 @@ def terminate(
     for pid, _ in escalated:
         outcomes[pid] = "survived" if pid in survivors else "killed"
     return outcomes
+
+
+def stop_instances(
+    host: Host, store: StateStore, chosen: list[TensorBoardInstance], *, force: bool, timeout: float
+) -> list[StopOutcome]:
+    results: list[StopOutcome] = []
+    live: list[TensorBoardInstance] = []
+    for inst in chosen:
+        if inst.has_ended or inst.pid is None:  # nothing to stop: clean what it left
+            removed = inst.info_file is not None and host.remove_info_file(inst.info_file)
+            _remove_socket(host, inst)
+            results.append(StopOutcome(inst, "cleaned", info_file_removed=removed))
+        elif inst.user != host.user and host.user != "root":
+            results.append(StopOutcome(inst, "denied"))  # explained by the CLI; we do not try
+        else:
+            live.append(inst)
+    outcomes = terminate(host, [(i.pid, i.create_time) for i in live if i.pid is not None], force=force, timeout=timeout)
+    for inst in live:
+        assert inst.pid is not None
+        outcome = outcomes.get(inst.pid, "gone")
+        removed = False
+        # TensorBoard removes its info file on SIGTERM, not on SIGKILL nor on Windows' CTRL_BREAK (it has no
+        # handler for it): clean up after any end (a file it removed itself is simply not there).
+        if outcome in ("stopped", "killed", "gone") and inst.info_file is not None:
+            removed = host.remove_info_file(inst.info_file)
+        if outcome in ("stopped", "killed", "gone"):
+            _remove_socket(host, inst)
+        results.append(StopOutcome(inst, outcome, info_file_removed=removed))
+    store.remove(host.name, {(r.instance.pid, r.instance.recorded_create_time) for r in results
+                             if r.instance.pid is not None and r.outcome not in FAILED})
+    return results
+
+
+def _remove_socket(host: Host, inst: TensorBoardInstance) -> None:
+    """A private instance's socket and directory: its launcher removes them when stopped, not when killed."""
+    if inst.socket is not None and inst.user == host.user:
+        host.remove_private_socket(inst.socket)

@@ -85,10 +85,10 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
         # remote host, which on a new connection travels with the probe itself. The free port is asked
         # for even when an instance may be reused: a wasted answer costs less than a round trip.
         questions = [host.find_tensorboard_request(request.tensorboard, request.env_prefix),
-                     ("resolve_path", {"path": request.logdir}),  # the kind too, which Host.resolve_path drops
-                     ("free_port", {"candidates": _candidates(request.port), "holders": True})]
+                     host.request("resolve_path", path=request.logdir),
+                     host.request("free_port", candidates=_candidates(request.port), holders=True)]
         if not request.new:
-            questions.append(("scan", {}))
+            questions.append(host.request("scan"))
         answers = host.call_many(questions)
         executable = host.tensorboard_found(answers[0].get(), request.tensorboard,
                                             explicit_from=request.tensorboard_from)
@@ -116,7 +116,7 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
             port_note = port_note or note
             argv = build_argv(executable, logdir, port, request.extra_args, network_ok=request.network_ok)
             log_path = f"{host.log_dir}/tensorboard-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-            launched, ready, info = _launch(host, ("launch", {"argv": argv, "log_path": log_path}), port,
+            launched, ready, info = _launch(host, host.request("launch", argv=argv, log_path=log_path), port,
                                             readiness_path(path_prefix), request.timeout,
                                             lambda: _say_started(progress, host.name, port))
             # From here until it is recorded, a Ctrl-C must leave nothing running (_launch stops what it
@@ -161,7 +161,7 @@ def _up_private(host: Host, store: StateStore, request: UpRequest, executable: s
     """`up --private`: TensorBoard on a unix socket (no port to choose, so no port to lose to a race)."""
     args = private_args(logdir, request.extra_args)
     log_path = f"{host.log_dir}/tensorboard-private-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    launch = ("launch_private", {"executable": executable, "args": args, "log_path": log_path})
+    launch = host.request("launch_private", executable=executable, args=args, log_path=log_path)
     launched, ready, info = _launch(host, launch, None, readiness_path(path_prefix), request.timeout,
                                     lambda: progress(f"starting a private TensorBoard on {host.name}"))
     try:
@@ -204,7 +204,7 @@ def _stop_private(host: Host, launched: Launched) -> None:
     """Stop it, and remove its socket directory (its launcher removes it when stopped, not when killed)."""
     _stop_quietly(host, launched)
     if launched.socket is not None:
-        host.call("remove_private_socket", path=launched.socket)
+        host.remove_private_socket(launched.socket)
 
 
 def _launch(host: Host, launch: tuple[str, dict[str, Any]], port: int | None, path: str, timeout: float,
@@ -227,8 +227,8 @@ def _launch(host: Host, launch: tuple[str, dict[str, Any]], port: int | None, pa
 
     try:
         checked, launch_answer, waited = host.call_many(
-            [("private_dir", {"path": host.log_dir}), launch,
-             ("wait_launched", {"port": port, "path": path, "timeout": timeout})], on_answer=on_answer)
+            [host.request("private_dir", path=host.log_dir), launch,
+             host.request("wait_launched", port=port, path=path, timeout=timeout)], on_answer=on_answer)
         unsafe = checked.get()["error"]
         if unsafe:
             raise TbctlError(f"log dir {unsafe}", hint="remove it, or fix its owner; tbctl keeps its logs there")
@@ -240,7 +240,7 @@ def _launch(host: Host, launch: tuple[str, dict[str, Any]], port: int | None, pa
         if started:
             terminate(host, [(started[0].pid, started[0].create_time)], force=False, timeout=3.0)
             if started[0].socket is not None:
-                host.call("remove_private_socket", path=started[0].socket)
+                host.remove_private_socket(started[0].socket)
         raise
     ready = Readiness(ready=answer["ready"], reason=answer.get("reason", ""), elapsed=answer["elapsed"],
                       body=answer.get("body", ""), error=answer.get("error", ""))
@@ -271,7 +271,7 @@ def _choose_port(host: Host, wanted: int, found: dict[str, Any] | None = None) -
     `found`: the host's free_port answer with holders, when it was asked together with other questions."""
     candidates = _candidates(wanted)
     if found is None:
-        found = host.call("free_port", candidates=candidates, holders=True)
+        found = host.ask("free_port", candidates=candidates, holders=True)
     port = found["port"]
     held_by = {p: host.holders_from(rows) for p, rows in found["held"]}
     if port is None:

@@ -120,7 +120,7 @@ def take(key: EarlyKey) -> Host | None:
 
 def _a_person_could_answer(error: BaseException) -> bool:
     from tbctl.errors import AuthFailed
-    from tbctl.hosts.openssh_errors import UnknownHostKey
+    from tbctl.hosts.openssh.errors import UnknownHostKey
 
     return isinstance(error, (AuthFailed, UnknownHostKey))
 

@@ -90,6 +90,8 @@ class FakeHost(Host):
         self.tensorboard: str | None = TENSORBOARD_PATH
         self.launch_fails_with: str | None = None  # a log line: the next launched TensorBoard exits with it
         self.signals: list[tuple[int, str]] = []
+        self.environments: list[tuple[str | None, bool]] = []  # (env_prefix, login_shell) of each search
+        self.env_prefix: str | None = None  # --env: a remote host's own environment
         self._remote = remote
         self._next_pid = first_pid
         self.last_launch: dict[str, Any] = {}
@@ -145,6 +147,12 @@ class FakeHost(Host):
     def is_remote(self) -> bool:
         return self._remote
 
+    def user_environment(self) -> dict[str, Any]:
+        """As a remote host (RemoteHost) or this machine (Host) answers."""
+        if self._remote:
+            return {"env_prefix": self.env_prefix, "login_shell": True}
+        return super().user_environment()
+
     @property
     def log_dir(self) -> str:
         return f"{self.home}/.local/state/tbctl/logs"
@@ -196,7 +204,7 @@ class FakeHost(Host):
         skipped = candidates[:candidates.index(port)] if port is not None else candidates[:1]
         return {"port": port, "held": [[p, self._op_holders(p)] for p in skipped]}
 
-    def _op_scan(self) -> dict[str, Any]:
+    def _op_scan(self, extra_info_dirs: list[str] | None = None) -> dict[str, Any]:
         processes = []
         for proc in self.processes.values():
             args = tensorboard_args(list(proc.cmdline))
@@ -222,24 +230,26 @@ class FakeHost(Host):
         now = FAKE_EPOCH + 10**6  # on the fake clock, after every process a test starts
         return {"processes": processes, "info_files": infos, "user": self._user, "now": now}
 
-    def _op_find_tensorboard(self, explicit: str | None, env_prefix: str | None, login_shell: bool) -> dict[str, Any]:
+    def _op_find_tensorboard(self, explicit: str | None = None, env_prefix: str | None = None,
+                             login_shell: bool = False) -> dict[str, Any]:
+        self.environments.append((env_prefix, login_shell))
         searched = [explicit or "PATH"]
         if explicit is not None:
             return {"path": explicit, "searched": searched} if explicit in self.files else \
                 {"path": None, "searched": searched, "explicit_bad": True}
         return {"path": self.tensorboard, "searched": searched}
 
-    def _op_resolve_path(self, path: str) -> dict[str, Any]:
+    def _op_resolve_path(self, path: str, cwd: str | None = None) -> dict[str, Any]:
         if path.startswith("~"):
             path = self.home + path[1:]
-        path = posixpath.normpath(posixpath.join(self.home, path))
+        path = posixpath.normpath(posixpath.join(cwd or self.home, path))
         kind = "directory" if path in self.directories else "not a directory" if path in self.files else "missing"
         return {"path": path, "exists": kind == "directory", "kind": kind}
 
     def _op_private_dir(self, path: str) -> dict[str, Any]:
         return {"path": path, "error": None}
 
-    def _op_launch(self, argv: list[str], log_path: str) -> dict[str, Any]:
+    def _op_launch(self, argv: list[str], log_path: str, cwd: str | None = None) -> dict[str, Any]:
         args = tensorboard_args(argv) or []
         port = int(flag_value(args, "port") or 6006)
         failure, self.launch_fails_with = self.launch_fails_with, None
@@ -259,7 +269,8 @@ class FakeHost(Host):
         answer = self._op_wait_ready(last["pid"], last["create_time"], port, path, timeout)
         return dict(answer, info=self._op_proc_info(last["pid"])["info"])
 
-    def _op_wait_ready(self, pid: int, create_time: float, port: int, path: str, timeout: float) -> dict[str, Any]:
+    def _op_wait_ready(self, pid: int, create_time: float, port: int | None, path: str, timeout: float,
+                       socket_path: str | None = None) -> dict[str, Any]:
         proc = self._live(pid)
         if proc is None:
             return {"ready": False, "reason": "exited", "elapsed": 0.01}
@@ -295,22 +306,109 @@ class FakeHost(Host):
     def _op_ping(self) -> dict[str, Any]:
         return {}
 
+    def _op_whoami(self) -> dict[str, Any]:
+        return {"user": self._user, "home": self.home, "pid": 1, "psutil": False, "python": "3.11.2",
+                "cache_dir": f"{self.home}/.cache/tbctl"}
+
+    def _serving(self, port: int) -> FakeProcess | None:
+        return next((p for p, _ in self._listening(port)), None)
+
+    def _op_http_get(self, port: int, path: str, timeout: float = 2.0, host: str = "127.0.0.1") -> dict[str, Any]:
+        proc = self._serving(port)
+        if proc is None:
+            return {"status": None, "error": "[Errno 111] Connection refused"}
+        args = tensorboard_args(list(proc.cmdline))
+        if args is None:
+            return {"status": None, "not_http": True, "error": "BadStatusLine: SSH-2.0-OpenSSH_9.2p1"}
+        return {"status": 200, "body": json.dumps({"logdir": flag_value(args, "logdir")})}
+
+    def _op_wait_http(self, port: int | None, path: str, timeout: float, host: str = "127.0.0.1",
+                      socket_path: str | None = None) -> dict[str, Any]:
+        if port is None or socket_path is not None:  # no unix sockets here (see _op_prepare_private)
+            return {"ready": False, "elapsed": timeout}
+        answer = self._op_http_get(port, path, timeout, host)
+        if answer["status"] == 200:
+            return {"ready": True, "body": answer["body"], "elapsed": 0.01}
+        return {"ready": False, "elapsed": timeout}
+
+    def _op_read_log(self, path: str, offset: int | None = None, lines: int = 20, max_bytes: int = 256 * 1024,
+                     pid: int | None = None, create_time: float | None = None) -> dict[str, Any]:
+        alive = self._op_alive(pid, create_time)["alive"] if pid is not None else None
+        if path not in self.logs:
+            return {"alive": alive, "truncated": False, "text": "", "offset": offset or 0, "size": 0,
+                    "error": "No such file or directory"}
+        data = self.logs[path]
+        if offset is None:
+            text = "".join(data.splitlines(True)[-lines:]) if lines > 0 else ""
+        else:
+            text = data[offset:offset + max_bytes]
+        return {"alive": alive, "truncated": False, "text": text, "offset": len(data), "size": len(data)}
+
+    # Private dashboards (unix sockets in a 0700 directory) are not modelled: they are tested against the real
+    # probe. A FakeHost says so as the probe says it cannot make one.
+    _NO_SOCKETS = "a FakeHost has no unix sockets"
+
+    def _op_prepare_private(self, executable: str) -> dict[str, Any]:
+        return {"error": self._NO_SOCKETS}
+
+    def _op_launch_private(self, executable: str, args: list[str], log_path: str, cwd: str | None = None) -> dict[str, Any]:
+        return {"error": self._NO_SOCKETS}
+
+    def _op_private_ready(self, pid: int, socket_path: str, path: str) -> dict[str, Any] | None:
+        return None
+
+    def _op_remove_private_socket(self, path: str) -> dict[str, Any]:
+        return {"removed": False}
+
+    def _op_pull_poll(self, logdir: str, known: dict[str, Any] | None = None, budget: int = 4 << 20,
+                      encoding: str = "zlib", digest: str | None = None) -> dict[str, Any]:
+        """Pulls (`up --pull`) are tested against the real probe: a FakeHost's logdirs hold no files."""
+        root = self._op_resolve_path(logdir)["path"]
+        return {"root": root, "now": FAKE_EPOCH + 10**6, "exists": root in self.directories, "files": [],
+                "unchanged": 0, "gone": [], "pending": 0, "errors": [], "next_digest": digest or ""}
+
+    def _op_run(self, argv: list[str], timeout: float = 30.0, cwd: str | None = None) -> dict[str, Any]:
+        """No scheduler here (tests/support/slurm.py builds a real Slurm cluster for that)."""
+        return {"rc": None, "stdout": "", "stderr": "", "error": f"{argv[0]}: command not found"}
+
 
 class FakeHosts:
-    """An `opener` for core (host spec -> Host) over FakeHosts by name, None meaning this machine. It
-    remembers which specs were opened, so a test can tell that a decision needed no connection; a spec in
-    `unreachable` raises its error, as a host that cannot be reached does."""
+    """A HostOpener (tbctl/core/host_opener.py) over FakeHosts by name, None meaning this machine: what
+    core and, through the CLI's Environment, the commands are given in the fast tests. It remembers which
+    specs were opened, so a test can tell that a decision needed no connection; a spec in `unreachable`
+    raises its error, as a host that cannot be reached does."""
 
     def __init__(self, local: FakeHost, *remotes: FakeHost) -> None:
         self.by_spec: dict[str | None, FakeHost] = {None: local, **{h.name: h for h in remotes}}
         self.unreachable: dict[str, TbctlError] = {}
         self.opened: list[str | None] = []
 
-    def __call__(self, spec: str | None) -> FakeHost:
+    def open(self, spec: str | None, *, env_prefix: str | None = None, connect_timeout: float | None = None,
+             jump: str | None = None, interactive: bool = True) -> FakeHost:
         self.opened.append(spec)
         if spec in self.unreachable:
             raise self.unreachable[spec]
+        if spec not in self.by_spec:
+            from tbctl.errors import Unreachable
+
+            raise Unreachable(f"could not resolve hostname {spec}", hint="a FakeHosts knows only the hosts it was given")
         return self.by_spec[spec]
+
+    def local(self) -> FakeHost:
+        return self.by_spec[None]
+
+    def backend(self, spec: str | None) -> str:
+        return "openssh"
+
+
+def this_machine() -> FakeHost:
+    """The local FakeHost of the fast tests: both logdirs exist on it."""
+    return FakeHost(directories=[RUNS, OTHER_RUNS])
+
+
+def gpu_server(name: str = "gpu1") -> FakeHost:
+    """A remote FakeHost with both logdirs, its pids apart from this machine's."""
+    return FakeHost(name, remote=True, directories=[RUNS, OTHER_RUNS], first_pid=2000)
 
 
 def started(host: FakeHost, store: StateStore, logdir: str = RUNS, port: int = 6006) -> TensorBoardInstance:

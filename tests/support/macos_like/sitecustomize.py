@@ -59,7 +59,6 @@ PATCHES = {
     "psutil": lambda module: (setattr(module, LINUX_NET_CONNECTIONS, module.net_connections),
                               setattr(module, "net_connections", macos_net_connections(module)))
     if not hasattr(module, LINUX_NET_CONNECTIONS) else None,
-    "tbctl.hosts.openssh_masters": darwin_sun_path,
     "tbctl.hosts.openssh.masters": darwin_sun_path,
 }
 

@@ -111,8 +111,9 @@ class RemoteHost(Host):
     def user(self) -> str:
         return str(self.hello()["user"])
 
-    def find_tensorboard_request(self, explicit: str | None = None, env_prefix: str | None = None) -> Request:
-        return super().find_tensorboard_request(explicit, env_prefix or self.env_prefix)
+    def user_environment(self) -> dict[str, Any]:
+        """The user's environment on the host: --env's prefix, and PATH as their login shell sets it."""
+        return {"env_prefix": self.env_prefix, "login_shell": True}
 
 
 def quote_argv(argv: list[str]) -> str:

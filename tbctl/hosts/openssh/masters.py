@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING
 
 from tbctl import locks
 from tbctl.errors import NotFound, PortBusy, SSHError, TbctlError, Unreachable
-from tbctl.hosts import openssh_errors
-from tbctl.hosts.ssh_config import parse_spec
+from tbctl.hosts.openssh import errors as openssh_errors
+from tbctl.hosts.host_spec import parse_spec
 from tbctl.probe import current_uid, open_private
 
 if TYPE_CHECKING:
-    from tbctl.hosts.openssh import OpenSSHHost
+    from tbctl.hosts.openssh.host import OpenSSHHost
 
 SOCKET_NAME_LENGTH = 16  # hex digits of the resolved config's digest: the socket's file name
 SSH_BIND_SUFFIX = len(".XXXXXXXXXXXXXXXX")  # ssh binds PATH plus this first, then renames it to PATH
@@ -103,7 +103,7 @@ def session_options() -> list[str]:
     yes`: `ssh -f -N` in config form) would background the probe's ssh or give it no session, and makes
     even `ssh -G` fail. tbctl's commands need a session in the foreground (OpenSSH 8.7 has these options;
     an older ssh rejects them, and has no such blocks to undo)."""
-    from tbctl.hosts.backends import openssh_client
+    from tbctl.hosts.openssh.client import openssh_client
 
     version, _ = openssh_client()
     if version is None or version < (8, 7):
@@ -126,7 +126,7 @@ def destination_of(spec: str, *, config_file: str | None, jump: str | None = Non
 def mux_destination_of(name: str) -> tuple[list[str], str]:
     """What a command to the master of the host tbctl calls `name` (`JUMP/SPEC` through a jump host) needs
     before and after `--`: built from the name, and refused (UsageError) when it is no host spec."""
-    from tbctl.hosts.backends import ssh_config_override
+    from tbctl.hosts.host_spec import ssh_config_override
 
     jump, _, spec = name.rpartition("/")
     destination, host = destination_of(spec, config_file=ssh_config_override(), jump=jump or None)

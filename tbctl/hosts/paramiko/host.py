@@ -12,18 +12,18 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tbctl.hosts.paramiko_import import paramiko
+from tbctl.hosts.paramiko.library import paramiko
 
 from tbctl.errors import SSHError
-from tbctl.hosts import remote_probe
+from tbctl.hosts import remote as remote_probe
 from tbctl.hosts.base import Answer, Request
-from tbctl.hosts.ssh_config import SSHTarget, resolve
-from tbctl.hosts.ssh_connect import Connection, NoPrompter, Prompter, connect
-from tbctl.tunnel import Forwarder
+from tbctl.hosts.paramiko.config import SSHTarget, resolve
+from tbctl.hosts.paramiko.connect import Connection, NoPrompter, Prompter, connect
+from tbctl.hosts.paramiko.forwarder import Forwarder
 
 if TYPE_CHECKING:
     from tbctl.hosts.link import LinkState
-    from tbctl.hosts.ssh_link import Link
+    from tbctl.hosts.paramiko.link import Link
 
 DEFAULT_CALL_TIMEOUT = 30.0  # seconds for a probe answer, unless the operation waits longer by design
 CALL_MARGIN = 15.0  # beyond an operation's own timeout (wait_ready, wait_gone): a slow link, a busy host
@@ -234,7 +234,7 @@ class SSHHost(remote_probe.RemoteHost):
         """Ping the link and reconnect with backoff when it drops (connecting first in the background when
         it is not connected yet, as the background forwarder starts)."""
         if self._link is None:
-            from tbctl.hosts.ssh_link import Link
+            from tbctl.hosts.paramiko.link import Link
 
             self._link = Link(self, on_change=lambda state: self.on_link_change(state),
                               connected=self._conn is not None).start()

@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 import logging
 
-from tbctl.hosts.paramiko_import import paramiko
+from tbctl.hosts.paramiko.library import paramiko
 
 from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, Unreachable
-from tbctl.hosts.ssh_config import SSHTarget, default_identity_files, resolve
+from tbctl.hosts.paramiko.config import SSHTarget, default_identity_files, resolve
 
 
 # paramiko logs protocol oddities (e.g. a refused auth method) as warnings; they are not the user's business.

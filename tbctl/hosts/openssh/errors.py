@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, Unreachable
 
 if TYPE_CHECKING:
-    from tbctl.hosts.openssh import OpenSSHHost
+    from tbctl.hosts.openssh.host import OpenSSHHost
 
 _FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/]+)")
 _SERVER_KEY = re.compile(r"Server host key: (\S+) (SHA256:[A-Za-z0-9+/]+)")

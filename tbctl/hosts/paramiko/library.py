@@ -1,4 +1,4 @@
-"""paramiko, imported the way tbctl's SSH modules need it: `from tbctl.hosts.paramiko_import import paramiko`.
+"""paramiko, imported the way tbctl's SSH modules need it: `from tbctl.hosts.paramiko.library import paramiko`.
 
 paramiko.config imports `invoke` (40-110 ms here, more than the rest of an SSH command's own imports) for
 one thing only: ssh_config's `Match exec`. Unless the ssh_config in use has such a line, invoke is marked

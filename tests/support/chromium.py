@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -173,18 +172,3 @@ def assert_scalars_rendered(facts: dict[str, Any], png: bytes) -> None:
     assert {c["tag"] for c in facts["cards"]} == TAGS, facts["cards"]
     assert all(c["curves"] >= 2 * len(RUNS) for c in facts["cards"]), f"curves not drawn: {facts['cards']}"
     assert png.startswith(b"\x89PNG") and len(png) > 20_000  # a blank page compresses to a few KB
-
-
-def fake_browser(tmp_path: Path) -> tuple[str, Path]:
-    """What $BROWSER runs where a real browser window cannot open (no display here): it records the URL it
-    is given in the returned file and, like real browsers, chatters on its stdout."""
-    got = tmp_path / "browser-got"
-    script = tmp_path / "fake-browser"
-    script.write_text(f'#!/bin/sh\necho "Opening in existing browser session."\nprintf "%s\\n" "$1" >> {got}\n')
-    script.chmod(0o755)
-    return f"{script} %s", got
-
-
-def tbctl_process(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """tbctl in a process of its own: webbrowser reads $BROWSER once per process, so each case needs one."""
-    return subprocess.run([sys.executable, "-m", "tbctl", *args], env=env, capture_output=True, text=True, timeout=60)

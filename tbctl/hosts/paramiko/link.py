@@ -10,13 +10,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tbctl.hosts.paramiko_import import paramiko
+from tbctl.hosts.paramiko.library import paramiko
 
 from tbctl.errors import AuthFailed, HostKeyRejected, SSHError
 from tbctl.hosts.link import CLIENT_WAIT, DEFAULT_PING_INTERVAL, LinkState, backoff_delay
 
 if TYPE_CHECKING:
-    from tbctl.hosts.ssh import SSHHost
+    from tbctl.hosts.paramiko.host import SSHHost
 
 class Link:
     def __init__(self, host: SSHHost, *, on_change: Callable[[LinkState], None] | None = None,
@@ -77,7 +77,7 @@ class Link:
                     raise SSHError(f"the connection to {self.host.name} is down: {self._state.error}")
             try:
                 if socket_path is not None:
-                    from tbctl.hosts.streamlocal import open_streamlocal
+                    from tbctl.hosts.paramiko.streamlocal import open_streamlocal
 
                     return open_streamlocal(self.host.current_transport, socket_path, timeout=CLIENT_WAIT)
                 return self.host.current_transport.open_channel("direct-tcpip", dest, origin, timeout=CLIENT_WAIT)

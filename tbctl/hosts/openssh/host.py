@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, TbctlError
-from tbctl.hosts import openssh_errors, remote_probe
+from tbctl.hosts import remote as remote_probe
 from tbctl.hosts.base import Answer, Request
+from tbctl.hosts.openssh import errors as openssh_errors
 from tbctl.hosts.link import DEFAULT_PING_INTERVAL, NEEDS_A_PERSON, LinkState, backoff_delay
-from tbctl.hosts.openssh_masters import Master, destination_of, own_master, resolve, session_options
-from tbctl.hosts.ssh_config import DEFAULT_CONNECT_TIMEOUT
+from tbctl.hosts.openssh.masters import Master, destination_of, own_master, resolve, session_options
+from tbctl.hosts.host_spec import DEFAULT_CONNECT_TIMEOUT
 
 CALL_MARGIN = 30.0  # seconds a probe operation may take beyond its own timeout before the link is presumed dead
 
@@ -217,7 +218,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
         self.persist = persist
         self._terminal = terminal or _NoTerminal()
         if jump is not None:  # a compute node through its login node, before `--`
-            from tbctl.hosts.backends import jumped_name
+            from tbctl.hosts.host_spec import jumped_name
 
             # the jump host's spec is checked (destination_of) before its `ssh -G` runs
             self.destination += ["-o", _through(OpenSSHHost(jump, state_dir=state_dir, config_file=config_file))]

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from tbctl.hosts.paramiko_import import paramiko
+from tbctl.hosts.paramiko.library import paramiko
 
 KIND = "direct-streamlocal@openssh.com"
 

@@ -1,0 +1,1 @@
+"""The default SSH backend: the system OpenSSH client, one ControlMaster per host."""
