@@ -114,6 +114,33 @@ def test_a_probe_that_cannot_start_is_retried_with_its_reason(ssh_env: Any, tmp_
         host.close()
 
 
+def test_a_python_that_exits_before_the_probe_is_sent_is_still_named(
+    ssh_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remote command can fail (no python: exit 127) and close the channel before the client has written
+    the probe, which then raises "Socket is closed". The user must still be told which python is missing.
+    The race is forced here, against the real sshd, by letting exec_command return only once the channel
+    has closed."""
+    import paramiko
+
+    from tbctl.errors import NotFound
+    from tbctl.hosts.paramiko.host import SSHHost
+
+    exec_command = paramiko.Channel.exec_command
+
+    def exec_then_wait_for_close(chan: paramiko.Channel, command: str) -> None:
+        exec_command(chan, command)
+        assert wait_until(lambda: chan.closed, 10), "the remote command did not end"
+
+    monkeypatch.setattr(paramiko.Channel, "exec_command", exec_then_wait_for_close)
+    host = SSHHost(ssh_env.alias, env_prefix=str(tmp_path / "no-env"))
+    try:
+        with pytest.raises(NotFound, match="no-env/bin/python"):
+            host.connect()
+    finally:
+        host.close()
+
+
 # --- 2. probe calls have deadlines; a reconnect cannot race a call ------------------------------------------
 
 

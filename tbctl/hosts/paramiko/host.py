@@ -85,7 +85,10 @@ class SSHHost(remote_probe.RemoteHost):
             chan = self._conn.transport.open_session(timeout=self.target.connect_timeout)
             chan.settimeout(max(self.target.connect_timeout, DEFAULT_CALL_TIMEOUT))  # the remote python's start
             chan.exec_command(remote_probe.remote_command(self.python))
-            chan.sendall(remote_probe.preamble())
+            try:
+                chan.sendall(remote_probe.preamble())
+            except OSError:
+                pass  # the command died at once (no python: exit 127) and closed the channel; read_hello says why
             reader = chan.makefile("rb")
             hello = remote_probe.read_hello(
                 reader.readline, host=self.name, python=self.python, exit_status=chan.recv_exit_status,
