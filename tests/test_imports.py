@@ -42,6 +42,24 @@ def test_invoke_is_imported_only_for_match_exec(tmp_path: Path, config: str, exp
     assert _imported(code, env) == expected
 
 
+@pytest.mark.skipif(importlib.util.find_spec("invoke") is None, reason="invoke is not installed here")
+def test_a_match_exec_seen_later_in_the_process_still_runs_and_invoke_stays_importable(tmp_path: Path) -> None:
+    """invoke is skipped for paramiko's first import when the ssh_config has no `Match exec`. A long-lived
+    process (a notebook using tbctl's API) must still be able to import invoke itself, and must still
+    run a `Match exec` that appears in the config afterwards."""
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("Host gpu1\n  HostName 10.0.0.1\n")
+    marker = tmp_path / "ran"
+    env = dict(os.environ, TBCTL_SSH_CONFIG=str(ssh_config))
+    code = (f"import pathlib\nfrom tbctl.hosts.paramiko.config import resolve\nprint(resolve('gpu1').user != 'someone')\n"
+            f"import invoke\n"
+            f"pathlib.Path({str(ssh_config)!r}).write_text('Match exec \"touch {marker}\"\\n  User someone\\n')\n"
+            f"print(resolve('gpu1').user)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["True", "someone"], out.stderr
+    assert marker.exists()
+
+
 def test_each_command_still_runs_when_only_it_is_built(state_dir: Path) -> None:
     """A run builds only the command it invokes (typer would build all of them, ~25 ms): every command
     listed by `tbctl --help` must still parse and show its own help, and the list itself stays whole."""

@@ -52,7 +52,7 @@ def _yes(value: str | None) -> bool:
 
 
 def resolve(spec: str, *, connect_timeout: float | None = None, config_path: Path | None = None) -> SSHTarget:
-    from tbctl.hosts.paramiko.library import paramiko
+    from tbctl.hosts.paramiko.library import enable_match_exec, paramiko
 
     user, host, port = parse_spec(spec)
     path = config_path or ssh_config_path()
@@ -62,7 +62,15 @@ def resolve(spec: str, *, connect_timeout: float | None = None, config_path: Pat
             config = paramiko.SSHConfig.from_path(str(path))
         except Exception as exc:  # paramiko raises several types for a malformed file
             raise SSHError(f"cannot read {path}: {exc}") from exc
-    options = config.lookup(host)
+    try:
+        options = config.lookup(host)
+    except ImportError:  # a `Match exec` line, which paramiko runs with invoke, skipped when none was seen at start
+        try:
+            enable_match_exec()
+        except ImportError:
+            raise SSHError(f"{path} has a `Match exec` line, and the paramiko backend needs invoke to run it",
+                           hint="pip install invoke, or use --ssh openssh") from None
+        options = config.lookup(host)
     hostname = options.get("hostname", host)
     try:
         final_port = port or int(options.get("port", 22))

@@ -14,21 +14,39 @@ import sys
 _MATCH_EXEC = re.compile(rb"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
 
 
-def _skip_invoke_unless_needed() -> None:
+def _skip_invoke_unless_needed() -> bool:
+    """Whether invoke was marked absent for paramiko's first import."""
     if "invoke" in sys.modules or "paramiko" in sys.modules:
-        return
+        return False
     path = os.environ.get("TBCTL_SSH_CONFIG") or os.path.expanduser("~/.ssh/config")
     try:
         with open(path, "rb") as f:
             if _MATCH_EXEC.search(f.read()):
-                return
+                return False
     except OSError:
         pass
     sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` now raises ImportError
+    return True
 
 
-_skip_invoke_unless_needed()
+_marked_absent = _skip_invoke_unless_needed()
 
 import paramiko  # noqa: E402
 
-__all__ = ["paramiko"]
+if _marked_absent and "invoke" in sys.modules and sys.modules["invoke"] is None:
+    # paramiko.config has noted invoke as missing; the process that imported tbctl (a notebook, a script)
+    # can still import invoke for itself.
+    del sys.modules["invoke"]
+
+
+def enable_match_exec() -> None:
+    """Give paramiko invoke after all, for a `Match exec` line the check above did not see: in a config
+    this process reads later (one edited while a notebook runs, or another one named since). ImportError
+    when invoke is not installed."""
+    import invoke
+    import paramiko.config
+
+    paramiko.config.invoke = invoke  # type: ignore[attr-defined]
+
+
+__all__ = ["enable_match_exec", "paramiko"]
