@@ -23,6 +23,7 @@ from tests.support.forwarders import adopt_forwarders
 from tests.support.procs import TENSORBOARD, ProcessReaper, answers, http_get, wait_until
 from tests.support.schemas import LS, UP, conforms
 from tests.support.slurm import LOGIN, NODE, Cluster
+from tests.support.squatter import start_squatter
 
 EXAMPLE_RUNS = Path(__file__).resolve().parent.parent / "examples" / "runs"
 
@@ -103,6 +104,23 @@ def test_up_job_serves_its_runs_through_the_login_node_as_a_step(cluster: Cluste
     assert wait_until(lambda: not _tb_steps(cluster, job), 15), cluster.steps(job)
     assert cluster.job_state(job) == "RUNNING"
     assert wait_until(lambda: not answers(up["url"] + "data/logdir", timeout=1), 15)
+
+
+def test_a_squatter_on_the_compute_node_is_not_taken_for_tensorboard(cluster: Cluster, cli: Cli, tmp_path: Path,
+                                                                     reaper: ProcessReaper, state_dir: Path) -> None:
+    """Another user of the node reads the step's --port from /proc and binds it first (tests/support/squatter.py):
+    what answers there is not the step's TensorBoard, so it is not forwarded; the next port is used."""
+    job = _training_job(cluster, _job_dir(tmp_path))
+    squatter = start_squatter(reaper, 6444, enter=cluster.node.enter)
+    result = cli("up", "--host", LOGIN, "--job", job, "--tensorboard", TENSORBOARD, "--port", "6444", "--detach", "--json")
+    adopt_forwarders(reaper, state_dir)
+    up = result.json()
+    assert f"port 6444 on {NODE} was taken by" in result.stderr and "nobody" in result.stderr, result.stderr
+    assert up["instance"]["port"] == 6445, up
+    status, body = http_get(up["url"] + "data/logdir")
+    assert status == 200 and json.loads(body) == {"logdir": up["instance"]["logdir"]}, body
+    assert squatter.poll() is None
+    assert len(_tb_steps(cluster, job)) == 1, cluster.steps(job)  # the step that lost the port has ended
 
 
 @BOTH

@@ -5,69 +5,16 @@ call that ready: TensorBoard is ready only when the listener belongs to the proc
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 
 from tests.conftest import Cli
 from tests.support.foreground import Foreground
 from tests.support.procs import TENSORBOARD, ProcessReaper, alive, http_get, wait_until
-
-# Watches /proc for a TensorBoard started with --port PORT, then binds 127.0.0.1:PORT first (TensorBoard
-# takes ~1 s to bind) and answers every request with 200 and that TensorBoard's logdir.
-SQUATTER = r"""
-import json, os, socket, sys, time
-port = sys.argv[1]
-def target():
-    for d in os.listdir("/proc"):
-        try:
-            args = open("/proc/%s/cmdline" % d, "rb").read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        pairs = list(zip(args, args[1:]))
-        logdir = next((b for a, b in pairs if a == "--logdir"), None)
-        if logdir and any("tensorboard" in a for a in args) and (("--port", port) in pairs or "--port=" + port in args):
-            return logdir
-print("watching", flush=True)
-logdir = None
-while logdir is None:
-    logdir = target()
-    time.sleep(0.001)
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", int(port)))
-srv.listen(16)
-body = json.dumps({"logdir": logdir, "squatter": True}).encode()
-reply = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-while True:
-    conn = srv.accept()[0]
-    try:
-        conn.recv(65536)
-        conn.sendall(reply)
-    finally:
-        conn.close()
-"""
-
-
-def _start_squatter(reaper: ProcessReaper, port: int, netns: str | None = None) -> subprocess.Popen[str]:
-    """The squatter as `nobody`, as a hostile neighbour would run it (in the remote's namespace if given)."""
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root (to run the squatter as another user) and setpriv")
-    python = "/usr/bin/python3"  # the system one: a per-user interpreter (pyenv, a venv under /root) is not nobody's to run
-    if not os.access(python, os.X_OK):
-        pytest.skip("needs /usr/bin/python3 for the squatter")
-    argv = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", python, "-c", SQUATTER, str(port)]
-    if netns is not None:
-        argv = ["ip", "netns", "exec", netns, *argv]
-    proc = reaper.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                        cwd="/")
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "watching", proc.stderr
-    return proc
+from tests.support.squatter import start_squatter
 
 
 def _squatter_listens(proc: subprocess.Popen[str], port: int) -> bool:
@@ -80,7 +27,7 @@ def _squatter_listens(proc: subprocess.Popen[str], port: int) -> bool:
 def test_a_squatter_that_binds_the_port_first_is_not_taken_for_tensorboard(
     cli: Cli, reaper: ProcessReaper, logdir: Path, port: int
 ) -> None:
-    squatter = _start_squatter(reaper, port)
+    squatter = start_squatter(reaper, port)
     result = cli("up", str(logdir), "--new", "--port", str(port), "--json")
     up = result.json()
     reaper.adopt(up["instance"]["pid"], up["instance"]["create_time"])
@@ -98,7 +45,7 @@ def test_a_squatter_on_the_remote_is_not_taken_for_tensorboard(
     netns_remote: Any, reaper: ProcessReaper, state_dir: Path, logdir: Path
 ) -> None:
     remote = netns_remote
-    squatter = _start_squatter(reaper, 6333, netns=remote.netns.name)
+    squatter = start_squatter(reaper, 6333, enter=("ip", "netns", "exec", remote.netns.name))
     fg = Foreground(reaper, state_dir, "up", "--host", remote.alias, str(logdir), "--tensorboard", TENSORBOARD,
                     "--port", "6333", "--new")
     pid = fg.pid_from_stderr()

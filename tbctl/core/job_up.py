@@ -12,17 +12,25 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tbctl.core import slurm
 from tbctl.core.session import ServeReport, ServeSession, with_forward
 from tbctl.core.stopping import terminate
-from tbctl.core.up import _BIND_FAILURE_MARKERS, BIND_RACE_RETRIES, _choose_port, _serves, private_args
-from tbctl.errors import SSHError, TbctlError, TensorBoardFailed, UsageError
+from tbctl.core.up import (
+    _BIND_FAILURE_MARKERS,
+    BIND_RACE_RETRIES,
+    SQUATTED_HINT,
+    _choose_port,
+    _serves,
+    private_args,
+    taken_while_starting,
+)
+from tbctl.errors import PortBusy, SSHError, TbctlError, TensorBoardFailed, UsageError
 from tbctl.hosts.base import Host
-from tbctl.models import TensorBoardInstance, UpResult
+from tbctl.models import PortHolder, TensorBoardInstance, UpResult
 from tbctl.probe import tensorboard_args
 from tbctl.records import InstanceRecord, JobStep
 from tbctl.state import StateStore
@@ -177,6 +185,7 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
             return _up_private_step(login, node, store, job, request, executable, logdir, path_prefix,
                                     tuple(warnings), progress)
         wanted, port_note = request.port, ""
+        listener: Mapping[str, Any] | None = None
         for attempt in range(BIND_RACE_RETRIES):
             # the first try takes the port asked for unless the node is already there to say it is taken;
             # a port taken after all fails TensorBoard's bind, and the next try asks the node
@@ -199,8 +208,25 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
             except BaseException:  # Ctrl-C while waiting, or no way to the node: leave nothing running
                 terminate(login, [srun_proc], force=False, timeout=5.0)
                 raise
+            if ready and _serves(body, logdir) and bind is not None:
+                break  # the node's sockets are out of the login node's sight
             if ready and _serves(body, logdir):
-                break
+                try:
+                    listener, holders = _listener(node.get(), port, logdir)
+                except BaseException:
+                    terminate(login, [srun_proc], force=False, timeout=5.0)
+                    raise
+                if listener is not None:
+                    break
+                # something else answered: another user of the node bound the port first
+                terminate(login, [srun_proc], force=False, timeout=5.0)
+                taken = taken_while_starting(f"{port} on {node_name}", holders)
+                if attempt + 1 < BIND_RACE_RETRIES:
+                    notice(f"{taken}; trying {port + 1}")
+                    port_note = f"{taken}; using another port"
+                    wanted = port + 1
+                    continue
+                raise PortBusy(port, holders, taken, hint=SQUATTED_HINT)
             tail = login.tail(launched.log_path, 15)
             terminate(login, [srun_proc], force=False, timeout=5.0)
             if reason == "exited" and any(m in tail for m in _BIND_FAILURE_MARKERS) and attempt + 1 < BIND_RACE_RETRIES:
@@ -210,7 +236,7 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
         try:
             step = _find_step(login, job, f"{STEP_NAME}-{port}")
             # unseen from the login node, the step's process is known by its srun client there
-            proc: dict[str, Any] = _find_process(node.get(), port, logdir) if bind is None else \
+            proc: dict[str, Any] = _owned(node.get(), listener) if bind is None else \
                 {"pid": srun_proc[0], "create_time": srun_proc[1], "start_ticks": None}
         except BaseException:
             terminate(login, [srun_proc], force=False, timeout=5.0)
@@ -263,7 +289,7 @@ def _up_private_step(login: Host, node: _Node, store: StateStore, job: slurm.Job
         if not (ready and _serves(body, logdir)):
             tail = login.tail(launched["log_path"], 15)
             raise _failure(reason, request.timeout, tail, launched["log_path"], job)
-        proc = _find_process(host, None, logdir, socket_path=sock)
+        proc = _find_process(host, sock, logdir)
         checked = host.private_ready(proc["pid"], sock, readiness_path(path_prefix))
         if not (checked or {}).get("ready"):
             tail = login.tail(launched["log_path"], 15)
@@ -317,17 +343,41 @@ def _find_step(login: Host, job: slurm.Job, name: str) -> str:
         time.sleep(0.2)
 
 
-def _find_process(node: Host, port: int | None, logdir: str, *, socket_path: str | None = None) -> dict[str, Any]:
-    """The TensorBoard process the step runs on the node (what the background forwarder watches): by its
-    port, or a private one by its socket."""
-    for proc in node.scan().get("processes", []):
+def _step_processes(processes: Sequence[Mapping[str, Any]], logdir: str, *, port: int | None = None,
+                    socket_path: str | None = None) -> list[Mapping[str, Any]]:
+    """The node's TensorBoard processes serving `logdir` on that port, or a private one on that socket."""
+    found = []
+    for proc in processes:
         args = tensorboard_args(proc.get("cmdline") or []) or []
         ours = flag_value(args, "unix_socket") == socket_path if socket_path is not None else \
             flag_value(args, "port") == str(port)
         if not proc.get("zombie") and ours and flag_value(args, "logdir") == logdir:
-            info = node.proc_info(proc["pid"]) or {}
-            return {"pid": proc["pid"], "create_time": proc.get("create_time"), "start_ticks": info.get("start_ticks")}
-    raise TbctlError(f"TensorBoard answers on {node.name}:{socket_path or port}, but its process is not to be seen there")
+            found.append(proc)
+    return found
+
+
+def _listener(node: Host, port: int, logdir: str) -> tuple[Mapping[str, Any] | None, list[PortHolder]]:
+    """The step's TensorBoard, if it is the process that listens on `port` (else None), and who listens
+    there: the node's processes and the port's holders, asked in one round trip."""
+    scanned, held = node.call_many([node.request("scan"), node.request("holders", port=port)])
+    holders = node.holders_from(held.get())
+    listening = {h.pid for h in holders if h.pid is not None}
+    mine = [p for p in _step_processes(scanned.get().get("processes", []), logdir, port=port) if p["pid"] in listening]
+    return (mine[0] if mine else None), holders
+
+
+def _owned(node: Host, proc: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the background forwarder watches of the step's process: its pid and start."""
+    assert proc is not None
+    info = node.proc_info(proc["pid"]) or {}
+    return {"pid": proc["pid"], "create_time": proc.get("create_time"), "start_ticks": info.get("start_ticks")}
+
+
+def _find_process(node: Host, socket_path: str, logdir: str) -> dict[str, Any]:
+    """The private TensorBoard the step runs on the node, by its socket."""
+    for proc in _step_processes(node.scan().get("processes", []), logdir, socket_path=socket_path):
+        return _owned(node, proc)
+    raise TbctlError(f"TensorBoard answers on {node.name}:{socket_path}, but its process is not to be seen there")
 
 
 def _reusable(login: Host, store: StateStore, job: slurm.Job, logdir: str, *,
