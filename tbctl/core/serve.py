@@ -137,7 +137,7 @@ def serve(request: ServeRequest, settings: Settings, hosts: HostOpener, store: S
     """`up`: TensorBoard serving the logdir on the host, verified ready, and reachable from this machine."""
     up_request, wanted_local = merged_request(request, settings)
     if request.in_job:
-        from tbctl.core.job_up import serve_job
+        from tbctl.core.job_session import serve_job
 
         with serve_job(request, job_request(request, up_request), hosts, store, report,
                        wanted_local=wanted_local) as session:
