@@ -268,8 +268,8 @@ def stopper(hosts: HostOpener, store: StateStore) -> Callable[[PullRecord], None
     """Stops the TensorBoard a pull started (not a reused one), pid-reuse safe."""
 
     def stop(rec: PullRecord) -> None:
-        if not rec.stop_instance or rec.instance_pid is None:
-            return
+        if not rec.stop_instance or rec.instance_pid is None or rec.instance_create_time is None:
+            return  # without its start time the pid may be another process's by now
         from tbctl.core.stopping import stop_instances
         from tbctl.core.instances import launched_as, list_instances
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tbctl.core.mirror import SourceMirror
 from tbctl.probe import pull_digest
@@ -66,7 +66,7 @@ class SourcePoller:
         sent = self.mirror.known()
         digest = pull_digest(sent)
         try:  # the map of what we have travels only when the probe's last answer did not foresee it
-            ask = {"logdir": self.source.logdir, "budget": self.budget, "digest": digest}
+            ask: dict[str, Any] = {"logdir": self.source.logdir, "budget": self.budget, "digest": digest}
             answer = host.pull_poll(**ask, known=None if digest == self._foreseen else sent)
             if answer.get("resend"):  # another probe (a new connection) than the one that foresaw it
                 answer = host.pull_poll(**ask, known=sent)

@@ -21,6 +21,7 @@ from tbctl.models import PortHolder
 if TYPE_CHECKING:
     from tbctl.hosts.link import Forward, LinkState
 
+PING_TIMEOUT = 10.0  # seconds for one round trip to the probe, unless the caller (a link's watcher) says
 
 @dataclass(frozen=True)
 class Launched:
@@ -177,7 +178,8 @@ class Host(abc.ABC):
         """user, home, pid, python, cache_dir, and whether the probe uses psutil."""
         return dict(self.ask("whoami"))
 
-    def ping(self) -> None:
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
+        """One round trip to the probe within `timeout` (here, in this process, there is no link to lose)."""
         self.ask("ping")
 
     def scan(self) -> Mapping[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from tbctl.errors import AuthFailed, HostKeyRejected, SSHError, TbctlError
 from tbctl.hosts import remote as remote_probe
-from tbctl.hosts.base import Answer, Request
+from tbctl.hosts.base import PING_TIMEOUT, Answer, Request
 from tbctl.hosts.openssh import errors as openssh_errors
 from tbctl.hosts.link import DEFAULT_PING_INTERVAL, NEEDS_A_PERSON, LinkState, backoff_delay
 from tbctl.hosts.openssh.masters import Master, destination_of, own_master, resolve, session_options
@@ -395,7 +395,7 @@ class OpenSSHHost(remote_probe.RemoteHost):
                            hint="the server or the network closed it; try again")
         return answers
 
-    def ping(self, timeout: float) -> None:
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
         """One round trip through the probe within `timeout`, else SSHError."""
         with self._lock:
             probe = self._probe

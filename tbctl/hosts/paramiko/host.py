@@ -16,7 +16,7 @@ from tbctl.hosts.paramiko.library import paramiko
 
 from tbctl.errors import SSHError
 from tbctl.hosts import remote as remote_probe
-from tbctl.hosts.base import Answer, Request
+from tbctl.hosts.base import PING_TIMEOUT, Answer, Request
 from tbctl.hosts.paramiko.config import SSHTarget, resolve
 from tbctl.hosts.paramiko.connect import Connection, NoPrompter, Prompter, connect
 from tbctl.hosts.paramiko.forwarder import Forwarder
@@ -122,7 +122,7 @@ class SSHHost(remote_probe.RemoteHost):
         self._exchange(requests, deadline, on_line=answered)
         return answers
 
-    def ping(self, timeout: float) -> None:
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
         """One round trip within `timeout`, else SSHError (the link is dead or stalled): through the probe,
         or, while a call holds the probe (it may legitimately wait for a while), through the transport."""
         self.connect()
