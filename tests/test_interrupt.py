@@ -7,9 +7,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from tests.conftest import tensorboard_pids_for
+import pytest
+
+from tests.conftest import Cli, tensorboard_pids_for
 from tests.support.procs import TENSORBOARD, ProcessReaper, wait_until
 from tests.support.terminal import Terminal
 
@@ -49,3 +52,31 @@ def test_ctrl_c_while_a_local_tensorboard_starts(reaper: ProcessReaper, state_di
     assert "internal error" not in screen and "Traceback" not in screen, screen
     assert code == 130 and "interrupted" in screen, screen
     assert _left_running(reaper, logdir) == [], screen
+
+
+def test_ctrl_c_before_the_launchs_answer_came_back_leaves_nothing_on_the_remote(
+    ssh_env: Any, cli: Cli, reaper: ProcessReaper, logdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launch goes out with the wait in one batch; a Ctrl-C before its answer is read (within that
+    round trip) leaves tbctl without the pid of what the host started. The interrupt is raised as the
+    batch's first answer (the log dir's check) is read, against the real sshd and probe: by then the
+    host has the launch too."""
+    from tbctl.hosts.openssh.host import OpenSSHHost
+    from tbctl.hosts.paramiko.host import SSHHost
+
+    def interrupted(original: Callable[..., Any]) -> Callable[..., Any]:
+        def call_many(self: Any, requests: Sequence[Any], **kwargs: Any) -> Any:
+            if not any(op == "launch" for op, _ in requests):
+                return original(self, requests, **kwargs)
+
+            def first_answer(index: int, answer: Any) -> None:
+                raise KeyboardInterrupt
+
+            return original(self, requests, on_answer=first_answer)
+        return call_many
+
+    for host_class in (OpenSSHHost, SSHHost):
+        monkeypatch.setattr(host_class, "call_many", interrupted(host_class.call_many))
+    result = cli("up", "--host", ssh_env.alias, str(logdir), "--tensorboard", TENSORBOARD, "--new", exit_code=130)
+    assert "interrupted" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert _left_running(reaper, logdir) == [], result.stderr

@@ -250,10 +250,30 @@ def _launch(host: Host, launch: tuple[str, dict[str, Any]], port: int | None, pa
             terminate(host, [(started[0].pid, started[0].create_time)], force=False, timeout=3.0)
             if started[0].socket is not None:
                 host.remove_private_socket(started[0].socket)
+        else:
+            _stop_unanswered_launch(host, launch)
         raise
     ready = Readiness(ready=answer["ready"], reason=answer.get("reason", ""), elapsed=answer["elapsed"],
                       body=answer.get("body", ""), error=answer.get("error", ""))
     return started[0], ready, answer.get("info")
+
+
+def _stop_unanswered_launch(host: Host, launch: tuple[str, dict[str, Any]]) -> None:
+    """A Ctrl-C (or a lost link) after the launch went out but before its answer came back: the host may
+    have started TensorBoard all the same, and nothing here knows its pid. It is the user's own process
+    with exactly the command line sent; its --port was free a moment ago, so no other has it."""
+    op, args = launch
+    if op != "launch":
+        return  # a private launch's command line is made on the host; its socket dir is found by `down`
+    sent = list(args["argv"][1:])
+    try:
+        found = [(p["pid"], p.get("create_time")) for p in host.scan().get("processes", [])
+                 if tensorboard_args(p.get("cmdline") or []) == sent and p.get("username") == host.user
+                 and not p.get("zombie")]
+        if found:
+            terminate(host, found, force=False, timeout=3.0)
+    except Exception:  # the host is out of reach now: nothing more can be done from here
+        pass
 
 
 def _say_started(progress: Callable[[str], None], host_name: str, port: int) -> None:
