@@ -19,13 +19,12 @@ from tbctl.core.stopping import terminate
 from tbctl.core.up import (
     _BIND_FAILURE_MARKERS,
     BIND_RACE_RETRIES,
-    SQUATTED_HINT,
     _choose_port,
     _serves,
     private_args,
     taken_while_starting,
 )
-from tbctl.errors import PortBusy, SSHError, TbctlError, TensorBoardFailed, UsageError
+from tbctl.errors import SSHError, TbctlError, TensorBoardFailed, UsageError
 from tbctl.hosts.base import Host
 from tbctl.models import PortHolder, TensorBoardInstance, UpResult
 from tbctl.probe import tensorboard_args
@@ -213,13 +212,10 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
                     break
                 # something else answered: another user of the node bound the port first
                 terminate(login, [srun_proc], force=False, timeout=5.0)
-                taken = taken_while_starting(f"{port} on {node_name}", holders)
-                if attempt + 1 < BIND_RACE_RETRIES:
-                    notice(f"{taken}; trying {port + 1}")
-                    port_note = f"{taken}; using another port"
-                    wanted = port + 1
-                    continue
-                raise PortBusy(port, holders, taken, hint=SQUATTED_HINT)
+                port_note = taken_while_starting(port, holders, notice, where=f" on {node_name}",
+                                                 last_try=attempt + 1 == BIND_RACE_RETRIES)
+                wanted = port + 1
+                continue
             tail = login.tail(launched.log_path, 15)
             terminate(login, [srun_proc], force=False, timeout=5.0)
             if reason == "exited" and any(m in tail for m in _BIND_FAILURE_MARKERS) and attempt + 1 < BIND_RACE_RETRIES:

@@ -37,15 +37,18 @@ class UpRequest:
     tensorboard_from: str = "--tensorboard"  # where `tensorboard` was set: the flag, or a config file's line
 
 
-SQUATTED_HINT = "another user may be taking the ports tbctl picks; try --port elsewhere"
-
-
-def taken_while_starting(port: str, holders: Sequence[PortHolder]) -> str:
-    """What to say when another process answered on TensorBoard's port before it could bind it: TensorBoard's
-    --port is in its command line, which every user of the host can read."""
+def taken_while_starting(port: int, holders: Sequence[PortHolder], notice: Callable[[str], None], *,
+                         where: str = "", last_try: bool) -> str:
+    """Another process answered on TensorBoard's port before TensorBoard could bind it (its --port is in
+    its command line, which every user of the host can read): said, with the next port to try, and the
+    note `up` keeps; PortBusy on the last try."""
     users = ", ".join(sorted({h.user for h in holders if h.user}))
-    return (f"port {port} was taken by {describe_holders(holders) or 'another process'}"
-            f"{f' (user {users})' if users else ''} while TensorBoard started")
+    taken = (f"port {port}{where} was taken by {describe_holders(holders) or 'another process'}"
+             f"{f' (user {users})' if users else ''} while TensorBoard started")
+    if last_try:
+        raise PortBusy(port, holders, taken, hint="another user may be taking the ports tbctl picks; try --port elsewhere")
+    notice(f"{taken}; trying {port + 1}")
+    return f"{taken}; using another port"
 
 
 def describe_holders(holders: Sequence[PortHolder]) -> str:
@@ -141,14 +144,10 @@ def up(host: Host, store: StateStore, request: UpRequest, *, progress: Callable[
                 raise
             if ready.reason == "held":  # another process took the port before TensorBoard could bind it
                 _stop_quietly(host, launched)
-                holders = host.port_holders(port)
-                taken = taken_while_starting(str(port), holders)
-                if attempt + 1 < BIND_RACE_RETRIES:
-                    notice(f"{taken}; trying {port + 1}")
-                    port_note = f"{taken}; using another port"
-                    wanted = port + 1
-                    continue
-                raise PortBusy(port, holders, taken, hint=SQUATTED_HINT)
+                port_note = taken_while_starting(port, host.port_holders(port), notice,
+                                                 last_try=attempt + 1 == BIND_RACE_RETRIES)
+                wanted = port + 1
+                continue
             tail = host.tail(launched.log_path, 15)
             _stop_quietly(host, launched)
             if ready.reason == "exited" and any(m in tail for m in _BIND_FAILURE_MARKERS) and attempt + 1 < BIND_RACE_RETRIES:
