@@ -619,11 +619,19 @@ class WindowsControl:
         if sig != "SIGKILL" and self.ask_to_stop(pid):
             return True
         try:
+            # a console-script launcher (Scripts\tensorboard.exe) runs TensorBoard in a python.exe child,
+            # and Windows ends no child with its parent
+            children = proc.children(recursive=True)
             proc.kill()  # TerminateProcess
         except psutil.NoSuchProcess:
             return False
         except psutil.AccessDenied as exc:
             raise PermissionError(str(exc)) from None
+        for child in children:
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
         return True
 
     def break_argv(self, pid: int, descendants: list) -> list:

@@ -132,6 +132,30 @@ def test_windows_sigkill_is_terminate_at_once(tmp_path: Path, reaper: ProcessRea
     assert local.send_signal(pid, create_time, "SIGKILL") == {"outcome": "gone"}
 
 
+LAUNCHER = [sys.executable, "-c", "import subprocess, sys; "
+            "sys.exit(subprocess.call([sys.executable, '-c', 'import time; time.sleep(60)']))"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("sig", "breaks_reach"), [("SIGKILL", True), ("SIGTERM", False)])
+def test_windows_terminates_a_launchers_child_with_it(sig: str, breaks_reach: bool, tmp_path: Path,
+                                                      reaper: ProcessReaper, popen_options: list[dict[str, Any]]) -> None:
+    """pip's Scripts\\tensorboard.exe is a launcher that runs TensorBoard in a python.exe child and waits
+    for it; the pid tbctl knows is the launcher's. TerminateProcess ends one process, not its children,
+    so the child (here: a real one, under a real parent that waits for it) must be ended too."""
+    control = RecordedWindowsControl(breaks_reach=breaks_reach)
+    local = Probe(control=control)
+    started = local.launch(LAUNCHER, str(tmp_path / "logs" / "launcher.log"))
+    reaper.adopt(started["pid"], started["create_time"])
+    deadline = time.monotonic() + 20
+    while not psutil.Process(started["pid"]).children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = psutil.Process(started["pid"]).children()[0]
+    reaper.adopt(child.pid, child.create_time())
+    assert local.send_signal(started["pid"], started["create_time"], sig) == {"outcome": "sent"}
+    assert wait_dead(started["pid"]) and wait_dead(child.pid)
+
+
 @pytest.mark.timeout(60)
 def test_windows_never_touches_a_pid_that_is_another_process_now(reaper: ProcessReaper) -> None:
     """A recorded (pid, create_time) whose pid now runs something started later: neither asked nor
