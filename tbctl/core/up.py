@@ -223,8 +223,11 @@ def _launch(host: Host, launch: tuple[str, dict[str, Any]], port: int | None, pa
     dir another user owns (or planted as a symlink) is refused in one line; the launch then refuses it too,
     so nothing starts."""
     started: list[Launched] = []
+    launch_answered = False
 
     def on_answer(index: int, answer: Answer) -> None:
+        nonlocal launch_answered
+        launch_answered = launch_answered or index == 1
         if index == 1 and answer.error is None and not answer.value.get("error"):
             value = answer.value
             started.append(Launched(pid=value["pid"], create_time=value["create_time"], log_path=value["log_path"],
@@ -249,7 +252,7 @@ def _launch(host: Host, launch: tuple[str, dict[str, Any]], port: int | None, pa
             terminate(host, [(started[0].pid, started[0].create_time)], force=False, timeout=3.0)
             if started[0].socket is not None:
                 host.remove_private_socket(started[0].socket)
-        else:
+        elif not launch_answered:
             _stop_unanswered_launch(host, launch)
         raise
     ready = Readiness(ready=answer["ready"], reason=answer.get("reason", ""), elapsed=answer["elapsed"],

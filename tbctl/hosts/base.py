@@ -21,7 +21,8 @@ from tbctl.models import PortHolder
 if TYPE_CHECKING:
     from tbctl.hosts.link import Forward, LinkState
 
-PING_TIMEOUT = 10.0  # seconds for one round trip to the probe, unless the caller (a link's watcher) says
+PING_TIMEOUT = 10.0  # seconds for one round trip to the probe, unless the caller (a link's watcher) says otherwise
+
 
 @dataclass(frozen=True)
 class Launched:
