@@ -619,8 +619,8 @@ class WindowsControl:
         if sig != "SIGKILL" and self.ask_to_stop(pid):
             return True
         try:
-            # a console-script launcher (Scripts\tensorboard.exe) runs TensorBoard in a python.exe child,
-            # and Windows ends no child with its parent
+            # Windows ends no child with its parent: a wrapper (a .cmd, a launcher without a kill-on-close
+            # job object, unlike pip's Scripts\*.exe) would leave TensorBoard running in its child
             children = proc.children(recursive=True)
             proc.kill()  # TerminateProcess
         except psutil.NoSuchProcess:

@@ -140,9 +140,10 @@ LAUNCHER = [sys.executable, "-c", "import subprocess, sys; "
 @pytest.mark.parametrize(("sig", "breaks_reach"), [("SIGKILL", True), ("SIGTERM", False)])
 def test_windows_terminates_a_launchers_child_with_it(sig: str, breaks_reach: bool, tmp_path: Path,
                                                       reaper: ProcessReaper, popen_options: list[dict[str, Any]]) -> None:
-    """pip's Scripts\\tensorboard.exe is a launcher that runs TensorBoard in a python.exe child and waits
-    for it; the pid tbctl knows is the launcher's. TerminateProcess ends one process, not its children,
-    so the child (here: a real one, under a real parent that waits for it) must be ended too."""
+    """A wrapper (a .cmd given as --tensorboard) runs TensorBoard in a child and waits for it; the pid tbctl
+    knows is the wrapper's. TerminateProcess ends one process, not its children (pip's Scripts\\*.exe
+    launcher is the exception: a kill-on-close job object ends its child), so the child (here: a real
+    one, under a real parent that waits for it) must be ended too."""
     control = RecordedWindowsControl(breaks_reach=breaks_reach)
     local = Probe(control=control)
     started = local.launch(LAUNCHER, str(tmp_path / "logs" / "launcher.log"))
