@@ -204,6 +204,39 @@ def _bind_of(proc: Mapping[str, Any], args: list[str]) -> str:
     return tensorboard_flag(args, "host") or "127.0.0.1"
 
 
+def _one_per_tensorboard(processes: Iterable[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], list[Mapping[str, Any]]]]:
+    """The live processes, one TensorBoard each: its first process, with the sockets of the whole chain, and
+    the chain. A launcher runs TensorBoard in a child with the same arguments and waits for it (on Windows,
+    pip's Scripts\\tensorboard.exe, and a venv's python.exe again under it), so one TensorBoard can be a
+    chain of processes: the first is the pid a launch returns and tbctl records, the last holds the
+    sockets and writes the info file."""
+    live = [p for p in processes if not p.get("zombie")]
+    by_pid = {p["pid"]: p for p in live}
+
+    def launcher_of(proc: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        parent = by_pid.get(proc.get("ppid"))
+        if parent is None or parent is proc or parent.get("username") != proc.get("username"):
+            return None
+        same = tensorboard_args(parent.get("cmdline") or []) == tensorboard_args(proc.get("cmdline") or [])
+        return parent if same else None
+
+    chains: dict[int, list[Mapping[str, Any]]] = {}
+    for proc in live:
+        first, seen = proc, {proc["pid"]}
+        while (up := launcher_of(first)) is not None and up["pid"] not in seen:
+            first = up
+            seen.add(up["pid"])
+        chains.setdefault(first["pid"], []).append(proc)
+    out = []
+    for pid, chain in chains.items():
+        first = by_pid[pid]
+        if len(chain) > 1:
+            first = {**first, "listen": [s for p in chain for s in p.get("listen") or ()],
+                     "unix_listening": any(p.get("unix_listening") for p in chain)}
+        out.append((first, chain))
+    return out
+
+
 def classify(
     scan: Mapping[str, Any],
     *,
@@ -239,11 +272,9 @@ def classify(
     used_infos: set[str] = set()
     used_records: set[int] = set()
     out: list[TensorBoardInstance] = []
-    for proc in scan.get("processes", []):
-        if proc.get("zombie"):
-            continue
+    for proc, chain in _one_per_tensorboard(scan.get("processes", [])):
         args = tensorboard_args(proc.get("cmdline") or []) or []
-        claiming = [i for i in infos if _info_matches(i["content"], proc)]
+        claiming = [i for i in infos if any(_info_matches(i["content"], p) for p in chain)]
         used_infos.update(i["path"] for i in claiming)  # about a live process, so never a stale row
         info = next((i for i in claiming if _trusted(i, proc)), None)
         if info is not None:

@@ -153,3 +153,24 @@ def test_every_status_says_whether_it_runs_may_answer_or_has_ended() -> None:
 
     assert set(get_args(Status)) == RUNNING | ENDED | {"unknown"}
     assert not RUNNING & ENDED and RUNNING < MAY_ANSWER and not MAY_ANSWER & ENDED
+
+
+def test_a_launcher_chain_is_one_tensorboard_known_by_its_first_pid(local: FakeHost) -> None:
+    """On Windows, pip's Scripts\\tensorboard.exe runs `python.exe Scripts\\tensorboard.exe ARGS` as its child
+    and waits, and a venv's python.exe runs the base python the same way again: three processes with the
+    same arguments. One TensorBoard: the launcher's pid (what a launch returns and tbctl records), the
+    last one's sockets and info file. Another user's process is never folded into yours."""
+    args = ["--logdir", RUNS, "--port", "6006"]
+    launcher = local.add_process([r"C:\venv\Scripts\tensorboard.exe", *args])
+    redirector = local.add_process([r"C:\venv\Scripts\python.exe", r"C:\venv\Scripts\tensorboard.exe", *args])
+    real = local.add_tensorboard(RUNS, port=6006)
+    theirs = local.add_process([r"C:\Python312\python.exe", r"C:\venv\Scripts\tensorboard.exe", *args], user="other")
+    scan = local.scan()
+    parents = {redirector.pid: launcher.pid, real.pid: redirector.pid, theirs.pid: real.pid}
+    scan = {**scan, "processes": [{**p, "ppid": parents.get(p["pid"], 1)} for p in scan["processes"]]}
+    by_pid = {i.pid: i for i in classify(scan, host=local.name)}
+    assert sorted(by_pid) == sorted([launcher.pid, theirs.pid]), by_pid
+    inst = by_pid[launcher.pid]
+    assert (inst.status, inst.port, inst.logdir) == ("serving", 6006, RUNS)
+    assert inst.info_file == f"/tmp/.tensorboard-info/pid-{real.pid}.info"
+    assert not any(i.status == "stale" for i in by_pid.values())

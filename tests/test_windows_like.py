@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import Cli, tensorboard_pids_for
+from tests.support.procs import TENSORBOARD, ProcessReaper, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -263,3 +264,34 @@ def test_tensorboard_is_found_in_a_windows_environments_scripts_folder(tmp_path:
         windows.setattr(os, "name", "nt")
         found = find_tensorboard(env_prefix=str(tmp_path / "env"))
     assert found["path"] == str(exe), found
+
+
+# Windows' console-script launcher as far as this machine can show it: a process whose command line has
+# TensorBoard's arguments runs `python …tensorboard ARGS` as its child with the same arguments and waits
+# for it. Ending the launcher ends the child: on Windows a kill-on-close job object does that, here a
+# signal handler.
+LAUNCHER = """#!{python}
+import signal, subprocess, sys
+child = subprocess.Popen([{python!r}, {tensorboard!r}, *sys.argv[1:]])
+signal.signal(signal.SIGTERM, lambda signum, frame: child.terminate())
+sys.exit(child.wait())
+"""
+
+
+@pytest.mark.timeout(180)
+def test_a_launcher_and_the_tensorboard_it_runs_are_listed_and_stopped_as_one(
+        cli: Cli, logdir: Path, port: int, tmp_path: Path, reaper: ProcessReaper) -> None:
+    """On Windows every pip-installed TensorBoard is a chain (Scripts\\tensorboard.exe, then python.exe
+    with the same arguments, and in a venv one more python.exe): `ls` must show one instance, with the
+    pid `up` printed, serving, tbctl's; `down` must end it."""
+    launcher = tmp_path / "Scripts" / "tensorboard"
+    launcher.parent.mkdir()
+    launcher.write_text(LAUNCHER.format(python=sys.executable, tensorboard=TENSORBOARD))
+    launcher.chmod(0o755)
+    inst = cli.up("--tensorboard", str(launcher), "--port", str(port), "--new", str(logdir))["instance"]
+    for child in __import__("psutil").Process(inst["pid"]).children(recursive=True):
+        reaper.adopt(child.pid)
+    rows = [i for i in cli("ls", "--json").json()["instances"] if i["port"] == port]
+    assert [(r["pid"], r["status"], r["started_by"]) for r in rows] == [(inst["pid"], "serving", "tbctl")], rows
+    cli("down", str(port))
+    assert wait_until(lambda: not tensorboard_pids_for(logdir), 15), tensorboard_pids_for(logdir)
