@@ -2,7 +2,7 @@
 dashboard inline and returns its `Dashboard`; `%tbctl ls` and `%tbctl down …` print what the commands print.
 
 Each verb's words are parsed by the command's own parser (the same options, defaults and checks), plus
-`--notebook-url` for `up`. The browser showing the notebook may not be on the machine running the kernel:
+tbctl's global `--ssh` (before the verb or among its options) and `--notebook-url` for `up`. The browser showing the notebook may not be on the machine running the kernel:
 behind JupyterHub or with TensorBoard's `TENSORBOARD_PROXY_URL` (e.g. `/proxy/%PORT%/`) the frame goes
 through jupyter-server-proxy, a URL relative to the Jupyter server; in a kernel reached over SSH with no
 proxy, the magic prints the `tbctl tunnel` line to run where the browser is.
@@ -110,44 +110,61 @@ def _notebook_url_option() -> Any:
                        help="How the browser reaches the dashboard (default: the notebook_url setting).")
 
 
+def _ssh_option() -> Any:
+    from typer.core import TyperOption
+
+    return TyperOption(param_decls=["--ssh"], default=None, metavar="openssh|paramiko",
+                       help="SSH client for remote hosts, as tbctl's global --ssh (default: the ssh setting).")
+
+
+def _global_ssh(words: list[str]) -> tuple[str | None, list[str]]:
+    """`--ssh X` or `--ssh=X` before the verb, where the command line has it (`tbctl --ssh X up …`)."""
+    if words[:1] == ["--ssh"] and len(words) > 1:
+        return words[1], words[2:]
+    if words and words[0].startswith("--ssh="):
+        return words[0].split("=", 1)[1], words[1:]
+    return None, words
+
+
 def run(line: str, env: Environment, *, environ: Mapping[str, str] = os.environ) -> Any:
     """`%tbctl LINE`: what the cell returns (up: the Dashboard; ls and down print their tables)."""
     from tbctl.errors import UsageError
 
-    words = shlex.split(line)
+    ssh, words = _global_ssh(shlex.split(line))
     if not words or words[0] not in ("up", "ls", "down"):
         raise UsageError("use %tbctl up [LOGDIR] [OPTIONS], %tbctl ls or %tbctl down [PORT|PID|LOGDIR|--all]",
                          hint="each takes the options of the tbctl command of that name (--help lists them)")
     verb, words = words[0], words[1:]
     if verb == "up":
-        return _up(words, env, environ)
+        return _up(words, env, environ, ssh)
     from tbctl import api
     from tbctl.cli import render
 
-    params = _parse(verb, words, [])
+    params = _parse(verb, words, [_ssh_option()])
     if params is None:
         return None
+    ssh = params["ssh"] or ssh
     if verb == "ls":
         listing = api.ls(params["hosts"] or None, all_hosts=params["all_hosts"],
-                         connect_timeout=params["connect_timeout"])
+                         connect_timeout=params["connect_timeout"], ssh=ssh)
         render.instances_table(env, listing.instances, errors=listing.errors, show_host=listing.elsewhere)
         render.forwards_table(env, listing.forwards)
         return None  # the table says it all; tbctl.ls() returns the records
     ended = api.down(params["target"], host=params["host_spec"], all=params["all_instances"], force=params["force"],
-                     timeout=params["timeout"], connect_timeout=params["connect_timeout"], job=params["job"])
+                     timeout=params["timeout"], connect_timeout=params["connect_timeout"], job=params["job"], ssh=ssh)
     for warning in ended.warnings:
         env.warn(warning)
     render.stop_outcomes(env, ended.outcomes, closed_forwards=ended.closed_forwards)
     return None
 
 
-def _up(words: list[str], env: Environment, environ: Mapping[str, str]) -> Dashboard | None:
+def _up(words: list[str], env: Environment, environ: Mapping[str, str], ssh: str | None) -> Dashboard | None:
     from IPython.display import HTML, display
 
     from tbctl import api
     from tbctl.cli.up import request_of
 
-    params = _parse("up", words, [_notebook_url_option()])
+    params = _parse("up", words, [_notebook_url_option(), _ssh_option()])
     if params is None:
         return None
     if params["open_browser"] is not None or params["json_output"]:
@@ -166,7 +183,7 @@ def _up(words: list[str], env: Environment, environ: Mapping[str, str]) -> Dashb
 
         raise UsageError(f"--notebook-url {mode!r} is not a way to reach the dashboard",
                          hint="use auto, direct, proxy or tunnel")
-    dashboard = api.serve_request(request_of(params), messages=env.info)
+    dashboard = api.serve_request(request_of(params), ssh=params["ssh"] or ssh, messages=env.info)
     for warning in dashboard.result.warnings:
         env.warn(warning)
     url, note = frame(dashboard, mode, environ)
@@ -177,7 +194,8 @@ def _up(words: list[str], env: Environment, environ: Mapping[str, str]) -> Dashb
 
 
 def tbctl_magic(line: str) -> Any:
-    """%tbctl up [LOGDIR] [--host H] [--port P] [--new] [--detach] [--notebook-url MODE] … | ls | down …"""
+    """%tbctl [--ssh openssh|paramiko] up [LOGDIR] [--host H] [--port P] [--new] [--detach] [--notebook-url MODE] …
+    | ls | down …"""
     import sys
 
     from tbctl.cli.app import ClickUsageError, show_error

@@ -196,3 +196,26 @@ def test_the_magic_prints_errors_as_the_command_does_and_its_help(logdir: Path, 
     assert capsys.readouterr().err.startswith("tbctl: use %tbctl up [LOGDIR] [OPTIONS], %tbctl ls or %tbctl down")
     assert tbctl_magic("down --bogus") is None
     assert "No such option: --bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ssh_backend", ["openssh"], indirect=True)
+def test_the_magic_takes_tbctls_global_ssh_before_or_among_the_verbs_options(
+        ssh_env: Any, ssh_backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`%tbctl --ssh paramiko ls --host H` as `tbctl --ssh paramiko ls --host H`. The setting says openssh and
+    there is no ssh client on PATH, so only the paramiko backend, asked for in the line, reaches the host."""
+    from tbctl.errors import UsageError
+    from tbctl.notebook import run
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    def magic(line: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        run(line, Environment(stdout=out, stderr=err), environ={})
+        return out.getvalue() + err.getvalue()
+
+    assert "error: no OpenSSH client (`ssh`) on PATH" in magic(f"ls --host {ssh_env.alias}")
+    for line in (f"--ssh paramiko ls --host {ssh_env.alias}", f"ls --host {ssh_env.alias} --ssh=paramiko"):
+        said = magic(line)
+        assert said and "error" not in said and "warning" not in said and "OpenSSH" not in said, said  # reached
+    with pytest.raises(UsageError, match="unknown SSH backend 'nope'"):
+        magic(f"--ssh=nope down --all --host {ssh_env.alias}")
