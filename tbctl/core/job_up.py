@@ -200,9 +200,9 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
             except BaseException:  # Ctrl-C while waiting, or no way to the node: leave nothing running
                 terminate(login, [srun_proc], force=False, timeout=5.0)
                 raise
-            if ready and _serves(body, logdir) and bind is not None:
-                break  # the node's sockets are out of the login node's sight
             if ready and _serves(body, logdir):
+                if bind is not None:
+                    break  # the node's sockets are out of the login node's sight
                 try:
                     listener, holders = _listener(node.get(), port, logdir)
                 except BaseException:
@@ -224,9 +224,11 @@ def _up_on_node(login: Host, node: _Node, store: StateStore, job: slurm.Job, req
             raise _failure(reason, request.timeout, tail, launched.log_path, job)
         try:
             step = _find_step(login, job, f"{STEP_NAME}-{port}")
-            # unseen from the login node, the step's process is known by its srun client there
-            proc: dict[str, Any] = _owned(node.get(), listener) if bind is None else \
-                {"pid": srun_proc[0], "create_time": srun_proc[1], "start_ticks": None}
+            if bind is None:
+                assert listener is not None  # the loop ends on the step's listener, or raises
+                proc = _owned(node.get(), listener)
+            else:  # unseen from the login node, the step's process is known by its srun client there
+                proc = {"pid": srun_proc[0], "create_time": srun_proc[1], "start_ticks": None}
         except BaseException:
             terminate(login, [srun_proc], force=False, timeout=5.0)
             raise
@@ -355,9 +357,8 @@ def _listener(node: Host, port: int, logdir: str) -> tuple[Mapping[str, Any] | N
     return (mine[0] if mine else None), holders
 
 
-def _owned(node: Host, proc: Mapping[str, Any] | None) -> dict[str, Any]:
+def _owned(node: Host, proc: Mapping[str, Any]) -> dict[str, Any]:
     """What the background forwarder watches of the step's process: its pid and start."""
-    assert proc is not None
     info = node.proc_info(proc["pid"]) or {}
     return {"pid": proc["pid"], "create_time": proc.get("create_time"), "start_ticks": info.get("start_ticks")}
 
